@@ -3,7 +3,19 @@
 //! Pure core (no I/O, no clock; time and buffers are arguments):
 //! - [`codec`]: the 37-byte TSPI v4 datagram (CONTRACT §1);
 //! - [`message`]: subject, `Nats-Msg-Id` and CBOR/JSON body (CONTRACT §2).
+//!
+//! Edges:
+//! - [`decode`]: the operator's capture reader behind `tspi decode`;
+//! - [`harness`]: real nats-server and PostgreSQL processes on loopback for
+//!   tests and `tspi demo`;
+//! - [`jetstream`]: stream definitions of CONTRACT §3.
+
+// Lets shared test helpers name this crate `tspi` from unit tests too.
+#[cfg(test)]
+extern crate self as tspi;
 
 pub mod codec;
+pub mod harness;
 pub mod hex;
+pub mod jetstream;
 pub mod message;
