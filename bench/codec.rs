@@ -1,1 +1,161 @@
-fn main() {}
+//! Codec and encoder throughput: the per-datagram work of the ingest path.
+//!
+//! `cargo bench --bench codec` measures; `cargo test --benches` runs each
+//! benchmark once as a smoke test (CI does that).
+//!
+//! Groups, each over a batch of 1024 mixed datagrams (3 geocentric : 1
+//! spherical, varying sensors and times), reported per datagram:
+//! - `parse`: bytes → frame;
+//! - `message`: frame → subject + `Nats-Msg-Id` + CBOR body into reused
+//!   buffers (what the publisher does per datagram);
+//! - `cbor_body`: our body writer vs. serde + ciborium serialising the same
+//!   record, side by side (ciborium also shrinks floats to f16/f32 where
+//!   lossless, which the contract forbids, so it is a cost baseline only);
+//! - `json`: the JSON record (used by `tspi decode`).
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use tspi::codec::{self, DATAGRAM_LEN, Frame, Geocentric, Payload, Spherical};
+use tspi::message::{self, Record, RecvTime};
+
+const BATCH_LEN: usize = 1024;
+const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_456_789);
+
+fn frames() -> Vec<Frame> {
+    // A small LCG so the inputs vary but the bench is reproducible.
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (s >> 33) as u32
+    };
+    (0..BATCH_LEN)
+        .map(|i| {
+            let payload = if i % 4 == 3 {
+                Payload::Spherical(Spherical {
+                    range: next() as i32 / 4,
+                    azimuth: next() % 360_000_000,
+                    elevation: next() % 90_000_000,
+                    azimuth_rate: next() as i16,
+                    elevation_rate: next() as i16,
+                    range_rate: next() as i16,
+                    ..Spherical::default()
+                })
+            } else {
+                Payload::Geocentric(Geocentric {
+                    x: -155_000_000 + (next() % 1_000_000) as i32,
+                    y: -510_000_000 + (next() % 1_000_000) as i32,
+                    z: 340_000_000 + (next() % 1_000_000) as i32,
+                    vx: next() as i16,
+                    vy: next() as i16,
+                    vz: next() as i16,
+                    ax: next() as i16,
+                    ay: next() as i16,
+                    az: next() as i16,
+                })
+            };
+            Frame {
+                sensor_id: 1000 + (i % 500) as u16,
+                day: 1 + (next() % 366) as u16,
+                time_ticks: next() % codec::TIME_TICKS_END,
+                status: 0xFF,
+                status_flags: 0x01,
+                payload,
+            }
+        })
+        .collect()
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let wire: Vec<[u8; DATAGRAM_LEN]> = frames().iter().map(Frame::encode).collect();
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(BATCH_LEN as u64));
+    g.bench_function("tspi_v4", |b| {
+        b.iter(|| {
+            for d in &wire {
+                black_box(codec::parse(black_box(d.as_slice())).ok());
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_message(c: &mut Criterion) {
+    let frames = frames();
+    let mut g = c.benchmark_group("message");
+    g.throughput(Throughput::Elements(BATCH_LEN as u64));
+    let (mut subject, mut id, mut body) = (String::new(), String::new(), Vec::new());
+    g.bench_function("subject_id_cbor_reused_buffers", |b| {
+        b.iter(|| {
+            for f in &frames {
+                subject.clear();
+                id.clear();
+                body.clear();
+                message::write_subject("tspi", f, &mut subject);
+                message::write_msg_id(f, &mut id);
+                message::encode_cbor(f, RECV, &mut body);
+                black_box((&subject, &id, &body));
+            }
+        })
+    });
+    g.bench_function("owned_message", |b| {
+        b.iter(|| {
+            for f in &frames {
+                black_box(message::Message::encode("tspi", f, RECV));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_cbor(c: &mut Criterion) {
+    let frames = frames();
+    let records: Vec<Record> = frames.iter().map(|f| Record::new(f, RECV)).collect();
+    let mut g = c.benchmark_group("cbor_body");
+    g.throughput(Throughput::Elements(BATCH_LEN as u64));
+    let mut body = Vec::with_capacity(message::BODY_LEN_MAX);
+    g.bench_function("tspi_writer", |b| {
+        b.iter(|| {
+            for f in &frames {
+                body.clear();
+                message::encode_cbor(f, RECV, &mut body);
+                black_box(&body);
+            }
+        })
+    });
+    g.bench_function("ciborium_serde_from_record", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(message::BODY_LEN_MAX),
+            |out: &mut Vec<u8>| {
+                for r in &records {
+                    out.clear();
+                    ciborium::into_writer(r, &mut *out).expect("serialises");
+                    black_box(&out);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_json(c: &mut Criterion) {
+    let frames = frames();
+    let mut g = c.benchmark_group("json");
+    g.throughput(Throughput::Elements(BATCH_LEN as u64));
+    let mut out = Vec::with_capacity(700);
+    g.bench_function("record_to_json", |b| {
+        b.iter(|| {
+            for f in &frames {
+                out.clear();
+                serde_json::to_writer(&mut out, &Record::new(f, RECV)).expect("serialises");
+                black_box(&out);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_parse, bench_message, bench_cbor, bench_json);
+criterion_main!(benches);

@@ -15,6 +15,7 @@
 extern crate self as tspi;
 
 pub mod codec;
+pub mod decode;
 pub mod harness;
 pub mod hex;
 pub mod jetstream;

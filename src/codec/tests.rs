@@ -2,6 +2,10 @@ use super::vectors::{self, bytes};
 use super::*;
 use proptest::prelude::*;
 
+#[path = "../../tests/common/arb.rs"]
+pub(crate) mod arb;
+pub(crate) use arb::arb_frame;
+
 fn parse_hex(hex: &str) -> Frame {
     parse(&bytes(hex)).expect("contract vector parses")
 }
@@ -166,54 +170,6 @@ fn errors_read_well() {
         ParseError::Length { len: 36 }.to_string(),
         "length 36 bytes, a TSPI v4 datagram is exactly 37"
     );
-}
-
-/// Any valid frame, with every field drawn over its whole range.
-pub(crate) fn arb_frame() -> impl Strategy<Value = Frame> {
-    let geo = (any::<[i32; 3]>(), any::<[i16; 6]>()).prop_map(|(p, d)| {
-        Payload::Geocentric(Geocentric {
-            x: p[0],
-            y: p[1],
-            z: p[2],
-            vx: d[0],
-            vy: d[1],
-            vz: d[2],
-            ax: d[3],
-            ay: d[4],
-            az: d[5],
-        })
-    });
-    let sph = (any::<i32>(), any::<[u32; 2]>(), any::<[i16; 6]>()).prop_map(|(r, ae, d)| {
-        Payload::Spherical(Spherical {
-            range: r,
-            azimuth: ae[0],
-            elevation: ae[1],
-            azimuth_rate: d[0],
-            elevation_rate: d[1],
-            range_rate: d[2],
-            azimuth_accel: d[3],
-            elevation_accel: d[4],
-            range_accel: d[5],
-        })
-    });
-    (
-        any::<u16>(),
-        DAY_MIN..=DAY_MAX,
-        0..TIME_TICKS_END,
-        any::<u8>(),
-        any::<u16>(),
-        prop_oneof![geo, sph],
-    )
-        .prop_map(
-            |(sensor_id, day, time_ticks, status, status_flags, payload)| Frame {
-                sensor_id,
-                day,
-                time_ticks,
-                status,
-                status_flags,
-                payload,
-            },
-        )
 }
 
 proptest! {

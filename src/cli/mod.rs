@@ -1,0 +1,50 @@
+//! Command-line interface: argument types and dispatch.
+
+mod decode;
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// The telemetry data plane for test and training ranges: TSPI v4 datagrams
+/// over UDP into NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "tspi", version, about, propagate_version = true)]
+pub struct Args {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tspi=debug`.
+    /// Defaults to `$RUST_LOG`, else `info`.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode datagrams from a capture, a raw file or hex lines into JSON
+    /// records, one per line.
+    Decode(decode::DecodeArgs),
+    /// Start a local JetStream cluster, push a generated fleet through the
+    /// codec and encoder into it, and show the latency report.
+    Demo(demo::DemoArgs),
+}
+
+pub fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Decode(a) => decode::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
