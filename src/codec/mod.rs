@@ -197,6 +197,18 @@ fn be_u32(b: &[u8; DATAGRAM_LEN], at: usize) -> u32 {
 }
 
 /// Parse one datagram. Checks, in order: length, type, version, day, time.
+///
+/// ```
+/// use tspi::codec::{self, FrameType, ParseError, vectors};
+///
+/// let bytes = vectors::bytes(vectors::GEOCENTRIC_1);
+/// let frame = codec::parse(&bytes).unwrap();
+/// assert_eq!(frame.frame_type(), FrameType::Geocentric);
+/// assert_eq!((frame.sensor_id, frame.day, frame.time_s()), (501, 123, 1.534));
+/// assert_eq!(frame.encode().as_slice(), bytes.as_slice());
+///
+/// assert_eq!(codec::parse(&bytes[..36]), Err(ParseError::Length { len: 36 }));
+/// ```
 #[inline]
 pub fn parse(bytes: &[u8]) -> Result<Frame, ParseError> {
     let b: &[u8; DATAGRAM_LEN] = bytes

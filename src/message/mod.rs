@@ -252,6 +252,20 @@ pub fn encode_cbor(frame: &Frame, recv: RecvTime, out: &mut Vec<u8>) {
 
 /// One complete message, owned. The hot path uses the `write_*` and
 /// [`encode_cbor`] functions with reused buffers instead.
+///
+/// ```
+/// use tspi::codec::{self, vectors};
+/// use tspi::message::{Message, Record, RecvTime};
+///
+/// let frame = codec::parse(&vectors::bytes(vectors::SPHERICAL_2)).unwrap();
+/// let recv = RecvTime::from_unix_ns(1_700_000_000_123_400_000);
+/// let msg = Message::encode("tspi", &frame, recv);
+/// assert_eq!(msg.subject, "tspi.spherical.2048");
+/// assert_eq!(msg.msg_id, "2048:42:92.3400");
+/// let record = Record::new(&frame, recv);
+/// assert_eq!(record.recv_iso, "2023-11-14T22:13:20.123400+00:00");
+/// assert_eq!(record.recv_epoch_ms, 1_700_000_000_123);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     pub subject: String,
