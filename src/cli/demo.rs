@@ -267,11 +267,9 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let (day_of_year, ticks0) = tspi::message::utc_day_ticks(wall0.unix_ns);
 
     let period = Duration::from_secs(1) / a.rate_hz;
-    let mut to_ack: Histogram<u64> = Histogram::new_with_bounds(1, 60_000_000, 3)?;
-    let mut sched_to_ack: Histogram<u64> = Histogram::new_with_bounds(1, 60_000_000, 3)?;
+    let mut t = Tally::new()?;
     let mut in_flight = FuturesUnordered::new();
-    let (mut published, mut acked, mut duplicates, mut failed, mut behind_max) =
-        (0u64, 0u64, 0u64, 0u64, Duration::ZERO);
+    let (mut published, mut behind_max) = (0u64, Duration::ZERO);
     let mut kept: Vec<Message> = Vec::new();
     let start = Instant::now();
     let mut last_progress = Instant::now();
@@ -288,7 +286,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                     biased;
                     () = &mut sleep => break,
                     Some(r) = in_flight.next(), if !in_flight.is_empty() => {
-                        tally(r, &mut to_ack, &mut sched_to_ack, &mut acked, &mut duplicates, &mut failed);
+                        t.record(r);
                     }
                 }
             }
@@ -307,14 +305,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             }
             while in_flight.len() >= a.acks_in_flight_max {
                 if let Some(r) = in_flight.next().await {
-                    tally(
-                        r,
-                        &mut to_ack,
-                        &mut sched_to_ack,
-                        &mut acked,
-                        &mut duplicates,
-                        &mut failed,
-                    );
+                    t.record(r);
                 }
             }
             let mut headers = HeaderMap::new();
@@ -333,21 +324,15 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             println!(
-                "  t={:>5.1} s  published {published}  acked {acked}  in flight {}",
+                "  t={:>5.1} s  published {published}  acked {}  in flight {}",
                 start.elapsed().as_secs_f64(),
+                t.acked,
                 in_flight.len()
             );
         }
     }
     while let Some(r) = in_flight.next().await {
-        tally(
-            r,
-            &mut to_ack,
-            &mut sched_to_ack,
-            &mut acked,
-            &mut duplicates,
-            &mut failed,
-        );
+        t.record(r);
     }
     let elapsed = start.elapsed();
 
@@ -368,16 +353,19 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("== report ==");
     println!(
-        "published {published} in {:.2} s ({:.0} msg/s), acked {acked}, failed {failed}, duplicate acks {duplicates}",
+        "published {published} in {:.2} s ({:.0} msg/s), acked {}, failed {}, duplicate acks {}",
         elapsed.as_secs_f64(),
-        published as f64 / elapsed.as_secs_f64()
+        published as f64 / elapsed.as_secs_f64(),
+        t.acked,
+        t.failed,
+        t.duplicates
     );
     println!(
         "schedule: worst lag behind the open-loop schedule {:.3} ms",
         behind_max.as_secs_f64() * 1e3
     );
-    println!("publish -> ack           {}", percentiles(&to_ack));
-    println!("scheduled send -> ack    {}", percentiles(&sched_to_ack));
+    println!("publish -> ack           {}", percentiles(&t.to_ack));
+    println!("scheduled send -> ack    {}", percentiles(&t.sched_to_ack));
     println!(
         "dedup: republished {} messages with their Nats-Msg-Id: {} acknowledged as duplicates",
         kept.len(),
@@ -391,9 +379,10 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
          through the codec and encoder, not through a socket."
     );
     drop(servers);
-    if stored != total || failed > 0 || redelivered_dupes != kept.len() as u64 {
+    if stored != total || t.failed > 0 || redelivered_dupes != kept.len() as u64 {
         bail!(
-            "demo check failed: stored {stored} of {total}, failed {failed}, duplicates {redelivered_dupes}"
+            "demo check failed: stored {stored} of {total}, failed {}, duplicates {redelivered_dupes}",
+            t.failed
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -409,24 +398,42 @@ type AckResult = (
     >,
 );
 
-fn tally(
-    (due, sent, done, r): AckResult,
-    to_ack: &mut Histogram<u64>,
-    sched_to_ack: &mut Histogram<u64>,
-    acked: &mut u64,
-    duplicates: &mut u64,
-    failed: &mut u64,
-) {
-    match r {
-        Ok(ack) => {
-            *acked += 1;
-            *duplicates += u64::from(ack.duplicate);
-            to_ack.saturating_record((done - sent).as_micros() as u64);
-            sched_to_ack.saturating_record(done.saturating_duration_since(due).as_micros() as u64);
-        }
-        Err(e) => {
-            *failed += 1;
-            tracing::warn!(error = %e, "publish failed");
+/// What the acks said, and how long they took.
+struct Tally {
+    /// Publish call → ack, µs.
+    to_ack: Histogram<u64>,
+    /// Scheduled send time → ack, µs (no coordinated omission).
+    sched_to_ack: Histogram<u64>,
+    acked: u64,
+    duplicates: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Tally {
+            to_ack: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            sched_to_ack: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            acked: 0,
+            duplicates: 0,
+            failed: 0,
+        })
+    }
+
+    fn record(&mut self, (due, sent, done, r): AckResult) {
+        match r {
+            Ok(ack) => {
+                self.acked += 1;
+                self.duplicates += u64::from(ack.duplicate);
+                self.to_ack
+                    .saturating_record((done - sent).as_micros() as u64);
+                self.sched_to_ack
+                    .saturating_record(done.saturating_duration_since(due).as_micros() as u64);
+            }
+            Err(e) => {
+                self.failed += 1;
+                tracing::warn!(error = %e, "publish failed");
+            }
         }
     }
 }

@@ -372,16 +372,7 @@ impl PgCluster {
     /// server is stopped first); returns once it is ready.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.spawn().and_then(|()| self.wait_ready()) {
-                Err(e) if e.is_port_in_use() && attempt < PORT_ATTEMPTS => {
-                    std::thread::sleep(Duration::from_millis(200 * attempt as u64));
-                }
-                other => return other,
-            }
-        }
+        process::restart_on_same_port(|| self.spawn().and_then(|()| self.wait_ready()))
     }
 
     /// The last `lines` lines of the server's log (stdout/stderr, with the

@@ -144,6 +144,24 @@ pub(crate) fn kill_child(mut child: Child) -> Option<ExitStatus> {
 }
 
 /// True if something accepts TCP connections on `127.0.0.1:port`.
+/// Start a server again on its own, fixed port. Only another process can
+/// hold that port, or the old socket is still closing: wait a little and try
+/// again, a bounded number of times.
+pub(crate) fn restart_on_same_port(
+    mut start: impl FnMut() -> Result<(), HarnessError>,
+) -> Result<(), HarnessError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start() {
+            Err(e) if e.is_port_in_use() && attempt < super::PORT_ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(200 * attempt as u64));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) fn tcp_accepts(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
