@@ -14,9 +14,11 @@
 #[cfg(test)]
 extern crate self as tspi;
 
+pub mod clock;
 pub mod codec;
 pub mod decode;
 pub mod harness;
 pub mod hex;
 pub mod jetstream;
 pub mod message;
+pub mod receive;

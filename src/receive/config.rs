@@ -1,0 +1,473 @@
+//! What a set of receive threads is told to do, and the checks that turn a
+//! mistaken configuration into a typed error before any socket exists.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Receive threads at most (a named bound; one rtrb ring and one thread each).
+pub const WORKERS_MAX: usize = 256;
+/// Listen addresses at most.
+pub const LISTEN_LEN_MAX: usize = 64;
+/// Multicast groups at most.
+pub const MULTICAST_LEN_MAX: usize = 64;
+/// Largest `batch_len`: datagrams per `recvmmsg` call, buffers per io_uring
+/// buffer ring (the kernel allows 32768 ring entries; the completion queue is
+/// sized from this, see `uring.rs`).
+pub const BATCH_LEN_MAX: usize = 4096;
+/// Largest `ring_capacity` per worker (about 56 bytes per slot: 3.7 GiB).
+pub const RING_CAPACITY_MAX: usize = 1 << 26;
+/// Largest `SO_RCVBUF` request (the kernel takes an `int` and doubles it).
+pub const RCVBUF_BYTES_MAX: usize = 1 << 30;
+
+/// Core ids are below this (`CPU_SETSIZE`, the size of the affinity mask).
+pub const CORE_ID_END: usize = libc::CPU_SETSIZE as usize;
+
+const _: () = assert!(BATCH_LEN_MAX.is_power_of_two() && BATCH_LEN_MAX <= 32_768);
+
+/// How datagrams come out of the kernel.
+///
+/// Config files and the command line both accept `auto`, `io-uring` (also
+/// spelled `iouring` or `io_uring`) and `recvmmsg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// io_uring when [`super::probe_io_uring`] passes, else recvmmsg (the
+    /// reason is logged).
+    Auto,
+    /// Multishot `RECVMSG` with a provided buffer ring: one system call per
+    /// wake-up for any number of sockets and datagrams (NOTES.md: 1.31 Mpps
+    /// per core on loopback). Starting fails if the kernel or a sandbox
+    /// refuses io_uring.
+    #[serde(rename = "io-uring", alias = "iouring", alias = "io_uring")]
+    #[value(alias = "iouring", alias = "io_uring")]
+    IoUring,
+    /// Batched `recvmmsg` over pre-allocated buffers, `poll` across sockets
+    /// when idle. Works everywhere (NOTES.md: 1.18 Mpps per core).
+    Recvmmsg,
+}
+
+impl Backend {
+    /// The name used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Recvmmsg => "recvmmsg",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a receive thread does with an accepted datagram when its ring to the
+/// publisher is full. A receive thread never blocks: a blocked reader lets
+/// the kernel drop datagrams silently (visible only as
+/// [`super::Receivers::kernel_drops`]), which is worse than a counted drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the incoming datagram and count it as `ring_dropped`. Costs: no
+    /// memory beyond the ring and no latency for the frames already queued;
+    /// data is lost while the publisher is slower than the input. The ring's
+    /// size is the only buffer, so size `ring_capacity` for the longest
+    /// publisher stall to ride out (capacity / input rate).
+    DropNewest,
+}
+
+/// One multicast group to join.
+///
+/// The group is joined on every socket of its family whose listen address is
+/// the group itself (`239.1.2.3:5000`, which then receives only that group)
+/// or the unspecified address (`0.0.0.0:5000`, which also receives unicast to
+/// the port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MulticastGroup {
+    /// A multicast address, IPv4 (`224.0.0.0/4`) or IPv6 (`ff00::/8`).
+    pub group: IpAddr,
+    /// IPv4 only: the address of the interface to join on, e.g. `127.0.0.1`
+    /// (default: the kernel's choice by route).
+    pub interface: Option<IpAddr>,
+    /// The interface index to join on: IPv6 joins take only an index; for
+    /// IPv4 it is an alternative to `interface` (default: the kernel's
+    /// choice).
+    pub interface_index: Option<u32>,
+}
+
+/// Everything the receive threads need, validated by [`ReceiveConfig::validate`]
+/// (which [`super::Receivers::start`] calls).
+#[derive(Clone, Debug)]
+pub struct ReceiveConfig {
+    /// Bind addresses, IPv4 and IPv6. Port 0 binds a free port (the same one
+    /// for every worker; see [`super::Receivers::local_addrs`]). A multicast
+    /// group address binds the group's port and receives only that group.
+    pub listen: Vec<SocketAddr>,
+    /// Groups to join, see [`MulticastGroup`].
+    pub multicast: Vec<MulticastGroup>,
+    /// Receive threads. Each has its own `SO_REUSEPORT` socket per unicast
+    /// listen address, so the kernel spreads sources over workers by a hash
+    /// of the addresses and ports (one source stays on one worker). A listen
+    /// address that receives multicast is served by one worker only
+    /// (address `i` by worker `i % workers`): the kernel hands every
+    /// multicast datagram to every socket bound to the port, so sockets on
+    /// several workers would each get a copy.
+    pub workers: usize,
+    /// Core per worker (`core_affinity`); empty: threads are not pinned.
+    pub cores: Vec<usize>,
+    pub backend: Backend,
+    /// `SO_RCVBUF` requested per socket. The kernel caps it at
+    /// `net.core.rmem_max` (start-up warns when it does) and charges ~830
+    /// bytes per queued 37-byte datagram.
+    pub rcvbuf_bytes: usize,
+    /// Datagrams per `recvmmsg` call; buffers in each io_uring buffer ring
+    /// (rounded up to a power of two).
+    pub batch_len: usize,
+    /// Frames each worker's ring to the publisher holds.
+    pub ring_capacity: usize,
+    /// `None`: every sensor; else only these sensor ids (others are counted
+    /// as `filtered`).
+    pub allow_sensors: Option<Vec<u16>>,
+    pub overflow: OverflowPolicy,
+}
+
+impl ReceiveConfig {
+    /// A single-worker configuration with the appliance's defaults for the
+    /// numbers (`rcvbuf_bytes` 32 MiB, `batch_len` 64, `ring_capacity`
+    /// 2^18), `Backend::Auto` and no filtering.
+    pub fn new(listen: Vec<SocketAddr>) -> Self {
+        ReceiveConfig {
+            listen,
+            multicast: Vec::new(),
+            workers: 1,
+            cores: Vec::new(),
+            backend: Backend::Auto,
+            rcvbuf_bytes: 32 << 20,
+            batch_len: 64,
+            ring_capacity: 1 << 18,
+            allow_sensors: None,
+            overflow: OverflowPolicy::DropNewest,
+        }
+    }
+
+    /// Check every field and their combinations. Does not touch the network
+    /// (binding and joining happen in [`super::Receivers::start`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListen);
+        }
+        if self.listen.len() > LISTEN_LEN_MAX {
+            return Err(ConfigError::TooMany {
+                what: "listen addresses",
+                len: self.listen.len(),
+                max: LISTEN_LEN_MAX,
+            });
+        }
+        if self.multicast.len() > MULTICAST_LEN_MAX {
+            return Err(ConfigError::TooMany {
+                what: "multicast groups",
+                len: self.multicast.len(),
+                max: MULTICAST_LEN_MAX,
+            });
+        }
+        if !(1..=WORKERS_MAX).contains(&self.workers) {
+            return Err(ConfigError::OutOfRange {
+                field: "workers",
+                value: self.workers,
+                min: 1,
+                max: WORKERS_MAX,
+            });
+        }
+        if !self.cores.is_empty() && self.cores.len() != self.workers {
+            return Err(ConfigError::CoresLen {
+                workers: self.workers,
+                cores: self.cores.len(),
+            });
+        }
+        if let Some(&core) = self.cores.iter().find(|&&c| c >= CORE_ID_END) {
+            return Err(ConfigError::OutOfRange {
+                field: "cores",
+                value: core,
+                min: 0,
+                max: CORE_ID_END - 1,
+            });
+        }
+        if !(1..=BATCH_LEN_MAX).contains(&self.batch_len) {
+            return Err(ConfigError::OutOfRange {
+                field: "batch_len",
+                value: self.batch_len,
+                min: 1,
+                max: BATCH_LEN_MAX,
+            });
+        }
+        if !(1..=RING_CAPACITY_MAX).contains(&self.ring_capacity) {
+            return Err(ConfigError::OutOfRange {
+                field: "ring_capacity",
+                value: self.ring_capacity,
+                min: 1,
+                max: RING_CAPACITY_MAX,
+            });
+        }
+        if !(1..=RCVBUF_BYTES_MAX).contains(&self.rcvbuf_bytes) {
+            return Err(ConfigError::OutOfRange {
+                field: "rcvbuf_bytes",
+                value: self.rcvbuf_bytes,
+                min: 1,
+                max: RCVBUF_BYTES_MAX,
+            });
+        }
+        if let Some(allow) = &self.allow_sensors
+            && allow.is_empty()
+        {
+            return Err(ConfigError::EmptyAllowList);
+        }
+        let mut seen = HashSet::new();
+        for &addr in &self.listen {
+            if addr.port() != 0 && !seen.insert(addr) {
+                return Err(ConfigError::DuplicateListen { addr });
+            }
+        }
+        for g in &self.multicast {
+            if !g.group.is_multicast() {
+                return Err(ConfigError::NotMulticast { group: g.group });
+            }
+            match g.group {
+                IpAddr::V4(_) => {
+                    if let Some(iface) = g.interface
+                        && !iface.is_ipv4()
+                    {
+                        return Err(ConfigError::InterfaceFamily {
+                            group: g.group,
+                            interface: iface,
+                        });
+                    }
+                    if g.interface.is_some() && g.interface_index.is_some() {
+                        return Err(ConfigError::InterfaceTwice { group: g.group });
+                    }
+                }
+                IpAddr::V6(_) => {
+                    if let Some(iface) = g.interface {
+                        return Err(ConfigError::InterfaceFamily {
+                            group: g.group,
+                            interface: iface,
+                        });
+                    }
+                }
+            }
+            let matching: Vec<SocketAddr> = self
+                .listen
+                .iter()
+                .copied()
+                .filter(|a| group_matches(g.group, *a))
+                .collect();
+            if matching.is_empty() {
+                return Err(ConfigError::GroupWithoutListen { group: g.group });
+            }
+            for (i, a) in matching.iter().enumerate() {
+                if a.port() != 0 && matching[..i].iter().any(|b| b.port() == a.port()) {
+                    return Err(ConfigError::GroupListenedTwice {
+                        group: g.group,
+                        port: a.port(),
+                    });
+                }
+            }
+        }
+        for &addr in &self.listen {
+            if addr.ip().is_multicast() && !self.multicast.iter().any(|g| g.group == addr.ip()) {
+                return Err(ConfigError::ListenGroupNotJoined { addr });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the socket for listen address `addr` joins any group (and is
+    /// therefore served by a single worker).
+    pub(crate) fn receives_multicast(&self, addr: SocketAddr) -> bool {
+        self.multicast.iter().any(|g| group_matches(g.group, addr))
+    }
+}
+
+/// A group is joined on sockets of its family bound to it or to the
+/// unspecified address.
+pub(crate) fn group_matches(group: IpAddr, listen: SocketAddr) -> bool {
+    group.is_ipv4() == listen.is_ipv4() && (listen.ip() == group || listen.ip().is_unspecified())
+}
+
+/// A configuration mistake, found before any socket is opened. The operator
+/// fixes the configuration; retrying does not help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no listen address: give at least one UDP address to receive on")]
+    NoListen,
+    #[error("{len} {what}, at most {max} are supported")]
+    TooMany {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} = {value}, must be within {min}..={max}")]
+    OutOfRange {
+        field: &'static str,
+        value: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error("{cores} cores for {workers} workers: give one core per worker, or none to not pin")]
+    CoresLen { workers: usize, cores: usize },
+    #[error(
+        "allow_sensors is empty, which would filter every datagram; leave it unset to allow all sensors"
+    )]
+    EmptyAllowList,
+    #[error("listen address {addr} appears twice")]
+    DuplicateListen { addr: SocketAddr },
+    #[error("multicast group {group} is not a multicast address")]
+    NotMulticast { group: IpAddr },
+    #[error(
+        "multicast group {group}: interface {interface} does not fit (IPv4 groups take an IPv4 interface address, IPv6 groups only interface_index)"
+    )]
+    InterfaceFamily { group: IpAddr, interface: IpAddr },
+    #[error("multicast group {group}: give interface or interface_index, not both")]
+    InterfaceTwice { group: IpAddr },
+    #[error(
+        "multicast group {group}: no listen address can receive it; listen on the group itself (group:port) or on the unspecified address of its family (0.0.0.0:port or [::]:port)"
+    )]
+    GroupWithoutListen { group: IpAddr },
+    #[error(
+        "multicast group {group} matches two listen addresses on port {port}; each datagram would be received twice"
+    )]
+    GroupListenedTwice { group: IpAddr, port: u16 },
+    #[error("listen address {addr} is a multicast group that no multicast entry joins")]
+    ListenGroupNotJoined { addr: SocketAddr },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listen: &[&str]) -> ReceiveConfig {
+        ReceiveConfig::new(listen.iter().map(|a| a.parse().unwrap()).collect())
+    }
+
+    fn group(g: &str) -> MulticastGroup {
+        MulticastGroup {
+            group: g.parse().unwrap(),
+            interface: None,
+            interface_index: None,
+        }
+    }
+
+    #[test]
+    fn backend_names_match_between_config_files_and_the_command_line() {
+        use clap::ValueEnum;
+        for (text, backend) in [
+            ("auto", Backend::Auto),
+            ("io-uring", Backend::IoUring),
+            ("iouring", Backend::IoUring),
+            ("io_uring", Backend::IoUring),
+            ("recvmmsg", Backend::Recvmmsg),
+        ] {
+            let json = format!("\"{text}\"");
+            assert_eq!(
+                serde_json::from_str::<Backend>(&json).unwrap(),
+                backend,
+                "{text}"
+            );
+            assert_eq!(Backend::from_str(text, false).unwrap(), backend, "{text}");
+        }
+        assert!(serde_json::from_str::<Backend>("\"dpdk\"").is_err());
+        let p: OverflowPolicy = serde_json::from_str("\"drop-newest\"").unwrap();
+        assert_eq!(p, OverflowPolicy::DropNewest);
+        assert_eq!(
+            OverflowPolicy::from_str("drop-newest", false).unwrap(),
+            OverflowPolicy::DropNewest
+        );
+    }
+
+    #[test]
+    fn defaults_validate() {
+        cfg(&["127.0.0.1:5000", "[::]:5000"]).validate().unwrap();
+    }
+
+    #[test]
+    fn multicast_rules() {
+        // Joined on the group's own address and on the unspecified one.
+        let mut c = cfg(&["239.1.1.1:5000", "0.0.0.0:6000", "127.0.0.1:7000"]);
+        c.multicast = vec![group("239.1.1.1")];
+        c.validate().unwrap();
+        assert!(c.receives_multicast(c.listen[0]));
+        assert!(c.receives_multicast(c.listen[1]));
+        assert!(!c.receives_multicast(c.listen[2]));
+
+        // The same group reaching one port twice.
+        let mut c = cfg(&["239.1.1.1:5000", "0.0.0.0:5000"]);
+        c.multicast = vec![group("239.1.1.1")];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::GroupListenedTwice { port: 5000, .. })
+        ));
+
+        // Families must agree.
+        let mut c = cfg(&["[::]:5000"]);
+        c.multicast = vec![group("239.1.1.1")];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::GroupWithoutListen { .. })
+        ));
+        c.multicast = vec![MulticastGroup {
+            interface: Some("127.0.0.1".parse().unwrap()),
+            ..group("ff15::1")
+        }];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::InterfaceFamily { .. })
+        ));
+        c.multicast = vec![MulticastGroup {
+            interface_index: Some(1),
+            ..group("ff15::1")
+        }];
+        c.validate().unwrap();
+
+        let mut c = cfg(&["0.0.0.0:5000"]);
+        c.multicast = vec![MulticastGroup {
+            interface: Some("127.0.0.1".parse().unwrap()),
+            interface_index: Some(1),
+            ..group("239.1.1.1")
+        }];
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::InterfaceTwice { .. })
+        ));
+    }
+
+    #[test]
+    fn bounds_and_duplicates() {
+        let base = cfg(&["127.0.0.1:5000"]);
+        let check = |f: &dyn Fn(&mut ReceiveConfig), field: &str| {
+            let mut c = base.clone();
+            f(&mut c);
+            match c.validate() {
+                Err(ConfigError::OutOfRange { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        };
+        check(&|c| c.batch_len = 0, "batch_len");
+        check(&|c| c.batch_len = BATCH_LEN_MAX + 1, "batch_len");
+        check(&|c| c.ring_capacity = 0, "ring_capacity");
+        check(&|c| c.rcvbuf_bytes = 0, "rcvbuf_bytes");
+        check(&|c| c.workers = WORKERS_MAX + 1, "workers");
+        check(&|c| c.cores = vec![CORE_ID_END], "cores");
+        let mut c = cfg(&["127.0.0.1:5000", "127.0.0.1:5000"]);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DuplicateListen { .. })
+        ));
+        // Port 0 twice is two different free ports.
+        c.listen = vec!["127.0.0.1:0".parse().unwrap(); 2];
+        c.validate().unwrap();
+        c.listen.clear();
+        assert_eq!(c.validate(), Err(ConfigError::NoListen));
+    }
+}
