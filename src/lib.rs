@@ -21,4 +21,5 @@ pub mod harness;
 pub mod hex;
 pub mod jetstream;
 pub mod message;
+pub mod metrics;
 pub mod receive;

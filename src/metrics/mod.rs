@@ -1,0 +1,73 @@
+//! Ingest metrics for operators: counters, gauges and three latency
+//! histograms, reported every interval (10 s by default) four ways.
+//!
+//! Pure core (no I/O, no clock unless asked):
+//! - [`Counters`], [`Gauges`]: plain values the reporter is handed;
+//! - [`Latencies`] / [`LatencyRecorder`]: HdrHistograms (1 ns .. 60 s, 3
+//!   significant digits, saturating) with one recorder per publisher task,
+//!   merged by the reporter;
+//! - [`Reporter`] → [`Report`]: deltas since the last report, the interval's
+//!   histograms and the cumulative ones (borrowed from the reporter);
+//! - renderers: [`render_log_line`] (for `tracing::info!`),
+//!   [`render_json_line`] (`--json` on stdout), [`render_prometheus`]
+//!   (`--metrics-addr`), [`snapshot_message`] (HdrHistogram V2 deflate,
+//!   base64, on [`metrics_subject`]).
+//!
+//! Edges: [`serve_prometheus`] (HTTP `GET /metrics`), [`publish_snapshot`]
+//! (core NATS), [`hostname`].
+//!
+//! A reporter task, sketched:
+//!
+//! ```no_run
+//! # async fn demo(client: async_nats::Client, counters: impl Fn() -> tspi::metrics::Counters) -> std::io::Result<()> {
+//! use tspi::metrics::*;
+//! let mut reporter = Reporter::new();
+//! let _recorder = reporter.recorder(); // one per publisher task, moved into it
+//! let (text_tx, text_rx) = tokio::sync::watch::channel(String::new());
+//! let (_addr, _server) = serve_prometheus("127.0.0.1:9100".parse().unwrap(), text_rx).await?;
+//! let host = hostname();
+//! let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+//! loop {
+//!     tick.tick().await;
+//!     // Waits (bounded) for idle recorders: keep it off the async workers.
+//!     let report = tokio::task::block_in_place(|| reporter.report(counters(), Gauges::default()));
+//!     tracing::info!("{}", render_log_line(&report));
+//!     println!("{}", render_json_line(&report));
+//!     text_tx.send_replace(render_prometheus(&report));
+//!     if let Err(e) = publish_snapshot(&client, &report, &host).await {
+//!         tracing::warn!("{e}");
+//!     }
+//! }
+//! # }
+//! ```
+
+mod counters;
+mod host;
+mod http;
+mod latency;
+mod nats;
+mod prometheus;
+mod render;
+mod report;
+mod snapshot;
+
+pub use counters::{Counters, Gauges, REJECT_REASONS_LEN};
+pub use host::hostname;
+pub use http::{
+    HTTP_CONNECTION_TIMEOUT, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_HEAD_LEN_MAX, serve_prometheus,
+};
+pub use latency::{
+    LATENCY_NS_MAX, LATENCY_NS_MIN, LATENCY_SIGFIG, Latencies, Latency, LatencyHistograms,
+    LatencyRecorder, LatencyView, REFRESH_TIMEOUT_DEFAULT, new_latency_histogram,
+};
+pub use nats::{SnapshotPublishError, publish_snapshot};
+pub use prometheus::{
+    BUCKET_BOUNDS, PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PREFIX, bucket_counts, render_prometheus,
+};
+pub use render::{render_json_line, render_log_line};
+pub use report::{Report, ReportTime, Reporter};
+pub use snapshot::{
+    COMPONENT_INGEST, HISTOGRAM_ENCODING, HISTOGRAM_UNIT, METRICS_SUBJECT_ALL,
+    METRICS_SUBJECT_PREFIX, Snapshot, SnapshotDecodeError, SnapshotHistograms, decode_hdr_snapshot,
+    encode_hdr_snapshot, metrics_subject, snapshot_message,
+};
