@@ -16,10 +16,14 @@ extern crate self as tspi;
 
 pub mod clock;
 pub mod codec;
+pub mod config;
 pub mod decode;
 pub mod harness;
 pub mod hex;
+pub mod ingest;
 pub mod jetstream;
 pub mod message;
 pub mod metrics;
+pub mod publish;
 pub mod receive;
+pub mod send;

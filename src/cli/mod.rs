@@ -2,6 +2,7 @@
 
 mod decode;
 mod demo;
+mod ingest;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +26,11 @@ pub enum Command {
     /// Decode datagrams from a capture, a raw file or hex lines into JSON
     /// records, one per line.
     Decode(decode::DecodeArgs),
+    /// Receive TSPI datagrams over UDP and publish them to JetStream until
+    /// SIGINT/SIGTERM (or --duration-s), then drain and print the account.
+    Ingest(ingest::IngestArgs),
+    /// Check a configuration file: unknown keys and bad values name their line.
+    Validate(ingest::ValidateArgs),
     /// Start a local JetStream cluster, push a generated fleet through the
     /// codec and encoder into it, and show the latency report.
     Demo(demo::DemoArgs),
@@ -46,5 +52,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Decode(a) => decode::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Ingest(a) => ingest::run(a),
+        Command::Validate(a) => ingest::validate(a),
     }
 }

@@ -1,0 +1,568 @@
+//! Ingest capacity and latency, side by side in one run on one box.
+//!
+//! `cargo bench --bench ingest` (full: about 6 minutes) or
+//! `cargo bench --bench ingest -- --quick` (about 30 s). `cargo test
+//! --benches` runs the quick form with tiny counts as a smoke test.
+//!
+//! Against one real nats-server (file storage, `TSPI` stream with the
+//! appliance's default settings: duplicate window 30 s, replicas 1):
+//!
+//! 1. **ceiling**: a bare async-nats pipelined publish loop of pre-encoded
+//!    contract messages (same sizes, same `Nats-Msg-Id` scheme), 2048 acks in
+//!    flight, into a fresh stream;
+//! 2. **appliance**: the release `tspi ingest` binary as its own process, fed
+//!    over loopback UDP on an open-loop schedule by a GSO sender, each run
+//!    into a fresh stream. A rate is *sustained* when every datagram is
+//!    acked (no kernel, ring or publish loss, stream count = sent) and the
+//!    last ack comes within 2 s of the last send. The search steps up from
+//!    half the ceiling, then bisects;
+//! 3. **latency** at 20k and 50k datagrams/s: the appliance's receive→ack
+//!    histogram (merged from its own HdrHistogram snapshots on
+//!    `tspi.ops.metrics.ingest.<host>`) and end-to-end, scheduled send →
+//!    delivered by an ordered consumer of the stream (no coordinated
+//!    omission: from the *scheduled* time);
+//! 4. **CPU per datagram** of the appliance process (utime + stime from
+//!    /proc/<pid>/stat over the run, divided by datagrams received).
+//!
+//! The io_uring vs recvmmsg receive rate per core is `bench/receive.rs`.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use std::future::IntoFuture;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tspi::codec::{DATAGRAM_LEN, Frame, Geocentric, Payload, Spherical};
+use tspi::harness::NatsServer;
+use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
+use tspi::message::{self, RecvTime};
+use tspi::send::{DatagramSender, Pacer};
+
+/// Sensors per tick: datagram i is sensor `i % SENSORS` at tick `i / SENSORS`.
+const SENSORS: u64 = 500;
+const DAY: u16 = 200;
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
+fn frame(i: u64) -> Frame {
+    let sensor_id = (i % SENSORS) as u16;
+    let time_ticks = (i / SENSORS) as u32;
+    let payload = if i % 4 == 3 {
+        Payload::Spherical(Spherical {
+            range: 1_234_567 + i as i32 % 1000,
+            azimuth: 45_000_000,
+            elevation: 10_000_000,
+            azimuth_rate: 12,
+            elevation_rate: -3,
+            range_rate: 250,
+            ..Spherical::default()
+        })
+    } else {
+        Payload::Geocentric(Geocentric {
+            x: -155_123_456,
+            y: -510_654_321 + (i % 1000) as i32,
+            z: 340_111_222,
+            vx: 12_000,
+            vy: -3_000,
+            vz: 150,
+            ax: 10,
+            ay: -20,
+            az: 0,
+        })
+    };
+    Frame {
+        sensor_id,
+        day: DAY,
+        time_ticks,
+        status: 0xFF,
+        status_flags: 0x01,
+        payload,
+    }
+}
+
+/// The datagram index a message id names.
+fn index_of(msg_id: &str) -> Option<u64> {
+    let mut it = msg_id.split(':');
+    let sensor: u64 = it.next()?.parse().ok()?;
+    let _day = it.next()?;
+    let (s, frac) = it.next()?.split_once('.')?;
+    let ticks = s.parse::<u64>().ok()? * 10_000 + frac.parse::<u64>().ok()?;
+    Some(ticks * SENSORS + sensor)
+}
+
+struct Bench {
+    quick: bool,
+    smoke: bool,
+    server: NatsServer,
+    rt: tokio::runtime::Runtime,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RunResult {
+    rate: f64,
+    sent: u64,
+    acked: u64,
+    stored: u64,
+    kernel_dropped: u64,
+    ring_dropped: u64,
+    failed: u64,
+    backend: String,
+    drain_s: f64,
+    cpu_s: f64,
+    sender_lag_max_ms: f64,
+    /// CPU seconds by thread name, whole process life.
+    threads: Vec<(String, f64)>,
+    recv_to_ack: Option<Histogram<u64>>,
+    e2e: Option<Histogram<u64>>,
+}
+
+impl RunResult {
+    fn sustained(&self) -> bool {
+        self.acked == self.sent
+            && self.stored == self.sent
+            && self.kernel_dropped == 0
+            && self.ring_dropped == 0
+            && self.failed == 0
+            && self.drain_s <= 2.0
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e6
+}
+
+fn latency_line(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={})",
+        ms(h, 0.5),
+        ms(h, 0.99),
+        ms(h, 0.999),
+        h.max() as f64 / 1e6,
+        h.len()
+    )
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// CPU seconds per thread name of a process (threads of one name summed).
+fn cpu_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some((name_part, rest))) = (stat.find('('), stat.rsplit_once(')')) else {
+            continue;
+        };
+        let name = name_part[open + 1..].to_owned();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *by.entry(name).or_default() += ticks / hz;
+    }
+    by.into_iter().filter(|(_, s)| *s > 0.0).collect()
+}
+
+impl Bench {
+    async fn fresh_stream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.server.url())
+            .await
+            .expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let _ = js.delete_stream("TSPI").await;
+        js
+    }
+
+    /// 1. Bare async-nats pipelined publish loop into a fresh stream.
+    fn ceiling(&self, duration: Duration) -> f64 {
+        self.rt.block_on(async {
+            let js = self.fresh_stream().await;
+            let settings = StreamSettings {
+                duplicate_window: DUPLICATE_WINDOW,
+                ..StreamSettings::default()
+            };
+            ensure_stream(
+                &js,
+                telemetry_stream("tspi", &settings),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("stream");
+            // Pre-encode one second's worth at the NOTES.md ceiling, reused
+            // with fresh ids.
+            let recv = RecvTime::now();
+            let window = 2048;
+            let mut in_flight = FuturesUnordered::new();
+            let start = Instant::now();
+            let mut i = 0u64;
+            let mut acked = 0u64;
+            while start.elapsed() < duration {
+                let f = frame(i);
+                let m = message::Message::encode("tspi", &f, recv);
+                let mut h = HeaderMap::new();
+                h.insert("Nats-Msg-Id", m.msg_id.as_str());
+                let ack = js
+                    .publish_with_headers(m.subject, h, Bytes::from(m.body))
+                    .await
+                    .expect("publish");
+                in_flight.push(ack.into_future());
+                i += 1;
+                while in_flight.len() >= window {
+                    if let Some(r) = in_flight.next().await {
+                        r.expect("ack");
+                        acked += 1;
+                    }
+                }
+            }
+            while let Some(r) = in_flight.next().await {
+                r.expect("ack");
+                acked += 1;
+            }
+            acked as f64 / start.elapsed().as_secs_f64()
+        })
+    }
+
+    /// 2-4. The appliance as its own process at `rate` for `duration`.
+    fn appliance(&self, rate: f64, duration: Duration, latency: bool) -> RunResult {
+        let total = (rate * duration.as_secs_f64()) as u64;
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
+            s.local_addr().expect("addr").port()
+        };
+        let udp = format!("127.0.0.1:{port}");
+        let js = self.rt.block_on(self.fresh_stream());
+        let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+            .args([
+                "--log",
+                "warn",
+                "ingest",
+                "--udp",
+                &udp,
+                "--nats",
+                &self.server.url(),
+            ])
+            .args(["--json", "--interval-s", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tspi ingest");
+        let pid = child.id();
+        // Ready when the stream exists and a report line has appeared.
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("first report");
+
+        let sent_at: Arc<Vec<AtomicU64>> =
+            Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+        let delivered = Arc::new(AtomicU64::new(0));
+        let last_delivery = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now() + Duration::from_millis(200);
+        let mono = move |t: Instant| t.saturating_duration_since(t0).as_nanos() as u64;
+
+        // End-to-end and the appliance's own histograms, collected by a task.
+        let collector = self.rt.spawn({
+            let js = js.clone();
+            let sent_at = sent_at.clone();
+            let delivered = delivered.clone();
+            let last_delivery = last_delivery.clone();
+            let stop = stop.clone();
+            let server = self.server.url();
+            async move {
+                let mut e2e = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
+                let mut r2a = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
+                let client = async_nats::connect(server).await.expect("connect");
+                let mut snaps = client.subscribe("tspi.ops.metrics.ingest.>").await.expect("sub");
+                let stream = loop {
+                    match js.get_stream("TSPI").await {
+                        Ok(s) => break s,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                };
+                let consumer = stream
+                    .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                        deliver_subject: js.client().new_inbox(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("consumer");
+                let mut msgs = consumer.messages().await.expect("messages");
+                loop {
+                    tokio::select! {
+                        Some(Ok(m)) = msgs.next(), if latency => {
+                            let now = mono(Instant::now());
+                            if let Some(i) = m.headers.as_ref()
+                                .and_then(|h| h.get("Nats-Msg-Id"))
+                                .and_then(|v| index_of(v.as_str()))
+                                && let Some(at) = sent_at.get(i as usize)
+                            {
+                                e2e.saturating_record(now.saturating_sub(at.load(Relaxed)).max(1));
+                            }
+                            delivered.fetch_add(1, Relaxed);
+                            last_delivery.store(now, Relaxed);
+                        }
+                        Some(s) = snaps.next() => {
+                            if let Ok(snap) = serde_json::from_slice::<tspi::metrics::Snapshot>(&s.payload)
+                                && let Ok(h) = tspi::metrics::decode_hdr_snapshot(&snap.histograms.receive_to_ack)
+                            {
+                                let _ = r2a.add(&h);
+                            }
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {
+                            if stop.load(Relaxed) { break; }
+                        }
+                    }
+                }
+                (e2e, r2a)
+            }
+        });
+
+        // The open-loop sender.
+        let cpu0 = cpu_seconds(pid);
+        let pacer = Pacer::new(t0, rate, total);
+        let mut tx = DatagramSender::connect(udp.parse().expect("addr")).expect("sender");
+        let mut batch: Vec<[u8; DATAGRAM_LEN]> = Vec::with_capacity(256);
+        let mut next = 0u64;
+        let mut lag_max = Duration::ZERO;
+        while next < total {
+            let now = Instant::now();
+            let due = pacer.due(now);
+            if due <= next {
+                std::thread::sleep(
+                    pacer
+                        .due_at(next)
+                        .saturating_duration_since(now)
+                        .min(Duration::from_micros(200)),
+                );
+                continue;
+            }
+            lag_max = lag_max.max(now.saturating_duration_since(pacer.due_at(next)));
+            let upto = due.min(next + 256);
+            batch.clear();
+            for i in next..upto {
+                // Scheduled time, not actual: no coordinated omission.
+                sent_at[i as usize].store(mono(pacer.due_at(i)), Relaxed);
+                batch.push(frame(i).encode());
+            }
+            tx.send(&batch).expect("send");
+            next = upto;
+        }
+        let sent_done = Instant::now();
+
+        // Wait (bounded) for the stream to hold everything, then stop.
+        let deadline = sent_done + Duration::from_secs(30);
+        let mut stored = 0;
+        let mut drained_at = None;
+        while Instant::now() < deadline {
+            stored = self.rt.block_on(async {
+                match js.get_stream("TSPI").await {
+                    Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+                    Err(_) => 0,
+                }
+            });
+            if stored >= total {
+                drained_at = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let cpu = cpu_seconds(pid) - cpu0;
+        let threads = cpu_by_thread(pid);
+        // SAFETY: kill(2) on our own child's pid with a valid signal.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let mut last = String::new();
+        for l in stdout.lines() {
+            last = l.expect("stdout line");
+        }
+        child.wait().expect("ingest exits");
+        stop.store(true, Relaxed);
+        let (e2e, r2a) = self.rt.block_on(collector).expect("collector");
+        let account: serde_json::Value = serde_json::from_str(&last).expect("final account line");
+        let c = &account["final_account"]["counters"];
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        RunResult {
+            rate,
+            sent: total,
+            acked: n("acked"),
+            stored,
+            kernel_dropped: n("kernel_dropped"),
+            ring_dropped: n("ring_dropped"),
+            failed: n("failed"),
+            backend: account["final_account"]["backend"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            drain_s: drained_at
+                .map_or(f64::INFINITY, |t| t.duration_since(sent_done).as_secs_f64()),
+            cpu_s: cpu,
+            sender_lag_max_ms: lag_max.as_secs_f64() * 1e3,
+            threads,
+            recv_to_ack: latency.then_some(r2a),
+            e2e: latency.then_some(e2e),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let smoke = !bench_mode; // `cargo test --benches`
+    let server = NatsServer::start().expect("nats-server (run ./scripts/setup)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let b = Bench {
+        quick,
+        smoke,
+        server,
+        rt,
+    };
+    let (ceiling_s, step_s, lat_s) = if b.smoke {
+        (1, 1, 1)
+    } else if b.quick {
+        (5, 5, 5)
+    } else {
+        (20, 30, 20)
+    };
+    println!(
+        "== ingest bench ({}) ==",
+        if b.smoke {
+            "smoke"
+        } else if b.quick {
+            "quick"
+        } else {
+            "full"
+        }
+    );
+
+    let ceiling = b.ceiling(Duration::from_secs(ceiling_s));
+    println!("ceiling (bare async-nats pipelined publish, 2048 in flight): {ceiling:.0} msg/s");
+
+    let report = |r: &RunResult| {
+        println!(
+            "  {:>8.0}/s x {}: sent {} acked {} stored {} kernel_dropped {} ring_dropped {} failed {} | drain {:.2} s | sender lag max {:.1} ms | CPU {:.2} us/datagram ({}) => {}",
+            r.rate,
+            if r.sent > 0 {
+                format!("{:.0} s", r.sent as f64 / r.rate)
+            } else {
+                "-".into()
+            },
+            r.sent,
+            r.acked,
+            r.stored,
+            r.kernel_dropped,
+            r.ring_dropped,
+            r.failed,
+            r.drain_s,
+            r.sender_lag_max_ms,
+            r.cpu_s * 1e6 / r.sent.max(1) as f64,
+            r.backend,
+            if r.sustained() {
+                "sustained"
+            } else {
+                "NOT sustained"
+            }
+        );
+        let threads: Vec<String> = r
+            .threads
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2}s"))
+            .collect();
+        println!("     appliance CPU by thread: {}", threads.join(", "));
+        if let Some(h) = &r.recv_to_ack {
+            println!(
+                "     receive->ack (appliance HdrHistogram): {}",
+                latency_line(h)
+            );
+        }
+        if let Some(h) = &r.e2e {
+            println!(
+                "     scheduled send->delivered from stream:  {}",
+                latency_line(h)
+            );
+        }
+    };
+
+    if b.smoke {
+        let r = b.appliance(2_000.0, Duration::from_secs(1), true);
+        report(&r);
+        assert!(r.sustained(), "smoke run lost datagrams: {r:?}");
+        return;
+    }
+
+    println!("latency (open-loop, {lat_s} s each):");
+    for rate in [20_000.0, 50_000.0] {
+        let r = b.appliance(rate, Duration::from_secs(lat_s), true);
+        report(&r);
+    }
+
+    println!(
+        "capacity search ({step_s} s per step; sustained = zero loss and drained within 2 s):"
+    );
+    let step = Duration::from_secs(step_s);
+    let mut lo = 0.0f64; // highest sustained
+    let mut hi = f64::INFINITY; // lowest not sustained
+    let mut best: Option<RunResult> = None;
+    let mut rate = (ceiling * 0.5 / 1000.0).round() * 1000.0;
+    for _ in 0..4 {
+        let r = b.appliance(rate, step, false);
+        report(&r);
+        if r.sustained() {
+            lo = rate;
+            best = Some(r);
+            rate += (ceiling * 0.15 / 1000.0).round() * 1000.0;
+        } else {
+            hi = rate;
+            break;
+        }
+    }
+    for _ in 0..if b.quick { 1 } else { 2 } {
+        if !hi.is_finite() {
+            break;
+        }
+        let mid = ((lo + hi) / 2.0 / 1000.0).round() * 1000.0;
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        let r = b.appliance(mid, step, false);
+        report(&r);
+        if r.sustained() {
+            lo = mid;
+            best = Some(r);
+        } else {
+            hi = mid;
+        }
+    }
+    match best {
+        Some(r) => println!(
+            "highest sustained rate: {:.0}/s = {:.2}x the ceiling of {:.0}/s; appliance CPU {:.2} us/datagram",
+            r.rate,
+            r.rate / ceiling,
+            ceiling,
+            r.cpu_s * 1e6 / r.sent as f64
+        ),
+        None => println!("no rate sustained (ceiling {ceiling:.0}/s)"),
+    }
+}

@@ -1,0 +1,198 @@
+//! `tspi ingest` and `tspi validate`.
+
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tspi::config::Config;
+use tspi::ingest::{self, Hooks};
+use tspi::receive::Backend;
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Configuration file (see config/tspi.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// UDP address to listen on (repeatable; replaces the file's list).
+    #[arg(long = "udp", value_name = "ADDR:PORT")]
+    pub udp: Vec<SocketAddr>,
+    /// NATS server URL (repeatable; replaces the file's list).
+    #[arg(long = "nats", value_name = "URL")]
+    pub nats: Vec<String>,
+    /// Receive threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Cores for the receive threads, comma-separated (one per worker).
+    #[arg(long, value_delimiter = ',', value_name = "CORE,...")]
+    pub cores: Option<Vec<usize>>,
+    /// Receive backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Serve Prometheus /metrics on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Print each report as a JSON line on stdout (and the final account).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between reports.
+    #[arg(long, value_name = "S")]
+    pub interval_s: Option<u64>,
+    /// Stop by itself after this many seconds (as on SIGTERM).
+    #[arg(long, value_name = "S")]
+    pub duration_s: Option<u64>,
+    /// Stream replicas (1 single server, 3 cluster).
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// Do not create or update the TSPI stream at start.
+    #[arg(long)]
+    pub no_create_stream: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Configuration file to check.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+pub fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&a.config)?;
+    cfg.validate()
+        .with_context(|| format!("{}", a.config.display()))?;
+    println!("{}: ok", a.config.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply(a: &IngestArgs, cfg: &mut Config) {
+    if !a.udp.is_empty() {
+        cfg.ingest.udp = a.udp.clone();
+    }
+    if !a.nats.is_empty() {
+        cfg.nats.servers = a.nats.clone();
+    }
+    if let Some(w) = a.workers {
+        cfg.ingest.workers = w;
+    }
+    if let Some(c) = &a.cores {
+        cfg.ingest.cores = c.clone();
+    }
+    if let Some(b) = a.backend {
+        cfg.ingest.backend = b;
+    }
+    if let Some(m) = a.metrics_addr {
+        cfg.metrics.addr = Some(m);
+    }
+    if a.json {
+        cfg.metrics.json = true;
+    }
+    if let Some(i) = a.interval_s {
+        cfg.metrics.interval_s = i;
+    }
+    if let Some(r) = a.replicas {
+        cfg.stream.replicas = r;
+    }
+    if a.no_create_stream {
+        cfg.stream.create = false;
+    }
+}
+
+/// The cores the publisher runtime may use: those not given to receive
+/// threads. None when there are none left (then it is not pinned).
+fn publisher_cores(receive: &[usize]) -> Option<Vec<core_affinity::CoreId>> {
+    let all = core_affinity::get_core_ids()?;
+    let rest: Vec<_> = all
+        .into_iter()
+        .filter(|c| !receive.contains(&c.id))
+        .collect();
+    (!rest.is_empty()).then_some(rest)
+}
+
+pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = load(a.config.as_ref())?;
+    apply(&a, &mut cfg);
+    cfg.validate()?;
+    let pub_cores = publisher_cores(&cfg.receive_cores());
+    let threads = pub_cores.as_ref().map_or(1, |c| c.len().clamp(1, 4));
+    if pub_cores.is_none() {
+        tracing::warn!(
+            "every core has a receive thread: the publisher runs unpinned, sharing them"
+        );
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("tspi-publish")
+        .on_thread_start(move || {
+            if let Some(cores) = &pub_cores {
+                let k = next.fetch_add(1, Ordering::Relaxed) % cores.len();
+                core_affinity::set_for_current(cores[k]);
+            }
+        })
+        .enable_all()
+        .build()?;
+    let json = cfg.metrics.json;
+    let duration = a.duration_s.map(Duration::from_secs);
+    let account = rt.block_on(ingest::run(
+        cfg,
+        Hooks { json, ready: None },
+        shutdown(duration),
+    ))?;
+    let c = &account.counters;
+    eprintln!(
+        "tspi ingest: final account ({} backend): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
+        account.backend,
+        c.received,
+        c.rejected.iter().sum::<u64>(),
+        c.filtered,
+        c.ring_dropped,
+        c.acked,
+        c.failed,
+        if account.balanced() {
+            ""
+        } else {
+            " (UNBALANCED)"
+        },
+        c.duplicate,
+        c.retried,
+        c.kernel_dropped
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "final_account": &account, "balanced": account.balanced() })
+        );
+    }
+    Ok(if account.balanced() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// SIGINT, SIGTERM, or the duration.
+async fn shutdown(duration: Option<Duration>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+        () = timer => tracing::info!("duration reached"),
+    }
+}

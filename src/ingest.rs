@@ -1,0 +1,263 @@
+//! `tspi ingest`: the receive threads, the publisher and the reporter,
+//! wired together, with a drained stop and a final account.
+
+use crate::config::{Config, NatsConfig};
+use crate::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
+use crate::metrics::{self, Counters, Gauges, Report, Reporter};
+use crate::publish::{Publisher, PublisherConfig, PublisherCounts, PublisherStats};
+use crate::receive::{Backend, MulticastGroup, ReceiveConfig, Receivers};
+use anyhow::Context as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// The final account of a run. After a drained stop:
+/// `received = rejected + filtered + ring_dropped + acked + failed`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    pub backend: String,
+    pub counters: Counters,
+}
+
+impl Account {
+    /// The invariant of a drained stop.
+    pub fn balanced(&self) -> bool {
+        let c = &self.counters;
+        c.received
+            == c.rejected.iter().sum::<u64>() + c.filtered + c.ring_dropped + c.acked + c.failed
+    }
+}
+
+/// What the caller wants to hear about while it runs.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Print each report as a JSON line on stdout.
+    pub json: bool,
+    /// Told the bound UDP addresses once receiving has started (tests bind
+    /// port 0).
+    pub ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
+}
+
+/// Connect to NATS with every option of `[nats]`.
+pub async fn connect(n: &NatsConfig) -> anyhow::Result<async_nats::Client> {
+    let mut o = async_nats::ConnectOptions::new()
+        .name(&n.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5));
+    if let (Some(u), Some(p)) = (&n.user, &n.password) {
+        o = o.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &n.token {
+        o = o.token(t.clone());
+    }
+    if let Some(c) = &n.credentials_file {
+        o = o
+            .credentials_file(c)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", c.display()))?;
+    }
+    if let Some(t) = &n.tls {
+        o = o.require_tls(t.required);
+        if let Some(ca) = &t.ca_file {
+            o = o.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+            o = o.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    o.event_callback(|e| async move {
+        tracing::info!(event = %e, "nats");
+    })
+    .connect(n.servers.as_slice())
+    .await
+    .with_context(|| format!("connecting to NATS {:?}", n.servers))
+}
+
+/// The receive threads' settings from `[ingest]`.
+pub fn receive_config(cfg: &Config) -> ReceiveConfig {
+    let i = &cfg.ingest;
+    ReceiveConfig {
+        listen: i.udp.clone(),
+        multicast: i
+            .multicast
+            .iter()
+            .map(|m| MulticastGroup {
+                group: m.group,
+                interface: m.interface,
+                interface_index: m.interface_index,
+            })
+            .collect(),
+        workers: i.workers,
+        cores: cfg.receive_cores(),
+        backend: i.backend,
+        rcvbuf_bytes: i.rcvbuf_bytes,
+        batch_len: i.batch_len,
+        ring_capacity: i.ring_capacity,
+        allow_sensors: (!i.allow_sensors.is_empty()).then(|| i.allow_sensors.clone()),
+        overflow: i.overflow,
+    }
+}
+
+fn counters(r: &Receivers, p: &PublisherCounts) -> Counters {
+    let rc = r.counts();
+    Counters {
+        received: rc.received,
+        rejected: rc.rejected,
+        filtered: rc.filtered,
+        ring_dropped: rc.ring_dropped,
+        published: p.published,
+        acked: p.acked,
+        duplicate: p.duplicate,
+        retried: p.retried,
+        failed: p.failed,
+        kernel_dropped: r.kernel_drops(),
+    }
+}
+
+/// Run ingest until `shutdown` resolves, then stop receiving, drain, and
+/// return the account.
+pub async fn run(
+    cfg: Config,
+    hooks: Hooks,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Account> {
+    cfg.validate()?;
+    let client = connect(&cfg.nats).await?;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(cfg.publish.ack_timeout_ms))
+        .max_ack_inflight(cfg.publish.acks_in_flight_max + 64)
+        .build(client.clone());
+    if cfg.stream.create {
+        let settings = StreamSettings {
+            replicas: cfg.stream.replicas,
+            duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
+            max_age: Duration::from_secs(cfg.stream.max_age_s),
+            allow_batch_publish: false,
+        };
+        let info = ensure_stream(
+            &js,
+            telemetry_stream(&cfg.nats.subject_prefix, &settings),
+            Duration::from_secs(30),
+        )
+        .await
+        .context("creating or updating the TSPI stream")?;
+        tracing::info!(
+            stream = %info.config.name,
+            replicas = info.config.num_replicas,
+            duplicate_window_s = info.config.duplicate_window.as_secs(),
+            "stream ready"
+        );
+    }
+
+    let rc = receive_config(&cfg);
+    let mut receivers = Receivers::start(&rc).context("starting the receive threads")?;
+    tracing::info!(
+        backend = ?receivers.backend(),
+        workers = cfg.ingest.workers,
+        listen = ?receivers.local_addrs(),
+        "receiving"
+    );
+    if let Some(ready) = hooks.ready {
+        let _ = ready.send(receivers.local_addrs());
+    }
+    let mut reporter = Reporter::new();
+    let publisher = Publisher::new(
+        js,
+        receivers.take_consumers(),
+        PublisherConfig {
+            subject_prefix: cfg.nats.subject_prefix.clone(),
+            acks_in_flight_max: cfg.publish.acks_in_flight_max,
+            batch_len_max: cfg.publish.batch_len_max,
+            retry_backoff_initial: Duration::from_millis(cfg.publish.retry_backoff_initial_ms),
+            retry_backoff_max: Duration::from_millis(cfg.publish.retry_backoff_max_ms),
+            drain_timeout: Duration::from_secs(cfg.publish.drain_timeout_s),
+        },
+        reporter.recorder(),
+    );
+    let pstats: Arc<PublisherStats> = publisher.stats();
+    let input_closed = publisher.input_closed();
+    let publishing = tokio::spawn(publisher.run());
+
+    let (prom_tx, prom_rx) = tokio::sync::watch::channel(String::new());
+    if let Some(addr) = cfg.metrics.addr {
+        let (bound, _task) = metrics::serve_prometheus(addr, prom_rx)
+            .await
+            .with_context(|| format!("serving /metrics on {addr}"))?;
+        tracing::info!(%bound, "prometheus /metrics");
+    }
+    let host = metrics::hostname();
+    let emit = |report: &Report<'_>| {
+        tracing::info!("{}", metrics::render_log_line(report));
+        if hooks.json {
+            println!("{}", metrics::render_json_line(report));
+        }
+        let _ = prom_tx.send(metrics::render_prometheus(report));
+    };
+
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.metrics.interval_s));
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {
+                let p = pstats.snapshot();
+                let gauges = Gauges {
+                    ring_frames: receivers.counts().accepted.saturating_sub(p.taken),
+                    acks_in_flight: p.in_flight,
+                };
+                let c = counters(&receivers, &p);
+                // The histogram refresh may wait up to 50 ms for an idle
+                // recorder: keep it off the async workers' hot loop.
+                let report = tokio::task::block_in_place(|| reporter.report(c, gauges));
+                emit(&report);
+                if cfg.metrics.nats_snapshot
+                    && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
+                {
+                    tracing::warn!(error = %e, "metrics snapshot not published");
+                }
+            }
+        }
+    }
+
+    tracing::info!("stopping: receive threads first, then draining the rings");
+    let backend = receivers.backend();
+    let kernel_dropped = receivers.kernel_drops();
+    let rx_final = receivers.stop();
+    input_closed.store(true, Relaxed);
+    let p = publishing.await.context("publisher task")?;
+    let counters = Counters {
+        received: rx_final.received,
+        rejected: rx_final.rejected,
+        filtered: rx_final.filtered,
+        ring_dropped: rx_final.ring_dropped,
+        published: p.published,
+        acked: p.acked,
+        duplicate: p.duplicate,
+        retried: p.retried,
+        failed: p.failed,
+        kernel_dropped,
+    };
+    let report = tokio::task::block_in_place(|| reporter.report(counters, Gauges::default()));
+    emit(&report);
+    // The last interval goes to operator tools too, so merged histograms
+    // cover the whole run.
+    if cfg.metrics.nats_snapshot
+        && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
+    {
+        tracing::warn!(error = %e, "final metrics snapshot not published");
+    }
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "final flush");
+    }
+    Ok(Account {
+        backend: match backend {
+            Backend::IoUring => "io-uring".into(),
+            Backend::Recvmmsg => "recvmmsg".into(),
+            Backend::Auto => "auto".into(),
+        },
+        counters,
+    })
+}
