@@ -192,9 +192,11 @@ impl Bench {
         js
     }
 
-    /// 1. Bare async-nats pipelined publish loop into a fresh stream.
-    fn ceiling(&self, duration: Duration) -> f64 {
-        self.rt.block_on(async {
+    /// Step 1, the bare async-nats pipelined publish loop into a fresh stream.
+    /// Returns (acked msgs/s, this process's CPU µs per message).
+    fn ceiling(&self, duration: Duration) -> (f64, f64) {
+        let cpu0 = cpu_seconds(std::process::id());
+        let (rate, n) = self.rt.block_on(async {
             let js = self.fresh_stream().await;
             let settings = StreamSettings {
                 duplicate_window: DUPLICATE_WINDOW,
@@ -237,12 +239,17 @@ impl Bench {
                 r.expect("ack");
                 acked += 1;
             }
-            acked as f64 / start.elapsed().as_secs_f64()
-        })
+            (acked as f64 / start.elapsed().as_secs_f64(), acked)
+        });
+        let cpu = cpu_seconds(std::process::id()) - cpu0;
+        (rate, cpu * 1e6 / n.max(1) as f64)
     }
 
     /// 2-4. The appliance as its own process at `rate` for `duration`.
-    fn appliance(&self, rate: f64, duration: Duration, latency: bool) -> RunResult {
+    /// `latency`: collect the appliance's receive→ack histograms; `e2e`:
+    /// also consume the stream to time delivery (the consumer competes for
+    /// the same 2 cores, so receive→ack is also measured without it).
+    fn appliance(&self, rate: f64, duration: Duration, latency: bool, e2e: bool) -> RunResult {
         let total = (rate * duration.as_secs_f64()) as u64;
         let port = {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
@@ -288,7 +295,7 @@ impl Bench {
             let stop = stop.clone();
             let server = self.server.url();
             async move {
-                let mut e2e = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
+                let mut e2e_hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
                 let mut r2a = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
                 let client = async_nats::connect(server).await.expect("connect");
                 let mut snaps = client.subscribe("tspi.ops.metrics.ingest.>").await.expect("sub");
@@ -308,14 +315,14 @@ impl Bench {
                 let mut msgs = consumer.messages().await.expect("messages");
                 loop {
                     tokio::select! {
-                        Some(Ok(m)) = msgs.next(), if latency => {
+                        Some(Ok(m)) = msgs.next(), if e2e => {
                             let now = mono(Instant::now());
                             if let Some(i) = m.headers.as_ref()
                                 .and_then(|h| h.get("Nats-Msg-Id"))
                                 .and_then(|v| index_of(v.as_str()))
                                 && let Some(at) = sent_at.get(i as usize)
                             {
-                                e2e.saturating_record(now.saturating_sub(at.load(Relaxed)).max(1));
+                                e2e_hist.saturating_record(now.saturating_sub(at.load(Relaxed)).max(1));
                             }
                             delivered.fetch_add(1, Relaxed);
                             last_delivery.store(now, Relaxed);
@@ -332,9 +339,10 @@ impl Bench {
                         }
                     }
                 }
-                (e2e, r2a)
+                (e2e_hist, r2a)
             }
         });
+        let _ = latency;
 
         // The open-loop sender.
         let cpu0 = cpu_seconds(pid);
@@ -395,7 +403,7 @@ impl Bench {
         }
         child.wait().expect("ingest exits");
         stop.store(true, Relaxed);
-        let (e2e, r2a) = self.rt.block_on(collector).expect("collector");
+        let (e2e_h, r2a) = self.rt.block_on(collector).expect("collector");
         let account: serde_json::Value = serde_json::from_str(&last).expect("final account line");
         let c = &account["final_account"]["counters"];
         let n = |k: &str| c[k].as_u64().unwrap_or(0);
@@ -417,7 +425,7 @@ impl Bench {
             sender_lag_max_ms: lag_max.as_secs_f64() * 1e3,
             threads,
             recv_to_ack: latency.then_some(r2a),
-            e2e: latency.then_some(e2e),
+            e2e: e2e.then_some(e2e_h),
         }
     }
 }
@@ -457,8 +465,10 @@ fn main() {
         }
     );
 
-    let ceiling = b.ceiling(Duration::from_secs(ceiling_s));
-    println!("ceiling (bare async-nats pipelined publish, 2048 in flight): {ceiling:.0} msg/s");
+    let (ceiling, ceiling_cpu_us) = b.ceiling(Duration::from_secs(ceiling_s));
+    println!(
+        "ceiling (bare async-nats pipelined publish, 2048 in flight): {ceiling:.0} msg/s, client CPU {ceiling_cpu_us:.2} us/msg (encode included)"
+    );
 
     let report = |r: &RunResult| {
         println!(
@@ -506,7 +516,7 @@ fn main() {
     };
 
     if b.smoke {
-        let r = b.appliance(2_000.0, Duration::from_secs(1), true);
+        let r = b.appliance(2_000.0, Duration::from_secs(1), true, true);
         report(&r);
         assert!(r.sustained(), "smoke run lost datagrams: {r:?}");
         return;
@@ -514,8 +524,10 @@ fn main() {
 
     println!("latency (open-loop, {lat_s} s each):");
     for rate in [20_000.0, 50_000.0] {
-        let r = b.appliance(rate, Duration::from_secs(lat_s), true);
-        report(&r);
+        println!("  appliance alone:");
+        report(&b.appliance(rate, Duration::from_secs(lat_s), true, false));
+        println!("  with a stream consumer timing end-to-end delivery:");
+        report(&b.appliance(rate, Duration::from_secs(lat_s), true, true));
     }
 
     println!(
@@ -527,7 +539,7 @@ fn main() {
     let mut best: Option<RunResult> = None;
     let mut rate = (ceiling * 0.5 / 1000.0).round() * 1000.0;
     for _ in 0..4 {
-        let r = b.appliance(rate, step, false);
+        let r = b.appliance(rate, step, false, false);
         report(&r);
         if r.sustained() {
             lo = rate;
@@ -546,7 +558,7 @@ fn main() {
         if mid <= lo || mid >= hi {
             break;
         }
-        let r = b.appliance(mid, step, false);
+        let r = b.appliance(mid, step, false, false);
         report(&r);
         if r.sustained() {
             lo = mid;

@@ -97,6 +97,7 @@ pub fn receive_config(cfg: &Config) -> ReceiveConfig {
         ring_capacity: i.ring_capacity,
         allow_sensors: (!i.allow_sensors.is_empty()).then(|| i.allow_sensors.clone()),
         overflow: i.overflow,
+        wake: None,
     }
 }
 
@@ -151,7 +152,9 @@ pub async fn run(
         );
     }
 
-    let rc = receive_config(&cfg);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut rc = receive_config(&cfg);
+    rc.wake = Some(wake.clone());
     let mut receivers = Receivers::start(&rc).context("starting the receive threads")?;
     tracing::info!(
         backend = ?receivers.backend(),
@@ -175,6 +178,7 @@ pub async fn run(
             drain_timeout: Duration::from_secs(cfg.publish.drain_timeout_s),
         },
         reporter.recorder(),
+        wake,
     );
     let pstats: Arc<PublisherStats> = publisher.stats();
     let input_closed = publisher.input_closed();

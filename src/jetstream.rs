@@ -102,6 +102,9 @@ pub async fn ensure_stream(
     let mut backoff = Duration::from_millis(50);
     loop {
         match js.create_or_update_stream(config.clone()).await {
+            Ok(info) if config.num_replicas > 1 => {
+                return Ok(wait_for_leader(js, info, deadline).await);
+            }
             Ok(info) => return Ok(info),
             Err(e) if Instant::now() < deadline && is_transient(&e) => {
                 tracing::debug!(stream = %config.name, error = %e, "stream not ready, retrying");
@@ -111,6 +114,31 @@ pub async fn ensure_stream(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A replicated stream answers publishes only once its RAFT group has a
+/// leader; until then a publish gets "no responders". Wait (bounded) for
+/// one; on timeout return what we have and let publish retries cover it.
+async fn wait_for_leader(
+    js: &jetstream::Context,
+    mut info: stream::Info,
+    deadline: Instant,
+) -> stream::Info {
+    while info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.as_ref())
+        .is_none()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Ok(mut s) = js.get_stream(&info.config.name).await
+            && let Ok(i) = s.info().await
+        {
+            info = i.clone();
+        }
+    }
+    info
 }
 
 fn is_transient(e: &jetstream::context::CreateStreamError) -> bool {

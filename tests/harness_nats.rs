@@ -57,8 +57,33 @@ async fn publish_all(
         pending.push(fut);
     }
     let mut acks = Vec::new();
-    for fut in pending {
-        acks.push(fut.await.expect("publish ack"));
+    for (msg, fut) in msgs.iter().zip(pending) {
+        let ack = match fut.await {
+            Ok(ack) => ack,
+            // Right after a replicated stream is created, the stream's
+            // subject interest may not have reached this server yet ("no
+            // responders"): publish again with the same id, bounded.
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                eventually(
+                    "stream answers publishes",
+                    Duration::from_secs(10),
+                    || async {
+                        js.publish_with_headers(
+                            msg.subject.clone(),
+                            msg_id_headers(msg),
+                            msg.body.clone().into(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map_err(|e| e.to_string())
+                    },
+                )
+                .await
+            }
+            Err(e) => panic!("publish ack: {e}"),
+        };
+        acks.push(ack);
     }
     acks
 }

@@ -26,6 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// Longest idle wait when no frame, ack or wake arrives: bounds how late a
+/// due retry or the end of input is noticed.
+const IDLE_TICK: Duration = Duration::from_millis(5);
+
 /// Publisher settings (from `[publish]` and `[nats]`).
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -103,6 +107,8 @@ pub struct Publisher {
     latency: LatencyRecorder,
     /// Set once the receive threads have stopped: drain and finish.
     input_closed: Arc<AtomicBool>,
+    /// Notified by the receive threads after each batch they ring.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Publisher {
@@ -111,6 +117,7 @@ impl Publisher {
         rings: Vec<rtrb::Consumer<Received>>,
         cfg: PublisherConfig,
         latency: LatencyRecorder,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Self {
         assert!(cfg.acks_in_flight_max > 0 && cfg.batch_len_max > 0);
         Publisher {
@@ -120,6 +127,7 @@ impl Publisher {
             stats: Arc::default(),
             latency,
             input_closed: Arc::default(),
+            wake,
         }
     }
 
@@ -309,15 +317,18 @@ impl Publisher {
             if !progressed {
                 // Idle: hand recorded latencies to the reporter if it asked.
                 self.latency.flush();
-                // Nothing to send now: wait for an ack, or a short tick for
-                // new frames and due retries.
-                let tick = tokio::time::sleep(Duration::from_micros(500));
+                // Nothing to send now: wait for an ack, for the receive
+                // threads to ring new frames, or a tick (due retries, the
+                // input closing).
+                let tick = tokio::time::sleep(IDLE_TICK);
                 tokio::pin!(tick);
+                let wake = self.wake.clone();
                 tokio::select! {
                     biased;
                     Some(r) = in_flight.next(), if !in_flight.is_empty() => {
                         self.on_ack(r, &mut retries, &mut warned);
                     }
+                    () = wake.notified() => {}
                     () = &mut tick => {}
                 }
             } else {

@@ -132,6 +132,10 @@ pub struct ReceiveConfig {
     /// as `filtered`).
     pub allow_sensors: Option<Vec<u16>>,
     pub overflow: OverflowPolicy,
+    /// Notified after every batch that put frames into a ring, so a parked
+    /// consumer wakes at once instead of on its next timer tick. One
+    /// notification per batch, never per datagram.
+    pub wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl ReceiveConfig {
@@ -150,6 +154,7 @@ impl ReceiveConfig {
             ring_capacity: 1 << 18,
             allow_sensors: None,
             overflow: OverflowPolicy::DropNewest,
+            wake: None,
         }
     }
 

@@ -228,7 +228,8 @@ impl Receivers {
                 ring_mode,
                 batch_len: cfg.batch_len,
                 sockets,
-                sink: Sink::new(producer, allow.clone(), cfg.overflow, stats.clone()),
+                sink: Sink::new(producer, allow.clone(), cfg.overflow, stats.clone())
+                    .with_wake(cfg.wake.clone()),
                 stop: stop.clone(),
                 ready: ready_tx.clone(),
             };

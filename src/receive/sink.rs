@@ -63,6 +63,9 @@ pub(crate) struct Sink {
     totals: ReceiverCounts,
     published: u64,
     stats: Arc<ReceiverStats>,
+    /// Accepted count at the last wake, and whom to wake.
+    woken_at: u64,
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Sink {
@@ -79,7 +82,15 @@ impl Sink {
             totals: ReceiverCounts::default(),
             published: 0,
             stats,
+            woken_at: 0,
+            wake: None,
         }
+    }
+
+    /// Wake `wake` after each batch that accepted frames.
+    pub(crate) fn with_wake(mut self, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
+        self.wake = wake;
+        self
     }
 
     /// One datagram as the kernel delivered it. `truncated`: the datagram
@@ -125,6 +136,12 @@ impl Sink {
         if self.totals.received != self.published {
             self.stats.publish(&self.totals);
             self.published = self.totals.received;
+        }
+        if self.totals.accepted != self.woken_at {
+            self.woken_at = self.totals.accepted;
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
         }
     }
 
