@@ -452,7 +452,7 @@ fn main() {
     } else if b.quick {
         (5, 5, 5)
     } else {
-        (20, 30, 20)
+        (30, 30, 20)
     };
     println!(
         "== ingest bench ({}) ==",

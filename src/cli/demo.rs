@@ -1,25 +1,28 @@
 //! `tspi demo`: the main job, end to end on this machine.
 //!
-//! Today (foundation): starts a three-node JetStream cluster on loopback,
-//! creates the `TSPI` stream, generates a small fleet of tracks, turns each
-//! update into a real 37-byte datagram, parses it with the codec, encodes the
-//! contract message and publishes it with its `Nats-Msg-Id` on an open-loop
-//! schedule, many acks in flight. It then republishes a slice to show
-//! JetStream dropping duplicates, checks the stream's count, and prints the
-//! latency report. UDP ingest (`tspi ingest`) and the airshow generator
-//! (`tspi-loadgen`) replace the in-process generator when they land.
+//! Starts a three-node JetStream cluster on loopback, runs `tspi ingest` on
+//! it (in this process: the same receive threads, publisher and reporter),
+//! flies a generated fleet of tracks at it as real UDP datagrams on an
+//! open-loop schedule, sends a slice twice as a redundant sender would, and
+//! shows the operator's view: the ingest's own report lines while it runs,
+//! then the latency report (receive→ack from the ingest's HdrHistogram
+//! snapshots, end-to-end from each datagram's own send time to delivery by a
+//! stream consumer) and the account of every datagram. The airshow fleet
+//! generator (`tspi-loadgen`, issue 4) replaces the simple orbits here when
+//! it lands.
 
 use anyhow::{Context as _, bail};
-use async_nats::HeaderMap;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tspi::codec::{self, Frame, Geocentric, Payload, Spherical};
+use tspi::config::Config;
 use tspi::harness::{NatsCluster, NatsServer};
-use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
-use tspi::message::{DEFAULT_PREFIX, Message, RecvTime};
+use tspi::ingest::{self, Hooks};
+use tspi::message::RecvTime;
+use tspi::send::DatagramSender;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -35,9 +38,9 @@ pub struct DemoArgs {
     /// JetStream nodes to start (3: a cluster with replicated stream; 1: single server).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nodes: u8,
-    /// Publish acks allowed in flight.
-    #[arg(long, default_value_t = 1024)]
-    pub acks_in_flight_max: usize,
+    /// Seconds between the ingest's report lines.
+    #[arg(long, default_value_t = 2)]
+    pub interval_s: u64,
 }
 
 /// One server, or a cluster of several.
@@ -172,11 +175,19 @@ impl Orbit {
     }
 }
 
+pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(demo(a))
+}
+
 fn percentiles(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return "no samples".into();
     }
-    let ms = |v: u64| v as f64 / 1000.0;
+    let ms = |v: u64| v as f64 / 1e6;
     format!(
         "p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={})",
         ms(h.value_at_quantile(0.50)),
@@ -188,16 +199,17 @@ fn percentiles(h: &Histogram<u64>) -> String {
     )
 }
 
-pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(demo(a))
+/// UTC instant (ns since the epoch) a datagram's day and ticks name, in the
+/// year of `near_unix_ns`.
+fn intended_unix_ns(day: u16, time_ticks: u32, near_unix_ns: u64) -> u64 {
+    let (day_now, _) = tspi::message::utc_day_ticks(near_unix_ns);
+    let midnight = near_unix_ns - near_unix_ns % 86_400_000_000_000;
+    let day_start = midnight as i128 + (i128::from(day) - i128::from(day_now)) * 86_400_000_000_000;
+    (day_start + i128::from(time_ticks) * 100_000) as u64
 }
 
 async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    println!("== tspi demo (foundation stage) ==");
+    println!("== tspi demo ==");
     println!(
         "starting {} JetStream node(s) on loopback (temporary directories)...",
         a.nodes
@@ -215,31 +227,88 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         urls.join(", ")
     );
 
-    let client = async_nats::ConnectOptions::new()
-        .name("tspi-demo")
-        .connect(urls.as_slice())
-        .await
-        .context("connecting to the demo cluster")?;
-    let js = async_nats::jetstream::new(client);
-    let settings = StreamSettings {
-        replicas: usize::from(a.nodes),
-        duplicate_window: Duration::from_secs(30),
-        ..StreamSettings::default()
+    // tspi ingest, in this process, on a free loopback port.
+    let mut cfg = Config::default();
+    cfg.nats.servers = urls.clone();
+    cfg.nats.name = "tspi-demo-ingest".into();
+    cfg.ingest.udp = vec!["127.0.0.1:0".parse()?];
+    cfg.stream.replicas = usize::from(a.nodes);
+    cfg.metrics.interval_s = a.interval_s;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let ingest = tokio::spawn(ingest::run(
+        cfg,
+        Hooks {
+            json: false,
+            ready: Some(ready_tx),
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let udp = match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
+        Ok(Ok(addrs)) => addrs[0],
+        _ => {
+            let e = ingest
+                .await?
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            bail!("tspi ingest did not start: {e}");
+        }
     };
-    let info = ensure_stream(
-        &js,
-        telemetry_stream(DEFAULT_PREFIX, &settings),
-        Duration::from_secs(30),
-    )
-    .await
-    .context("creating the TSPI stream")?;
     println!(
-        "stream {} ready: subjects {:?}, replicas {}, duplicate window {} s",
-        info.config.name,
-        info.config.subjects,
-        info.config.num_replicas,
-        info.config.duplicate_window.as_secs()
+        "tspi ingest listening on udp://{udp}, publishing to stream TSPI (replicas {})",
+        a.nodes
     );
+
+    // The operator's tools: end-to-end delivery from the stream, and the
+    // ingest's HdrHistogram snapshots merged into one histogram.
+    let client = async_nats::ConnectOptions::new()
+        .name("tspi-demo-operator")
+        .connect(urls.as_slice())
+        .await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("TSPI").await.context("stream TSPI")?;
+    let mut delivered = stream
+        .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await?
+        .messages()
+        .await?;
+    let mut snapshots = client.subscribe("tspi.ops.metrics.ingest.>").await?;
+    let (collector_stop, mut collector_stopped) = oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut e2e = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
+        let mut recv_to_ack =
+            Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
+        let mut seen = 0u64;
+        loop {
+            tokio::select! {
+                Some(Ok(m)) = delivered.next() => {
+                    let now = RecvTime::now().unix_ns;
+                    if let Ok(r) = ciborium::from_reader::<tspi::message::Record, _>(m.payload.as_ref()) {
+                        let ticks = (r.time_s * 10_000.0).round() as u32;
+                        let intended = intended_unix_ns(r.day, ticks, now);
+                        e2e.saturating_record(now.saturating_sub(intended).max(1));
+                    }
+                    seen += 1;
+                }
+                Some(s) = snapshots.next() => {
+                    if let Ok(snap) = serde_json::from_slice::<tspi::metrics::Snapshot>(&s.payload)
+                        && let Ok(h) = tspi::metrics::decode_hdr_snapshot(&snap.histograms.receive_to_ack)
+                    {
+                        let _ = recv_to_ack.add(&h);
+                    }
+                }
+                _ = &mut collector_stopped => break,
+            }
+        }
+        (e2e, recv_to_ack, seen)
+    });
 
     let origin = ecef(ORIGIN.0, ORIGIN.1, ORIGIN.2);
     let axes = enu_axes();
@@ -256,184 +325,112 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
-    let total = u64::from(a.tracks) * u64::from(a.rate_hz) * u64::from(a.duration_s);
+    let steps = a.rate_hz * a.duration_s;
+    let total = u64::from(a.tracks) * u64::from(steps);
     println!(
-        "generating {} tracks x {} Hz x {} s = {} datagrams (open-loop schedule, {} acks in flight max)",
-        a.tracks, a.rate_hz, a.duration_s, total, a.acks_in_flight_max
+        "flying {} tracks x {} Hz x {} s = {} datagrams at it over UDP (open-loop schedule; each datagram's time is its scheduled send time)",
+        a.tracks, a.rate_hz, a.duration_s, total
     );
-
-    // Day and tick of the schedule's start, from the wall clock.
-    let wall0 = RecvTime::now();
-    let (day_of_year, ticks0) = tspi::message::utc_day_ticks(wall0.unix_ns);
-
+    let mut sender = DatagramSender::connect(udp)?;
     let period = Duration::from_secs(1) / a.rate_hz;
-    let mut t = Tally::new()?;
-    let mut in_flight = FuturesUnordered::new();
-    let (mut published, mut behind_max) = (0u64, Duration::ZERO);
-    let mut kept: Vec<Message> = Vec::new();
+    let wall0 = RecvTime::now().unix_ns;
     let start = Instant::now();
-    let mut last_progress = Instant::now();
-    for step in 0..(a.rate_hz * a.duration_s) {
+    let mut first_tick: Vec<[u8; codec::DATAGRAM_LEN]> = Vec::new();
+    let mut behind_max = Duration::ZERO;
+    for step in 0..steps {
         let due = start + period * step;
         let now = Instant::now();
         if due > now {
-            // Harvest acks while waiting for the next step, so each ack's
-            // time is taken when it arrives, not when we next look.
-            let sleep = tokio::time::sleep_until(due.into());
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut sleep => break,
-                    Some(r) = in_flight.next(), if !in_flight.is_empty() => {
-                        t.record(r);
-                    }
-                }
-            }
+            tokio::time::sleep_until(due.into()).await;
         } else {
             behind_max = behind_max.max(now - due);
         }
         let t_s = (period * step).as_secs_f64();
-        let ticks = (ticks0 + (t_s * 10_000.0) as u32) % codec::TIME_TICKS_END;
-        for orbit in &fleet {
-            let wire = orbit.frame(t_s, day_of_year, ticks, origin, &axes).encode();
-            // Through the codec exactly as a received datagram would go.
-            let frame = codec::parse(&wire).context("generated datagram failed to parse")?;
-            let msg = Message::encode(DEFAULT_PREFIX, &frame, RecvTime::now());
-            if kept.len() < 100 {
-                kept.push(msg.clone());
-            }
-            while in_flight.len() >= a.acks_in_flight_max {
-                if let Some(r) = in_flight.next().await {
-                    t.record(r);
-                }
-            }
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg.msg_id.as_str());
-            let sent = Instant::now();
-            let ack = js
-                .publish_with_headers(msg.subject, headers, msg.body.into())
-                .await
-                .context("publishing")?;
-            published += 1;
-            in_flight.push(async move {
-                let r = ack.await;
-                (due, sent, Instant::now(), r)
-            });
+        let (day, ticks) = tspi::message::utc_day_ticks(wall0 + (period * step).as_nanos() as u64);
+        let batch: Vec<[u8; codec::DATAGRAM_LEN]> = fleet
+            .iter()
+            .map(|o| o.frame(t_s, day, ticks, origin, &axes).encode())
+            .collect();
+        if step == 0 {
+            first_tick = batch.clone();
         }
-        if last_progress.elapsed() >= Duration::from_secs(2) {
-            last_progress = Instant::now();
-            println!(
-                "  t={:>5.1} s  published {published}  acked {}  in flight {}",
-                start.elapsed().as_secs_f64(),
-                t.acked,
-                in_flight.len()
-            );
-        }
+        sender.send(&batch)?;
     }
-    while let Some(r) = in_flight.next().await {
-        t.record(r);
-    }
-    let elapsed = start.elapsed();
-
-    // Dedup: publish the first messages again with the same ids.
-    let mut redelivered_dupes = 0u64;
-    for msg in &kept {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg.msg_id.as_str());
-        let ack = js
-            .publish_with_headers(msg.subject.clone(), headers, msg.body.clone().into())
-            .await?
-            .await?;
-        redelivered_dupes += u64::from(ack.duplicate);
-    }
-    let mut stream = js.get_stream("TSPI").await?;
-    let stored = stream.info().await?.state.messages;
-
-    println!();
-    println!("== report ==");
+    // A redundant sender repeats the first tick: JetStream drops the copies.
+    sender.send(&first_tick)?;
     println!(
-        "published {published} in {:.2} s ({:.0} msg/s), acked {}, failed {}, duplicate acks {}",
-        elapsed.as_secs_f64(),
-        published as f64 / elapsed.as_secs_f64(),
-        t.acked,
-        t.failed,
-        t.duplicates
-    );
-    println!(
-        "schedule: worst lag behind the open-loop schedule {:.3} ms",
+        "sent {} datagrams + {} repeated; worst lag behind schedule {:.3} ms",
+        total,
+        first_tick.len(),
         behind_max.as_secs_f64() * 1e3
     );
-    println!("publish -> ack           {}", percentiles(&t.to_ack));
-    println!("scheduled send -> ack    {}", percentiles(&t.sched_to_ack));
+
+    // Let the last acks land, then stop ingest the way SIGTERM does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stored = 0;
+    while Instant::now() < deadline {
+        stored = js.get_stream("TSPI").await?.info().await?.state.messages;
+        if stored >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let account = ingest.await?.context("tspi ingest")?;
+    // The final snapshot and the last deliveries are in flight: let them land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = collector_stop.send(());
+    let (e2e, recv_to_ack, seen) = collector.await?;
+    let c = &account.counters;
+
+    println!();
+    println!("== latency report ==");
     println!(
-        "dedup: republished {} messages with their Nats-Msg-Id: {} acknowledged as duplicates",
-        kept.len(),
-        redelivered_dupes
+        "receive -> JetStream ack (ingest HdrHistogram)   {}",
+        percentiles(&recv_to_ack)
     );
-    println!("stream TSPI holds {stored} messages (expected {total})");
+    println!(
+        "scheduled send -> delivered from stream          {}",
+        percentiles(&e2e)
+    );
+    println!(
+        "  (end-to-end uses the datagram's own time, 0.1 ms resolution; {seen} deliveries timed)"
+    );
     println!();
     println!(
-        "not yet in this demo: UDP ingest (`tspi ingest`, issue 3) and the airshow fleet \
-         generator (`tspi-loadgen`, issue 4); datagrams here are generated in-process and go \
-         through the codec and encoder, not through a socket."
+        "== account of every datagram ({} backend) ==",
+        account.backend
     );
+    println!(
+        "received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}  [{}]",
+        c.received,
+        c.rejected_total(),
+        c.filtered,
+        c.ring_dropped,
+        c.acked,
+        c.failed,
+        if account.balanced() {
+            "balanced"
+        } else {
+            "UNBALANCED"
+        }
+    );
+    println!(
+        "duplicate acks {} (the {} repeated datagrams), retried {}, kernel_dropped {}",
+        c.duplicate,
+        first_tick.len(),
+        c.retried,
+        c.kernel_dropped
+    );
+    println!("stream TSPI holds {stored} messages (expected {total}: one per unique datagram)");
     drop(servers);
-    if stored != total || t.failed > 0 || redelivered_dupes != kept.len() as u64 {
-        bail!(
-            "demo check failed: stored {stored} of {total}, failed {}, duplicates {redelivered_dupes}",
-            t.failed
-        );
+    if !account.balanced()
+        || stored != total
+        || c.failed > 0
+        || c.duplicate != first_tick.len() as u64
+        || c.received != total + first_tick.len() as u64
+    {
+        bail!("demo check failed: {account:?}, stored {stored} of {total}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-type AckResult = (
-    Instant,
-    Instant,
-    Instant,
-    Result<
-        async_nats::jetstream::publish::PublishAck,
-        async_nats::jetstream::context::PublishError,
-    >,
-);
-
-/// What the acks said, and how long they took.
-struct Tally {
-    /// Publish call → ack, µs.
-    to_ack: Histogram<u64>,
-    /// Scheduled send time → ack, µs (no coordinated omission).
-    sched_to_ack: Histogram<u64>,
-    acked: u64,
-    duplicates: u64,
-    failed: u64,
-}
-
-impl Tally {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Tally {
-            to_ack: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            sched_to_ack: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-            acked: 0,
-            duplicates: 0,
-            failed: 0,
-        })
-    }
-
-    fn record(&mut self, (due, sent, done, r): AckResult) {
-        match r {
-            Ok(ack) => {
-                self.acked += 1;
-                self.duplicates += u64::from(ack.duplicate);
-                self.to_ack
-                    .saturating_record((done - sent).as_micros() as u64);
-                self.sched_to_ack
-                    .saturating_record(done.saturating_duration_since(due).as_micros() as u64);
-            }
-            Err(e) => {
-                self.failed += 1;
-                tracing::warn!(error = %e, "publish failed");
-            }
-        }
-    }
 }
