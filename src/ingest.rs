@@ -39,6 +39,51 @@ pub struct Hooks {
     pub ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
 }
 
+/// Ingest running as a task of the current runtime (tests, the demo).
+#[derive(Debug)]
+pub struct Handle {
+    /// The bound UDP addresses (port 0 resolved).
+    pub addrs: Vec<std::net::SocketAddr>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<Account>>,
+}
+
+impl Handle {
+    /// Start [`run`] and wait (up to `ready_within`) until it receives.
+    pub async fn spawn(cfg: Config, ready_within: Duration) -> anyhow::Result<Handle> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            cfg,
+            Hooks {
+                json: false,
+                ready: Some(ready_tx),
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        match tokio::time::timeout(ready_within, ready_rx).await {
+            Ok(Ok(addrs)) => Ok(Handle { addrs, stop, task }),
+            // The sender was dropped: run returned early with its error.
+            Ok(Err(_)) => Err(task
+                .await?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("tspi ingest stopped before receiving"))),
+            Err(_) => {
+                task.abort();
+                anyhow::bail!("tspi ingest did not start within {ready_within:?}")
+            }
+        }
+    }
+
+    /// Stop as SIGTERM does (drain, await acks) and return the account.
+    pub async fn stop(self) -> anyhow::Result<Account> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
 /// Connect to NATS with every option of `[nats]`.
 pub async fn connect(n: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let mut o = async_nats::ConnectOptions::new()

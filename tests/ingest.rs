@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tspi::codec::{self, Frame, RejectReason, vectors};
 use tspi::config::Config;
 use tspi::harness::NatsServer;
-use tspi::ingest::{self, Account, Hooks};
+use tspi::ingest::{self, Account};
 use tspi::message::{self, Record, RecvTime};
 use tspi::receive::Backend;
 
@@ -28,41 +27,24 @@ fn config(nats_url: &str, backend: Backend) -> Config {
 /// Ingest running in this process; `stop` drains it and returns the account.
 struct Running {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<Account>>,
+    handle: ingest::Handle,
 }
 
 impl Running {
     async fn start(cfg: Config) -> Running {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(ingest::run(
-            cfg,
-            Hooks {
-                json: false,
-                ready: Some(ready_tx),
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let addrs = tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        let handle = ingest::Handle::spawn(cfg, Duration::from_secs(30))
             .await
-            .expect("ingest ready in time")
             .expect("ingest started");
         Running {
-            addr: addrs[0],
-            stop: Some(stop_tx),
-            task,
+            addr: handle.addrs[0],
+            handle,
         }
     }
 
-    async fn stop(mut self) -> Account {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.task)
+    async fn stop(self) -> Account {
+        tokio::time::timeout(Duration::from_secs(60), self.handle.stop())
             .await
             .expect("ingest stopped in time")
-            .expect("task")
             .expect("ingest ran")
     }
 }

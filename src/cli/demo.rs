@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tspi::codec::{self, Frame, Geocentric, Payload, Spherical};
 use tspi::config::Config;
 use tspi::harness::{NatsCluster, NatsServer};
-use tspi::ingest::{self, Hooks};
+use tspi::ingest;
 use tspi::message::RecvTime;
 use tspi::send::DatagramSender;
 
@@ -234,29 +234,10 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     cfg.ingest.udp = vec!["127.0.0.1:0".parse()?];
     cfg.stream.replicas = usize::from(a.nodes);
     cfg.metrics.interval_s = a.interval_s;
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let ingest = tokio::spawn(ingest::run(
-        cfg,
-        Hooks {
-            json: false,
-            ready: Some(ready_tx),
-        },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let udp = match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
-        Ok(Ok(addrs)) => addrs[0],
-        _ => {
-            let e = ingest
-                .await?
-                .err()
-                .map(|e| format!("{e:#}"))
-                .unwrap_or_default();
-            bail!("tspi ingest did not start: {e}");
-        }
-    };
+    let ingest = ingest::Handle::spawn(cfg, Duration::from_secs(60))
+        .await
+        .context("starting tspi ingest")?;
+    let udp = ingest.addrs[0];
     println!(
         "tspi ingest listening on udp://{udp}, publishing to stream TSPI (replicas {})",
         a.nodes
@@ -375,8 +356,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stop_tx.send(());
-    let account = ingest.await?.context("tspi ingest")?;
+    let account = ingest.stop().await.context("tspi ingest")?;
     // The final snapshot and the last deliveries are in flight: let them land.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = collector_stop.send(());
