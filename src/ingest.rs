@@ -5,7 +5,7 @@ use crate::config::{Config, NatsConfig};
 use crate::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
 use crate::metrics::{self, Counters, Gauges, Report, Reporter};
 use crate::publish::{Publisher, PublisherConfig, PublisherCounts, PublisherStats};
-use crate::receive::{Backend, MulticastGroup, ReceiveConfig, Receivers};
+use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -146,8 +146,9 @@ pub fn receive_config(cfg: &Config) -> ReceiveConfig {
     }
 }
 
-fn counters(r: &Receivers, p: &PublisherCounts) -> Counters {
-    let rc = r.counts();
+/// One report's counters from one receive snapshot and one publisher
+/// snapshot.
+fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> Counters {
     Counters {
         received: rc.received,
         rejected: rc.rejected,
@@ -158,7 +159,7 @@ fn counters(r: &Receivers, p: &PublisherCounts) -> Counters {
         duplicate: p.duplicate,
         retried: p.retried,
         failed: p.failed,
-        kernel_dropped: r.kernel_drops(),
+        kernel_dropped,
     }
 }
 
@@ -253,11 +254,12 @@ pub async fn run(
             () = &mut shutdown => break,
             _ = tick.tick() => {
                 let p = pstats.snapshot();
+                let rc = receivers.counts();
                 let gauges = Gauges {
-                    ring_frames: receivers.counts().accepted.saturating_sub(p.taken),
+                    ring_frames: rc.accepted.saturating_sub(p.taken),
                     acks_in_flight: p.in_flight,
                 };
-                let c = counters(&receivers, &p);
+                let c = counters(&rc, &p, receivers.kernel_drops());
                 // The histogram refresh may wait up to 50 ms for an idle
                 // recorder: keep it off the async workers' hot loop.
                 let report = tokio::task::block_in_place(|| reporter.report(c, gauges));
@@ -277,18 +279,7 @@ pub async fn run(
     let rx_final = receivers.stop();
     input_closed.store(true, Relaxed);
     let p = publishing.await.context("publisher task")?;
-    let counters = Counters {
-        received: rx_final.received,
-        rejected: rx_final.rejected,
-        filtered: rx_final.filtered,
-        ring_dropped: rx_final.ring_dropped,
-        published: p.published,
-        acked: p.acked,
-        duplicate: p.duplicate,
-        retried: p.retried,
-        failed: p.failed,
-        kernel_dropped,
-    };
+    let counters = counters(&rx_final, &p, kernel_dropped);
     let report = tokio::task::block_in_place(|| reporter.report(counters, Gauges::default()));
     emit(&report);
     // The last interval goes to operator tools too, so merged histograms
