@@ -14,10 +14,12 @@
 #[cfg(test)]
 extern crate self as tspi;
 
+pub mod archive;
 pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod decode;
+pub mod fleet;
 pub mod harness;
 pub mod hex;
 pub mod ingest;
@@ -26,4 +28,5 @@ pub mod message;
 pub mod metrics;
 pub mod publish;
 pub mod receive;
+pub mod replay;
 pub mod send;

@@ -1,8 +1,11 @@
 //! Command-line interface: argument types and dispatch.
 
+mod archive;
+mod channels;
 mod decode;
 mod demo;
 mod ingest;
+mod replay;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +37,12 @@ pub enum Command {
     /// Start a local JetStream cluster, push a generated fleet through the
     /// codec and encoder into it, and show the latency report.
     Demo(demo::DemoArgs),
+    /// Archive the TSPI and TSPI_OPS streams into PostgreSQL.
+    Archive(archive::ArchiveArgs),
+    /// Replay recorded telemetry at its original pace into a channel or UDP.
+    Replay(replay::ReplayArgs),
+    /// The channels service and the operator's channel commands.
+    Channels(channels::ChannelsArgs),
 }
 
 pub fn init_logging(filter: Option<&str>) {
@@ -54,5 +63,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Validate(a) => ingest::validate(a),
+        Command::Archive(a) => archive::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Channels(a) => channels::run(a),
     }
 }

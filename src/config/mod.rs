@@ -18,6 +18,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub publish: PublishConfig,
     pub metrics: MetricsConfig,
+    pub archive: crate::archive::ArchiveConfig,
+    pub channels: crate::replay::ChannelsConfig,
 }
 
 /// How to reach NATS.
