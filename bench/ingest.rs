@@ -249,7 +249,14 @@ impl Bench {
     /// `latency`: collect the appliance's receive→ack histograms; `e2e`:
     /// also consume the stream to time delivery (the consumer competes for
     /// the same 2 cores, so receive→ack is also measured without it).
-    fn appliance(&self, rate: f64, duration: Duration, latency: bool, e2e: bool) -> RunResult {
+    fn appliance(
+        &self,
+        mode: &str,
+        rate: f64,
+        duration: Duration,
+        latency: bool,
+        e2e: bool,
+    ) -> RunResult {
         let total = (rate * duration.as_secs_f64()) as u64;
         let port = {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("port");
@@ -266,6 +273,8 @@ impl Bench {
                 &udp,
                 "--nats",
                 &self.server.url(),
+                "--publish-mode",
+                mode,
             ])
             .args(["--json", "--interval-s", "1"])
             .stdout(Stdio::piped())
@@ -516,65 +525,101 @@ fn main() {
     };
 
     if b.smoke {
-        let r = b.appliance(2_000.0, Duration::from_secs(1), true, true);
-        report(&r);
-        assert!(r.sustained(), "smoke run lost datagrams: {r:?}");
+        for mode in MODES {
+            println!("{mode}:");
+            let r = b.appliance(mode, 2_000.0, Duration::from_secs(1), true, true);
+            report(&r);
+            assert!(r.sustained(), "smoke run lost datagrams ({mode}): {r:?}");
+        }
         return;
     }
 
     println!("latency (open-loop, {lat_s} s each):");
     for rate in [20_000.0, 50_000.0] {
-        println!("  appliance alone:");
-        report(&b.appliance(rate, Duration::from_secs(lat_s), true, false));
-        println!("  with a stream consumer timing end-to-end delivery:");
-        report(&b.appliance(rate, Duration::from_secs(lat_s), true, true));
+        for mode in MODES {
+            println!("  {mode}, appliance alone:");
+            report(&b.appliance(mode, rate, Duration::from_secs(lat_s), true, false));
+            println!("  {mode}, with a stream consumer timing end-to-end delivery:");
+            report(&b.appliance(mode, rate, Duration::from_secs(lat_s), true, true));
+        }
     }
 
     println!(
         "capacity search ({step_s} s per step; sustained = zero loss and drained within 2 s):"
     );
-    let step = Duration::from_secs(step_s);
-    let mut lo = 0.0f64; // highest sustained
-    let mut hi = f64::INFINITY; // lowest not sustained
-    let mut best: Option<RunResult> = None;
-    let mut rate = (ceiling * 0.5 / 1000.0).round() * 1000.0;
-    for _ in 0..4 {
-        let r = b.appliance(rate, step, false, false);
-        report(&r);
-        if r.sustained() {
-            lo = rate;
-            best = Some(r);
-            rate += (ceiling * 0.15 / 1000.0).round() * 1000.0;
-        } else {
-            hi = rate;
-            break;
+    let mut summary = Vec::new();
+    for mode in MODES {
+        println!("  {mode}:");
+        let best = b.capacity(mode, ceiling, Duration::from_secs(step_s), &report);
+        match best {
+            Some(r) => {
+                let line = format!(
+                    "{mode}: highest sustained rate {:.0}/s = {:.2}x the ceiling of {:.0}/s; appliance CPU {:.2} us/datagram",
+                    r.rate,
+                    r.rate / ceiling,
+                    ceiling,
+                    r.cpu_s * 1e6 / r.sent as f64
+                );
+                println!("  {line}");
+                summary.push(line);
+            }
+            None => summary.push(format!(
+                "{mode}: no rate sustained (ceiling {ceiling:.0}/s)"
+            )),
         }
     }
-    for _ in 0..if b.quick { 1 } else { 2 } {
-        if !hi.is_finite() {
-            break;
-        }
-        let mid = ((lo + hi) / 2.0 / 1000.0).round() * 1000.0;
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        let r = b.appliance(mid, step, false, false);
-        report(&r);
-        if r.sustained() {
-            lo = mid;
-            best = Some(r);
-        } else {
-            hi = mid;
-        }
+    println!("summary:");
+    for l in summary {
+        println!("  {l}");
     }
-    match best {
-        Some(r) => println!(
-            "highest sustained rate: {:.0}/s = {:.2}x the ceiling of {:.0}/s; appliance CPU {:.2} us/datagram",
-            r.rate,
-            r.rate / ceiling,
-            ceiling,
-            r.cpu_s * 1e6 / r.sent as f64
-        ),
-        None => println!("no rate sustained (ceiling {ceiling:.0}/s)"),
+}
+
+/// The publish modes compared side by side.
+const MODES: [&str; 2] = ["fast", "pipelined"];
+
+impl Bench {
+    /// Step the offered rate up from half the ceiling, then bisect; returns
+    /// the highest sustained run.
+    fn capacity(
+        &self,
+        mode: &str,
+        ceiling: f64,
+        step: Duration,
+        report: &dyn Fn(&RunResult),
+    ) -> Option<RunResult> {
+        let mut lo = 0.0f64; // highest sustained
+        let mut hi = f64::INFINITY; // lowest not sustained
+        let mut best: Option<RunResult> = None;
+        let mut rate = (ceiling * 0.5 / 1000.0).round() * 1000.0;
+        for _ in 0..5 {
+            let r = self.appliance(mode, rate, step, false, false);
+            report(&r);
+            if r.sustained() {
+                lo = rate;
+                best = Some(r);
+                rate += (ceiling * 0.15 / 1000.0).round() * 1000.0;
+            } else {
+                hi = rate;
+                break;
+            }
+        }
+        for _ in 0..if self.quick { 1 } else { 2 } {
+            if !hi.is_finite() {
+                break;
+            }
+            let mid = ((lo + hi) / 2.0 / 1000.0).round() * 1000.0;
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            let r = self.appliance(mode, mid, step, false, false);
+            report(&r);
+            if r.sustained() {
+                lo = mid;
+                best = Some(r);
+            } else {
+                hi = mid;
+            }
+        }
+        best
     }
 }

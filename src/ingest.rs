@@ -1,10 +1,10 @@
 //! `tspi ingest`: the receive threads, the publisher and the reporter,
 //! wired together, with a drained stop and a final account.
 
-use crate::config::{Config, NatsConfig};
+use crate::config::{Config, NatsConfig, PublishMode};
 use crate::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
 use crate::metrics::{self, Counters, Gauges, Report, Reporter};
-use crate::publish::{Publisher, PublisherConfig, PublisherCounts, PublisherStats};
+use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
@@ -17,6 +17,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Account {
     pub backend: String,
+    /// `fast` (fast-ingest batches) or `pipelined`: what ran at the end.
+    pub publish_mode: String,
+    /// Fast-ingest batches committed.
+    pub batches: u64,
     pub counters: Counters,
 }
 
@@ -181,7 +185,7 @@ pub async fn run(
             replicas: cfg.stream.replicas,
             duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
             max_age: Duration::from_secs(cfg.stream.max_age_s),
-            allow_batch_publish: false,
+            allow_batch_publish: cfg.publish.mode == PublishMode::Fast,
         };
         let info = ensure_stream(
             &js,
@@ -222,6 +226,16 @@ pub async fn run(
             retry_backoff_initial: Duration::from_millis(cfg.publish.retry_backoff_initial_ms),
             retry_backoff_max: Duration::from_millis(cfg.publish.retry_backoff_max_ms),
             drain_timeout: Duration::from_secs(cfg.publish.drain_timeout_s),
+            fast: (cfg.publish.mode == PublishMode::Fast).then(|| FastConfig {
+                flow: cfg.publish.fast_flow,
+                ack_interval: Duration::from_micros(cfg.publish.fast_ack_interval_us),
+                outstanding: cfg.publish.fast_outstanding_acks,
+                batch_len_max: cfg.publish.fast_batch_len_max,
+                batch_age_max: Duration::from_millis(cfg.publish.fast_batch_age_max_ms),
+                idle_commit: Duration::from_millis(cfg.publish.fast_idle_commit_ms),
+                ack_timeout: Duration::from_millis(cfg.publish.ack_timeout_ms),
+                stream: crate::jetstream::STREAM_TELEMETRY.to_owned(),
+            }),
         },
         reporter.recorder(),
         wake,
@@ -298,6 +312,8 @@ pub async fn run(
             Backend::Recvmmsg => "recvmmsg".into(),
             Backend::Auto => "auto".into(),
         },
+        publish_mode: if p.fast { "fast" } else { "pipelined" }.into(),
+        batches: p.batches,
         counters,
     })
 }

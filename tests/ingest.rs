@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tspi::codec::{self, Frame, RejectReason, vectors};
-use tspi::config::Config;
+use tspi::config::{Config, PublishMode};
 use tspi::harness::NatsServer;
 use tspi::ingest::{self, Account};
 use tspi::message::{self, Record, RecvTime};
@@ -150,9 +150,11 @@ fn chrono_like_secs(iso: &str) -> u64 {
     (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19)) as u64
 }
 
-async fn mixed_traffic(backend: Backend) {
+async fn mixed_traffic(backend: Backend, mode: PublishMode) {
     let server = NatsServer::start().expect("nats-server");
-    let ing = Running::start(config(&server.url(), backend)).await;
+    let mut cfg = config(&server.url(), backend);
+    cfg.publish.mode = mode;
+    let ing = Running::start(cfg).await;
     let valid: Vec<Frame> = (0..400).map(frame).collect();
     let mut datagrams: Vec<Vec<u8>> = valid.iter().map(|f| f.encode().to_vec()).collect();
     let bad = malformed();
@@ -175,6 +177,16 @@ async fn mixed_traffic(backend: Backend) {
     assert_eq!(c.acked, 425);
     assert_eq!(c.duplicate, 25);
     assert_eq!(c.kernel_dropped, 0);
+    match mode {
+        PublishMode::Fast => {
+            assert_eq!(account.publish_mode, "fast");
+            assert!(account.batches >= 1, "{account:?}");
+        }
+        PublishMode::Pipelined => {
+            assert_eq!(account.publish_mode, "pipelined");
+            assert_eq!(account.batches, 0);
+        }
+    }
 
     let stored = stream_contents(&server.url()).await;
     assert_eq!(stored.len(), 400, "exactly the valid unique datagrams");
@@ -190,13 +202,18 @@ async fn mixed_traffic(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_valid_malformed_duplicate_io_uring() {
-    mixed_traffic(Backend::IoUring).await;
+async fn mixed_valid_malformed_duplicate_io_uring_fast_batches() {
+    mixed_traffic(Backend::IoUring, PublishMode::Fast).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_valid_malformed_duplicate_recvmmsg() {
-    mixed_traffic(Backend::Recvmmsg).await;
+async fn mixed_valid_malformed_duplicate_io_uring_pipelined() {
+    mixed_traffic(Backend::IoUring, PublishMode::Pipelined).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_valid_malformed_duplicate_recvmmsg_fast_batches() {
+    mixed_traffic(Backend::Recvmmsg, PublishMode::Fast).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,9 +233,19 @@ async fn allow_list_filters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_killed_and_restarted_mid_stream_loses_nothing() {
+async fn server_killed_and_restarted_mid_stream_loses_nothing_fast_batches() {
+    killed_and_restarted(PublishMode::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_mid_stream_loses_nothing_pipelined() {
+    killed_and_restarted(PublishMode::Pipelined).await;
+}
+
+async fn killed_and_restarted(mode: PublishMode) {
     let mut server = NatsServer::start().expect("nats-server");
     let mut cfg = config(&server.url(), Backend::Auto);
+    cfg.publish.mode = mode;
     cfg.publish.ack_timeout_ms = 1000;
     cfg.publish.retry_backoff_max_ms = 500;
     let ing = Running::start(cfg).await;
@@ -251,6 +278,14 @@ async fn server_killed_and_restarted_mid_stream_loses_nothing() {
     assert_eq!(a.counters.failed, 0, "{a:?}");
     assert_eq!(a.counters.ring_dropped, 0);
     assert_eq!(a.counters.acked, 1500);
+    assert_eq!(
+        a.publish_mode,
+        if mode == PublishMode::Fast {
+            "fast"
+        } else {
+            "pipelined"
+        }
+    );
     let stored = stream_contents(&server.url()).await;
     assert_eq!(
         stored.len(),
@@ -313,4 +348,36 @@ fn binary_drains_on_sigterm_and_prints_the_account() {
     assert_eq!(v["final_account"]["counters"]["received"], 100);
     assert_eq!(v["final_account"]["counters"]["acked"], 100);
     assert!(stderr.contains("final account"), "{stderr}");
+}
+
+/// A stream made without `allow_batched` (an operator's own, ingest told
+/// not to touch it) refuses fast batches: ingest says so, goes pipelined,
+/// and loses nothing that was already taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_batches_refused_fall_back_to_pipelined() {
+    let server = NatsServer::start().expect("nats-server");
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let settings = tspi::jetstream::StreamSettings::default();
+    assert!(!settings.allow_batch_publish);
+    js.create_stream(tspi::jetstream::telemetry_stream("tspi", &settings))
+        .await
+        .expect("stream");
+    let mut cfg = config(&server.url(), Backend::Auto);
+    cfg.publish.mode = PublishMode::Fast;
+    cfg.stream.create = false;
+    let ing = Running::start(cfg).await;
+    let frames: Vec<Frame> = (0..300).map(frame).collect();
+    send_all(
+        ing.addr,
+        &frames
+            .iter()
+            .map(|f| f.encode().to_vec())
+            .collect::<Vec<_>>(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = ing.stop().await;
+    assert!(a.balanced(), "{a:?}");
+    assert_eq!(a.publish_mode, "pipelined");
+    assert_eq!((a.counters.acked, a.counters.failed), (300, 0), "{a:?}");
+    assert_eq!(stream_contents(&server.url()).await.len(), 300);
 }

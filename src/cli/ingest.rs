@@ -31,6 +31,9 @@ pub struct IngestArgs {
     /// Receive backend.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// How to publish: fast-ingest batches (default) or pipelined.
+    #[arg(long, value_enum)]
+    pub publish_mode: Option<tspi::config::PublishMode>,
     /// Serve Prometheus /metrics on this address.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -85,6 +88,9 @@ fn apply(a: &IngestArgs, cfg: &mut Config) {
     }
     if let Some(c) = &a.cores {
         cfg.ingest.cores = c.clone();
+    }
+    if let Some(m) = a.publish_mode {
+        cfg.publish.mode = m;
     }
     if let Some(b) = a.backend {
         cfg.ingest.backend = b;
@@ -149,8 +155,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
     ))?;
     let c = &account.counters;
     eprintln!(
-        "tspi ingest: final account ({} backend): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
+        "tspi ingest: final account ({} backend, {} publish): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
         account.backend,
+        account.publish_mode,
         c.received,
         c.rejected.iter().sum::<u64>(),
         c.filtered,

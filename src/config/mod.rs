@@ -165,6 +165,10 @@ pub struct MulticastConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum PublishMode {
+    /// Fast-ingest batches (nats-server 2.14+): core publishes with flow
+    /// acks every `fast_flow` messages. Falls back to `pipelined` (with a
+    /// warning) when the server cannot do them.
+    Fast,
     /// One JetStream publish per message, many acks in flight.
     Pipelined,
 }
@@ -187,18 +191,42 @@ pub struct PublishConfig {
     /// On stop: how long to wait for outstanding acks before counting the
     /// rest as failed.
     pub drain_timeout_s: u64,
+    /// Fast mode: the largest flow asked for, i.e. a flow ack at most every
+    /// this many messages (1..=500; the server may lower it).
+    pub fast_flow: u16,
+    /// Fast mode: target time between flow acks. Each batch opens with the
+    /// flow that gives this at the recent rate (plus what waits in the
+    /// rings), so acks come soon at low rates and cheaply at high ones.
+    /// 0 always asks for `fast_flow`.
+    pub fast_ack_interval_us: u64,
+    /// Fast mode: flow periods unacknowledged at once (2 or 3; 1 stalls).
+    pub fast_outstanding_acks: u16,
+    /// Fast mode: commit and open a new batch after this many messages...
+    pub fast_batch_len_max: u64,
+    /// ... or this many milliseconds (the server gives up on a batch idle
+    /// for 10 s) ...
+    pub fast_batch_age_max_ms: u64,
+    /// ... or when no frame arrived for this long, so the tail of a burst
+    /// that has not filled a flow period is acknowledged too.
+    pub fast_idle_commit_ms: u64,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
         PublishConfig {
-            mode: PublishMode::Pipelined,
+            mode: PublishMode::Fast,
             acks_in_flight_max: 2048,
             batch_len_max: 256,
             ack_timeout_ms: 5_000,
             retry_backoff_initial_ms: 50,
             retry_backoff_max_ms: 2_000,
             drain_timeout_s: 10,
+            fast_flow: 500,
+            fast_ack_interval_us: 250,
+            fast_outstanding_acks: 2,
+            fast_batch_len_max: 100_000,
+            fast_batch_age_max_ms: 2_000,
+            fast_idle_commit_ms: 5,
         }
     }
 }
@@ -336,6 +364,28 @@ impl Config {
         }
         if p.retry_backoff_max_ms < p.retry_backoff_initial_ms {
             problems.push("publish.retry_backoff_max_ms is below retry_backoff_initial_ms".into());
+        }
+        if !(1..=crate::publish::fast::FLOW_MAX).contains(&p.fast_flow) {
+            problems.push(format!(
+                "publish.fast_flow = {}: must be 1..={} (the server's cap)",
+                p.fast_flow,
+                crate::publish::fast::FLOW_MAX
+            ));
+        }
+        if !(2..=3).contains(&p.fast_outstanding_acks) {
+            problems.push(format!(
+                "publish.fast_outstanding_acks = {}: must be 2 or 3 (1 stalls against nats-server 2.15)",
+                p.fast_outstanding_acks
+            ));
+        }
+        if p.fast_batch_len_max == 0 || p.fast_idle_commit_ms == 0 {
+            problems.push("publish.fast_batch_len_max and fast_idle_commit_ms must be > 0".into());
+        }
+        if !(1..10_000).contains(&p.fast_batch_age_max_ms) {
+            problems.push(format!(
+                "publish.fast_batch_age_max_ms = {}: must be 1..10000 (the server abandons a batch idle for 10 s)",
+                p.fast_batch_age_max_ms
+            ));
         }
         let horizon_ms = p.ack_timeout_ms + p.retry_backoff_max_ms;
         if self.stream.duplicate_window_s * 1000 <= horizon_ms {

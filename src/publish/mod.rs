@@ -1,5 +1,7 @@
 //! JetStream publisher: drains the receive rings, encodes the contract
-//! message and publishes it with its `Nats-Msg-Id`, many acks in flight.
+//! message and publishes it with its `Nats-Msg-Id`, either in fast-ingest
+//! batches ([`batch`], nats-server 2.14+, the default) or one JetStream
+//! publish per message with many acks in flight (pipelined).
 //!
 //! Every frame taken from a ring is owned by the publisher until JetStream
 //! acknowledges it: a failed or timed-out publish is retried with the same
@@ -8,6 +10,11 @@
 //! are taken from the rings, so an outage backs up into the rings (which
 //! the receive threads never block on) and memory here stays bounded by
 //! `acks_in_flight_max`.
+
+mod batch;
+pub mod fast;
+
+pub use batch::{FastConfig, server_supports_fast_batches};
 
 use crate::message;
 use crate::metrics::LatencyRecorder;
@@ -39,6 +46,8 @@ pub struct PublisherConfig {
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,
     pub drain_timeout: Duration,
+    /// Fast-ingest batches; `None` publishes pipelined.
+    pub fast: Option<FastConfig>,
 }
 
 /// Counters the publisher keeps; read by the reporter at any time.
@@ -58,6 +67,10 @@ pub struct PublisherStats {
     pub failed: CachePadded<AtomicU64>,
     /// Publishes awaiting an ack now.
     pub in_flight: CachePadded<AtomicU64>,
+    /// Fast-ingest batches committed.
+    pub batches: CachePadded<AtomicU64>,
+    /// The mode running now: true while fast-ingest batches are used.
+    pub fast: AtomicBool,
 }
 
 /// A plain copy of [`PublisherStats`].
@@ -70,6 +83,10 @@ pub struct PublisherCounts {
     pub retried: u64,
     pub failed: u64,
     pub in_flight: u64,
+    pub batches: u64,
+    /// Fast-ingest batches were the mode at the end (false: pipelined,
+    /// configured or fallen back to).
+    pub fast: bool,
 }
 
 impl PublisherStats {
@@ -82,6 +99,8 @@ impl PublisherStats {
             retried: self.retried.load(Relaxed),
             failed: self.failed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            fast: self.fast.load(Relaxed),
         }
     }
 }
@@ -237,8 +256,26 @@ impl Publisher {
     /// Run until the input is closed and everything taken is acked or the
     /// drain timeout has passed. Returns the final counts.
     pub async fn run(mut self) -> PublisherCounts {
+        let mut retries = VecDeque::new();
+        if let Some(fc) = self.cfg.fast.clone() {
+            self.stats.fast.store(true, Relaxed);
+            match self.run_fast(&fc).await {
+                batch::Outcome::Done => {
+                    self.stats.in_flight.store(0, Relaxed);
+                    self.latency.flush();
+                    return self.stats.snapshot();
+                }
+                batch::Outcome::Fallback(left) => {
+                    self.stats.fast.store(false, Relaxed);
+                    retries = left;
+                }
+            }
+        }
+        self.run_pipelined(retries).await
+    }
+
+    async fn run_pipelined(mut self, mut retries: VecDeque<(Instant, Pending)>) -> PublisherCounts {
         let mut in_flight: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-        let mut retries: VecDeque<(Instant, Pending)> = VecDeque::new();
         let mut cbor = Vec::with_capacity(message::BODY_LEN_MAX);
         let mut scratch = String::with_capacity(64);
         let mut warned: Option<Instant> = None;

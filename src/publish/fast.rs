@@ -1,0 +1,469 @@
+//! Fast-ingest batch publish (ADR-50, nats-server 2.14+): the protocol's
+//! pure parts. No I/O; the driver in [`super::Publisher`] owns the socket.
+//!
+//! Wire summary (measured against nats-server 2.15; NOTES.md):
+//! - every message of a batch is a core publish whose reply subject is
+//!   `<prefix>.<batch>.<flow>.<gap>.<seq>.<op>.$FI`, where `<prefix>.<batch>`
+//!   names the batch, `<flow>` asks for a flow ack every `flow` messages
+//!   (the server may lower it, never raise it), `<gap>` is `fail` (the
+//!   server ends the batch at the first missing sequence) or `ok`, `<seq>`
+//!   counts from 1, and `<op>` is one of [`Op`];
+//! - the server answers on subjects under `<prefix>.<batch>.`: JSON flow
+//!   acks `{"type":"ack","seq":N,"msgs":F}` (all of `1..=N` persisted or
+//!   found duplicate; send flow `F` from now on), gaps, per-message errors,
+//!   and after a commit a pub ack `{"stream":..,"seq":S,"batch":..,"count":C}`;
+//! - the client keeps at most `flow × outstanding` messages unacknowledged
+//!   ([`Window::stalled`]).
+//!
+//! The appliance uses one subscription `<prefix>.>` for all its batches and
+//! `gap = fail`: any gap, error or timeout ends the batch, and every message
+//! after the last flow ack is published again, with its same `Nats-Msg-Id`,
+//! in a fresh batch. The stream's duplicate window makes that exactly-once.
+
+use serde::Deserialize;
+use std::fmt::Write as _;
+
+/// The operation a fast-batch message carries (second-to-last reply token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    /// First message: opens the batch.
+    Start = 0,
+    /// Any later message.
+    Append = 1,
+    /// Last message, stored, closes the batch.
+    Commit = 2,
+    /// Closes the batch; this message itself is not stored.
+    CommitEob = 3,
+    /// Asks the server to repeat its latest flow ack; not stored.
+    Ping = 4,
+}
+
+/// The server caps the requested flow here.
+pub const FLOW_MAX: u16 = 500;
+
+/// Write the reply subject of batch message `seq`.
+///
+/// ```
+/// use tspi::publish::fast::{reply_subject, Op};
+/// let mut s = String::new();
+/// reply_subject("_FIabc", 7, 100, 1, Op::Start, &mut s);
+/// assert_eq!(s, "_FIabc.b7.100.fail.1.0.$FI");
+/// ```
+pub fn reply_subject(prefix: &str, batch: u64, flow: u16, seq: u64, op: Op, out: &mut String) {
+    out.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{prefix}.b{batch}.{flow}.fail.{seq}.{}.$FI", op as u8);
+}
+
+/// The batch a server reply belongs to: the second token of its subject
+/// (`b<n>`), if the subject is one of ours.
+///
+/// ```
+/// use tspi::publish::fast::batch_of;
+/// assert_eq!(batch_of("_FIabc", "_FIabc.b7.100.fail.3.1.$FI"), Some(7));
+/// assert_eq!(batch_of("_FIabc", "_FIabc.b7"), Some(7));
+/// assert_eq!(batch_of("_FIabc", "_FIxyz.b7.1"), None);
+/// ```
+pub fn batch_of(prefix: &str, subject: &str) -> Option<u64> {
+    let rest = subject.strip_prefix(prefix)?.strip_prefix(".b")?;
+    let token = rest.split('.').next()?;
+    token.parse().ok()
+}
+
+/// What the server said on a batch's reply subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Messages `1..=seq` are persisted (or were duplicates); acks now come
+    /// every `flow` messages. The first one (`seq` 0) confirms the batch.
+    FlowAck { seq: u64, flow: u16 },
+    /// The server missed messages after `last_seq`; with `gap = fail` the
+    /// batch is over.
+    Gap { last_seq: u64, seq: u64 },
+    /// A message (or the whole batch) was refused.
+    Error {
+        seq: Option<u64>,
+        code: u64,
+        description: String,
+    },
+    /// The batch is committed: `count` messages, the last stored at stream
+    /// sequence `stream_seq` (duplicates are counted but not stored).
+    Committed { stream_seq: u64, count: u64 },
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    seq: Option<u64>,
+    // ADR-50 names it `ack_msgs`; nats-server 2.14/2.15 send `msgs`.
+    msgs: Option<u16>,
+    ack_msgs: Option<u16>,
+    last_seq: Option<u64>,
+    error: Option<ApiError>,
+    stream: Option<String>,
+    batch: Option<String>,
+    count: Option<u64>,
+}
+
+/// Classify one reply payload. An unknown shape is an error naming it, so
+/// a protocol change shows up in the log rather than as a silent stall.
+pub fn classify(payload: &[u8]) -> Result<Reply, String> {
+    let raw: Raw = serde_json::from_slice(payload).map_err(|e| {
+        format!(
+            "fast-batch reply is not JSON ({e}): {}",
+            String::from_utf8_lossy(payload)
+        )
+    })?;
+    let error = |seq, e: ApiError| Reply::Error {
+        seq,
+        code: if e.err_code != 0 { e.err_code } else { e.code },
+        description: e.description,
+    };
+    match raw.kind.as_deref() {
+        Some("ack") => Ok(Reply::FlowAck {
+            seq: raw.seq.unwrap_or(0),
+            flow: raw.msgs.or(raw.ack_msgs).unwrap_or(1).max(1),
+        }),
+        Some("gap") => Ok(Reply::Gap {
+            last_seq: raw.last_seq.unwrap_or(0),
+            seq: raw.seq.unwrap_or(0),
+        }),
+        Some("err") => match raw.error {
+            Some(e) => Ok(error(raw.seq, e)),
+            None => Err(format!(
+                "fast-batch error reply without an error: {}",
+                String::from_utf8_lossy(payload)
+            )),
+        },
+        Some(other) => Err(format!("unknown fast-batch reply type {other:?}")),
+        None => {
+            if let Some(e) = raw.error {
+                return Ok(error(raw.seq, e));
+            }
+            match (raw.stream, raw.batch, raw.seq, raw.count) {
+                (Some(_), Some(_), Some(stream_seq), Some(count)) => {
+                    Ok(Reply::Committed { stream_seq, count })
+                }
+                _ => Err(format!(
+                    "unrecognised fast-batch reply: {}",
+                    String::from_utf8_lossy(payload)
+                )),
+            }
+        }
+    }
+}
+
+/// The client's side of flow control for one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Flow the batch was opened with (written into every reply subject:
+    /// replicas that missed the start read it from there).
+    pub flow_requested: u16,
+    /// Flow the server dictates now (never above `flow_requested`).
+    pub flow: u16,
+    /// Flow-ack periods that may be outstanding (ADR-50: 2; 1 deadlocks
+    /// against nats-server 2.15, NOTES.md).
+    pub outstanding: u16,
+    /// Highest sequence sent.
+    pub sent: u64,
+    /// Highest sequence acknowledged.
+    pub acked: u64,
+    /// The server confirmed the batch (first flow ack).
+    pub confirmed: bool,
+}
+
+impl Window {
+    pub fn new(flow: u16, outstanding: u16) -> Self {
+        let flow = flow.clamp(1, FLOW_MAX);
+        Window {
+            flow_requested: flow,
+            flow,
+            outstanding: outstanding.max(1),
+            sent: 0,
+            acked: 0,
+            confirmed: false,
+        }
+    }
+
+    /// Must the next message wait for an ack? (ADR-50's
+    /// `last_ack + flow × outstanding <= next_seq`.)
+    pub fn stalled(&self) -> bool {
+        self.acked + u64::from(self.flow) * u64::from(self.outstanding) <= self.sent + 1
+    }
+
+    /// Take the next sequence to send and its operation.
+    pub fn advance(&mut self) -> (u64, Op) {
+        self.sent += 1;
+        (
+            self.sent,
+            if self.sent == 1 {
+                Op::Start
+            } else {
+                Op::Append
+            },
+        )
+    }
+
+    /// Apply a flow ack; returns how many more messages it covers. A later
+    /// ack covers everything an earlier, lost one would have.
+    pub fn on_ack(&mut self, seq: u64, flow: u16) -> u64 {
+        self.confirmed = true;
+        self.flow = flow.clamp(1, self.flow_requested);
+        let seq = seq.min(self.sent);
+        let newly = seq.saturating_sub(self.acked);
+        self.acked = self.acked.max(seq);
+        newly
+    }
+}
+
+/// The flow to open a batch with. A flow ack every `flow` messages sets
+/// both the ack latency (a message waits for its flow period to fill) and
+/// the throughput (at most `flow × outstanding` messages per round trip).
+/// So: enough messages for `ack_interval` at the recent `rate`, plus what
+/// waits in the rings spread over the outstanding periods, within
+/// `1..=flow_max`. `ack_interval` zero means always `flow_max`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tspi::publish::fast::choose_flow;
+/// let us = Duration::from_micros;
+/// assert_eq!(choose_flow(20_000.0, 0, 2, us(250), 500), 5);
+/// assert_eq!(choose_flow(100_000.0, 0, 2, us(250), 500), 25);
+/// assert_eq!(choose_flow(100_000.0, 10_000, 2, us(250), 500), 500);
+/// assert_eq!(choose_flow(0.0, 0, 2, us(250), 500), 1);
+/// assert_eq!(choose_flow(20_000.0, 0, 2, Duration::ZERO, 100), 100);
+/// ```
+pub fn choose_flow(
+    rate_per_s: f64,
+    backlog: u64,
+    outstanding: u16,
+    ack_interval: std::time::Duration,
+    flow_max: u16,
+) -> u16 {
+    let flow_max = flow_max.clamp(1, FLOW_MAX);
+    if ack_interval.is_zero() {
+        return flow_max;
+    }
+    let by_rate = (rate_per_s.max(0.0) * ack_interval.as_secs_f64()).ceil();
+    let by_backlog = backlog as f64 / f64::from(outstanding.max(1));
+    (by_rate + by_backlog).clamp(1.0, f64::from(flow_max)) as u16
+}
+
+/// Should a batch whose window is full be committed early so the next one
+/// opens with a larger flow? Yes when the rings hold more than two full
+/// windows and the flow can still grow (and the batch is not brand new).
+pub fn outgrown(w: &Window, backlog: u64, flow_max: u16, age: std::time::Duration) -> bool {
+    w.stalled()
+        && w.flow_requested < flow_max.min(FLOW_MAX)
+        && backlog >= 2 * u64::from(w.flow_requested) * u64::from(w.outstanding)
+        && age >= std::time::Duration::from_millis(20)
+}
+
+/// Duplicates inside a committed batch, derived from how far the stream's
+/// last sequence moved (`before` → `stream_seq`) against the batch's
+/// `count` (NOTES.md: the server drops them silently). Exact when this
+/// publisher is the stream's only writer during the batch; other writers
+/// make it an undercount, never an overcount.
+pub fn duplicates_in_batch(before: u64, stream_seq: u64, count: u64) -> u64 {
+    if stream_seq < before {
+        // The stream was purged or recreated under us: no information.
+        return 0;
+    }
+    count.saturating_sub(stream_seq - before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reply_subjects_carry_every_field() {
+        let mut s = String::new();
+        for (op, code) in [
+            (Op::Start, 0),
+            (Op::Append, 1),
+            (Op::Commit, 2),
+            (Op::CommitEob, 3),
+            (Op::Ping, 4),
+        ] {
+            reply_subject("_FIx", 12, 250, 42, op, &mut s);
+            assert_eq!(s, format!("_FIx.b12.250.fail.42.{code}.$FI"));
+            assert_eq!(batch_of("_FIx", &s), Some(12));
+        }
+        assert_eq!(batch_of("_FIx", "_FIxy.b12.1"), None);
+        assert_eq!(batch_of("_FIx", "_FIx.c12.1"), None);
+        assert_eq!(batch_of("_FIx", "_FIx.b.1"), None);
+    }
+
+    #[test]
+    fn classifies_every_reply_shape() {
+        assert_eq!(
+            classify(br#"{"type":"ack","seq":0,"msgs":100}"#),
+            Ok(Reply::FlowAck { seq: 0, flow: 100 })
+        );
+        assert_eq!(
+            classify(br#"{"type":"ack","seq":300,"ack_msgs":50}"#),
+            Ok(Reply::FlowAck { seq: 300, flow: 50 })
+        );
+        assert_eq!(
+            classify(br#"{"type":"gap","last_seq":10,"seq":15}"#),
+            Ok(Reply::Gap {
+                last_seq: 10,
+                seq: 15
+            })
+        );
+        assert_eq!(
+            classify(
+                br#"{"type":"err","seq":7,"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 1"}}"#
+            ),
+            Ok(Reply::Error {
+                seq: Some(7),
+                code: 10071,
+                description: "wrong last sequence: 1".into()
+            })
+        );
+        assert_eq!(
+            classify(
+                br#"{"error":{"code":400,"err_code":10205,"description":"batch publish not enabled"}}"#
+            ),
+            Ok(Reply::Error {
+                seq: None,
+                code: 10205,
+                description: "batch publish not enabled".into()
+            })
+        );
+        assert_eq!(
+            classify(br#"{"stream":"TSPI","seq":4242,"batch":"b3","count":1000}"#),
+            Ok(Reply::Committed {
+                stream_seq: 4242,
+                count: 1000
+            })
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"type":"nope"}"#,
+            br#"{"type":"err","seq":1}"#,
+            br#"{"stream":"TSPI","seq":1}"#,
+        ] {
+            assert!(classify(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn window_follows_adr50() {
+        let mut w = Window::new(10, 2);
+        // Twenty may be outstanding: the 20th waits.
+        for i in 1..=19 {
+            assert!(!w.stalled(), "message {i}");
+            assert_eq!(
+                w.advance(),
+                (i, if i == 1 { Op::Start } else { Op::Append })
+            );
+        }
+        assert!(w.stalled());
+        assert_eq!(w.on_ack(10, 10), 10);
+        assert!(!w.stalled());
+        // A lost ack is covered by the next one.
+        for _ in 20..=29 {
+            w.advance();
+        }
+        assert!(w.stalled());
+        assert_eq!(w.on_ack(29, 10), 19);
+        // The server may lower the flow, never raise it above the request.
+        assert_eq!(w.on_ack(29, 500), 0);
+        assert_eq!(w.flow, 10);
+        w.on_ack(29, 4);
+        assert_eq!(w.flow, 4);
+        // An ack can never cover more than was sent.
+        assert_eq!(w.on_ack(1_000, 4), 0);
+        assert_eq!(w.acked, 29);
+    }
+
+    #[test]
+    fn flow_is_clamped_to_what_the_server_accepts() {
+        assert_eq!(Window::new(0, 2).flow, 1);
+        assert_eq!(Window::new(9_999, 2).flow, FLOW_MAX);
+        assert_eq!(Window::new(5, 0).outstanding, 1);
+    }
+
+    #[test]
+    fn flow_follows_rate_and_backlog() {
+        let us = std::time::Duration::from_micros;
+        // Monotone in rate and backlog, always within 1..=max.
+        let mut last = 0;
+        for rate in [0.0, 1.0, 1e3, 1e4, 5e4, 1e5, 1e6, 1e9] {
+            let f = choose_flow(rate, 0, 2, us(250), 400);
+            assert!((1..=400).contains(&f) && f >= last, "{rate}: {f}");
+            last = f;
+        }
+        assert_eq!(last, 400);
+        assert_eq!(choose_flow(1e4, 0, 2, us(250), 9_999), 3);
+        // 3 by rate + 500 by backlog, capped at the server's 500.
+        assert_eq!(choose_flow(1e4, 1_000, 2, us(250), 9_999), 500);
+        assert_eq!(choose_flow(1e4, 100, 2, us(250), 9_999), 53);
+        assert_eq!(choose_flow(f64::NAN, 0, 2, us(250), 100), 1);
+        assert_eq!(choose_flow(-5.0, 0, 2, us(250), 100), 1);
+    }
+
+    #[test]
+    fn a_full_window_with_a_backlog_is_outgrown() {
+        let ms = std::time::Duration::from_millis;
+        let mut w = Window::new(10, 2);
+        while !w.stalled() {
+            w.advance();
+        }
+        assert!(outgrown(&w, 40, 500, ms(20)));
+        assert!(!outgrown(&w, 39, 500, ms(20)), "backlog below two windows");
+        assert!(!outgrown(&w, 40, 10, ms(20)), "flow cannot grow");
+        assert!(!outgrown(&w, 40, 500, ms(19)), "too young");
+        w.on_ack(10, 10);
+        assert!(!outgrown(&w, 40, 500, ms(20)), "not stalled");
+    }
+
+    #[test]
+    fn duplicates_from_sequence_advance() {
+        assert_eq!(duplicates_in_batch(100, 200, 100), 0);
+        assert_eq!(duplicates_in_batch(100, 190, 100), 10);
+        assert_eq!(duplicates_in_batch(100, 100, 100), 100);
+        // Another writer moved the stream further: undercount, not panic.
+        assert_eq!(duplicates_in_batch(100, 400, 100), 0);
+        assert_eq!(duplicates_in_batch(500, 100, 10), 0);
+    }
+
+    proptest! {
+        /// Whatever order and spacing acks come in, the window never lets
+        /// more than flow × outstanding be unacknowledged, and the covered
+        /// counts add up to the highest ack.
+        #[test]
+        fn window_bounds_unacked(
+            flow in 1u16..600,
+            outstanding in 1u16..4,
+            acks in proptest::collection::vec((0u64..5_000, 1u16..600), 0..200),
+        ) {
+            let mut w = Window::new(flow, outstanding);
+            let bound = u64::from(w.flow_requested) * u64::from(w.outstanding);
+            let mut covered = 0;
+            for (seq, f) in acks {
+                while !w.stalled() {
+                    w.advance();
+                    prop_assert!(w.sent - w.acked < bound);
+                }
+                covered += w.on_ack(seq, f);
+                prop_assert!(w.acked <= w.sent);
+            }
+            prop_assert_eq!(covered, w.acked);
+        }
+    }
+}
