@@ -96,6 +96,8 @@ fn index_of(msg_id: &str) -> Option<u64> {
 
 struct Bench {
     quick: bool,
+    /// `--appliance-config FILE`: passed to every appliance run.
+    appliance_config: Option<String>,
     smoke: bool,
     server: NatsServer,
     rt: tokio::runtime::Runtime,
@@ -277,6 +279,11 @@ impl Bench {
                 mode,
             ])
             .args(["--json", "--interval-s", "1"])
+            .args(
+                self.appliance_config
+                    .iter()
+                    .flat_map(|c| ["--config".to_owned(), c.clone()]),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -452,6 +459,10 @@ fn main() {
         .expect("runtime");
     let b = Bench {
         quick,
+        appliance_config: args
+            .iter()
+            .position(|a| a == "--appliance-config")
+            .and_then(|i| args.get(i + 1).cloned()),
         smoke,
         server,
         rt,
@@ -544,6 +555,9 @@ fn main() {
         }
     }
 
+    if args.iter().any(|a| a == "--latency-only") {
+        return;
+    }
     println!(
         "capacity search ({step_s} s per step; sustained = zero loss and drained within 2 s):"
     );

@@ -230,9 +230,10 @@ impl Window {
 /// The flow to open a batch with. A flow ack every `flow` messages sets
 /// both the ack latency (a message waits for its flow period to fill) and
 /// the throughput (at most `flow × outstanding` messages per round trip).
-/// So: enough messages for `ack_interval` at the recent `rate`, plus what
-/// waits in the rings spread over the outstanding periods, within
-/// `1..=flow_max`. `ack_interval` zero means always `flow_max`.
+/// So: enough messages for `ack_interval` at the recent `rate`, or, if
+/// more, enough to clear what waits in the rings within a few round trips
+/// (`backlog / (4 × outstanding)`), within `1..=flow_max`. `ack_interval`
+/// zero means always `flow_max`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -241,6 +242,7 @@ impl Window {
 /// assert_eq!(choose_flow(20_000.0, 0, 2, us(250), 500), 5);
 /// assert_eq!(choose_flow(100_000.0, 0, 2, us(250), 500), 25);
 /// assert_eq!(choose_flow(100_000.0, 10_000, 2, us(250), 500), 500);
+/// assert_eq!(choose_flow(20_000.0, 40, 2, us(250), 500), 5);
 /// assert_eq!(choose_flow(0.0, 0, 2, us(250), 500), 1);
 /// assert_eq!(choose_flow(20_000.0, 0, 2, Duration::ZERO, 100), 100);
 /// ```
@@ -256,8 +258,8 @@ pub fn choose_flow(
         return flow_max;
     }
     let by_rate = (rate_per_s.max(0.0) * ack_interval.as_secs_f64()).ceil();
-    let by_backlog = backlog as f64 / f64::from(outstanding.max(1));
-    (by_rate + by_backlog).clamp(1.0, f64::from(flow_max)) as u16
+    let by_backlog = (backlog as f64 / (4.0 * f64::from(outstanding.max(1)))).ceil();
+    by_rate.max(by_backlog).clamp(1.0, f64::from(flow_max)) as u16
 }
 
 /// Should a batch whose window is full be committed early so the next one
@@ -410,9 +412,11 @@ mod tests {
         }
         assert_eq!(last, 400);
         assert_eq!(choose_flow(1e4, 0, 2, us(250), 9_999), 3);
-        // 3 by rate + 500 by backlog, capped at the server's 500.
-        assert_eq!(choose_flow(1e4, 1_000, 2, us(250), 9_999), 500);
-        assert_eq!(choose_flow(1e4, 100, 2, us(250), 9_999), 53);
+        // 3 by rate, 1000 by backlog: capped at the server's 500.
+        assert_eq!(choose_flow(1e4, 8_000, 2, us(250), 9_999), 500);
+        assert_eq!(choose_flow(1e4, 800, 2, us(250), 9_999), 100);
+        assert_eq!(choose_flow(1e5, 800, 2, us(250), 9_999), 100);
+        assert_eq!(choose_flow(1e6, 800, 2, us(250), 9_999), 250);
         assert_eq!(choose_flow(f64::NAN, 0, 2, us(250), 100), 1);
         assert_eq!(choose_flow(-5.0, 0, 2, us(250), 100), 1);
     }
