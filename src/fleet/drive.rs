@@ -1,0 +1,1 @@
+//! Edge: to be written.
