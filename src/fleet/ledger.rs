@@ -10,6 +10,9 @@ use crate::codec::{FrameType, TICKS_PER_S};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 
+/// The latency histogram (nanoseconds).
+pub type LatencyHistogram = Histogram<u64>;
+
 /// Latencies are recorded from 1 ns to this (longer ones saturate).
 pub const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 

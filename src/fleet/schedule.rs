@@ -185,7 +185,7 @@ impl Generator {
     }
 
     /// Index of the next datagram.
-    pub fn position(&self) -> u64 {
+    pub fn next_index(&self) -> u64 {
         self.next
     }
 
