@@ -50,23 +50,45 @@ fn main() {
     }
     let gen_rate = n as f64 / t0.elapsed().as_secs_f64();
     std::hint::black_box(check);
-    println!("generate:          {n} datagrams, {:.0} datagrams/s (no I/O)", gen_rate);
+    println!(
+        "generate:          {n} datagrams, {:.0} datagrams/s (no I/O)",
+        gen_rate
+    );
 
     // 2. Generation + send, flat out, to a socket that drops everything.
     let sink = UdpSocket::bind("127.0.0.1:0").expect("sink");
     let to = sink.local_addr().expect("addr");
     let clock = Clock::now();
     // 10,000 tracks × 1000 Hz = 10M/s offered: always behind, so always sending.
-    let s = Schedule::new(clock.unix_ns(), tracks, 1000.0, n_send as f64 / 10_000_000.0).expect("schedule");
+    let s = Schedule::new(
+        clock.unix_ns(),
+        tracks,
+        1000.0,
+        n_send as f64 / 10_000_000.0,
+    )
+    .expect("schedule");
     let mut g = Generator::new(fleet.clone(), s);
     let stats = SendStats::default();
     let t0 = Instant::now();
-    drive::send_udp(&mut g, &[to], &clock, 0, &stats, &AtomicBool::new(false), |_, _, _| {}).expect("send");
+    drive::send_udp(
+        &mut g,
+        &[to],
+        &clock,
+        0,
+        &stats,
+        &AtomicBool::new(false),
+        |_, _, _| {},
+    )
+    .expect("send");
     let sent = stats.sent.load(Relaxed);
     let send_rate = sent as f64 / t0.elapsed().as_secs_f64();
     println!(
         "generate + send:   {sent} datagrams, {send_rate:.0} datagrams/s from one thread (UDP GSO x64 to a loopback sink; target >= 800000) [{}]",
-        if send_rate >= 800_000.0 { "met" } else { "MISSED" }
+        if send_rate >= 800_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     drop(sink);
 
@@ -74,15 +96,24 @@ fn main() {
     let sink = UdpSocket::bind("127.0.0.1:0").expect("sink");
     let to = sink.local_addr().expect("addr");
     let clock = Clock::now();
-    let s = Schedule::new(clock.unix_ns() + 50_000_000, tracks, 10.0, accuracy_s).expect("schedule");
+    let s =
+        Schedule::new(clock.unix_ns() + 50_000_000, tracks, 10.0, accuracy_s).expect("schedule");
     let mut g = Generator::new(fleet, s);
     let stats = SendStats::default();
     let mut err = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("bounds");
-    drive::send_udp(&mut g, &[to], &clock, 0, &stats, &AtomicBool::new(false), |now, first, len| {
-        for i in first..first + len as u64 {
-            err.saturating_record(now.saturating_sub(s.intended_unix_ns(i)).max(1));
-        }
-    })
+    drive::send_udp(
+        &mut g,
+        &[to],
+        &clock,
+        0,
+        &stats,
+        &AtomicBool::new(false),
+        |now, first, len| {
+            for i in first..first + len as u64 {
+                err.saturating_record(now.saturating_sub(s.intended_unix_ns(i)).max(1));
+            }
+        },
+    )
     .expect("send");
     let us = |q: f64| err.value_at_quantile(q) as f64 / 1e3;
     println!(

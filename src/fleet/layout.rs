@@ -128,7 +128,7 @@ pub(crate) fn airshow(c: &FleetConfig, speed: (f64, f64)) -> Result<Laid, FleetE
             (f64::from(bx / side) - f64::from(side - 1) / 2.0) * BOX_SPACING_M + 8_000.0,
             0.0,
         ];
-        if team % TEAMS_PER_BOX == 0 {
+        if team.is_multiple_of(TEAMS_PER_BOX) {
             // The box's tracking radar: 4 km off the show line, on the crowd side.
             auto_sites.push(super::geo::add(
                 centre,

@@ -190,7 +190,7 @@ impl Ledger {
                 .iter()
                 .map(|w| u64::from(w.count_ones()))
                 .sum();
-            if sent % 64 != 0 {
+            if !sent.is_multiple_of(64) {
                 n += u64::from((self.seen[full] & ((1u64 << (sent % 64)) - 1)).count_ones());
             }
             n
@@ -256,10 +256,9 @@ mod tests {
         let fleet = Fleet::new(FleetConfig::new(Style::Airshow, 12, 3)).unwrap();
         let schedule = Schedule::new(1_700_000_000_000_000_000, 12, 20.0, 1.0).unwrap();
         let mut ledger = Ledger::new(fleet.clone(), schedule, 100_000_000).unwrap();
-        let mut g = crate::fleet::Generator::new(fleet, schedule);
+        let g = crate::fleet::Generator::new(fleet, schedule);
         let mut id = String::new();
-        let mut i = 0;
-        while let Some((t, d)) = g.next() {
+        for (i, (t, d)) in (0u64..).zip(g) {
             let f = crate::codec::parse(&d).unwrap();
             id.clear();
             write_msg_id(&f, &mut id);
@@ -280,7 +279,6 @@ mod tests {
                     Outcome::Duplicate { index: 5 }
                 );
             }
-            i += 1;
         }
         assert_eq!(ledger.record_id(None, "9999:1:0.0000", 0), Outcome::Unknown);
         assert_eq!(ledger.record_id(None, "garbage", 0), Outcome::Unknown);
