@@ -174,6 +174,10 @@ struct CapacityArgs {
     /// Pause between steps (s), so one step's backlog does not spill into the next.
     #[arg(long, default_value_t = 2.0)]
     pause_s: f64,
+    /// Unmeasured warm-up at the start rate before the first step (s; 0: none):
+    /// a fresh stream's first seconds are slower than its steady state.
+    #[arg(long, default_value_t = 5.0)]
+    warmup_s: f64,
     /// Directory for capacity.md, capacity.json, capacity.svg and step-N.hgrm.
     #[arg(long, default_value = "capacity")]
     out: PathBuf,
@@ -484,6 +488,28 @@ async fn capacity(
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let client = connect(&c.nats).await?;
     let source = Source::Stream(c.stream.clone());
+    if c.warmup_s > 0.0 {
+        eprintln!(
+            "warm-up: {:.0} datagrams/s for {} s (not counted)",
+            c.start_rate, c.warmup_s
+        );
+        drive::measured_run(
+            f.clone(),
+            c.start_rate / f64::from(f.tracks()),
+            c.warmup_s,
+            DriveOutput::Udp {
+                targets: c.udp.clone(),
+                coalesce_ns: 0,
+            },
+            &client,
+            &source,
+            Duration::from_secs_f64(c.drain_s),
+            Duration::from_secs(1),
+            stop.clone(),
+            |_| {},
+        )
+        .await?;
+    }
     let mut n = 0;
     while let Some((phase, rate)) = search.next_step() {
         if stop.load(Relaxed) {
