@@ -37,15 +37,20 @@ use serde::Deserialize;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AckMode {
-    /// The consumer's ack policy is `all`: one ack of the batch's last
-    /// message covers the batch. Needs a single archiver per durable
-    /// consumer: a second one's ack would cover the first one's uncommitted
-    /// messages.
+    /// Ack policy `explicit`: every message of a committed batch is acked.
+    /// Safe across crashes, reconnects and several archivers sharing a
+    /// durable; one small NATS publish per message.
     #[default]
-    All,
-    /// Ack policy `explicit`: every message is acked. Safe with several
-    /// archivers sharing a durable; one more NATS publish per message.
     Explicit,
+    /// Ack policy `all`: one ack of the batch's last message covers every
+    /// earlier one. Fewer acks, but an ack also covers messages delivered
+    /// earlier and never seen by this process (delivered to a crashed
+    /// predecessor, or lost in a reconnect): the archiver therefore rewinds
+    /// the consumer to its ack floor at start (so a crash loses nothing),
+    /// and this mode needs a single archiver per durable. Deliveries lost
+    /// in a NATS reconnect while running are NOT covered: prefer
+    /// `explicit` (see notes/README-archive.md for the measured difference).
+    All,
 }
 
 /// Where the telemetry table's time partitions come from.
@@ -92,8 +97,8 @@ pub struct ArchiveConfig {
     pub flush_interval_ms: u64,
     /// Batches decoded ahead while the database commits (per stream).
     pub batches_in_flight_max: usize,
-    /// `all`: one ack per batch (ack policy all; one archiver per durable).
-    /// `explicit`: an ack per message.
+    /// `explicit` (default): an ack per message. `all`: one ack per batch
+    /// (ack policy all; one archiver per durable; see [`AckMode`]).
     pub ack: AckMode,
     /// A delivered message not acked within this long is delivered again
     /// (after a crash, or while the database is away). Must exceed the time
@@ -126,7 +131,7 @@ impl Default for ArchiveConfig {
             batch_len_max: 5_000,
             flush_interval_ms: 200,
             batches_in_flight_max: 2,
-            ack: AckMode::All,
+            ack: AckMode::Explicit,
             ack_wait_s: 30,
             retry_backoff_initial_ms: 100,
             retry_backoff_max_ms: 5_000,
@@ -248,14 +253,14 @@ mod tests {
     #[test]
     fn section_parses() {
         let c = Config::from_toml(
-            "[archive]\npostgres = \"host=db\"\nbatch_len_max = 100\nack = \"explicit\"\n\
+            "[archive]\npostgres = \"host=db\"\nbatch_len_max = 100\nack = \"all\"\n\
              partitioning = \"native\"\nretention_days = 30\n",
             Path::new("t.toml"),
         )
         .unwrap();
         assert_eq!(c.archive.postgres.as_deref(), Some("host=db"));
         assert_eq!(c.archive.batch_len_max, 100);
-        assert_eq!(c.archive.ack, AckMode::Explicit);
+        assert_eq!(c.archive.ack, AckMode::All);
         assert_eq!(c.archive.partitioning, Partitioning::Native);
         assert_eq!(c.archive.retention_days, 30);
         assert_eq!(c.archive.flush_interval_ms, 200);

@@ -23,7 +23,10 @@ use crate::jetstream::{
 };
 use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::AckPolicy, consumer::pull};
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
 use std::future::Future;
@@ -530,13 +533,14 @@ async fn consumer(
         Kind::Telemetry => cfg.durable.clone(),
         Kind::Ops => cfg.ops_durable.clone(),
     };
-    let config = pull::Config {
+    let ack_policy = match cfg.ack {
+        AckMode::All => AckPolicy::All,
+        AckMode::Explicit => AckPolicy::Explicit,
+    };
+    let mut config = pull::Config {
         durable_name: Some(durable.clone()),
         description: Some("tspi archive".into()),
-        ack_policy: match cfg.ack {
-            AckMode::All => AckPolicy::All,
-            AckMode::Explicit => AckPolicy::Explicit,
-        },
+        ack_policy,
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
         max_ack_pending: cfg.max_ack_pending(),
         filter_subjects: match kind {
@@ -545,10 +549,43 @@ async fn consumer(
         },
         ..Default::default()
     };
+    if let Ok(info) = stream.consumer_info(&durable).await {
+        anyhow::ensure!(
+            info.config.ack_policy == ack_policy,
+            "durable consumer {durable} on {} has ack policy {:?}, but archive.ack = {:?}: an ack \
+             policy cannot change; set archive.ack back, or remove the consumer (it then starts \
+             again from the beginning of the stream; rows already archived are skipped)",
+            kind.stream(),
+            info.config.ack_policy,
+            cfg.ack
+        );
+        // Keep where it was told to start (updates may not change it).
+        config.deliver_policy = info.config.deliver_policy;
+        if cfg.ack == AckMode::All && info.num_ack_pending > 0 {
+            // Messages delivered to a predecessor and never acked. Under
+            // ack policy all, our first ack would cover them before they
+            // are redelivered: rewind to the ack floor instead. What the
+            // predecessor committed after the floor is skipped by the
+            // unique keys.
+            let start = info.ack_floor.stream_sequence + 1;
+            tracing::warn!(
+                consumer = %durable,
+                unacked = info.num_ack_pending,
+                start_sequence = start,
+                "ack policy all: rewinding the consumer to its ack floor"
+            );
+            stream
+                .delete_consumer(&durable)
+                .await
+                .with_context(|| format!("removing consumer {durable} to rewind it"))?;
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            };
+        }
+    }
     stream.create_consumer(config).await.with_context(|| {
         format!(
-            "creating or updating durable consumer {durable} on {} (an ack policy cannot change \
-             on an existing consumer: set archive.ack back, or remove the consumer first)",
+            "creating or updating durable consumer {durable} on {}",
             kind.stream()
         )
     })
