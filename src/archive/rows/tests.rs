@@ -5,7 +5,7 @@ use ciborium::Value;
 use proptest::prelude::*;
 
 #[path = "../../../tests/common/arb.rs"]
-mod arb;
+pub(super) mod arb;
 
 const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_400_000);
 
