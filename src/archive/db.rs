@@ -55,6 +55,9 @@ pub struct Batch {
     pub copy_rows: usize,
     /// UTC days (since 1970-01-01) of the telemetry rows, sorted, distinct.
     pub days: Vec<i32>,
+    /// Some message was delivered before (JetStream's delivery count > 1):
+    /// rows may exist, so skip the optimistic direct COPY.
+    pub redelivered: bool,
     pub ops: Vec<OpsRow>,
     pub rejects: Vec<RejectRow>,
 }
@@ -65,6 +68,18 @@ pub struct Written {
     pub telemetry: u64,
     pub ops: u64,
     pub rejects: u64,
+}
+
+/// Stream a finished binary COPY; returns the rows it took.
+async fn copy(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    data: &Bytes,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(data.clone()).await?;
+    sink.as_mut().finish().await
 }
 
 /// A Unix-epoch microsecond count as a `timestamptz` parameter.
@@ -81,7 +96,11 @@ pub fn system_time(unix_us: i64) -> SystemTime {
 pub struct Db {
     client: Client,
     connection: tokio::task::JoinHandle<()>,
+    /// COPY into the staging table, and straight into `tspi_telemetry`.
     copy_sql: String,
+    copy_direct_sql: String,
+    /// Batches whose direct COPY met a row already there.
+    pub direct_conflicts: u64,
     insert: Statement,
     reject: Statement,
     tag: Statement,
@@ -161,6 +180,8 @@ impl Db {
             client,
             connection,
             copy_sql: format!("COPY tspi_telemetry_stage ({cols}) FROM STDIN (FORMAT binary)"),
+            copy_direct_sql: format!("COPY tspi_telemetry ({cols}) FROM STDIN (FORMAT binary)"),
+            direct_conflicts: 0,
             insert,
             reject,
             tag,
@@ -234,19 +255,45 @@ impl Db {
         if b.copy_rows > 0 {
             self.ensure_days(&b.days).await?;
         }
-        let tx = self.client.transaction().await?;
+        let mut tx = self.client.transaction().await?;
         let mut w = Written::default();
         if b.copy_rows > 0 {
-            let sink = tx.copy_in::<_, Bytes>(self.copy_sql.as_str()).await?;
-            let mut sink = std::pin::pin!(sink);
-            sink.send(b.copy.clone()).await?;
-            let copied = sink.as_mut().finish().await?;
-            anyhow::ensure!(
-                copied as usize == b.copy_rows,
-                "COPY took {copied} rows of {}",
-                b.copy_rows
-            );
-            w.telemetry = tx.execute(&self.insert, &[]).await?;
+            let mut done = false;
+            if !b.redelivered {
+                // Optimistic: COPY straight into place. The unique key still
+                // guards it: a row already there fails the COPY (23505),
+                // the savepoint undoes it, and the staging path below runs.
+                let sp = tx.savepoint("direct").await?;
+                match copy(&sp, &self.copy_direct_sql, &b.copy).await {
+                    Ok(n) => {
+                        anyhow::ensure!(
+                            n as usize == b.copy_rows,
+                            "COPY took {n} of {}",
+                            b.copy_rows
+                        );
+                        sp.commit().await?;
+                        w.telemetry = n;
+                        done = true;
+                    }
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        sp.rollback().await?;
+                        self.direct_conflicts += 1;
+                    }
+                    // Dropping the savepoint and the transaction rolls back.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !done {
+                let n = copy(&tx, &self.copy_sql, &b.copy).await?;
+                anyhow::ensure!(
+                    n as usize == b.copy_rows,
+                    "COPY took {n} of {}",
+                    b.copy_rows
+                );
+                w.telemetry = tx.execute(&self.insert, &[]).await?;
+            }
         }
         for r in &b.rejects {
             let o = &r.origin;

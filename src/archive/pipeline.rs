@@ -194,6 +194,9 @@ struct Builder {
     messages: u64,
     last_unix_us: i64,
     msg_id: String,
+    /// `AckMode::All`: stream sequence of the message in `acks`.
+    ack_seq: u64,
+    redelivered: bool,
 }
 
 impl Builder {
@@ -218,19 +221,27 @@ impl Builder {
             messages: 0,
             last_unix_us: 0,
             msg_id: String::with_capacity(32),
+            ack_seq: 0,
+            redelivered: false,
         }
     }
 
     fn add(&mut self, m: jetstream::Message, progress: &StreamProgress) {
         let (seq, stream_unix_us, pending) = match m.info() {
-            Ok(i) => (
-                i.stream_sequence,
-                (i.published.unix_timestamp_nanos() / 1000) as i64,
-                i.pending,
-            ),
+            Ok(i) => {
+                self.redelivered |= i.delivered > 1;
+                (
+                    i.stream_sequence,
+                    (i.published.unix_timestamp_nanos() / 1000) as i64,
+                    i.pending,
+                )
+            }
             // Not a JetStream delivery (cannot happen on a pull consumer's
-            // own inbox); keep it visible as a reject rather than drop it.
-            Err(_) => (0, now_unix_us(), progress.pending.load(Relaxed)),
+            // own inbox): archived with sequence 0 rather than dropped.
+            Err(_) => {
+                self.redelivered = true;
+                (0, now_unix_us(), progress.pending.load(Relaxed))
+            }
         };
         progress.pending.store(pending, Relaxed);
         if progress.first_taken_unix_us.load(Relaxed) == 0 {
@@ -297,9 +308,14 @@ impl Builder {
             },
         }
         match self.ack {
+            // The highest stream sequence covers the batch (a redelivered
+            // message late in a batch has a lower one).
             AckMode::All => {
-                self.acks.clear();
-                self.acks.push(m);
+                if seq >= self.ack_seq || self.acks.is_empty() {
+                    self.ack_seq = seq;
+                    self.acks.clear();
+                    self.acks.push(m);
+                }
             }
             AckMode::Explicit => self.acks.push(m),
         }
@@ -320,6 +336,7 @@ impl Builder {
                 copy,
                 copy_rows,
                 days,
+                redelivered: std::mem::take(&mut self.redelivered),
                 ops: std::mem::take(&mut self.ops),
                 rejects: std::mem::take(&mut self.rejects),
             },
@@ -328,6 +345,7 @@ impl Builder {
             last_unix_us: self.last_unix_us,
         };
         self.messages = 0;
+        self.ack_seq = 0;
         p
     }
 }
