@@ -36,7 +36,7 @@ pub fn frame(i: u64, seed: u64) -> (Frame, RecvTime) {
     let mut r = Rng(seed ^ i.wrapping_mul(0x1234_5678_9ABC_DEF1));
     let recv = RecvTime::from_unix_ns(BASE_NS + i * 1_500_000_000 + r.next() % 1_000_000_000);
     let (day, time_ticks) = utc_day_ticks(recv.unix_ns);
-    let payload = if i % 3 == 0 {
+    let payload = if i.is_multiple_of(3) {
         Payload::Spherical(Spherical {
             range: r.next() as i32,
             azimuth: r.next() as u32,
@@ -232,11 +232,11 @@ pub async fn check_telemetry(dsn: &str, from: u64, to: u64, seed: u64) {
             Payload::Geocentric(_) => (10, 19),
             Payload::Spherical(_) => (19, 10),
         };
-        for k in 0..9 {
+        for (k, want) in values.iter().enumerate() {
             let v: Option<f64> = row.get(mine + k);
             assert_eq!(
                 v.map(f64::to_bits),
-                Some(values[k].to_bits()),
+                Some(want.to_bits()),
                 "{id}: {}",
                 f.value_names()[k]
             );

@@ -4,8 +4,7 @@ use crate::message::{Message, RecvTime};
 use ciborium::Value;
 use proptest::prelude::*;
 
-#[path = "../../../tests/common/arb.rs"]
-pub(super) mod arb;
+pub(super) use crate::codec::tests::arb;
 
 const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_400_000);
 
