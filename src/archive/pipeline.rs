@@ -651,6 +651,8 @@ pub async fn run(
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Told when the writers are done, so the last report counts everything.
+    let (report_done_tx, report_done_rx) = watch::channel(false);
     let mut kinds = vec![Kind::Telemetry];
     if a.ops {
         kinds.push(Kind::Ops);
@@ -689,6 +691,7 @@ pub async fn run(
         client.clone(),
         stats.clone(),
         json,
+        report_done_rx,
     ));
 
     stop.await;
@@ -714,14 +717,23 @@ pub async fn run(
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "flushing the last acks failed; those batches will be redelivered and skipped");
     }
-    reporter.abort();
+    // The reporter emits a last report and returns: nothing it prints can
+    // come after the caller's final account.
+    let _ = report_done_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     Ok(Account {
         counters: stats.counters(),
         abandoned_batches: abandoned,
     })
 }
 
-async fn report_loop(cfg: Config, client: async_nats::Client, stats: Arc<Stats>, json: bool) {
+async fn report_loop(
+    cfg: Config,
+    client: async_nats::Client,
+    stats: Arc<Stats>,
+    json: bool,
+    mut done: watch::Receiver<bool>,
+) {
     let m = &cfg.metrics;
     let (prom_tx, prom_rx) = watch::channel(String::new());
     if let Some(addr) = m.addr {
@@ -738,7 +750,10 @@ async fn report_loop(cfg: Config, client: async_nats::Client, stats: Arc<Stats>,
     let mut tick = tokio::time::interval(Duration::from_secs(m.interval_s));
     tick.tick().await;
     loop {
-        tick.tick().await;
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = done.wait_for(|d| *d) => true,
+        };
         let interval = match stats.commit.lock() {
             Ok(mut h) => std::mem::replace(&mut *h, new_latency_histogram()),
             Err(_) => new_latency_histogram(),
@@ -767,6 +782,9 @@ async fn report_loop(cfg: Config, client: async_nats::Client, stats: Arc<Stats>,
             if let Err(e) = client.publish(subject, body.into()).await {
                 tracing::warn!(error = %e, "metrics snapshot not published");
             }
+        }
+        if last {
+            return;
         }
         previous = counters;
         previous_unix_ms = r.at_unix_ms;
