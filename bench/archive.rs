@@ -107,6 +107,57 @@ async fn prefill(js: &async_nats::jetstream::Context, n: u64) -> Duration {
     t0.elapsed()
 }
 
+/// utime + stime of a `/proc/.../stat` file, seconds.
+fn stat_cpu_s(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // utime and stime are fields 14 and 15; count after the `(comm)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds of every process whose command line contains `needle`.
+fn cpu_of_processes(needle: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .map(|e| stat_cpu_s(&e.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// CPU seconds of this process's threads named `tspi-archive*`.
+fn cpu_of_archive_threads() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("tspi-archive"))
+        })
+        .map(|t| stat_cpu_s(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
 async fn create_db(pg: &PgCluster, name: &str) -> String {
     let (c, conn) = tokio_postgres::connect(&pg.dsn(), NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -124,9 +175,16 @@ struct Run {
     batches: u64,
     commit_p50_ms: f64,
     commit_p99_ms: f64,
+    /// CPU µs per row: the archiver's threads, nats-server, the database
+    /// backends of this run.
+    archiver_us: f64,
+    nats_us: f64,
+    pg_us: f64,
 }
 
-async fn archive_run(nats: &str, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
+async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
+    let nats_needle = nats_needle(nats);
+    let nats = &nats.url();
     let dsn = create_db(pg, name).await;
     let mut cfg = Config::default();
     cfg.nats.servers = vec![nats.to_owned()];
@@ -144,6 +202,7 @@ async fn archive_run(nats: &str, pg: &PgCluster, n: u64, ack: AckMode, name: &st
         .enable_all()
         .build()
         .unwrap();
+    let nats_cpu0 = cpu_of_processes(&nats_needle);
     let t0 = Instant::now();
     let handle = {
         let _g = rt.enter();
@@ -174,6 +233,9 @@ async fn archive_run(nats: &str, pg: &PgCluster, n: u64, ack: AckMode, name: &st
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let end = Instant::now();
+    let pg_cpu = cpu_of_processes(&format!("postgres: tspi {name} "));
+    let nats_cpu = cpu_of_processes(&nats_needle) - nats_cpu0;
+    let archiver_cpu = cpu_of_archive_threads();
     let (t_first, rows_first) = first.unwrap();
     let commit = handle.stats.commit.lock().unwrap().clone();
     let account = {
@@ -189,7 +251,16 @@ async fn archive_run(nats: &str, pg: &PgCluster, n: u64, ack: AckMode, name: &st
         batches: account.counters.batches,
         commit_p50_ms: commit.value_at_quantile(0.5) as f64 / 1e6,
         commit_p99_ms: commit.value_at_quantile(0.99) as f64 / 1e6,
+        archiver_us: archiver_cpu * 1e6 / n as f64,
+        nats_us: nats_cpu * 1e6 / n as f64,
+        pg_us: pg_cpu * 1e6 / n as f64,
     }
+}
+
+/// What nats-server's command line contains: its temporary directory.
+fn nats_needle(nats: &NatsServer) -> String {
+    let dir = nats.store_dir().to_string_lossy().into_owned();
+    dir.split('/').take(3).collect::<Vec<_>>().join("/")
 }
 
 /// One message at a time: pull, decode, INSERT (autocommit), ack.
@@ -315,9 +386,9 @@ fn main() {
             assert_eq!(fsync == "on", server == "durable");
             let tag = server.replace(' ', "_");
             let explicit =
-                archive_run(&nats.url(), pg, n, AckMode::Explicit, &format!("explicit_{tag}")).await;
+                archive_run(&nats, pg, n, AckMode::Explicit, &format!("explicit_{tag}")).await;
             println!("{server}: archive, explicit acks: {explicit:?}");
-            let all = archive_run(&nats.url(), pg, n, AckMode::All, &format!("ackall_{tag}")).await;
+            let all = archive_run(&nats, pg, n, AckMode::All, &format!("ackall_{tag}")).await;
             println!("{server}: archive, ack policy all: {all:?}");
             let (base_rows, base_rate) =
                 baseline_run(&nats.url(), pg, &tag, base_limit.min(n), base_budget).await;
@@ -328,16 +399,24 @@ fn main() {
             table.push((server, explicit, all, base_rows, base_rate));
         }
         println!();
-        println!("| PostgreSQL | run | rows | sustained rows/s | total s (with start) | batches | commit p50 ms | commit p99 ms |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| PostgreSQL | run | rows | sustained rows/s | total s (with start) | batches | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL backends |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for (server, explicit, all, base_rows, base_rate) in &table {
             for (name, r) in [("archive, explicit acks (default)", explicit), ("archive, ack policy all", all)] {
                 println!(
-                    "| {server} | {name} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} |",
-                    r.rows, r.sustained_rows_per_s, r.total_s, r.batches, r.commit_p50_ms, r.commit_p99_ms
+                    "| {server} | {name} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} |",
+                    r.rows,
+                    r.sustained_rows_per_s,
+                    r.total_s,
+                    r.batches,
+                    r.commit_p50_ms,
+                    r.commit_p99_ms,
+                    r.archiver_us,
+                    r.nats_us,
+                    r.pg_us
                 );
             }
-            println!("| {server} | row-at-a-time INSERT baseline | {base_rows} | {base_rate:.0} | | | | |");
+            println!("| {server} | row-at-a-time INSERT baseline | {base_rows} | {base_rate:.0} | | | | | |");
         }
         println!();
         for (server, explicit, all, _, base_rate) in &table {
