@@ -187,7 +187,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGINT, SIGTERM, or the duration.
-async fn shutdown(duration: Option<Duration>) {
+pub(super) async fn shutdown(duration: Option<Duration>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

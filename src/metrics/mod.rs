@@ -69,5 +69,5 @@ pub use report::{Report, ReportTime, Reporter};
 pub use snapshot::{
     COMPONENT_INGEST, HISTOGRAM_ENCODING, HISTOGRAM_UNIT, METRICS_SUBJECT_ALL,
     METRICS_SUBJECT_PREFIX, Snapshot, SnapshotDecodeError, SnapshotHistograms, decode_hdr_snapshot,
-    encode_hdr_snapshot, metrics_subject, snapshot_message,
+    encode_hdr_snapshot, metrics_subject, metrics_subject_for, snapshot_message,
 };

@@ -84,6 +84,12 @@ fn decode_named(which: &'static str, text: &str) -> Result<Histogram<u64>, Snaps
 /// `>`, whitespace, and anything non-ASCII) becomes `_`; an empty host is
 /// `unknown`. The body keeps the host name as it was.
 pub fn metrics_subject(host: &str) -> String {
+    metrics_subject_for(COMPONENT_INGEST, host)
+}
+
+/// `tspi.ops.metrics.<component>.<host>`, the host sanitised as in
+/// [`metrics_subject`] (which is this with `ingest`).
+pub fn metrics_subject_for(component: &str, host: &str) -> String {
     let token: String = host
         .chars()
         .map(|c| {
@@ -95,7 +101,7 @@ pub fn metrics_subject(host: &str) -> String {
         })
         .collect();
     let token = if token.is_empty() { "unknown" } else { &token };
-    format!("{METRICS_SUBJECT_PREFIX}.{token}")
+    format!("tspi.ops.metrics.{component}.{token}")
 }
 
 /// The snapshot body, as sent and as a tool reads it.

@@ -1,0 +1,432 @@
+//! Archive rate, side by side in one run on one box.
+//!
+//! `cargo bench --bench archive` (full: 1,000,000 messages, a few minutes),
+//! `cargo bench --bench archive -- --quick` (100,000). `cargo test
+//! --benches` runs a smoke form (3,000 messages) that checks every row
+//! arrived.
+//!
+//! Against one real nats-server (file storage) and one real PostgreSQL
+//! twice: the harness's (fsync, synchronous_commit, full_page_writes off:
+//! the CPU-bound best case, for the baseline too) and a durable one (all
+//! three on, as in production, where every commit waits for the disk):
+//!
+//! 1. the `TSPI` stream is pre-filled with N contract messages (both types,
+//!    500 sensors, receive times spread over two UTC days so two day
+//!    partitions fill);
+//! 2. **archive, explicit acks**: the archiver (in this process, its own
+//!    tokio runtime of 2 workers, the shipped defaults: batches of 5,000,
+//!    2 in flight) on a fresh database and a fresh durable consumer, timed
+//!    from the first message taken from the consumer to the last row
+//!    committed (sustained rate), and from start (with connect, migrations
+//!    and consumer creation);
+//! 3. **archive, ack policy all**: the same on another fresh database and
+//!    consumer, acking once per batch;
+//! 4. **row-at-a-time baseline**, as the existing toolkit archives: one
+//!    pull, CBOR decode, JSON rendering, autocommitted `INSERT ... ON
+//!    CONFLICT DO NOTHING` of a JSON row, and ack per message; for up to
+//!    the first 100,000 messages or 20 s.
+//!
+//! Printed, per server: rows/s of each, the ratio archive/baseline and
+//! explicit/all.
+
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+use tspi::archive::{AckMode, Handle, Partitioning};
+use tspi::codec::{Frame, Geocentric, Payload, Spherical};
+use tspi::config::Config;
+use tspi::harness::{NatsServer, PgCluster};
+use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
+use tspi::message::{Message, Record, RecvTime, utc_day_ticks};
+
+const SENSORS: u64 = 500;
+/// 2024-05-01T20:00:00Z; N messages spread over 8 h cross midnight.
+const BASE_NS: u64 = 1_714_593_600_000_000_000;
+const SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
+
+fn message(i: u64, n: u64) -> Message {
+    let recv = RecvTime::from_unix_ns(BASE_NS + i * (SPREAD_NS / n.max(1)));
+    let (day, time_ticks) = utc_day_ticks(recv.unix_ns);
+    let payload = if i % 4 == 3 {
+        Payload::Spherical(Spherical {
+            range: 1_234_567 + (i % 1000) as i32,
+            azimuth: 45_000_000 + i as u32 % 7919,
+            elevation: 10_000_000,
+            azimuth_rate: 12,
+            elevation_rate: -3,
+            range_rate: 250,
+            ..Spherical::default()
+        })
+    } else {
+        Payload::Geocentric(Geocentric {
+            x: -155_123_456,
+            y: -510_654_321 + (i % 1000) as i32,
+            z: 340_111_222,
+            vx: 12_000,
+            vy: -3_000,
+            vz: 150,
+            ax: 10,
+            ay: -20,
+            az: 0,
+        })
+    };
+    let f = Frame {
+        sensor_id: (i % SENSORS) as u16,
+        day,
+        time_ticks,
+        status: 0xFF,
+        status_flags: 0x01,
+        payload,
+    };
+    Message::encode("tspi", &f, recv)
+}
+
+async fn prefill(js: &async_nats::jetstream::Context, n: u64) -> Duration {
+    let t0 = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        let m = message(i, n);
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", m.msg_id.as_str());
+        acks.push(
+            js.publish_with_headers(m.subject, h, m.body.into())
+                .await
+                .expect("publish")
+                .into_future(),
+        );
+        while acks.len() >= 2048 {
+            acks.next().await.unwrap().expect("ack");
+        }
+    }
+    while let Some(a) = acks.next().await {
+        a.expect("ack");
+    }
+    t0.elapsed()
+}
+
+/// utime + stime of a `/proc/.../stat` file, seconds.
+fn stat_cpu_s(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // utime and stime are fields 14 and 15; count after the `(comm)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds of every process whose command line contains `needle`.
+fn cpu_of_processes(needle: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .map(|e| stat_cpu_s(&e.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// CPU seconds of this process's threads named `tspi-archive*`.
+fn cpu_of_archive_threads() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("tspi-archive"))
+        })
+        .map(|t| stat_cpu_s(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+async fn create_db(pg: &PgCluster, name: &str) -> String {
+    let (c, conn) = tokio_postgres::connect(&pg.dsn(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    format!("host=127.0.0.1 port={} user=tspi dbname={name}", pg.port())
+}
+
+#[derive(Debug)]
+struct Run {
+    rows: u64,
+    sustained_rows_per_s: f64,
+    total_s: f64,
+    batches: u64,
+    commit_p50_ms: f64,
+    commit_p99_ms: f64,
+    /// CPU µs per row: the archiver's threads, nats-server, the database
+    /// backends of this run.
+    archiver_us: f64,
+    nats_us: f64,
+    pg_us: f64,
+}
+
+async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
+    let nats_needle = nats_needle(nats);
+    let nats = &nats.url();
+    let dsn = create_db(pg, name).await;
+    let mut cfg = Config::default();
+    cfg.nats.servers = vec![nats.to_owned()];
+    cfg.metrics.nats_snapshot = false;
+    cfg.metrics.interval_s = 3600;
+    cfg.stream.create = false;
+    cfg.archive.ops = false;
+    cfg.archive.ack = ack;
+    cfg.archive.durable = format!("bench-{name}");
+    cfg.archive.partitioning = Partitioning::Native;
+    // Its own runtime, as `tspi archive` has.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tspi-archive")
+        .enable_all()
+        .build()
+        .unwrap();
+    let nats_cpu0 = cpu_of_processes(&nats_needle);
+    let t0 = Instant::now();
+    let handle = {
+        let _g = rt.enter();
+        Handle::spawn(cfg, dsn)
+    };
+    let mut first: Option<(Instant, u64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let rows = handle
+            .stats
+            .telemetry_rows
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let taken = handle
+            .stats
+            .messages
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if taken > 0 && first.is_none() {
+            first = Some((Instant::now(), 0));
+        }
+        if rows >= n {
+            break;
+        }
+        assert!(!handle.is_finished(), "archiver stopped early");
+        assert!(
+            Instant::now() < deadline,
+            "archive run {name} stalled at {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let end = Instant::now();
+    let pg_cpu = cpu_of_processes(&format!("postgres: tspi {name} "));
+    let nats_cpu = cpu_of_processes(&nats_needle) - nats_cpu0;
+    let archiver_cpu = cpu_of_archive_threads();
+    let (t_first, rows_first) = first.unwrap();
+    let commit = handle.stats.commit.lock().unwrap().clone();
+    let account = {
+        let _g = rt.enter();
+        let stop = tokio::spawn(handle.stop());
+        stop.await.unwrap().unwrap()
+    };
+    rt.shutdown_background();
+    Run {
+        rows: account.counters.telemetry_rows,
+        sustained_rows_per_s: (n - rows_first) as f64 / (end - t_first).as_secs_f64(),
+        total_s: (end - t0).as_secs_f64(),
+        batches: account.counters.batches,
+        commit_p50_ms: commit.value_at_quantile(0.5) as f64 / 1e6,
+        commit_p99_ms: commit.value_at_quantile(0.99) as f64 / 1e6,
+        archiver_us: archiver_cpu * 1e6 / n as f64,
+        nats_us: nats_cpu * 1e6 / n as f64,
+        pg_us: pg_cpu * 1e6 / n as f64,
+    }
+}
+
+/// What nats-server's command line contains: its temporary directory.
+fn nats_needle(nats: &NatsServer) -> String {
+    let dir = nats.store_dir().to_string_lossy().into_owned();
+    dir.split('/').take(3).collect::<Vec<_>>().join("/")
+}
+
+/// One message at a time: pull, decode, INSERT (autocommit), ack.
+async fn baseline_run(
+    nats: &str,
+    pg: &PgCluster,
+    tag: &str,
+    limit: u64,
+    budget: Duration,
+) -> (u64, f64) {
+    let dsn = create_db(pg, &format!("baseline_{tag}")).await;
+    let (db, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(
+        "CREATE TABLE telemetry_json (
+             msg_id text NOT NULL, recv_time timestamptz NOT NULL, subject text NOT NULL,
+             record jsonb NOT NULL, PRIMARY KEY (msg_id, recv_time))",
+    )
+    .await
+    .unwrap();
+    let insert = db
+        .prepare(
+            "INSERT INTO telemetry_json (msg_id, recv_time, subject, record)
+             VALUES ($1, $2::text::timestamptz, $3, $4::text::jsonb) ON CONFLICT DO NOTHING",
+        )
+        .await
+        .unwrap();
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TSPI").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(format!("bench-baseline-{tag}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let t0 = Instant::now();
+    let mut done = 0u64;
+    while done < limit && t0.elapsed() < budget {
+        let m = msgs.next().await.unwrap().unwrap();
+        let r: Record = ciborium::from_reader(&m.payload[..]).unwrap();
+        let id = m
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .as_str()
+            .to_owned();
+        db.execute(
+            &insert,
+            &[&id, &r.recv_iso, &m.subject.as_str(), &r.to_json()],
+        )
+        .await
+        .unwrap();
+        m.ack().await.unwrap();
+        done += 1;
+    }
+    (done, done as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    let smoke = !bench_mode; // `cargo test --benches`
+    let n: u64 = if smoke {
+        3_000
+    } else if quick {
+        100_000
+    } else {
+        1_000_000
+    };
+    let (base_limit, base_budget) = if smoke {
+        (500, Duration::from_secs(10))
+    } else {
+        (100_000, Duration::from_secs(20))
+    };
+    let nats = NatsServer::start().expect("nats-server");
+    // Two servers: the harness's (fsync, synchronous_commit and
+    // full_page_writes off: the CPU-bound best case for everyone) and a
+    // durable one, as a production archive runs (every commit waits for
+    // its WAL to reach the disk).
+    let fast = PgCluster::start().expect("postgres");
+    let durable = PgCluster::start_with_settings(&[
+        "fsync=on",
+        "synchronous_commit=on",
+        "full_page_writes=on",
+    ])
+    .expect("durable postgres");
+    // The bench's own driver runtime: publishing, polling, the baseline.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let settings = StreamSettings {
+            duplicate_window: Duration::from_secs(30),
+            ..StreamSettings::default()
+        };
+        ensure_stream(&js, telemetry_stream("tspi", &settings), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let took = prefill(&js, n).await;
+        let info = js.get_stream("TSPI").await.unwrap().info().await.unwrap().clone();
+        assert_eq!(info.state.messages, n);
+        println!(
+            "archive bench ({}): pre-filled TSPI with {n} messages ({} MB) in {:.1} s",
+            if smoke { "smoke" } else if quick { "quick" } else { "full" },
+            info.state.bytes / 1_000_000,
+            took.as_secs_f64()
+        );
+        let mut table = Vec::new();
+        for (server, pg) in [("durable", &durable), ("fsync off", &fast)] {
+            let (c, conn) = tokio_postgres::connect(&pg.dsn(), NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let fsync: String = c.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+            assert_eq!(fsync == "on", server == "durable");
+            let tag = server.replace(' ', "_");
+            let explicit =
+                archive_run(&nats, pg, n, AckMode::Explicit, &format!("explicit_{tag}")).await;
+            println!("{server}: archive, explicit acks: {explicit:?}");
+            let all = archive_run(&nats, pg, n, AckMode::All, &format!("ackall_{tag}")).await;
+            println!("{server}: archive, ack policy all: {all:?}");
+            let (base_rows, base_rate) =
+                baseline_run(&nats.url(), pg, &tag, base_limit.min(n), base_budget).await;
+            println!("{server}: baseline, row-at-a-time INSERT: {base_rows} rows, {base_rate:.0} rows/s");
+            assert_eq!(explicit.rows, n, "every message archived (explicit)");
+            assert_eq!(all.rows, n, "every message archived (ack all)");
+            assert!(base_rows > 0);
+            table.push((server, explicit, all, base_rows, base_rate));
+        }
+        println!();
+        println!("| PostgreSQL | run | rows | sustained rows/s | total s (with start) | batches | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL backends |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (server, explicit, all, base_rows, base_rate) in &table {
+            for (name, r) in [("archive, explicit acks (default)", explicit), ("archive, ack policy all", all)] {
+                println!(
+                    "| {server} | {name} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} |",
+                    r.rows,
+                    r.sustained_rows_per_s,
+                    r.total_s,
+                    r.batches,
+                    r.commit_p50_ms,
+                    r.commit_p99_ms,
+                    r.archiver_us,
+                    r.nats_us,
+                    r.pg_us
+                );
+            }
+            println!("| {server} | row-at-a-time INSERT baseline | {base_rows} | {base_rate:.0} | | | | | |");
+        }
+        println!();
+        for (server, explicit, all, _, base_rate) in &table {
+            println!(
+                "{server}: archive (explicit) / baseline = {:.1}x (target >= 20x); explicit / all = {:.2}; \
+                 target >= 100,000 rows/s: {}",
+                explicit.sustained_rows_per_s / base_rate,
+                explicit.sustained_rows_per_s / all.sustained_rows_per_s,
+                if explicit.sustained_rows_per_s >= 100_000.0 { "met" } else { "NOT met" }
+            );
+        }
+    });
+}

@@ -1,0 +1,373 @@
+//! Edge: one PostgreSQL session of the archiver. It writes a [`Batch`] in one
+//! transaction and keeps the telemetry partitions.
+//!
+//! Telemetry goes by binary `COPY` into a temporary staging table (`ON COMMIT
+//! DELETE ROWS`: empty again after every transaction, never WAL-logged), then
+//! `INSERT ... SELECT ... ON CONFLICT (recv_time, msg_id) DO NOTHING` moves it
+//! into place; operator rows and rejects are few and go by prepared
+//! `INSERT ... ON CONFLICT DO NOTHING`. Any error drops the session: the
+//! caller reconnects and writes the same batch again, which the unique keys
+//! make harmless.
+
+use super::copy::TELEMETRY_COLUMNS;
+use super::rows::{CommandRow, DAY_US, TagRow};
+use super::{ArchiveConfig, schema};
+use bytes::Bytes;
+use futures_util::SinkExt as _;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// Where a message came from in its stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Origin {
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub stream_seq: u64,
+    /// When JetStream stored it, µs since the Unix epoch.
+    pub stream_unix_us: i64,
+}
+
+/// A message that is not a row: why, and the body as it was.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectRow {
+    pub stream: &'static str,
+    pub origin: Origin,
+    pub kind: &'static str,
+    pub reason: String,
+    pub body: Bytes,
+}
+
+/// Operator rows of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpsRow {
+    Tag(TagRow, Origin, Bytes),
+    Command(CommandRow, Origin, Bytes),
+    /// Any other archived operator message, and its JSON form if CBOR.
+    Event(Origin, Bytes, Option<String>),
+}
+
+/// What one transaction writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// The finished binary COPY stream of the telemetry rows (empty: none).
+    pub copy: Bytes,
+    pub copy_rows: usize,
+    /// UTC days (since 1970-01-01) of the telemetry rows, sorted, distinct.
+    pub days: Vec<i32>,
+    /// Some message was delivered before (JetStream's delivery count > 1):
+    /// rows may exist, so skip the optimistic direct COPY.
+    pub redelivered: bool,
+    pub ops: Vec<OpsRow>,
+    pub rejects: Vec<RejectRow>,
+}
+
+/// Rows a committed batch added (the rest were already there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub telemetry: u64,
+    pub ops: u64,
+    pub rejects: u64,
+}
+
+/// Stream a finished binary COPY; returns the rows it took.
+async fn copy(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    data: &Bytes,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(data.clone()).await?;
+    sink.as_mut().finish().await
+}
+
+/// A Unix-epoch microsecond count as a `timestamptz` parameter.
+pub fn system_time(unix_us: i64) -> SystemTime {
+    let d = Duration::from_micros(unix_us.unsigned_abs());
+    if unix_us >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+/// A connected, migrated session with its staging table and statements.
+pub struct Db {
+    client: Client,
+    connection: tokio::task::JoinHandle<()>,
+    /// COPY into the staging table, and straight into `tspi_telemetry`.
+    copy_sql: String,
+    copy_direct_sql: String,
+    /// Batches whose direct COPY met a row already there.
+    pub direct_conflicts: u64,
+    insert: Statement,
+    reject: Statement,
+    tag: Statement,
+    command: Statement,
+    event: Statement,
+    /// Native partitions known to exist (days since 1970-01-01).
+    days_ready: HashSet<i32>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("days_ready", &self.days_ready.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl Db {
+    /// Connect, apply migrations, create the staging table, prepare.
+    pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> anyhow::Result<Db> {
+        let (mut client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        schema::migrate(&mut client, cfg.partitioning).await?;
+        client
+            .batch_execute(
+                "SET application_name = 'tspi archive';
+                 CREATE TEMP TABLE IF NOT EXISTS tspi_telemetry_stage
+                     (LIKE tspi_telemetry) ON COMMIT DELETE ROWS;",
+            )
+            .await?;
+        let cols = TELEMETRY_COLUMNS.join(", ");
+        let insert = client
+            .prepare(&format!(
+                "INSERT INTO tspi_telemetry ({cols}) SELECT {cols} FROM tspi_telemetry_stage \
+                 ON CONFLICT (recv_time, msg_id) DO NOTHING"
+            ))
+            .await?;
+        let reject = client
+            .prepare(
+                "INSERT INTO tspi_rejects (stream, stream_seq, stream_time, subject, msg_id, \
+                 reason_kind, reason, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let tag = client
+            .prepare(
+                "INSERT INTO tspi_tags (id, ts, label, status, updated_ts, creator, notes, extra, \
+                 body, subject, msg_id, stream_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let command = client
+            .prepare(
+                "INSERT INTO tspi_display_commands (cmd_id, name, ts, sender, payload, body, \
+                 subject, stream_seq) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let event = client
+            .prepare(
+                "INSERT INTO tspi_ops_events (subject, stream_seq, stream_time, msg_id, body, \
+                 body_json) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        Ok(Db {
+            client,
+            connection,
+            copy_sql: format!("COPY tspi_telemetry_stage ({cols}) FROM STDIN (FORMAT binary)"),
+            copy_direct_sql: format!("COPY tspi_telemetry ({cols}) FROM STDIN (FORMAT binary)"),
+            direct_conflicts: 0,
+            insert,
+            reject,
+            tag,
+            command,
+            event,
+            days_ready: HashSet::new(),
+        })
+    }
+
+    /// The partitioning mode the schema was created with.
+    pub async fn partitioning(&self) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .query_one("SELECT tspi_archive_partitioning()", &[])
+            .await?
+            .get(0))
+    }
+
+    /// Make sure the partitions of these days exist (native mode; a no-op
+    /// for TimescaleDB). Returns how many were created.
+    pub async fn ensure_days(&mut self, days: &[i32]) -> anyhow::Result<i32> {
+        let missing: Vec<i32> = days
+            .iter()
+            .copied()
+            .filter(|d| !self.days_ready.contains(d))
+            .collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let created: i32 = self
+            .client
+            .query_one("SELECT tspi_archive_ensure_partitions($1)", &[&missing])
+            .await?
+            .get(0);
+        self.days_ready.extend(missing);
+        Ok(created)
+    }
+
+    /// Partition upkeep at `now_unix_us`: partitions from yesterday to
+    /// `premake_days` ahead; with a retention, drop whole days older than
+    /// it. Returns (partitions created, names dropped).
+    pub async fn maintain(
+        &mut self,
+        now_unix_us: i64,
+        premake_days: u32,
+        retention_days: u32,
+    ) -> anyhow::Result<(i32, Vec<String>)> {
+        let today = now_unix_us.div_euclid(DAY_US) as i32;
+        let days: Vec<i32> = (today - 1..=today + premake_days as i32).collect();
+        let created = self.ensure_days(&days).await?;
+        let mut dropped = Vec::new();
+        if retention_days > 0 {
+            let cutoff = system_time(now_unix_us - i64::from(retention_days) * DAY_US);
+            for row in self
+                .client
+                .query("SELECT tspi_archive_drop_before($1)", &[&cutoff])
+                .await?
+            {
+                dropped.push(row.get::<_, String>(0));
+            }
+            // Dropped days are gone: forget them, so a late row makes its
+            // partition again rather than failing.
+            let cutoff_day = (now_unix_us - i64::from(retention_days) * DAY_US).div_euclid(DAY_US);
+            self.days_ready.retain(|&d| i64::from(d) >= cutoff_day);
+        }
+        Ok((created, dropped))
+    }
+
+    /// Write the batch in one transaction.
+    pub async fn write(&mut self, b: &Batch) -> anyhow::Result<Written> {
+        if b.copy_rows > 0 {
+            self.ensure_days(&b.days).await?;
+        }
+        let mut tx = self.client.transaction().await?;
+        let mut w = Written::default();
+        if b.copy_rows > 0 {
+            let mut done = false;
+            if !b.redelivered {
+                // Optimistic: COPY straight into place. The unique key still
+                // guards it: a row already there fails the COPY (23505),
+                // the savepoint undoes it, and the staging path below runs.
+                let sp = tx.savepoint("direct").await?;
+                match copy(&sp, &self.copy_direct_sql, &b.copy).await {
+                    Ok(n) => {
+                        anyhow::ensure!(
+                            n as usize == b.copy_rows,
+                            "COPY took {n} of {}",
+                            b.copy_rows
+                        );
+                        sp.commit().await?;
+                        w.telemetry = n;
+                        done = true;
+                    }
+                    Err(e)
+                        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        sp.rollback().await?;
+                        self.direct_conflicts += 1;
+                    }
+                    // Dropping the savepoint and the transaction rolls back.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !done {
+                let n = copy(&tx, &self.copy_sql, &b.copy).await?;
+                anyhow::ensure!(
+                    n as usize == b.copy_rows,
+                    "COPY took {n} of {}",
+                    b.copy_rows
+                );
+                w.telemetry = tx.execute(&self.insert, &[]).await?;
+            }
+        }
+        for r in &b.rejects {
+            let o = &r.origin;
+            w.rejects += tx
+                .execute(
+                    &self.reject,
+                    &[
+                        &r.stream,
+                        &(o.stream_seq as i64),
+                        &system_time(o.stream_unix_us),
+                        &o.subject,
+                        &o.msg_id,
+                        &r.kind,
+                        &r.reason,
+                        &r.body.as_ref(),
+                    ],
+                )
+                .await?;
+        }
+        for row in &b.ops {
+            w.ops += match row {
+                OpsRow::Tag(t, o, body) => {
+                    tx.execute(
+                        &self.tag,
+                        &[
+                            &t.id,
+                            &system_time(t.ts_unix_us),
+                            &t.label,
+                            &t.status,
+                            &system_time(t.updated_unix_us),
+                            &t.creator,
+                            &t.notes,
+                            &t.extra_json,
+                            &body.as_ref(),
+                            &o.subject,
+                            &o.msg_id,
+                            &(o.stream_seq as i64),
+                        ],
+                    )
+                    .await?
+                }
+                OpsRow::Command(c, o, body) => {
+                    tx.execute(
+                        &self.command,
+                        &[
+                            &c.cmd_id,
+                            &c.name,
+                            &system_time(c.ts_unix_us),
+                            &c.sender,
+                            &c.payload_json,
+                            &body.as_ref(),
+                            &o.subject,
+                            &(o.stream_seq as i64),
+                        ],
+                    )
+                    .await?
+                }
+                OpsRow::Event(o, body, json) => {
+                    tx.execute(
+                        &self.event,
+                        &[
+                            &o.subject,
+                            &(o.stream_seq as i64),
+                            &system_time(o.stream_unix_us),
+                            &o.msg_id,
+                            &body.as_ref(),
+                            json,
+                        ],
+                    )
+                    .await?
+                }
+            };
+        }
+        tx.commit().await?;
+        Ok(w)
+    }
+}

@@ -1,0 +1,354 @@
+//! Pure: the archiver's counters, lag and batch-commit latency, rendered on
+//! the same four channels as ingest's (see [`crate::metrics`]): a log line,
+//! a JSON line (`--json`), Prometheus text (`--metrics-addr`) and an
+//! HdrHistogram snapshot on `tspi.ops.metrics.archive.<host>`.
+
+use crate::metrics::{
+    BUCKET_BOUNDS, HISTOGRAM_ENCODING, HISTOGRAM_UNIT, bucket_counts, encode_hdr_snapshot,
+    metrics_subject_for,
+};
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+
+/// The `component` of the snapshot and the subject token.
+pub const COMPONENT_ARCHIVE: &str = "archive";
+/// Prometheus metric name prefix.
+pub const PROMETHEUS_PREFIX_ARCHIVE: &str = "tspi_archive";
+
+/// Monotonic counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// Messages taken from the streams (redeliveries included).
+    pub messages: u64,
+    /// Rows added to `tspi_telemetry`.
+    pub telemetry_rows: u64,
+    /// Telemetry messages whose row was already there (redeliveries).
+    pub telemetry_duplicate: u64,
+    /// Rows added to the operator tables.
+    pub ops_rows: u64,
+    /// Operator messages whose row was already there.
+    pub ops_duplicate: u64,
+    /// Messages that did not decode, stored in `tspi_rejects` (each delivery).
+    pub rejected: u64,
+    /// Committed batches.
+    pub batches: u64,
+    /// Messages acknowledged after their batch committed.
+    pub acked: u64,
+    /// Failed attempts to write a batch (each is retried).
+    pub db_errors: u64,
+    /// Native partitions created, and partitions or chunks dropped.
+    pub partitions_created: u64,
+    pub partitions_dropped: u64,
+}
+
+impl Counters {
+    pub fn delta_since(&self, e: &Counters) -> Counters {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Counters {
+            messages: d(self.messages, e.messages),
+            telemetry_rows: d(self.telemetry_rows, e.telemetry_rows),
+            telemetry_duplicate: d(self.telemetry_duplicate, e.telemetry_duplicate),
+            ops_rows: d(self.ops_rows, e.ops_rows),
+            ops_duplicate: d(self.ops_duplicate, e.ops_duplicate),
+            rejected: d(self.rejected, e.rejected),
+            batches: d(self.batches, e.batches),
+            acked: d(self.acked, e.acked),
+            db_errors: d(self.db_errors, e.db_errors),
+            partitions_created: d(self.partitions_created, e.partitions_created),
+            partitions_dropped: d(self.partitions_dropped, e.partitions_dropped),
+        }
+    }
+
+    /// `(name, value, help)` of every counter, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u64, &'static str); 11] {
+        [
+            ("messages", self.messages, "Messages taken from the streams"),
+            (
+                "telemetry_rows",
+                self.telemetry_rows,
+                "Rows added to tspi_telemetry",
+            ),
+            (
+                "telemetry_duplicate",
+                self.telemetry_duplicate,
+                "Telemetry messages already archived (redeliveries)",
+            ),
+            (
+                "ops_rows",
+                self.ops_rows,
+                "Rows added to the operator tables",
+            ),
+            (
+                "ops_duplicate",
+                self.ops_duplicate,
+                "Operator messages already archived",
+            ),
+            ("rejected", self.rejected, "Messages stored in tspi_rejects"),
+            ("batches", self.batches, "Committed batches"),
+            ("acked", self.acked, "Messages acknowledged after commit"),
+            ("db_errors", self.db_errors, "Failed batch writes (retried)"),
+            (
+                "partitions_created",
+                self.partitions_created,
+                "Partitions created",
+            ),
+            (
+                "partitions_dropped",
+                self.partitions_dropped,
+                "Partitions dropped by retention",
+            ),
+        ]
+    }
+}
+
+/// How far a consumer is behind its stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Lag {
+    /// Messages in the stream not yet delivered to the consumer, plus those
+    /// delivered and not yet committed.
+    pub messages: u64,
+    /// Age of the oldest uncommitted message: now minus the stream time of
+    /// the last committed one while messages remain; 0 when caught up.
+    pub seconds: f64,
+}
+
+/// One interval.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a> {
+    pub start_unix_ms: u64,
+    pub at_unix_ms: u64,
+    pub interval_s: f64,
+    pub counters: Counters,
+    pub delta: Counters,
+    pub telemetry_lag: Lag,
+    pub ops_lag: Lag,
+    /// Batch commit latency (ns) in this interval, and since start.
+    pub commit: &'a Histogram<u64>,
+    pub commit_cumulative: &'a Histogram<u64>,
+}
+
+impl Report<'_> {
+    pub fn rate_per_s(&self, n: u64) -> f64 {
+        if self.interval_s > 0.0 {
+            n as f64 / self.interval_s
+        } else {
+            0.0
+        }
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1e6
+    }
+}
+
+/// One line for the log.
+pub fn render_log_line(r: &Report<'_>) -> String {
+    let d = &r.delta;
+    format!(
+        "archive: {:.0} rows/s ({} rows, {} duplicate, {} rejected, {} ops rows) in {} batches; \
+         commit p50 {:.1} ms p99 {:.1} ms max {:.1} ms; lag {} msgs {:.1} s (ops {} msgs); \
+         db errors {}",
+        r.rate_per_s(d.telemetry_rows),
+        d.telemetry_rows,
+        d.telemetry_duplicate,
+        d.rejected,
+        d.ops_rows,
+        d.batches,
+        ms(r.commit, 0.5),
+        ms(r.commit, 0.99),
+        ms(r.commit, 1.0),
+        r.telemetry_lag.messages,
+        r.telemetry_lag.seconds,
+        r.ops_lag.messages,
+        d.db_errors,
+    )
+}
+
+fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.len(),
+        "p50": ms(h, 0.5),
+        "p90": ms(h, 0.9),
+        "p99": ms(h, 0.99),
+        "max": ms(h, 1.0),
+    })
+}
+
+/// One JSON object (no newline) for `--json`.
+pub fn render_json_line(r: &Report<'_>) -> String {
+    serde_json::json!({
+        "component": COMPONENT_ARCHIVE,
+        "start_unix_ms": r.start_unix_ms,
+        "at_unix_ms": r.at_unix_ms,
+        "interval_s": r.interval_s,
+        "rows_per_s": r.rate_per_s(r.delta.telemetry_rows),
+        "counters": r.counters,
+        "delta": r.delta,
+        "lag": {"telemetry": r.telemetry_lag, "ops": r.ops_lag},
+        "batch_commit_ms": latency_json(r.commit),
+    })
+    .to_string()
+}
+
+/// Prometheus text exposition: counters `tspi_archive_<name>_total`, lag
+/// gauges by stream, and the cumulative commit histogram in seconds.
+pub fn render_prometheus(r: &Report<'_>) -> String {
+    let p = PROMETHEUS_PREFIX_ARCHIVE;
+    let mut s = String::with_capacity(4096);
+    for (name, v, help) in r.counters.fields() {
+        let _ = writeln!(s, "# HELP {p}_{name}_total {help}");
+        let _ = writeln!(s, "# TYPE {p}_{name}_total counter");
+        let _ = writeln!(s, "{p}_{name}_total {v}");
+    }
+    let _ = writeln!(s, "# HELP {p}_lag_messages Messages not yet archived");
+    let _ = writeln!(s, "# TYPE {p}_lag_messages gauge");
+    let _ = writeln!(
+        s,
+        "{p}_lag_messages{{stream=\"TSPI\"}} {}",
+        r.telemetry_lag.messages
+    );
+    let _ = writeln!(
+        s,
+        "{p}_lag_messages{{stream=\"TSPI_OPS\"}} {}",
+        r.ops_lag.messages
+    );
+    let _ = writeln!(
+        s,
+        "# HELP {p}_lag_seconds Age of the oldest message not yet archived"
+    );
+    let _ = writeln!(s, "# TYPE {p}_lag_seconds gauge");
+    let _ = writeln!(
+        s,
+        "{p}_lag_seconds{{stream=\"TSPI\"}} {}",
+        r.telemetry_lag.seconds
+    );
+    let _ = writeln!(
+        s,
+        "{p}_lag_seconds{{stream=\"TSPI_OPS\"}} {}",
+        r.ops_lag.seconds
+    );
+    let name = format!("{p}_batch_commit_seconds");
+    let _ = writeln!(s, "# HELP {name} Time to write and commit one batch");
+    let _ = writeln!(s, "# TYPE {name} histogram");
+    let h = r.commit_cumulative;
+    let (cumulative, sum_ns) = bucket_counts(h);
+    for ((_, le), n) in BUCKET_BOUNDS.iter().zip(cumulative) {
+        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let _ = writeln!(s, "{name}_sum {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(s, "{name}_count {}", h.len());
+    s
+}
+
+/// Subject and body of the interval's snapshot: like ingest's
+/// ([`crate::metrics::Snapshot`]) with `component` `archive` and one
+/// histogram, `batch_commit`.
+pub fn snapshot_message(r: &Report<'_>, host: &str) -> (String, Vec<u8>) {
+    let body = serde_json::json!({
+        "host": host,
+        "component": COMPONENT_ARCHIVE,
+        "start_unix_ms": r.start_unix_ms,
+        "end_unix_ms": r.at_unix_ms,
+        "histogram_encoding": HISTOGRAM_ENCODING,
+        "histogram_unit": HISTOGRAM_UNIT,
+        "histograms": {"batch_commit": encode_hdr_snapshot(r.commit)},
+        "counters": r.counters,
+        "delta": r.delta,
+        "lag": {"telemetry": r.telemetry_lag, "ops": r.ops_lag},
+    });
+    (
+        metrics_subject_for(COMPONENT_ARCHIVE, host),
+        body.to_string().into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{decode_hdr_snapshot, new_latency_histogram};
+
+    fn report<'a>(h: &'a Histogram<u64>, c: &'a Histogram<u64>) -> Report<'a> {
+        let counters = Counters {
+            messages: 1000,
+            telemetry_rows: 990,
+            telemetry_duplicate: 5,
+            rejected: 2,
+            batches: 4,
+            ..Counters::default()
+        };
+        Report {
+            start_unix_ms: 1_000,
+            at_unix_ms: 11_000,
+            interval_s: 10.0,
+            counters,
+            delta: counters.delta_since(&Counters::default()),
+            telemetry_lag: Lag {
+                messages: 7,
+                seconds: 1.5,
+            },
+            ops_lag: Lag::default(),
+            commit: h,
+            commit_cumulative: c,
+        }
+    }
+
+    #[test]
+    fn renderings_carry_the_numbers() {
+        let mut h = new_latency_histogram();
+        for ms in [10u64, 20, 30, 400] {
+            h.record(ms * 1_000_000).unwrap();
+        }
+        let r = report(&h, &h);
+        let line = render_log_line(&r);
+        assert!(
+            line.starts_with("archive: 99 rows/s (990 rows, 5 duplicate, 2 rejected"),
+            "{line}"
+        );
+        assert!(line.contains("lag 7 msgs 1.5 s"), "{line}");
+        let j: serde_json::Value = serde_json::from_str(&render_json_line(&r)).unwrap();
+        assert_eq!(j["counters"]["telemetry_rows"], 990);
+        assert_eq!(j["rows_per_s"], 99.0);
+        assert_eq!(j["batch_commit_ms"]["count"], 4);
+        assert_eq!(j["lag"]["telemetry"]["messages"], 7);
+        let prom = render_prometheus(&r);
+        assert!(
+            prom.contains("tspi_archive_telemetry_rows_total 990\n"),
+            "{prom}"
+        );
+        assert!(prom.contains("tspi_archive_lag_messages{stream=\"TSPI\"} 7\n"));
+        assert!(
+            prom.contains("tspi_archive_batch_commit_seconds_bucket{le=\"0.025\"} 2\n"),
+            "{prom}"
+        );
+        assert!(prom.contains("tspi_archive_batch_commit_seconds_bucket{le=\"0.5\"} 4\n"));
+        assert!(prom.contains("tspi_archive_batch_commit_seconds_count 4\n"));
+        let (subject, body) = snapshot_message(&r, "rx.01");
+        assert_eq!(subject, "tspi.ops.metrics.archive.rx_01");
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["component"], "archive");
+        let back = decode_hdr_snapshot(j["histograms"]["batch_commit"].as_str().unwrap()).unwrap();
+        assert_eq!(back.len(), 4);
+        assert_eq!(j["counters"]["rejected"], 2);
+    }
+
+    #[test]
+    fn deltas_saturate() {
+        let a = Counters {
+            messages: 5,
+            ..Counters::default()
+        };
+        let b = Counters {
+            messages: 7,
+            acked: 3,
+            ..Counters::default()
+        };
+        assert_eq!(b.delta_since(&a).messages, 2);
+        assert_eq!(a.delta_since(&b), Counters::default());
+    }
+}
