@@ -1,0 +1,1 @@
+//! `tspi channels serve` (being built).
