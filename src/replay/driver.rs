@@ -175,3 +175,79 @@ pub fn run(
     report.reordered = player.reordered;
     Ok(report)
 }
+
+/// Everything a finished replay reports.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub pace: PaceReport,
+    pub source: super::source::SourceStats,
+    pub sink: super::sink::SinkStats,
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pace": self.pace.to_json(),
+            "source": self.source,
+            "sink": self.sink,
+        })
+    }
+}
+
+/// A replay running on its own thread.
+pub struct Job {
+    controls: std::sync::mpsc::Sender<Control>,
+    done: tokio::sync::oneshot::Receiver<Result<Outcome, ReplayError>>,
+}
+
+/// How long a finished replay waits for its last acks.
+pub const FINISH_WAIT: Duration = Duration::from_secs(10);
+
+impl Job {
+    /// Start pacing `source` into `sink` on a new thread named `name`.
+    pub fn spawn(
+        name: &str,
+        mut source: Box<dyn Source>,
+        mut sink: Box<dyn Sink>,
+        cfg: DriverConfig,
+    ) -> Result<Job, ReplayError> {
+        let (controls, rx) = std::sync::mpsc::channel();
+        let (tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("replay-{name}"))
+            .spawn(move || {
+                let r = run(source.as_mut(), sink.as_mut(), cfg, &rx).map(|pace| Outcome {
+                    pace,
+                    source: source.stats(),
+                    sink: sink.finish(FINISH_WAIT),
+                });
+                let _ = tx.send(r);
+            })
+            .map_err(|e| ReplayError::Source(format!("cannot start the pacing thread: {e}")))?;
+        Ok(Job { controls, done })
+    }
+
+    /// Send a control; false when the replay has already ended.
+    pub fn control(&self, c: Control) -> bool {
+        self.controls.send(c).is_ok()
+    }
+
+    /// A sender for controls, for whoever else needs one.
+    pub fn controller(&self) -> std::sync::mpsc::Sender<Control> {
+        self.controls.clone()
+    }
+
+    /// Wait for the end (async).
+    pub async fn wait(self) -> Result<Outcome, ReplayError> {
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(ReplayError::Source("pacing thread panicked".into())))
+    }
+
+    /// Wait for the end from a plain thread.
+    pub fn wait_blocking(self) -> Result<Outcome, ReplayError> {
+        self.done
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(ReplayError::Source("pacing thread panicked".into())))
+    }
+}

@@ -15,6 +15,7 @@
 //! - [`service`]: `tspi channels serve` (livestream, group and private
 //!   replays, directory).
 
+pub mod archive;
 pub mod channels;
 pub mod client_state;
 pub mod driver;

@@ -356,10 +356,11 @@ impl std::str::FromStr for StartAt {
     /// An RFC 3339 time, or a plain number: a stream sequence.
     fn from_str(s: &str) -> Result<StartAt, Self::Err> {
         let t = s.trim();
-        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(n) = t.parse() {
-                return Ok(StartAt::Sequence(n));
-            }
+        if !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = t.parse()
+        {
+            return Ok(StartAt::Sequence(n));
         }
         parse_rfc3339_ns(t).map(StartAt::Time)
     }
@@ -491,9 +492,9 @@ pub struct StreamSource {
     pub end_ns: Option<u64>,
     pub with_tags: bool,
     pub read_ahead: ReadAhead,
-    /// How long after `end_ns` a message may still have been stored (store
-    /// time trails receive time): the reader stops once store times pass it.
-    pub store_lag_ns: u64,
+    /// How far out of receive-time order stored messages may be: the reader
+    /// stops at the first message received this long after `end_ns`.
+    pub reorder_ns: u64,
     tags: Option<Arc<Vec<Tag>>>,
     feed: Feed,
     counters: Arc<Counters>,
@@ -514,7 +515,7 @@ impl StreamSource {
             end_ns,
             with_tags: true,
             read_ahead: ReadAhead::default(),
-            store_lag_ns: 2_000_000_000,
+            reorder_ns: 2_000_000_000,
             tags: None,
             feed: Feed::default(),
             counters: Arc::default(),
@@ -547,7 +548,7 @@ impl Source for StreamSource {
                 StartAt::Sequence(_) => None,
             }),
             end_ns: self.end_ns,
-            store_lag_ns: self.store_lag_ns,
+            reorder_ns: self.reorder_ns,
             tags: self.tags.clone().unwrap_or_default(),
             counters: self.counters.clone(),
         };
@@ -577,7 +578,7 @@ struct StreamRead {
     deliver: consumer::DeliverPolicy,
     from_ns: Option<u64>,
     end_ns: Option<u64>,
-    store_lag_ns: u64,
+    reorder_ns: u64,
     tags: Arc<Vec<Tag>>,
     counters: Arc<Counters>,
 }
@@ -611,23 +612,24 @@ impl StreamRead {
             let mut msgs = consumer.messages().await.map_err(|e| src(&e))?;
             while let Some(m) = msgs.next().await {
                 let m = m.map_err(|e| src(&e))?;
-                let (seq, pending, stored_ns) = match m.info() {
-                    Ok(i) => (
-                        i.stream_sequence,
-                        i.pending,
-                        i.published.unix_timestamp_nanos().max(0) as u64,
-                    ),
+                let (seq, pending) = match m.info() {
+                    Ok(i) => (i.stream_sequence, i.pending),
                     Err(e) => return Err(src(&e)),
                 };
                 if seq > last_seq {
                     break;
                 }
-                if let Some(end) = self.end_ns
-                    && stored_ns > end.saturating_add(self.store_lag_ns)
-                {
-                    break;
-                }
                 match self.item(&m) {
+                    // Receive times are in order to within a few ms (several
+                    // receive threads interleave): one this far past the end
+                    // means the window is over.
+                    Some(item)
+                        if self
+                            .end_ns
+                            .is_some_and(|e| item.rec_ns > e.saturating_add(self.reorder_ns)) =>
+                    {
+                        break;
+                    }
                     Some(item) => {
                         let inside = self.from_ns.is_none_or(|f| item.rec_ns >= f)
                             && self.end_ns.is_none_or(|e| item.rec_ns <= e);

@@ -2,6 +2,8 @@ use super::*;
 use crate::message::{Message, RecvTime};
 use proptest::prelude::*;
 
+// The shared frame strategies; codec's unit tests load the same file.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../../tests/common/arb.rs"]
 mod arb;
 
