@@ -492,3 +492,22 @@ async fn the_jetstream_native_mode_delivers_and_ends() {
     assert!(e.to_string().contains("original rate"), "{e}");
     svc.stop().await;
 }
+
+#[test]
+fn the_channels_section_is_documented_typed_and_checked() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tspi.toml"));
+    let cfg = tspi::config::Config::load(path).unwrap();
+    // The example shows the defaults.
+    assert_eq!(cfg.channels, ChannelsConfig::default());
+    let typo = "[channels]\nprivate_idle = 5\n";
+    let e = tspi::config::Config::from_toml(typo, std::path::Path::new("x.toml")).unwrap_err();
+    assert!(e.to_string().contains("private_idle"), "{e}");
+    let mut bad = cfg.clone();
+    bad.channels.private_idle_s = 0;
+    bad.channels.tag_subject = "tags.*".into();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("channels.private_idle_s") && e.contains("channels.tag_subject"),
+        "{e}"
+    );
+}

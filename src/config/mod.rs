@@ -355,6 +355,7 @@ impl Config {
         if self.metrics.interval_s == 0 {
             problems.push("metrics.interval_s must be at least 1".to_owned());
         }
+        problems.extend(self.channels.problems());
         if problems.is_empty() {
             Ok(())
         } else {

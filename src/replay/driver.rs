@@ -5,9 +5,12 @@
 //! Waiting is sleep-then-spin: `thread::sleep` until `spin` before the due
 //! time (the kernel wakes a sleeper 50-100 µs late, more on a loaded box),
 //! then a busy loop on the clock, so a message leaves within microseconds of
-//! its time. The cost is a core busy while messages are closer together
-//! than `spin` (at 20k msgs/s, always): the replay runs on its own thread,
-//! away from the receive cores.
+//! its time. The loop yields the core (`sched_yield`) until the last 20 µs:
+//! on a 2-core box the publisher's ack task and nats-server need that core
+//! (a pure spin fell seconds behind in one 60 s run on the loaded shared
+//! box; not a side-by-side measurement, see notes/README-replay.md). The cost is a core kept busy while messages are
+//! closer together than `spin` (at 20k msgs/s, always): the replay runs on
+//! its own thread, away from the receive cores.
 
 use super::pacer::{Action, Control, Player, Rate};
 use super::sink::Sink;
@@ -99,11 +102,25 @@ pub fn wait_until(due_ns: u64, spin_ns: u64) -> bool {
         std::thread::sleep(nap);
         return mono_ns() >= due_ns;
     }
-    while mono_ns() < due_ns {
-        std::hint::spin_loop();
+    // Spin, but give the core away while more than YIELD_NS remain: on a
+    // small box the ack and read tasks this replay depends on may be
+    // waiting for this very core.
+    loop {
+        let now = mono_ns();
+        if now >= due_ns {
+            return true;
+        }
+        if due_ns - now > YIELD_NS {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
-    true
 }
+
+/// In the last this-many nanoseconds before a message is due the pacer spins
+/// without yielding.
+const YIELD_NS: u64 = 20_000;
 
 /// Play `source` into `sink` on the schedule, obeying `controls`, until the
 /// data ends (not when looping) or a [`Control::Stop`]. Blocks the calling
