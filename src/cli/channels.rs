@@ -1,10 +1,201 @@
-//! `tspi channels` (being built).
+//! `tspi channels`: the channels service and the operator's commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tspi::config::Config;
+use tspi::replay::channels::{GroupReplayRequest, ReplaySpec};
+use tspi::replay::service::{self, ServiceOptions, ServiceStats};
 
 #[derive(Debug, clap::Args)]
-pub struct ChannelsArgs {}
+pub struct ChannelsArgs {
+    #[command(subcommand)]
+    pub command: ChannelsCommand,
+}
 
-pub fn run(_args: ChannelsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("tspi channels is not implemented yet")
+/// Where to reach NATS.
+#[derive(Debug, clap::Args)]
+pub struct Conn {
+    /// Configuration file (its [nats], [stream] and [channels] sections).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL (repeatable; replaces the file's list).
+    #[arg(long = "nats", value_name = "URL")]
+    pub nats: Vec<String>,
+    /// How long to wait for the service's answer.
+    #[arg(long, default_value = "10", value_name = "S")]
+    pub wait_s: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelsCommand {
+    /// Run the channels service: livestream, group and private replays,
+    /// directory; until SIGINT/SIGTERM.
+    Serve {
+        #[command(flatten)]
+        conn: Conn,
+        /// Do not run the LIVE_MAIN livestream consumer.
+        #[arg(long)]
+        no_livestream: bool,
+    },
+    /// Start a group replay for everyone; prints its GroupReplayStart.
+    StartReplay {
+        #[command(flatten)]
+        conn: Conn,
+        /// Start: an RFC 3339 time or a TSPI stream sequence.
+        #[arg(long, value_name = "TIME|SEQ", required_unless_present = "tag")]
+        start: Option<String>,
+        /// End: an RFC 3339 time (default: what the stream holds now).
+        #[arg(long, value_name = "TIME")]
+        end: Option<String>,
+        /// Replay the window around this tag instead.
+        #[arg(long, value_name = "TAG-ID", conflicts_with = "start")]
+        tag: Option<String>,
+        /// Channel id (slugged); default from the start time or the tag.
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Name shown to operators.
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+        /// Speed, 1 = original pace.
+        #[arg(long, default_value = "1")]
+        rate: f64,
+        /// Let the server pace it (push consumer, ReplayPolicy::Original).
+        #[arg(long)]
+        jetstream_native: bool,
+    },
+    /// Stop a group replay; prints its GroupReplayStop.
+    StopReplay {
+        #[command(flatten)]
+        conn: Conn,
+        /// The channel id, `replay.<id>` (or just `<id>`).
+        #[arg(long, value_name = "CHANNEL-ID")]
+        channel: tspi::replay::channels::ChannelId,
+    },
+    /// List the active channels (livestream first), one JSON line each.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn config(conn: &Conn) -> anyhow::Result<Config> {
+    let mut cfg = match &conn.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !conn.nats.is_empty() {
+        cfg.nats.servers = conn.nats.clone();
+    }
+    cfg.nats.name = "tspi-channels".into();
+    Ok(cfg)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tspi-channels")
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
+    match a.command {
+        ChannelsCommand::Serve {
+            conn,
+            no_livestream,
+        } => {
+            let mut cfg = config(&conn)?;
+            if no_livestream {
+                cfg.channels.livestream = false;
+            }
+            let opts = ServiceOptions {
+                streams: tspi::jetstream::StreamSettings {
+                    replicas: cfg.stream.replicas,
+                    duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
+                    ..Default::default()
+                },
+                channels: cfg.channels.clone(),
+            };
+            let rt = runtime()?;
+            rt.block_on(async {
+                let client = tspi::ingest::connect(&cfg.nats).await?;
+                service::serve(client, opts, Arc::new(ServiceStats::default()), shutdown()).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::StartReplay {
+            conn,
+            start,
+            end,
+            tag,
+            id,
+            name,
+            rate,
+            jetstream_native,
+        } => {
+            let cfg = config(&conn)?;
+            let spec = ReplaySpec {
+                start,
+                end,
+                tag,
+                rate,
+                jetstream_native,
+            };
+            tspi::replay::pacer::Rate::new(rate)?;
+            let channel =
+                service::group_channel_id(id.as_deref(), &spec).map_err(anyhow::Error::msg)?;
+            let req = GroupReplayRequest {
+                kind: "GroupReplayRequest".into(),
+                channel_id: channel.to_string(),
+                display_name: name.unwrap_or_else(|| channel.to_string()),
+                spec,
+            };
+            let rt = runtime()?;
+            let start = rt.block_on(async {
+                let client = tspi::ingest::connect(&cfg.nats).await?;
+                service::request_group_replay(&client, &req, Duration::from_secs(conn.wait_s)).await
+            })?;
+            println!("{}", serde_json::to_string(&start)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::StopReplay { conn, channel } => {
+            let cfg = config(&conn)?;
+            let rt = runtime()?;
+            let stop = rt.block_on(async {
+                let client = tspi::ingest::connect(&cfg.nats).await?;
+                service::stop_group_replay(
+                    &client,
+                    &channel.to_string(),
+                    Duration::from_secs(conn.wait_s),
+                )
+                .await
+            })?;
+            println!("{}", serde_json::to_string(&stop)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::List { conn } => {
+            let cfg = config(&conn)?;
+            let rt = runtime()?;
+            let entries = rt.block_on(async {
+                let client = tspi::ingest::connect(&cfg.nats).await?;
+                service::list_channels(&client, Duration::from_secs(conn.wait_s)).await
+            })?;
+            for e in entries {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
 }

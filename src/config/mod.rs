@@ -406,6 +406,7 @@ impl Config {
             problems.push("metrics.interval_s must be at least 1".to_owned());
         }
         problems.extend(self.archive.problems());
+        problems.extend(self.channels.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -1,0 +1,468 @@
+//! Channel names, control messages, directory entries and the status
+//! heartbeat of CONTRACT §4, as plain data. Pure: encoding and decoding
+//! only; the service that acts on them is [`super::service`].
+
+use serde::{Deserialize, Serialize};
+
+/// Subject of the live stage.
+pub const SUBJECT_LIVESTREAM: &str = "tspi.channel.livestream";
+/// Prefix of every channel subject: `tspi.channel.<channel_id>`.
+pub const SUBJECT_CHANNEL_PREFIX: &str = "tspi.channel.";
+/// Operator control: group replay announcements and our start/stop requests.
+pub const SUBJECT_CTRL: &str = "tspi.ops.ctrl";
+/// Directory requests (request/reply; no stream captures it).
+pub const SUBJECT_LIST_REQ: &str = "tspi.channel.list.req";
+/// Private replay requests (request/reply; no stream captures it).
+pub const SUBJECT_PRIVATE_REQ: &str = "tspi.channel.private.req";
+/// Client status heartbeats.
+pub const SUBJECT_STATUS: &str = "tspi.ops.status";
+/// Tags, live.
+pub const SUBJECT_TAGS: &str = "tags.broadcast";
+/// Channel id of the live stage.
+pub const LIVESTREAM: &str = "livestream";
+
+/// What a channel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Livestream,
+    GroupReplay,
+    PrivateReplay,
+}
+
+/// A channel id that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "channel {0:?} is not valid: use `replay.<id>`, `client.<client>.<session>` or `livestream`; \
+     each token non-empty, without spaces, dots, `*` or `>`"
+)]
+pub struct ChannelIdError(pub String);
+
+/// A channel: `livestream`, `replay.<id>` or `client.<client>.<session>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelId {
+    Livestream,
+    Replay(String),
+    Client { client: String, session: String },
+}
+
+fn token_ok(t: &str) -> bool {
+    !t.is_empty()
+        && t.chars()
+            .all(|c| !c.is_whitespace() && !matches!(c, '.' | '*' | '>') && !c.is_control())
+}
+
+impl ChannelId {
+    /// Parse a channel id; a single bare token `<id>` means `replay.<id>`.
+    pub fn parse(s: &str) -> Result<ChannelId, ChannelIdError> {
+        let bad = || ChannelIdError(s.to_owned());
+        let parts: Vec<&str> = s.split('.').collect();
+        let id = match parts.as_slice() {
+            ["livestream"] => ChannelId::Livestream,
+            ["replay", id] => ChannelId::Replay((*id).to_owned()),
+            ["client", c, sess] => ChannelId::Client {
+                client: (*c).to_owned(),
+                session: (*sess).to_owned(),
+            },
+            [id] => ChannelId::Replay((*id).to_owned()),
+            _ => return Err(bad()),
+        };
+        let ok = match &id {
+            ChannelId::Livestream => true,
+            ChannelId::Replay(i) => token_ok(i),
+            ChannelId::Client { client, session } => token_ok(client) && token_ok(session),
+        };
+        if ok { Ok(id) } else { Err(bad()) }
+    }
+
+    /// The NATS subject the channel is delivered on.
+    pub fn subject(&self) -> String {
+        format!("{SUBJECT_CHANNEL_PREFIX}{self}")
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            ChannelId::Livestream => Kind::Livestream,
+            ChannelId::Replay(_) => Kind::GroupReplay,
+            ChannelId::Client { .. } => Kind::PrivateReplay,
+        }
+    }
+
+    /// The JetStream stream holding the channel's messages.
+    pub fn stream(&self) -> &'static str {
+        match self {
+            ChannelId::Livestream => crate::jetstream::STREAM_TELEMETRY,
+            _ => crate::jetstream::STREAM_REPLAY,
+        }
+    }
+
+    /// The `Nats-Msg-Id` of a replayed message: the original id with
+    /// `:replay:<channel>` (CONTRACT §6), and `:<epoch>` after a seek or a
+    /// loop sent it again (so the replay stream stores the repeat too).
+    pub fn replay_msg_id(&self, original: &str, epoch: u32, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
+        out.push_str(original);
+        out.push_str(":replay:");
+        let _ = write!(out, "{self}");
+        if epoch > 0 {
+            let _ = write!(out, ":{epoch}");
+        }
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelId::Livestream => f.write_str(LIVESTREAM),
+            ChannelId::Replay(id) => write!(f, "replay.{id}"),
+            ChannelId::Client { client, session } => write!(f, "client.{client}.{session}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelId {
+    type Err = ChannelIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChannelId::parse(s)
+    }
+}
+
+/// A group replay's id for a tag or label: lower case, every run of
+/// non-alphanumerics one `-`, none at the ends. `None` when nothing is left.
+pub fn slug(label: &str) -> Option<String> {
+    let mut out = String::with_capacity(label.len());
+    for c in label.chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `{type: "GroupReplayStart", channel_id, display_name, identifier, stream}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupReplayStart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+    pub display_name: String,
+    /// What the replay starts from: the RFC 3339 start time, the start
+    /// sequence, or the tag id.
+    pub identifier: String,
+    /// Where late joiners find the channel's history: `TSPI_REPLAY`.
+    pub stream: String,
+}
+
+/// `{type: "GroupReplayStop", channel_id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupReplayStop {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+}
+
+/// Where a requested replay takes its data from (our request messages, not
+/// in the contract; on `tspi.ops.ctrl` and [`SUBJECT_PRIVATE_REQ`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    /// RFC 3339 start time, or a `TSPI` stream sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// RFC 3339 end time (none: up to what the stream held at the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// A tag id: replay a window around its moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Speed, 1.0 the original pace.
+    pub rate: f64,
+    /// Use the server's `ReplayPolicy::Original` push consumer instead of
+    /// our pacer.
+    #[serde(default)]
+    pub jetstream_native: bool,
+}
+
+/// An operator's request to start a group replay (`tspi channels
+/// start-replay` publishes it on `tspi.ops.ctrl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupReplayRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `replay.<id>`; the requester computes it so it can wait for the
+    /// matching `GroupReplayStart`.
+    pub channel_id: String,
+    pub display_name: String,
+    pub spec: ReplaySpec,
+}
+
+/// An operator's request to stop a group replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupReplayStopRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+}
+
+/// A request the service could not carry out, announced on `tspi.ops.ctrl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupReplayError {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+    pub error: String,
+}
+
+/// A client's private replay request on [`SUBJECT_PRIVATE_REQ`]:
+/// `type` `PrivateReplayRequest` (with `spec`) or `PrivateReplayStop`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateReplayRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub client_id: String,
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ReplaySpec>,
+}
+
+/// The answer to a private replay request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivateReplayReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One directory entry: `{channel_id, subject, display_name, kind, stream,
+/// identifier?}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    pub channel_id: String,
+    pub subject: String,
+    pub display_name: String,
+    pub kind: Kind,
+    pub stream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+}
+
+impl DirectoryEntry {
+    pub fn livestream() -> DirectoryEntry {
+        DirectoryEntry {
+            channel_id: LIVESTREAM.into(),
+            subject: SUBJECT_LIVESTREAM.into(),
+            display_name: "Live".into(),
+            kind: Kind::Livestream,
+            stream: crate::jetstream::STREAM_TELEMETRY.into(),
+            identifier: None,
+        }
+    }
+}
+
+/// The directory answer: livestream first, then the other entries in the
+/// order given (the service passes group replays by start, then private
+/// ones).
+pub fn directory(others: impl IntoIterator<Item = DirectoryEntry>) -> Vec<DirectoryEntry> {
+    let mut v = vec![DirectoryEntry::livestream()];
+    v.extend(others.into_iter().filter(|e| e.kind != Kind::Livestream));
+    v
+}
+
+/// Any message on `tspi.ops.ctrl`, by its `type`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ctrl {
+    Start(GroupReplayStart),
+    Stop(GroupReplayStop),
+    Request(GroupReplayRequest),
+    StopRequest(GroupReplayStopRequest),
+    Error(GroupReplayError),
+    /// A type this appliance does not handle (other tools share the subject).
+    Other(String),
+}
+
+/// A control message that cannot be read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("control message is not usable: {0}")]
+pub struct CtrlError(pub String);
+
+/// CBOR bytes of any serialisable message.
+pub fn to_cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    // Writing plain structs of strings and numbers into a Vec cannot fail.
+    ciborium::into_writer(v, &mut out).expect("CBOR into a Vec");
+    out
+}
+
+/// Decode a CBOR message into `T`, with a readable error.
+pub fn from_cbor<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, CtrlError> {
+    ciborium::from_reader(b).map_err(|e| CtrlError(e.to_string()))
+}
+
+impl Ctrl {
+    pub fn decode(b: &[u8]) -> Result<Ctrl, CtrlError> {
+        let v: ciborium::Value = from_cbor(b)?;
+        let kind = v
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("type")))
+            .and_then(|(_, v)| v.as_text())
+            .ok_or_else(|| CtrlError("no text `type`".into()))?
+            .to_owned();
+        Ok(match kind.as_str() {
+            "GroupReplayStart" => Ctrl::Start(from_cbor(b)?),
+            "GroupReplayStop" => Ctrl::Stop(from_cbor(b)?),
+            "GroupReplayRequest" => Ctrl::Request(from_cbor(b)?),
+            "GroupReplayStopRequest" => Ctrl::StopRequest(from_cbor(b)?),
+            "GroupReplayError" => Ctrl::Error(from_cbor(b)?),
+            _ => Ctrl::Other(kind),
+        })
+    }
+}
+
+/// The status heartbeat: `{client_id, state, channel_id, subject, override,
+/// ts, operator?, source_ip?, ping_ms?}` (`ts` RFC 3339 UTC, microseconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub client_id: String,
+    pub state: String,
+    pub channel_id: String,
+    pub subject: String,
+    #[serde(rename = "override")]
+    pub live_override: bool,
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids() {
+        assert_eq!(
+            ChannelId::parse("replay.20260430T140500Z")
+                .unwrap()
+                .subject(),
+            "tspi.channel.replay.20260430T140500Z"
+        );
+        assert_eq!(
+            ChannelId::parse("sortie-12").unwrap().to_string(),
+            "replay.sortie-12"
+        );
+        let c = ChannelId::parse("client.alice.s1").unwrap();
+        assert_eq!(c.subject(), "tspi.channel.client.alice.s1");
+        assert_eq!(c.kind(), Kind::PrivateReplay);
+        assert_eq!(c.stream(), "TSPI_REPLAY");
+        assert_eq!(
+            ChannelId::parse("livestream").unwrap().subject(),
+            SUBJECT_LIVESTREAM
+        );
+        for bad in [
+            "",
+            "replay.",
+            "replay.a.b",
+            "client.a",
+            "x.y",
+            "replay.a*",
+            "replay.a b",
+            "client..s",
+        ] {
+            assert!(ChannelId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut id = String::new();
+        c.replay_msg_id("10042:120:3600.0000", 0, &mut id);
+        assert_eq!(id, "10042:120:3600.0000:replay:client.alice.s1");
+        c.replay_msg_id("10042:120:3600.0000", 2, &mut id);
+        assert_eq!(id, "10042:120:3600.0000:replay:client.alice.s1:2");
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            slug("Sortie 12: Merge!").as_deref(),
+            Some("sortie-12-merge")
+        );
+        assert_eq!(slug("  --A__b--  ").as_deref(), Some("a-b"));
+        assert_eq!(slug("Überflug #3").as_deref(), Some("überflug-3"));
+        assert_eq!(slug("***"), None);
+        let s = slug("a.b*c>d e").unwrap();
+        assert!(ChannelId::parse(&format!("replay.{s}")).is_ok());
+    }
+
+    #[test]
+    fn start_and_stop_are_the_contract_maps() {
+        let start = GroupReplayStart {
+            kind: "GroupReplayStart".into(),
+            channel_id: "replay.x".into(),
+            display_name: "X".into(),
+            identifier: "2026-04-30T14:05:00Z".into(),
+            stream: "TSPI_REPLAY".into(),
+        };
+        let v: ciborium::Value = from_cbor(&to_cbor(&start)).unwrap();
+        let keys: Vec<&str> = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["type", "channel_id", "display_name", "identifier", "stream"]
+        );
+        assert_eq!(Ctrl::decode(&to_cbor(&start)).unwrap(), Ctrl::Start(start));
+        let stop = GroupReplayStop {
+            kind: "GroupReplayStop".into(),
+            channel_id: "replay.x".into(),
+        };
+        assert_eq!(Ctrl::decode(&to_cbor(&stop)).unwrap(), Ctrl::Stop(stop));
+        let other = to_cbor(&std::collections::BTreeMap::from([("type", "Something")]));
+        assert_eq!(
+            Ctrl::decode(&other).unwrap(),
+            Ctrl::Other("Something".into())
+        );
+        assert!(Ctrl::decode(b"\xff").is_err());
+        assert!(Ctrl::decode(&to_cbor(&1u8)).is_err());
+    }
+
+    #[test]
+    fn directory_puts_livestream_first() {
+        let e = DirectoryEntry {
+            channel_id: "replay.a".into(),
+            subject: "tspi.channel.replay.a".into(),
+            display_name: "A".into(),
+            kind: Kind::GroupReplay,
+            stream: "TSPI_REPLAY".into(),
+            identifier: Some("t".into()),
+        };
+        let d = directory([e.clone(), DirectoryEntry::livestream()]);
+        assert_eq!(d, [DirectoryEntry::livestream(), e]);
+        let v: ciborium::Value = from_cbor(&to_cbor(&d[0])).unwrap();
+        let keys: Vec<&str> = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["channel_id", "subject", "display_name", "kind", "stream"]
+        );
+    }
+}
