@@ -529,7 +529,10 @@ async fn the_serve_command_answers_and_stops_on_sigterm() {
             break;
         }
     }
-    assert_eq!(dir.expect("the service answered"), [DirectoryEntry::livestream()]);
+    assert_eq!(
+        dir.expect("the service answered"),
+        [DirectoryEntry::livestream()]
+    );
     // It created the replay and ops streams.
     let js = async_nats::jetstream::new(client.clone());
     assert!(js.get_stream("TSPI_REPLAY").await.is_ok());
@@ -538,6 +541,8 @@ async fn the_serve_command_answers_and_stops_on_sigterm() {
     // reaped, with a valid signal number.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }
