@@ -511,3 +511,38 @@ fn the_channels_section_is_documented_typed_and_checked() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_command_answers_and_stops_on_sigterm() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["channels", "serve", "--nats", &nats.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dir = None;
+    for _ in 0..100 {
+        if let Ok(d) = service::list_channels(&client, Duration::from_millis(200)).await {
+            dir = Some(d);
+            break;
+        }
+    }
+    assert_eq!(
+        dir.expect("the service answered"),
+        [DirectoryEntry::livestream()]
+    );
+    // It created the replay and ops streams.
+    let js = async_nats::jetstream::new(client.clone());
+    assert!(js.get_stream("TSPI_REPLAY").await.is_ok());
+    assert!(js.get_stream("TSPI_OPS").await.is_ok());
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // reaped, with a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -557,3 +557,49 @@ async fn archive_replay_rebuilds_every_body_and_its_tags() {
     });
     assert!(e.to_string().contains("no tag \"nope\""), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_replays_a_tag_window_from_the_stream() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    streams(&js).await;
+    publish_recording(&js, &recording(&even(30, 100_000_000))).await; // 3 s
+    publish_tags(&js, &[("merge-1", T0_NS + 1_500_000_000, "Merge")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tspi.toml");
+    std::fs::write(&cfg, "[channels]\ntag_before_s = 1\ntag_after_s = 1\n").unwrap();
+    let mut sub = client.subscribe("tspi.channel.replay.merge").await.unwrap();
+    client.flush().await.unwrap();
+    let url = nats.url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+            .args([
+                "replay",
+                "--nats",
+                &url,
+                "--channel",
+                "merge",
+                "--rate",
+                "10",
+            ])
+            .args(["--from-stream", "TSPI", "--tag", "merge-1", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 0.5 s ..= 2.5 s: messages 5..=25, and the tag itself.
+    assert_eq!(report["pace"]["telemetry"], 21, "{report}");
+    assert_eq!(report["pace"]["tags"], 1, "{report}");
+    let got = collect(&mut sub, 21, WAIT).await;
+    let first: tspi::message::Record = ciborium::from_reader(got[0].1.payload.as_ref()).unwrap();
+    assert_eq!(first.recv_epoch_ms, (T0_NS + 500_000_000) / 1_000_000);
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tspi::config::Config;
-use tspi::replay::channels::{ChannelId, SUBJECT_TAGS};
+use tspi::replay::channels::ChannelId;
 use tspi::replay::driver::{DriverConfig, Job};
 use tspi::replay::pacer::{Control, Rate};
 use tspi::replay::sink::{ChannelSink, Sink, UdpSink};
@@ -49,8 +49,9 @@ pub struct ReplayArgs {
     /// Where to stop: an RFC 3339 time (default: the end of the data).
     #[arg(long, value_name = "TIME")]
     pub end: Option<String>,
-    /// Archive: replay the window around this tag's moment
-    /// ([channels] tag_before_s / tag_after_s).
+    /// Replay the window around this tag's moment ([channels] tag_before_s
+    /// / tag_after_s; the tag is looked up in TSPI_OPS for --from-stream, in
+    /// tspi_tags for --from-archive).
     #[arg(long, value_name = "TAG-ID", conflicts_with = "start")]
     pub tag: Option<String>,
     /// Send datagrams to this UDP target instead of publishing to a channel.
@@ -92,8 +93,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     if a.udp.is_none() && a.channel.is_none() {
         anyhow::bail!("give --channel <channel-id> (or --udp HOST:PORT to send datagrams)");
     }
-    if a.from_stream.is_some() && a.start.is_none() {
-        anyhow::bail!("--from-stream needs --start <RFC 3339 time or sequence>");
+    if a.from_stream.is_some() && a.start.is_none() && a.tag.is_none() {
+        anyhow::bail!("--from-stream needs --start <RFC 3339 time or sequence>, or --tag <id>");
     }
     let end_ns = a
         .end
@@ -130,7 +131,22 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 
     let source: Box<dyn Source> = if let Some(stream) = &a.from_stream {
         let js = js.clone().context("NATS connection")?;
-        let start = a.start.context("--start")?;
+        let (start, end_ns) = match (&a.tag, a.start) {
+            (Some(id), _) => {
+                // The window around the tag's moment, from TSPI_OPS.
+                let tags = rt.block_on(tspi::replay::source::load_tags(&js))?;
+                let t = tags
+                    .iter()
+                    .find(|t| &t.id == id)
+                    .with_context(|| format!("no tag {id:?} in the TSPI_OPS stream"))?;
+                (
+                    StartAt::Time(t.ts_ns.saturating_sub(ch.tag_before_s * 1_000_000_000)),
+                    Some(end_ns.unwrap_or(t.ts_ns + ch.tag_after_s * 1_000_000_000)),
+                )
+            }
+            (None, Some(start)) => (start, end_ns),
+            (None, None) => unreachable!("checked above"),
+        };
         let mut s = StreamSource::new(handle.clone(), js, start, end_ns);
         s.stream = stream.clone();
         s.with_tags = !a.no_tags;
@@ -199,7 +215,6 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => unreachable!("checked above"),
     };
-    let _ = SUBJECT_TAGS;
     let driver = DriverConfig {
         rate: a.rate,
         looping: a.looping,
