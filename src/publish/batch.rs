@@ -545,6 +545,13 @@ impl Publisher {
                     let dups = fast::duplicates_in_batch(before, stream_seq, count);
                     self.stats.duplicate.fetch_add(dups, Relaxed);
                 }
+                tracing::debug!(
+                    batch = b.id,
+                    stream_seq,
+                    count,
+                    before = ?b.stream_before,
+                    "fast batch committed"
+                );
                 if count != b.window.sent {
                     tracing::debug!(
                         count,

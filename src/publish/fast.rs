@@ -277,7 +277,13 @@ pub fn outgrown(w: &Window, backlog: u64, flow_max: u16, age: std::time::Duratio
 /// `count` (NOTES.md: the server drops them silently). Exact when this
 /// publisher is the stream's only writer during the batch; other writers
 /// make it an undercount, never an overcount.
+///
+/// A batch that stored nothing (all duplicates) is committed with stream
+/// sequence 0 (nats-server 2.15).
 pub fn duplicates_in_batch(before: u64, stream_seq: u64, count: u64) -> u64 {
+    if stream_seq == 0 {
+        return count;
+    }
     if stream_seq < before {
         // The stream was purged or recreated under us: no information.
         return 0;
@@ -441,6 +447,8 @@ mod tests {
         assert_eq!(duplicates_in_batch(100, 200, 100), 0);
         assert_eq!(duplicates_in_batch(100, 190, 100), 10);
         assert_eq!(duplicates_in_batch(100, 100, 100), 100);
+        // All duplicates: the server answers sequence 0.
+        assert_eq!(duplicates_in_batch(800, 0, 40), 40);
         // Another writer moved the stream further: undercount, not panic.
         assert_eq!(duplicates_in_batch(100, 400, 100), 0);
         assert_eq!(duplicates_in_batch(500, 100, 10), 0);
