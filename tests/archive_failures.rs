@@ -200,3 +200,40 @@ async fn ack_all_rewinds_when_a_delivery_goes_missing() {
     assert!(rewinds >= 1, "{account:?}");
     check_telemetry(&dsn, 0, N, SEED).await;
 }
+
+/// nats-server restarted under the archiver (both ack modes): the client
+/// reconnects, the pull resumes, deliveries lost in the restart come back
+/// (redelivery, or the rewind under ack policy all), exactly N rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_stream_still_exactly_once() {
+    const N: u64 = 30_000;
+    for (ack, seed) in [
+        (tspi::archive::AckMode::Explicit, 41),
+        (tspi::archive::AckMode::All, 42),
+    ] {
+        let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
+        let (mut nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+        {
+            let js = js(&nats.url()).await;
+            assert_eq!(publish_all(&js, &telemetry(0, N, seed)).await, N);
+        }
+        let dsn = pg.dsn();
+        let mut cfg = config(&nats.url());
+        cfg.archive.ack = ack;
+        let archiver = Handle::spawn(cfg, dsn.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while archiver.stats.counters().telemetry_rows < N / 5 {
+            assert!(Instant::now() < deadline, "{:?}", archiver.stats.counters());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        block_in_place(|| nats.restart()).expect("restart nats-server");
+        assert!(
+            count(&dsn, "tspi_telemetry").await < N as i64,
+            "restarted mid-stream"
+        );
+        wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(120)).await;
+        let account = archiver.stop().await.expect("archiver ran");
+        assert_eq!(account.counters.telemetry_rows, N, "{ack:?}: {account:?}");
+        check_telemetry(&dsn, 0, N, seed).await;
+    }
+}
