@@ -145,3 +145,95 @@ async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
     assert!(account.counters.db_errors > 0);
     check_telemetry(&dsn, 0, N, SEED).await;
 }
+
+/// Under ack policy all, a delivery that never reaches the archiver (here:
+/// taken by another client of the same durable and never acked, as a
+/// reconnect can lose one) would be covered by the archiver's next ack. The
+/// consumer-sequence gap gives it away: the batch is committed without an
+/// ack and the consumer rewinds to its ack floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_all_rewinds_when_a_delivery_goes_missing() {
+    const N: u64 = 40_000;
+    const SEED: u64 = 31;
+    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
+    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let js = js(&nats.url()).await;
+    assert_eq!(publish_all(&js, &telemetry(0, N, SEED)).await, N);
+    let dsn = pg.dsn();
+    let mut cfg = config(&nats.url());
+    cfg.archive.ack = tspi::archive::AckMode::All;
+    cfg.archive.ack_wait_s = 30; // the stolen message must not come back by itself
+    let archiver = Handle::spawn(cfg, dsn.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while archiver.stats.counters().telemetry_rows < 2_000 {
+        assert!(Instant::now() < deadline, "{:?}", archiver.stats.counters());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The thief: one delivery from the same durable, never acked.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("TSPI")
+        .await
+        .unwrap()
+        .get_consumer("tspi-archive")
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .unwrap();
+    let stolen = futures_util::StreamExt::next(&mut batch)
+        .await
+        .expect("a delivery")
+        .expect("a message");
+    let stolen_seq = stolen.info().unwrap().stream_sequence;
+    drop(stolen);
+    assert!(stolen_seq < N, "stole from mid-stream");
+    wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(120)).await;
+    let rewinds = archiver
+        .stats
+        .rewinds
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let account = archiver.stop().await.expect("archiver ran");
+    assert!(rewinds >= 1, "{account:?}");
+    check_telemetry(&dsn, 0, N, SEED).await;
+}
+
+/// nats-server restarted under the archiver (both ack modes): the client
+/// reconnects, the pull resumes, deliveries lost in the restart come back
+/// (redelivery, or the rewind under ack policy all), exactly N rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restarted_mid_stream_still_exactly_once() {
+    const N: u64 = 30_000;
+    for (ack, seed) in [
+        (tspi::archive::AckMode::Explicit, 41),
+        (tspi::archive::AckMode::All, 42),
+    ] {
+        let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
+        let (mut nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+        {
+            let js = js(&nats.url()).await;
+            assert_eq!(publish_all(&js, &telemetry(0, N, seed)).await, N);
+        }
+        let dsn = pg.dsn();
+        let mut cfg = config(&nats.url());
+        cfg.archive.ack = ack;
+        let archiver = Handle::spawn(cfg, dsn.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while archiver.stats.counters().telemetry_rows < N / 5 {
+            assert!(Instant::now() < deadline, "{:?}", archiver.stats.counters());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        block_in_place(|| nats.restart()).expect("restart nats-server");
+        assert!(
+            count(&dsn, "tspi_telemetry").await < N as i64,
+            "restarted mid-stream"
+        );
+        wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(120)).await;
+        let account = archiver.stop().await.expect("archiver ran");
+        assert_eq!(account.counters.telemetry_rows, N, "{ack:?}: {account:?}");
+        check_telemetry(&dsn, 0, N, seed).await;
+    }
+}

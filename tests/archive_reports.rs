@@ -43,7 +43,9 @@ async fn json_prometheus_and_nats_snapshot() {
         .port();
     let child = Command::new(env!("CARGO_BIN_EXE_tspi"))
         .args(["archive", "--nats", &nats.url(), "--postgres", &pg.dsn()])
-        .args(["--json", "--interval-s", "1", "--duration-s", "5"])
+        // Long enough that /metrics is still up after the snapshot wait on
+        // a loaded machine; it then stops by itself.
+        .args(["--json", "--interval-s", "1", "--duration-s", "15"])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -42,14 +42,14 @@ pub enum AckMode {
     /// durable; one small NATS publish per message.
     #[default]
     Explicit,
-    /// Ack policy `all`: one ack of the batch's last message covers every
-    /// earlier one. Fewer acks, but an ack also covers messages delivered
-    /// earlier and never seen by this process (delivered to a crashed
-    /// predecessor, or lost in a reconnect): the archiver therefore rewinds
-    /// the consumer to its ack floor at start (so a crash loses nothing),
-    /// and this mode needs a single archiver per durable. Deliveries lost
-    /// in a NATS reconnect while running are NOT covered: prefer
-    /// `explicit` (see notes/README-archive.md for the measured difference).
+    /// Ack policy `all`: one ack per batch (its highest stream sequence)
+    /// covers every earlier delivery, including ones this process never
+    /// saw: delivered to a crashed predecessor (so at start the consumer is
+    /// rewound to its ack floor when it has unacked deliveries), or lost on
+    /// the way (a consumer-sequence gap: that batch is committed but not
+    /// acked, and the consumer is rewound to its ack floor; the re-read rows
+    /// are skipped). Needs a single archiver per durable: another client's
+    /// deliveries look like losses and cause rewinds.
     All,
 }
 

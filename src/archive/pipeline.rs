@@ -107,6 +107,8 @@ pub struct Stats {
     pub db_errors: AtomicU64,
     pub partitions_created: AtomicU64,
     pub partitions_dropped: AtomicU64,
+    /// Consumer rewinds after a missing delivery (ack policy all).
+    pub rewinds: AtomicU64,
     pub telemetry: StreamProgress,
     pub ops: StreamProgress,
     /// Batch commit latency, ns, since the last report.
@@ -127,6 +129,7 @@ impl Default for Stats {
             db_errors: AtomicU64::new(0),
             partitions_created: AtomicU64::new(0),
             partitions_dropped: AtomicU64::new(0),
+            rewinds: AtomicU64::new(0),
             telemetry: StreamProgress::default(),
             ops: StreamProgress::default(),
             commit: Mutex::new(new_latency_histogram()),
@@ -148,6 +151,7 @@ impl Stats {
             db_errors: self.db_errors.load(Relaxed),
             partitions_created: self.partitions_created.load(Relaxed),
             partitions_dropped: self.partitions_dropped.load(Relaxed),
+            rewinds: self.rewinds.load(Relaxed),
         }
     }
 
@@ -167,8 +171,18 @@ pub struct Account {
     pub abandoned_batches: u64,
 }
 
+/// What the decode task hands the writer.
+enum Item {
+    Batch(Pending),
+    /// Answered once every earlier batch is committed (and acked or not).
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// A batch on its way to the writer, with what acks it.
 struct Pending {
+    /// False for a batch that must be committed but not acked (ack policy
+    /// all, after a delivery went missing: see [`Builder::add`]).
+    ack: bool,
     batch: Batch,
     /// `AckMode::All`: the last message; `Explicit`: all of them.
     acks: Vec<jetstream::Message>,
@@ -197,6 +211,10 @@ struct Builder {
     /// `AckMode::All`: stream sequence of the message in `acks`.
     ack_seq: u64,
     redelivered: bool,
+    /// Consumer sequence of the last delivery seen (0: none yet).
+    last_cseq: u64,
+    /// A delivery went missing in this batch (consumer sequence gap).
+    gap: bool,
 }
 
 impl Builder {
@@ -223,6 +241,8 @@ impl Builder {
             msg_id: String::with_capacity(32),
             ack_seq: 0,
             redelivered: false,
+            last_cseq: 0,
+            gap: false,
         }
     }
 
@@ -230,6 +250,18 @@ impl Builder {
         let (seq, stream_unix_us, pending) = match m.info() {
             Ok(i) => {
                 self.redelivered |= i.delivered > 1;
+                // Every delivery, redeliveries too, takes the next consumer
+                // sequence: a jump means a delivery never reached us (lost
+                // in a reconnect). Under ack policy all, acking anything
+                // later would also ack it, so the batch is not acked and
+                // the decode loop rewinds the consumer.
+                if self.ack == AckMode::All
+                    && self.last_cseq != 0
+                    && i.consumer_sequence != self.last_cseq + 1
+                {
+                    self.gap = true;
+                }
+                self.last_cseq = i.consumer_sequence;
                 (
                     i.stream_sequence,
                     (i.published.unix_timestamp_nanos() / 1000) as i64,
@@ -340,6 +372,7 @@ impl Builder {
                 ops: std::mem::take(&mut self.ops),
                 rejects: std::mem::take(&mut self.rejects),
             },
+            ack: !std::mem::take(&mut self.gap),
             acks: std::mem::take(&mut self.acks),
             messages: self.messages,
             last_unix_us: self.last_unix_us,
@@ -354,15 +387,17 @@ impl Builder {
 /// set (after handing on the partial batch) or the writer is gone.
 async fn decode_loop(
     kind: Kind,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    js: jetstream::Context,
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
     cfg: ArchiveConfig,
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Item>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
     let progress = stats.progress(kind);
     let flush = Duration::from_millis(cfg.flush_interval_ms);
     let mut b = Builder::new(kind, &cfg);
+    b.last_cseq = consumer.cached_info().delivered.consumer_sequence;
     let mut backoff = Duration::from_millis(cfg.retry_backoff_initial_ms);
     'reopen: loop {
         if *stop.borrow() {
@@ -404,7 +439,7 @@ async fn decode_loop(
             let mut deadline = std::pin::pin!(deadline);
             let mut stopping = false;
             let mut reopen = false;
-            while (b.messages as usize) < cfg.batch_len_max {
+            while (b.messages as usize) < cfg.batch_len_max && !b.gap {
                 tokio::select! {
                     biased;
                     m = msgs.next() => match m {
@@ -416,11 +451,43 @@ async fn decode_loop(
                     _ = stop.wait_for(|s| *s) => { stopping = true; break; }
                 }
             }
+            let gap = b.gap;
             let p = b.take();
             stats.messages.fetch_add(p.messages, Relaxed);
             progress.taken.fetch_add(p.messages, Relaxed);
-            if tx.send(p).await.is_err() || stopping {
+            if tx.send(Item::Batch(p)).await.is_err() || stopping {
                 return;
+            }
+            if gap {
+                // Stop reading, let the writer commit everything handed on
+                // (acking what came before the gap), then re-read from the
+                // ack floor: the missing delivery comes back at once, and
+                // what was committed after the floor is skipped.
+                drop(msgs);
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                if tx.send(Item::Barrier(done_tx)).await.is_err() || done_rx.await.is_err() {
+                    return;
+                }
+                loop {
+                    match open_consumer(&js, kind, &cfg, true).await {
+                        Ok(c) => {
+                            consumer = c;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(stream = kind.stream(), error = %format!("{e:#}"), "rewind failed; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(backoff) => {}
+                                _ = stop.wait_for(|s| *s) => return,
+                            }
+                            backoff =
+                                (backoff * 2).min(Duration::from_millis(cfg.retry_backoff_max_ms));
+                        }
+                    }
+                }
+                b.last_cseq = consumer.cached_info().delivered.consumer_sequence;
+                stats.rewinds.fetch_add(1, Relaxed);
+                continue 'reopen;
             }
             if reopen {
                 continue 'reopen;
@@ -435,7 +502,7 @@ async fn write_loop(
     kind: Kind,
     dsn: String,
     cfg: ArchiveConfig,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Item>,
     stats: Arc<Stats>,
     maintain: bool,
 ) {
@@ -445,7 +512,14 @@ async fn write_loop(
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let p = tokio::select! {
-            p = rx.recv() => match p { Some(p) => p, None => return },
+            p = rx.recv() => match p {
+                Some(Item::Batch(p)) => p,
+                Some(Item::Barrier(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                None => return,
+            },
             _ = upkeep.tick(), if maintain => {
                 if let Some(d) = connected(&mut db, &dsn, &cfg, &stats).await {
                     match d.maintain(now_unix_us(), cfg.partition_premake_days, cfg.retention_days).await {
@@ -487,7 +561,7 @@ async fn write_loop(
             backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_backoff_max_ms));
         };
         // Committed: now, and only now, ack.
-        for m in &p.acks {
+        for m in p.acks.iter().filter(|_| p.ack) {
             if let Err(e) = m.ack().await {
                 tracing::warn!(error = %e, "ack failed; the batch will be redelivered and skipped");
             }
@@ -504,7 +578,9 @@ async fn write_loop(
             .fetch_add((b.ops.len() as u64).saturating_sub(written.ops), Relaxed);
         stats.rejected.fetch_add(b.rejects.len() as u64, Relaxed);
         stats.batches.fetch_add(1, Relaxed);
-        stats.acked.fetch_add(p.messages, Relaxed);
+        if p.ack {
+            stats.acked.fetch_add(p.messages, Relaxed);
+        }
         progress.committed.fetch_add(p.messages, Relaxed);
         progress.committed_unix_us.store(p.last_unix_us, Relaxed);
         if let Ok(mut h) = stats.commit.lock() {
@@ -537,11 +613,14 @@ async fn connected<'a>(
     db.as_mut()
 }
 
-/// Create (or update) the durable pull consumer.
-async fn consumer(
+/// Create (or update) the durable pull consumer. Under ack policy all it
+/// is rewound to its ack floor when it has unacked deliveries (at start:
+/// a predecessor's), or always with `rewind` (a delivery went missing).
+async fn open_consumer(
     js: &jetstream::Context,
     kind: Kind,
     cfg: &ArchiveConfig,
+    rewind: bool,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
     let stream = js
         .get_stream(kind.stream())
@@ -579,7 +658,7 @@ async fn consumer(
         );
         // Keep where it was told to start (updates may not change it).
         config.deliver_policy = info.config.deliver_policy;
-        if cfg.ack == AckMode::All && info.num_ack_pending > 0 {
+        if cfg.ack == AckMode::All && (rewind || info.num_ack_pending > 0) {
             // Messages delivered to a predecessor and never acked. Under
             // ack policy all, our first ack would cover them before they
             // are redelivered: rewind to the ack floor instead. What the
@@ -660,10 +739,11 @@ pub async fn run(
     let mut decoders = Vec::new();
     let mut writers = Vec::new();
     for kind in kinds {
-        let c = consumer(&js, kind, &a).await?;
+        let c = open_consumer(&js, kind, &a, false).await?;
         let (tx, rx) = mpsc::channel(a.batches_in_flight_max);
         decoders.push(tokio::spawn(decode_loop(
             kind,
+            js.clone(),
             c,
             a.clone(),
             tx,

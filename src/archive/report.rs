@@ -40,6 +40,8 @@ pub struct Counters {
     /// Native partitions created, and partitions or chunks dropped.
     pub partitions_created: u64,
     pub partitions_dropped: u64,
+    /// Consumer rewinds after a missing delivery (ack policy all).
+    pub rewinds: u64,
 }
 
 impl Counters {
@@ -57,11 +59,12 @@ impl Counters {
             db_errors: d(self.db_errors, e.db_errors),
             partitions_created: d(self.partitions_created, e.partitions_created),
             partitions_dropped: d(self.partitions_dropped, e.partitions_dropped),
+            rewinds: d(self.rewinds, e.rewinds),
         }
     }
 
     /// `(name, value, help)` of every counter, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64, &'static str); 11] {
+    pub fn fields(&self) -> [(&'static str, u64, &'static str); 12] {
         [
             ("messages", self.messages, "Messages taken from the streams"),
             (
@@ -97,6 +100,11 @@ impl Counters {
                 "partitions_dropped",
                 self.partitions_dropped,
                 "Partitions dropped by retention",
+            ),
+            (
+                "rewinds",
+                self.rewinds,
+                "Consumer rewinds after a missing delivery",
             ),
         ]
     }
