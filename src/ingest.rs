@@ -185,7 +185,8 @@ pub async fn run(
             replicas: cfg.stream.replicas,
             duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
             max_age: Duration::from_secs(cfg.stream.max_age_s),
-            allow_batch_publish: cfg.publish.mode == PublishMode::Fast,
+            // On in both modes: other boxes on the stream may batch.
+            allow_batch_publish: true,
         };
         let info = ensure_stream(
             &js,

@@ -23,7 +23,10 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
     /// Retention by age; zero keeps messages until limits remove them.
     pub max_age: Duration,
-    /// Allow fast-ingest batch publishing (nats-server 2.14+).
+    /// Allow fast-ingest batch publishing (nats-server 2.14+). On by
+    /// default: ingest's default mode needs it on `TSPI`, and any part that
+    /// creates or updates `TSPI` must not switch it off under a running
+    /// ingest box (that box would fall back to pipelined publishing).
     pub allow_batch_publish: bool,
 }
 
@@ -33,7 +36,7 @@ impl Default for StreamSettings {
             replicas: 1,
             duplicate_window: DUPLICATE_WINDOW_DEFAULT,
             max_age: Duration::ZERO,
-            allow_batch_publish: false,
+            allow_batch_publish: true,
         }
     }
 }

@@ -357,8 +357,10 @@ fn binary_drains_on_sigterm_and_prints_the_account() {
 async fn fast_batches_refused_fall_back_to_pipelined() {
     let server = NatsServer::start().expect("nats-server");
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let settings = tspi::jetstream::StreamSettings::default();
-    assert!(!settings.allow_batch_publish);
+    let settings = tspi::jetstream::StreamSettings {
+        allow_batch_publish: false,
+        ..Default::default()
+    };
     js.create_stream(tspi::jetstream::telemetry_stream("tspi", &settings))
         .await
         .expect("stream");

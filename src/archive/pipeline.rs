@@ -714,7 +714,9 @@ pub async fn run(
             replicas: cfg.stream.replicas,
             duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
             max_age: Duration::from_secs(cfg.stream.max_age_s),
-            allow_batch_publish: false,
+            // As ingest makes it: turning it off would push running ingest
+            // boxes back to pipelined publishing.
+            allow_batch_publish: true,
         };
         ensure_stream(
             &js,

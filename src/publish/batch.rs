@@ -141,6 +141,7 @@ impl Publisher {
         let mut flow = fc.flow;
 
         loop {
+            self.settle(&fc.stream, &mut stream_last).await;
             let mut failure: Option<Failure> = None;
             // 1. Replies that have arrived.
             while failure.is_none() {
@@ -349,6 +350,7 @@ impl Publisher {
             // 6. Done?
             if closed {
                 if rings_empty && retries.is_empty() && batch.is_none() {
+                    self.settle(&fc.stream, &mut stream_last).await;
                     return Outcome::Done;
                 }
                 let deadline =
@@ -541,9 +543,19 @@ impl Publisher {
                 for s in &b.unacked {
                     self.ack_one(s, now);
                 }
-                if let Some(before) = b.stream_before {
-                    let dups = fast::duplicates_in_batch(before, stream_seq, count);
-                    self.stats.duplicate.fetch_add(dups, Relaxed);
+                match (b.stream_before, stream_seq) {
+                    // The server did not say where the stream is (the
+                    // batch ended on a duplicate): ask before the next one.
+                    (Some(before), 0) => {
+                        self.unsettled = Some((before, count));
+                        *stream_last = None;
+                        return None;
+                    }
+                    (Some(before), _) => {
+                        let dups = fast::duplicates_in_batch(before, stream_seq, count);
+                        self.stats.duplicate.fetch_add(dups, Relaxed);
+                    }
+                    (None, _) => {}
                 }
                 tracing::debug!(
                     batch = b.id,
@@ -571,6 +583,18 @@ impl Publisher {
             .record_publish_to_ack(now_ns.saturating_sub(s.sent_ns));
         self.latency
             .record_receive_to_ack(now_ns.saturating_sub(s.pending.recv_mono_ns));
+    }
+
+    /// Count the duplicates of a committed batch the server gave no stream
+    /// sequence for, from the stream's last sequence now.
+    async fn settle(&mut self, stream: &str, stream_last: &mut Option<u64>) {
+        if let Some((before, count)) = self.unsettled.take() {
+            *stream_last = self.stream_last_sequence(stream).await;
+            if let Some(now) = *stream_last {
+                let dups = fast::duplicates_in_batch(before, now, count);
+                self.stats.duplicate.fetch_add(dups, Relaxed);
+            }
+        }
     }
 
     /// The stream's last sequence now (for the duplicate count), if the

@@ -278,12 +278,10 @@ pub fn outgrown(w: &Window, backlog: u64, flow_max: u16, age: std::time::Duratio
 /// publisher is the stream's only writer during the batch; other writers
 /// make it an undercount, never an overcount.
 ///
-/// A batch that stored nothing (all duplicates) is committed with stream
-/// sequence 0 (nats-server 2.15).
+/// nats-server 2.15 commits a batch whose last message was a duplicate with
+/// stream sequence 0: the caller then asks the stream for its last
+/// sequence and passes that.
 pub fn duplicates_in_batch(before: u64, stream_seq: u64, count: u64) -> u64 {
-    if stream_seq == 0 {
-        return count;
-    }
     if stream_seq < before {
         // The stream was purged or recreated under us: no information.
         return 0;
@@ -447,8 +445,8 @@ mod tests {
         assert_eq!(duplicates_in_batch(100, 200, 100), 0);
         assert_eq!(duplicates_in_batch(100, 190, 100), 10);
         assert_eq!(duplicates_in_batch(100, 100, 100), 100);
-        // All duplicates: the server answers sequence 0.
-        assert_eq!(duplicates_in_batch(800, 0, 40), 40);
+        // All duplicates: the stream did not move.
+        assert_eq!(duplicates_in_batch(800, 800, 40), 40);
         // Another writer moved the stream further: undercount, not panic.
         assert_eq!(duplicates_in_batch(100, 400, 100), 0);
         assert_eq!(duplicates_in_batch(500, 100, 10), 0);

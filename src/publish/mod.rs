@@ -128,6 +128,9 @@ pub struct Publisher {
     input_closed: Arc<AtomicBool>,
     /// Notified by the receive threads after each batch they ring.
     wake: Arc<tokio::sync::Notify>,
+    /// Fast mode: a committed batch whose stream sequence the server did
+    /// not say (`before`, `count`), to settle by asking the stream.
+    unsettled: Option<(u64, u64)>,
 }
 
 impl Publisher {
@@ -147,6 +150,7 @@ impl Publisher {
             latency,
             input_closed: Arc::default(),
             wake,
+            unsettled: None,
         }
     }
 
