@@ -8,7 +8,7 @@
 //! its time. The loop yields the core (`sched_yield`) until the last 20 µs:
 //! on a 2-core box the publisher's ack task and nats-server need that core
 //! (a pure spin fell seconds behind in one 60 s run on the loaded shared
-//! box; not a side-by-side measurement, see notes/README-replay.md). The cost is a core kept busy while messages are
+//! box; not a side-by-side measurement, see the README, Replay pacing). The cost is a core kept busy while messages are
 //! closer together than `spin` (at 20k msgs/s, always): the replay runs on
 //! its own thread, away from the receive cores.
 
