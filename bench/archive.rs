@@ -36,7 +36,10 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 use tspi::archive::{AckMode, Handle, Partitioning};
-use tspi::codec::{Frame, Geocentric, Payload, Spherical};
+#[path = "common/mod.rs"]
+mod common;
+
+use tspi::codec::{Frame, Payload, Spherical};
 use tspi::config::Config;
 use tspi::harness::{NatsServer, PgCluster};
 use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
@@ -61,17 +64,7 @@ fn message(i: u64, n: u64) -> Message {
             ..Spherical::default()
         })
     } else {
-        Payload::Geocentric(Geocentric {
-            x: -155_123_456,
-            y: -510_654_321 + (i % 1000) as i32,
-            z: 340_111_222,
-            vx: 12_000,
-            vy: -3_000,
-            vz: 150,
-            ax: 10,
-            ay: -20,
-            az: 0,
-        })
+        common::geocentric(i)
     };
     let f = Frame {
         sensor_id: (i % SENSORS) as u16,

@@ -37,7 +37,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tspi::codec::{DATAGRAM_LEN, Frame, Geocentric, Payload, Spherical};
+#[path = "common/mod.rs"]
+mod common;
+
+use tspi::codec::{DATAGRAM_LEN, Frame, Payload, Spherical};
 use tspi::harness::NatsServer;
 use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
 use tspi::message::{self, RecvTime};
@@ -62,17 +65,7 @@ fn frame(i: u64) -> Frame {
             ..Spherical::default()
         })
     } else {
-        Payload::Geocentric(Geocentric {
-            x: -155_123_456,
-            y: -510_654_321 + (i % 1000) as i32,
-            z: 340_111_222,
-            vx: 12_000,
-            vy: -3_000,
-            vz: 150,
-            ax: 10,
-            ay: -20,
-            az: 0,
-        })
+        common::geocentric(i)
     };
     Frame {
         sensor_id,

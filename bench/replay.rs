@@ -32,7 +32,10 @@ use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tspi::codec::{Frame, Geocentric, Payload};
+#[path = "common/mod.rs"]
+mod common;
+
+use tspi::codec::Frame;
 use tspi::harness::NatsServer;
 use tspi::jetstream::{StreamSettings, ensure_stream, replay_stream, telemetry_stream};
 use tspi::message::{Message, RecvTime};
@@ -54,17 +57,7 @@ fn frame(i: u64) -> Frame {
         time_ticks: (i / SENSORS) as u32,
         status: 0xFF,
         status_flags: 1,
-        payload: Payload::Geocentric(Geocentric {
-            x: -155_123_456,
-            y: -510_654_321 + (i % 1000) as i32,
-            z: 340_111_222,
-            vx: 12_000,
-            vy: -3_000,
-            vz: 150,
-            ax: 10,
-            ay: -20,
-            az: 0,
-        }),
+        payload: common::geocentric(i),
     }
 }
 

@@ -2,7 +2,7 @@
 //! wired together, with a drained stop and a final account.
 
 use crate::config::{Config, NatsConfig, PublishMode};
-use crate::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
+use crate::jetstream::{ensure_stream, telemetry_stream};
 use crate::metrics::{self, Counters, Gauges, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
@@ -181,13 +181,7 @@ pub async fn run(
         .max_ack_inflight(cfg.publish.acks_in_flight_max + 64)
         .build(client.clone());
     if cfg.stream.create {
-        let settings = StreamSettings {
-            replicas: cfg.stream.replicas,
-            duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
-            max_age: Duration::from_secs(cfg.stream.max_age_s),
-            // On in both modes: other boxes on the stream may batch.
-            allow_batch_publish: true,
-        };
+        let settings = cfg.stream.telemetry_settings();
         let info = ensure_stream(
             &js,
             telemetry_stream(&cfg.nats.subject_prefix, &settings),

@@ -344,6 +344,19 @@ fn two_workers_share_a_port_by_source() {
     }
 }
 
+/// Send 60 datagrams to the group and check each was read once: with two
+/// workers the group's socket lives on one of them only, not once per worker.
+fn multicast_delivers_each_once(mut rx: Receivers, from: &UdpSocket, to: SocketAddr, what: &str) {
+    let datagrams: Vec<Vec<u8>> = (0..60).map(|i| valid(i).to_vec()).collect();
+    send_paced(&rx, from, to, &datagrams);
+    std::thread::sleep(Duration::from_millis(50));
+    let c = rx.counts();
+    assert_eq!((c.received, c.accepted), (60, 60), "{what}");
+    let total: usize = drain(&mut rx.consumers).iter().map(Vec::len).sum();
+    assert_eq!(total, 60, "{what}");
+    rx.stop();
+}
+
 /// IPv4 multicast on loopback: group 239.255.77.x joined on 127.0.0.1,
 /// the sender looping its datagrams back through 127.0.0.1.
 #[test]
@@ -358,7 +371,7 @@ fn multicast_v4_on_loopback() {
                 interface: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 interface_index: None,
             }];
-            let mut rx = start(&cfg);
+            let rx = start(&cfg);
             let to = rx.local_addrs()[0];
             assert_eq!(to.ip(), IpAddr::V4(group));
             let from = socket2::Socket::new(
@@ -372,16 +385,7 @@ fn multicast_v4_on_loopback() {
             from.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
                 .unwrap();
             let from: UdpSocket = from.into();
-            let datagrams: Vec<Vec<u8>> = (0..60).map(|i| valid(i).to_vec()).collect();
-            send_paced(&rx, &from, to, &datagrams);
-            // With two workers the group's socket lives on one of them
-            // only: each datagram once, not once per worker.
-            std::thread::sleep(Duration::from_millis(50));
-            let c = rx.counts();
-            assert_eq!((c.received, c.accepted), (60, 60), "{backend:?} x{workers}");
-            let total: usize = drain(&mut rx.consumers).iter().map(Vec::len).sum();
-            assert_eq!(total, 60);
-            rx.stop();
+            multicast_delivers_each_once(rx, &from, to, &format!("{backend:?} x{workers}"));
         }
     }
 }
@@ -454,7 +458,7 @@ fn multicast_v6_delivery_in_a_private_netns() {
                 interface: None,
                 interface_index: Some(index),
             }];
-            let mut rx = start(&cfg);
+            let rx = start(&cfg);
             let port = rx.local_addrs()[0].port();
             let from = socket2::Socket::new(
                 socket2::Domain::IPV6,
@@ -466,14 +470,7 @@ fn multicast_v6_delivery_in_a_private_netns() {
             from.set_multicast_loop_v6(true).unwrap();
             let from: UdpSocket = from.into();
             let to = SocketAddr::V6(std::net::SocketAddrV6::new(group, port, 0, index));
-            let datagrams: Vec<Vec<u8>> = (0..60).map(|i| valid(i).to_vec()).collect();
-            send_paced(&rx, &from, to, &datagrams);
-            std::thread::sleep(Duration::from_millis(50));
-            let c = rx.counts();
-            assert_eq!((c.received, c.accepted), (60, 60), "{backend:?} x{workers}");
-            let total: usize = drain(&mut rx.consumers).iter().map(Vec::len).sum();
-            assert_eq!(total, 60);
-            rx.stop();
+            multicast_delivers_each_once(rx, &from, to, &format!("{backend:?} x{workers}"));
         }
     }
 }

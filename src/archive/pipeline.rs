@@ -18,9 +18,7 @@ use super::report::{self, Counters, Lag};
 use super::rows::{self, OpsKind};
 use super::{AckMode, ArchiveConfig};
 use crate::config::Config;
-use crate::jetstream::{
-    STREAM_OPS, STREAM_TELEMETRY, StreamSettings, ensure_stream, ops_stream, telemetry_stream,
-};
+use crate::jetstream::{STREAM_OPS, STREAM_TELEMETRY, ensure_stream, ops_stream, telemetry_stream};
 use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
 use anyhow::Context as _;
 use async_nats::jetstream::{
@@ -710,14 +708,7 @@ pub async fn run(
     let client = crate::ingest::connect(&cfg.nats).await?;
     let js = jetstream::new(client.clone());
     if cfg.stream.create {
-        let settings = StreamSettings {
-            replicas: cfg.stream.replicas,
-            duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
-            max_age: Duration::from_secs(cfg.stream.max_age_s),
-            // As ingest makes it: turning it off would push running ingest
-            // boxes back to pipelined publishing.
-            allow_batch_publish: true,
-        };
+        let settings = cfg.stream.telemetry_settings();
         ensure_stream(
             &js,
             telemetry_stream(&cfg.nats.subject_prefix, &settings),

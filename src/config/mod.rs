@@ -86,6 +86,21 @@ pub struct StreamConfig {
     pub max_age_s: u64,
 }
 
+impl StreamConfig {
+    /// The `TSPI` stream's settings. Fast-ingest batches stay allowed
+    /// whatever part (ingest in either mode, the archiver) creates or
+    /// updates the stream: switching them off would push running ingest
+    /// boxes back to pipelined publishing.
+    pub fn telemetry_settings(&self) -> crate::jetstream::StreamSettings {
+        crate::jetstream::StreamSettings {
+            replicas: self.replicas,
+            duplicate_window: std::time::Duration::from_secs(self.duplicate_window_s),
+            max_age: std::time::Duration::from_secs(self.max_age_s),
+            allow_batch_publish: true,
+        }
+    }
+}
+
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {

@@ -97,7 +97,7 @@ pub fn utc_day_ticks(unix_ns: u64) -> (u16, u32) {
 
 /// (year, month, day) to days since 1970-01-01 (H. Hinnant's
 /// `days_from_civil`), the inverse of [`civil_from_days`].
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -344,29 +344,11 @@ pub enum PayloadValues {
     Spherical(SphericalValues),
 }
 
-/// The telemetry record, field for field the CBOR body, in the same order.
-/// Serialises to the contract's JSON form; deserialises from the CBOR body
-/// (with ciborium) or the JSON form.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    #[serde(rename = "type")]
-    pub frame_type: String,
-    pub sensor_id: u16,
-    pub day: u16,
-    pub time_s: f64,
-    pub status: u8,
-    pub status_flags: StatusFlags,
-    pub recv_epoch_ms: u64,
-    pub recv_iso: String,
-    pub payload: PayloadValues,
-}
-
-impl Record {
-    pub fn new(frame: &Frame, recv: RecvTime) -> Self {
-        let f = frame.validity();
-        let v = frame.values();
-        let payload = match frame.frame_type() {
+impl PayloadValues {
+    /// The nine values of a frame type, in contract order (as
+    /// [`Frame::values`] gives them).
+    pub fn from_values(frame_type: crate::codec::FrameType, v: [f64; 9]) -> Self {
+        match frame_type {
             crate::codec::FrameType::Geocentric => PayloadValues::Geocentric(GeocentricValues {
                 x_m: v[0],
                 y_m: v[1],
@@ -389,24 +371,57 @@ impl Record {
                 elevation_accel_dps2: v[7],
                 range_accel_mps2: v[8],
             }),
-        };
+        }
+    }
+}
+
+impl From<[bool; 9]> for StatusFlags {
+    /// The nine validity booleans in contract order (as
+    /// [`Frame::validity`] gives them).
+    fn from(f: [bool; 9]) -> Self {
+        StatusFlags {
+            position_x_valid: f[0],
+            position_y_valid: f[1],
+            position_z_valid: f[2],
+            velocity_x_valid: f[3],
+            velocity_y_valid: f[4],
+            velocity_z_valid: f[5],
+            acceleration_x_valid: f[6],
+            acceleration_y_valid: f[7],
+            acceleration_z_valid: f[8],
+        }
+    }
+}
+
+/// The telemetry record, field for field the CBOR body, in the same order.
+/// Serialises to the contract's JSON form; deserialises from the CBOR body
+/// (with ciborium) or the JSON form.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    #[serde(rename = "type")]
+    pub frame_type: String,
+    pub sensor_id: u16,
+    pub day: u16,
+    pub time_s: f64,
+    pub status: u8,
+    pub status_flags: StatusFlags,
+    pub recv_epoch_ms: u64,
+    pub recv_iso: String,
+    pub payload: PayloadValues,
+}
+
+impl Record {
+    pub fn new(frame: &Frame, recv: RecvTime) -> Self {
+        let f = frame.validity();
+        let payload = PayloadValues::from_values(frame.frame_type(), frame.values());
         Record {
             frame_type: frame.frame_type().name().to_owned(),
             sensor_id: frame.sensor_id,
             day: frame.day,
             time_s: frame.time_s(),
             status: frame.status,
-            status_flags: StatusFlags {
-                position_x_valid: f[0],
-                position_y_valid: f[1],
-                position_z_valid: f[2],
-                velocity_x_valid: f[3],
-                velocity_y_valid: f[4],
-                velocity_z_valid: f[5],
-                acceleration_x_valid: f[6],
-                acceleration_y_valid: f[7],
-                acceleration_z_valid: f[8],
-            },
+            status_flags: StatusFlags::from(f),
             recv_epoch_ms: recv.epoch_ms(),
             recv_iso: String::from_utf8_lossy(&recv.iso()).into_owned(),
             payload,

@@ -71,6 +71,16 @@ struct Batch {
     stream_before: Option<u64>,
 }
 
+impl Batch {
+    /// Hand the unacknowledged frames back, oldest first, ahead of any
+    /// other retries, due at `due`.
+    fn requeue(self, due: Instant, retries: &mut VecDeque<(Instant, Pending)>) {
+        for s in self.unacked.into_iter().rev() {
+            retries.push_front((due, s.pending));
+        }
+    }
+}
+
 enum Failure {
     /// The batch is over; republish its unacknowledged frames.
     Batch(String),
@@ -326,10 +336,7 @@ impl Publisher {
                         "the server refused fast-ingest batches: publishing pipelined"
                     );
                     if let Some(b) = batch.take() {
-                        let now = Instant::now();
-                        for s in b.unacked.into_iter().rev() {
-                            retries.push_front((now, s.pending));
-                        }
+                        b.requeue(Instant::now(), &mut retries);
                     }
                     return Outcome::Fallback(retries);
                 }
@@ -425,10 +432,7 @@ impl Publisher {
                 .retried
                 .fetch_add(b.unacked.len() as u64, Relaxed);
             let attempts = b.unacked.front().map_or(1, |s| s.pending.attempts);
-            let due = Instant::now() + self.backoff(attempts);
-            for s in b.unacked.into_iter().rev() {
-                retries.push_front((due, s.pending));
-            }
+            b.requeue(Instant::now() + self.backoff(attempts), retries);
             // The failed batch may have stored some: the stream position
             // is unknown until asked again.
             *stream_last = self.stream_last_sequence(stream).await;

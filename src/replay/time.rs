@@ -20,17 +20,6 @@ fn err(text: &str, why: &'static str) -> TimeError {
     }
 }
 
-/// (year, month, day) to days since 1970-01-01 (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
@@ -98,7 +87,7 @@ pub fn parse_rfc3339_ns(text: &str) -> Result<u64, TimeError> {
         }
         _ => return Err(err(text, "expected Z or an offset like +02:00 at the end")),
     };
-    let secs = days_from_civil(y, mo, d) * 86_400
+    let secs = crate::message::days_from_civil(y, mo, d) * 86_400
         + i64::from(h) * 3600
         + i64::from(mi) * 60
         + i64::from(s)

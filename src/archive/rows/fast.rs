@@ -9,8 +9,8 @@
 //! Why: the archive decodes every message on one task; serde's generic map
 //! matching was the larger part of that cost.
 
-use crate::codec::{GEOCENTRIC_NAMES, SPHERICAL_NAMES, VALIDITY_NAMES};
-use crate::message::{GeocentricValues, PayloadValues, Record, SphericalValues, StatusFlags};
+use crate::codec::{FrameType, GEOCENTRIC_NAMES, SPHERICAL_NAMES, VALIDITY_NAMES};
+use crate::message::{PayloadValues, Record, StatusFlags};
 
 struct Cursor<'a> {
     b: &'a [u8],
@@ -93,9 +93,9 @@ pub(super) fn record(body: &[u8]) -> Option<Record> {
     }
     c.key("type")?;
     let frame_type = c.text()?;
-    let names = match frame_type {
-        "geocentric" => &GEOCENTRIC_NAMES,
-        "spherical" => &SPHERICAL_NAMES,
+    let (kind, names) = match frame_type {
+        "geocentric" => (FrameType::Geocentric, &GEOCENTRIC_NAMES),
+        "spherical" => (FrameType::Spherical, &SPHERICAL_NAMES),
         _ => return None,
     };
     c.key("sensor_id")?;
@@ -131,48 +131,14 @@ pub(super) fn record(body: &[u8]) -> Option<Record> {
     if c.at != body.len() {
         return None;
     }
-    let payload = if frame_type == "geocentric" {
-        PayloadValues::Geocentric(GeocentricValues {
-            x_m: v[0],
-            y_m: v[1],
-            z_m: v[2],
-            vx_mps: v[3],
-            vy_mps: v[4],
-            vz_mps: v[5],
-            ax_mps2: v[6],
-            ay_mps2: v[7],
-            az_mps2: v[8],
-        })
-    } else {
-        PayloadValues::Spherical(SphericalValues {
-            range_m: v[0],
-            azimuth_deg: v[1],
-            elevation_deg: v[2],
-            azimuth_rate_dps: v[3],
-            elevation_rate_dps: v[4],
-            range_rate_mps: v[5],
-            azimuth_accel_dps2: v[6],
-            elevation_accel_dps2: v[7],
-            range_accel_mps2: v[8],
-        })
-    };
+    let payload = PayloadValues::from_values(kind, v);
     Some(Record {
         frame_type: frame_type.to_owned(),
         sensor_id,
         day,
         time_s,
         status,
-        status_flags: StatusFlags {
-            position_x_valid: f[0],
-            position_y_valid: f[1],
-            position_z_valid: f[2],
-            velocity_x_valid: f[3],
-            velocity_y_valid: f[4],
-            velocity_z_valid: f[5],
-            acceleration_x_valid: f[6],
-            acceleration_y_valid: f[7],
-            acceleration_z_valid: f[8],
-        },
+        status_flags: StatusFlags::from(f),
         recv_epoch_ms,
         recv_iso,
         payload,
