@@ -112,8 +112,9 @@ struct RunArgs {
     /// After sending, wait up to this long after the last arrival.
     #[arg(long, default_value_t = 5.0)]
     drain_s: f64,
-    /// Let datagrams go up to this late to save wakeups (0: exactly on time,
-    /// spinning on short gaps).
+    /// Let datagrams go up to this late, sleeping instead of spinning between
+    /// them (0: exactly on time, spinning on short gaps, which keeps a core
+    /// busy).
     #[arg(long, default_value_t = 0)]
     coalesce_us: u64,
     /// Seconds between progress lines (stderr).
@@ -178,6 +179,11 @@ struct CapacityArgs {
     /// a fresh stream's first seconds are slower than its steady state.
     #[arg(long, default_value_t = 5.0)]
     warmup_s: f64,
+    /// Let datagrams go up to this late, sleeping instead of spinning between
+    /// them (0: exactly on time, spinning on short gaps, which takes a whole
+    /// core from the box under test when it shares the machine).
+    #[arg(long, default_value_t = 100)]
+    coalesce_us: u64,
     /// Directory for capacity.md, capacity.json, capacity.svg and step-N.hgrm.
     #[arg(long, default_value = "capacity")]
     out: PathBuf,
@@ -499,7 +505,7 @@ async fn capacity(
             c.warmup_s,
             DriveOutput::Udp {
                 targets: c.udp.clone(),
-                coalesce_ns: 0,
+                coalesce_ns: c.coalesce_us * 1000,
             },
             &client,
             &source,
@@ -528,7 +534,7 @@ async fn capacity(
             c.step_s,
             DriveOutput::Udp {
                 targets: c.udp.clone(),
-                coalesce_ns: 0,
+                coalesce_ns: c.coalesce_us * 1000,
             },
             &client,
             &source,

@@ -70,15 +70,21 @@ impl SendStats {
     }
 }
 
-/// Sleep (coarsely) then spin until `t_unix_ns`, or until `stop`.
-fn wait_until(clock: &Clock, t_unix_ns: u64, stop: &AtomicBool) {
+/// Wait until `t_unix_ns`, or until `stop`. With `spin`, sleep coarsely
+/// and then spin, so the wait ends within a microsecond or two of the time
+/// (and a short gap keeps the core busy); without, only sleep: the wait
+/// ends up to the kernel's timer slack (~50-100 µs) late, and the core is
+/// free for others in between.
+fn wait_until(clock: &Clock, t_unix_ns: u64, stop: &AtomicBool, spin: bool) {
     loop {
         let now = clock.unix_ns();
         if now >= t_unix_ns || stop.load(Relaxed) {
             return;
         }
         let left = t_unix_ns - now;
-        if left > 400_000 {
+        if !spin {
+            std::thread::sleep(Duration::from_nanos(left.min(50_000_000)));
+        } else if left > 400_000 {
             // Linux sleeps overshoot by ~50-100 µs: wake early, then spin.
             std::thread::sleep(Duration::from_nanos(left.min(50_000_000) - 250_000));
         } else {
@@ -91,8 +97,10 @@ fn wait_until(clock: &Clock, t_unix_ns: u64, stop: &AtomicBool) {
 /// time: datagrams due are sent at once in batches of up to 64 (one UDP GSO
 /// send each); when nothing is due the sender waits for the next due time
 /// plus `coalesce_ns` (0: send each datagram on its due time, spinning
-/// when the gap is short; more: fewer wakeups, each datagram up to that
-/// much late, which the latency then shows). A sender that falls behind
+/// when the gap is short, which keeps a core busy; more: sleep only, never
+/// spin, so each datagram goes up to `coalesce_ns` plus the kernel's timer
+/// slack late, which the latency then shows, and the core stays free for
+/// the system under test). A sender that falls behind
 /// never skips and never slows the schedule: it sends what is due as fast
 /// as it can and reports the lag.
 ///
@@ -119,7 +127,7 @@ pub fn send_udp(
             let n = generator.fill_due(now, &mut buf);
             if n == 0 {
                 let next = generator.schedule().intended_unix_ns(first);
-                wait_until(clock, next + coalesce_ns, stop);
+                wait_until(clock, next + coalesce_ns, stop, coalesce_ns == 0);
                 continue;
             }
             stats.note_lag(now.saturating_sub(generator.schedule().intended_unix_ns(first)));
