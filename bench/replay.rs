@@ -11,7 +11,9 @@
 //!    times in the bodies and the server's store times are spaced 50 µs;
 //! 2. **ours**: `tspi replay`'s pipeline in-process: `TSPI` from sequence 1
 //!    → pacer (sleep then spin) → JetStream publish into
-//!    `tspi.channel.replay.bench` (`TSPI_REPLAY`);
+//!    `tspi.channel.replay.bench<k>` (`TSPI_REPLAY`), three times: ordinary
+//!    scheduling (the default), and the pacing thread under `SCHED_FIFO`
+//!    spinning the last 30 µs before each message or only sleeping;
 //! 3. **native**: a push consumer on `TSPI` with `ReplayPolicy::Original`
 //!    delivering to `tspi.channel.replay.native` (the server paces by store
 //!    time; it sleeps only for gaps over 1 ms, measured from the previous
@@ -400,47 +402,92 @@ fn main() {
         piped.sink.acked
     );
 
-    // The harness's server holds 2 GB of file store: make room.
-    rt.block_on(async {
-        js.get_stream("TSPI_REPLAY").await?.purge().await?;
-        Ok::<_, anyhow::Error>(())
-    })
-    .expect("purge TSPI_REPLAY");
-
-    // 2. Ours.
+    // 2. Ours, with ordinary scheduling (the default) and with the pacing
+    //    thread under SCHED_FIFO (`channels.pacing_realtime_priority`),
+    //    spinning the last 30 µs or only sleeping, one after the other.
     let sub_client = rt
         .block_on(async_nats::connect(server.url()))
         .expect("connect");
-    let channel = ChannelId::parse("replay.bench").expect("channel");
-    let sub = rt
-        .block_on(async {
-            let s = sub_client.subscribe(channel.subject()).await?;
-            sub_client.flush().await?;
-            Ok::<_, anyhow::Error>(s)
-        })
-        .expect("subscribe");
     let within = Duration::from_secs(secs * 2 + 30);
-    let collector = rt.spawn(arrivals(sub, n, false, within));
-    let mut source = StreamSource::new(handle.clone(), js.clone(), StartAt::Sequence(1), None);
-    source.with_tags = false;
-    let sink = ChannelSink::new(
-        handle.clone(),
-        js.clone(),
-        channel,
-        "tags.broadcast".into(),
-        2048,
-    );
-    let ours = Job::spawn(
-        "ours",
-        Box::new(source),
-        Box::new(sink),
-        DriverConfig::default(),
-    )
-    .expect("replay")
-    .wait_blocking()
-    .expect("replay ran");
-    let ours_arrivals = rt.block_on(collector).expect("collector");
-    let ours_spacing = spacing(&ours_arrivals);
+    let variants = [
+        ("ours, ordinary scheduling", DriverConfig::default()),
+        (
+            "ours, SCHED_FIFO 10, spin 30 us",
+            DriverConfig {
+                realtime_priority: Some(10),
+                spin: Duration::from_micros(30),
+                ..DriverConfig::default()
+            },
+        ),
+        (
+            "ours, SCHED_FIFO 10, no spin",
+            DriverConfig {
+                realtime_priority: Some(10),
+                spin: Duration::ZERO,
+                ..DriverConfig::default()
+            },
+        ),
+    ];
+    let mut ours_lines = Vec::new();
+    for (k, (label, cfg)) in variants.into_iter().enumerate() {
+        // The harness's server holds 2 GB of file store: make room.
+        rt.block_on(async {
+            js.get_stream("TSPI_REPLAY").await?.purge().await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .expect("purge TSPI_REPLAY");
+        let channel = ChannelId::parse(&format!("replay.bench{k}")).expect("channel");
+        let sub = rt
+            .block_on(async {
+                let s = sub_client.subscribe(channel.subject()).await?;
+                sub_client.flush().await?;
+                Ok::<_, anyhow::Error>(s)
+            })
+            .expect("subscribe");
+        let collector = rt.spawn(arrivals(sub, n, false, within));
+        let mut source = StreamSource::new(handle.clone(), js.clone(), StartAt::Sequence(1), None);
+        source.with_tags = false;
+        let sink = ChannelSink::new(
+            handle.clone(),
+            js.clone(),
+            channel,
+            "tags.broadcast".into(),
+            2048,
+        );
+        let ours = match Job::spawn("ours", Box::new(source), Box::new(sink), cfg)
+            .expect("replay")
+            .wait_blocking()
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // SCHED_FIFO refused (no CAP_SYS_NICE): say so, go on.
+                collector.abort();
+                ours_lines.push(format!("{label}: not run: {e}"));
+                continue;
+            }
+        };
+        let got = rt.block_on(collector).expect("collector");
+        ours_lines.push(format!(
+            "{label}, pacing thread (send minus scheduled): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  drift at end {:+.1} us ({} sent, {} acked, {} failed)",
+            ours.pace.error_ns.value_at_quantile(0.5) as f64 / 1e3,
+            ours.pace.error_ns.value_at_quantile(0.99) as f64 / 1e3,
+            ours.pace.error_ns.value_at_quantile(0.999) as f64 / 1e3,
+            ours.pace.error_ns.max() as f64 / 1e3,
+            ours.pace.drift_end_ns as f64 / 1e3,
+            ours.sink.sent,
+            ours.sink.acked,
+            ours.sink.failed,
+        ));
+        ours_lines.push(line(
+            &format!("{label}, at a subscriber"),
+            &spacing(&got),
+            n,
+        ));
+        if smoke && k == 0 {
+            assert_eq!(ours.pace.telemetry, n, "ours replayed everything");
+            assert_eq!(got.len() as u64, n, "ours: every message arrived");
+        }
+    }
 
     // 3. JetStream-native ReplayPolicy::Original.
     let native_subject = "tspi.channel.replay.native";
@@ -470,28 +517,14 @@ fn main() {
     let native_arrivals = rt.block_on(collector).expect("collector");
     let native_spacing = spacing(&native_arrivals);
 
-    println!(
-        "ours, pacing thread (send minus scheduled): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  drift at end {:+.1} us ({} sent, {} acked, {} failed)",
-        ours.pace.error_ns.value_at_quantile(0.5) as f64 / 1e3,
-        ours.pace.error_ns.value_at_quantile(0.99) as f64 / 1e3,
-        ours.pace.error_ns.value_at_quantile(0.999) as f64 / 1e3,
-        ours.pace.error_ns.max() as f64 / 1e3,
-        ours.pace.drift_end_ns as f64 / 1e3,
-        ours.sink.sent,
-        ours.sink.acked,
-        ours.sink.failed,
-    );
-    println!(
-        "{}",
-        line("ours, at a subscriber          ", &ours_spacing, n)
-    );
+    for l in &ours_lines {
+        println!("{l}");
+    }
     println!(
         "{}",
         line("native Original, at a subscriber", &native_spacing, n)
     );
     if smoke {
-        assert_eq!(ours.pace.telemetry, n, "ours replayed everything");
-        assert_eq!(ours_arrivals.len() as u64, n, "ours: every message arrived");
         assert_eq!(
             native_arrivals.len() as u64,
             n,

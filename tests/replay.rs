@@ -106,6 +106,102 @@ fn real_time_pacing_keeps_order_and_spacing() {
     assert_spacing("memory sink 4x", &at, &recorded, 4.0);
 }
 
+/// Runs `f` on a fresh thread (placement changes the calling thread).
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+#[test]
+fn pacing_thread_placement_is_applied_or_refused_by_name() {
+    use tspi::replay::driver::place_current_thread;
+    // Core 0 exists everywhere: the thread is then allowed there only.
+    let cpus = on_own_thread(|| {
+        place_current_thread(Some(0), None).unwrap();
+        // SAFETY: cpu_set_t is plain bits; all-zero is a valid (empty) set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sched_getaffinity(2) fills `set`, whose size it is given.
+        let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+        assert_eq!(r, 0);
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: c is below CPU_SETSIZE, the set's size in bits.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(cpus, vec![0]);
+    let e = on_own_thread(|| place_current_thread(Some(100_000), None).unwrap_err());
+    assert!(e.to_string().contains("core 100000"), "{e}");
+    let e = on_own_thread(|| place_current_thread(None, Some(0)).unwrap_err());
+    assert!(e.to_string().contains("outside 1..=99"), "{e}");
+    // SCHED_FIFO: granted to root / CAP_SYS_NICE, else refused by name.
+    let (r, policy) = on_own_thread(|| {
+        let r = place_current_thread(None, Some(5));
+        // SAFETY: sched_getscheduler(2) on the calling thread.
+        (r, unsafe { libc::sched_getscheduler(0) })
+    });
+    match r {
+        Ok(()) => assert_eq!(policy, libc::SCHED_FIFO),
+        Err(e) => {
+            // SAFETY: geteuid(2) cannot fail.
+            assert_ne!(unsafe { libc::geteuid() }, 0, "root is refused: {e}");
+            assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn the_channels_config_gives_each_replay_its_pacing_placement() {
+    let mut c = tspi::replay::ChannelsConfig::default();
+    let d = c.driver(Rate::ORIGINAL, 0);
+    assert_eq!((d.core, d.realtime_priority), (None, None));
+    c.pacing_cores = vec![2, 3];
+    c.pacing_realtime_priority = 20;
+    let cores: Vec<_> = (0..4).map(|n| c.driver(Rate::ORIGINAL, n).core).collect();
+    assert_eq!(cores, [Some(2), Some(3), Some(2), Some(3)]);
+    assert_eq!(c.driver(Rate::ORIGINAL, 0).realtime_priority, Some(20));
+    assert_eq!(
+        c.driver(Rate::ORIGINAL, 0).spin,
+        Duration::from_micros(c.spin_us)
+    );
+    c.pacing_realtime_priority = 100;
+    assert!(
+        c.problems()
+            .iter()
+            .any(|p| p.contains("pacing_realtime_priority")),
+        "{:?}",
+        c.problems()
+    );
+}
+
+#[test]
+fn a_realtime_pacing_thread_keeps_the_spacing_too() {
+    // Under SCHED_FIFO with no spin, the pacer only sleeps.
+    let offsets = even(200, 2_000_000); // 0.4 s
+    let items = telemetry_items(&offsets);
+    let cfg = DriverConfig {
+        realtime_priority: Some(5),
+        spin: Duration::ZERO,
+        ..DriverConfig::default()
+    };
+    let job = Job::spawn(
+        "rt",
+        Box::new(VecSource::new(items)),
+        Box::new(MemorySink::default()),
+        cfg,
+    )
+    .unwrap();
+    let out = job
+        .wait_blocking()
+        .expect("SCHED_FIFO needs root or CAP_SYS_NICE (the test suite runs as root)");
+    assert_eq!(out.pace.telemetry, 200);
+    assert_eq!(out.sink.sent, 200);
+    assert!(out.pace.drift_end_ns >= 0, "never early");
+    assert!(
+        out.pace.drift_end_ns < TOLERANCE_NS,
+        "drift {} ns",
+        out.pace.drift_end_ns
+    );
+}
+
 #[test]
 fn controls_pause_and_stop_a_running_replay() {
     let items = telemetry_items(&even(400, 5_000_000)); // 2 s
@@ -424,51 +520,52 @@ fn the_command_line_replays_a_capture_into_a_channel() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
 }
 
-/// Minimal archive tables: the columns this source reads. The archive's
-/// own migrations (branch `archive`) create a superset of these.
-const FIXTURE_DDL: &str = "
-CREATE TABLE tspi_telemetry (
-    recv_time timestamptz NOT NULL,
-    recv_epoch_ms bigint NOT NULL,
-    sensor_id integer NOT NULL,
-    msg_type text NOT NULL,
-    raw bytea NOT NULL,
-    msg_id text NOT NULL,
-    stream_seq bigint NOT NULL
-);
-CREATE TABLE tspi_tags (
-    id text NOT NULL,
-    ts timestamptz NOT NULL,
-    label text,
-    body bytea NOT NULL,
-    stream_seq bigint
-);";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_replay_rebuilds_every_body_and_its_tags() {
     let pg = tokio::task::spawn_blocking(PgCluster::start)
         .await
         .unwrap()
         .unwrap();
-    let (db, conn) = tokio_postgres::connect(&pg.dsn(), tokio_postgres::NoTls)
+    let (mut db, conn) = tokio_postgres::connect(&pg.dsn(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    db.batch_execute(FIXTURE_DDL).await.unwrap();
+    // The archive's own schema, as `tspi archive` creates it.
+    tspi::archive::schema::migrate(&mut db, tspi::archive::Partitioning::Native)
+        .await
+        .unwrap();
     // 40 messages 10 ms apart, with odd nanoseconds so the rebuilt receive
     // time must satisfy both stored roundings; inserted out of order.
     let offsets: Vec<u64> = (0..40u64)
         .map(|i| i * 10_000_000 + 499_500 + i * 37)
         .collect();
     let rec = recording(&offsets);
-    for (k, (recv, m, f)) in rec.iter().enumerate().rev() {
+    // Rows as the archiver decodes them from the stream's bodies.
+    let rows: Vec<_> = rec
+        .iter()
+        .map(|(_, m, _)| tspi::archive::rows::decode_telemetry(&m.body, Some(&m.subject)).unwrap())
+        .collect();
+    let days: Vec<i32> = rows.iter().map(|r| r.day_index()).collect();
+    db.execute("SELECT tspi_archive_ensure_partitions($1)", &[&days])
+        .await
+        .unwrap();
+    // (The body does not carry every status bit, so the archiver's frame,
+    // not the sender's, is what is stored and what the body is rebuilt from.)
+    for (k, ((_, m, _), row)) in rec.iter().zip(&rows).enumerate().rev() {
+        let f = &row.frame;
         db.execute(
-            "INSERT INTO tspi_telemetry VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tspi_telemetry (recv_time, recv_epoch_ms, sensor_id, msg_type, day, time_s, \
+             status, status_flags, raw, msg_id, stream_seq) \
+             VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
-                &(recv.epoch_us() as i64),
-                &(recv.epoch_ms() as i64),
+                &row.recv_unix_us,
+                &row.recv_epoch_ms,
                 &i32::from(f.sensor_id),
                 &f.frame_type().name(),
+                &(f.day as i16),
+                &(f64::from(f.time_ticks) / 10_000.0),
+                &i16::from(f.status),
+                &i32::from(f.status_flags),
                 &f.encode().to_vec(),
                 &m.msg_id,
                 &(k as i64 + 1),
@@ -477,11 +574,21 @@ async fn archive_replay_rebuilds_every_body_and_its_tags() {
         .await
         .unwrap();
     }
-    for (id, off) in [("t-mid", 200_000_000u64), ("t-late", 9_000_000_000)] {
+    // Tags as the archiver keeps them: every version, keyed (id, updated_ts).
+    // t-mid's first version sat at 300 ms; its latest moved it to 200 ms:
+    // only the latest plays.
+    let tag_rows = [
+        ("t-mid", 300_000_000u64, 1i64, 1i64),
+        ("t-mid", 200_000_000, 2, 3),
+        ("t-late", 9_000_000_000, 1, 2),
+    ];
+    for (id, off, updated, seq) in tag_rows {
         let ts = T0_NS + off;
         db.execute(
-            "INSERT INTO tspi_tags VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', 'x', $3, 1)",
-            &[&id, &((ts / 1000) as i64), &tag_body(id, ts, "x")],
+            "INSERT INTO tspi_tags (id, ts, label, updated_ts, body, subject, stream_seq) \
+             VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', 'x', \
+                     'epoch'::timestamptz + $3::bigint * interval '1 second', $4, 'tags.broadcast', $5)",
+            &[&id, &((ts / 1000) as i64), &updated, &tag_body(id, ts, "x"), &seq],
         )
         .await
         .unwrap();

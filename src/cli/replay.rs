@@ -216,10 +216,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("checked above"),
     };
     let driver = DriverConfig {
-        rate: a.rate,
         looping: a.looping,
-        spin: Duration::from_micros(ch.spin_us),
-        ..DriverConfig::default()
+        ..ch.driver(a.rate, 0)
     };
     tracing::info!(%target, rate = a.rate.get(), "replay starting");
     let job = Job::spawn("cli", source, sink, driver)?;

@@ -4,11 +4,12 @@
 //! body is rebuilt byte for byte by re-encoding the datagram at a receive
 //! time that renders to both ([`super::time::recv_time_from_stored`]).
 //!
-//! Tables read (the archive's migrations create a superset):
-//! `tspi_telemetry(recv_time timestamptz, recv_epoch_ms bigint, raw bytea,
-//! msg_id text, stream_seq bigint, ...)` and `tspi_tags(id text, ts
-//! timestamptz, body bytea, ...)`. Rows are read through a cursor (a portal
-//! in one read-only transaction) in batches of `read_ahead.batch_len`.
+//! Tables read (created by the archive's migrations, `schema/`):
+//! `tspi_telemetry(recv_time, recv_epoch_ms, raw, msg_id, stream_seq, ...)`
+//! and `tspi_tags(id, ts, updated_ts, body, stream_seq, ...)`, of which each
+//! tag's latest version (by `updated_ts`) counts, as in the stream source.
+//! Rows are read through a cursor (a portal in one read-only transaction)
+//! in batches of `read_ahead.batch_len`.
 
 use super::source::{ReadAhead, Source, SourceStats, TAGS_MAX, parse_tag};
 use super::time::recv_time_from_stored;
@@ -43,7 +44,9 @@ ORDER BY recv_time, stream_seq";
 
 const TAGS_SQL: &str = "\
 SELECT id, body
-FROM tspi_tags
+FROM (SELECT DISTINCT ON (id) id, ts, body
+      FROM tspi_tags
+      ORDER BY id, updated_ts DESC, stream_seq DESC) AS latest
 WHERE ts >= 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'
   AND ts <= 'epoch'::timestamptz + $2::bigint * interval '1 microsecond'
 ORDER BY ts, id
@@ -51,7 +54,7 @@ LIMIT $3";
 
 const TAG_SQL: &str = "\
 SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM tspi_tags WHERE id = $1
-ORDER BY stream_seq DESC NULLS LAST LIMIT 1";
+ORDER BY updated_ts DESC, stream_seq DESC LIMIT 1";
 
 #[derive(Debug, Default)]
 struct Counters {

@@ -35,6 +35,14 @@ pub struct DriverConfig {
     /// The first message plays this long after the start (lets subscribers
     /// and the read-ahead settle).
     pub start_delay: Duration,
+    /// Pin the pacing thread to this core (`core_affinity`); `None`: not
+    /// pinned.
+    pub core: Option<usize>,
+    /// Run the pacing thread under `SCHED_FIFO` at this priority (1-99;
+    /// needs `CAP_SYS_NICE`). It then preempts ordinary threads the moment
+    /// a message is due instead of waiting for the scheduler's next turn,
+    /// and its sleeps end without timer slack. `None`: ordinary scheduling.
+    pub realtime_priority: Option<u8>,
 }
 
 impl Default for DriverConfig {
@@ -44,6 +52,8 @@ impl Default for DriverConfig {
             looping: false,
             spin: Duration::from_micros(200),
             start_delay: Duration::from_millis(50),
+            core: None,
+            realtime_priority: None,
         }
     }
 }
@@ -193,6 +203,46 @@ pub fn run(
     Ok(report)
 }
 
+/// Put the calling thread on `core` and under `SCHED_FIFO` at
+/// `realtime_priority`, as asked; an error names what was refused and why.
+pub fn place_current_thread(
+    core: Option<usize>,
+    realtime_priority: Option<u8>,
+) -> Result<(), ReplayError> {
+    if let Some(core) = core {
+        // Checked first: core_affinity panics on a core past CPU_SETSIZE.
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        if !cores.iter().any(|c| c.id == core)
+            || !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+        {
+            return Err(ReplayError::Placement(format!(
+                "cannot pin the pacing thread to core {core} (this process may use cores {:?})",
+                cores.iter().map(|c| c.id).collect::<Vec<_>>()
+            )));
+        }
+    }
+    if let Some(priority) = realtime_priority {
+        if !(1..=99).contains(&priority) {
+            return Err(ReplayError::Placement(format!(
+                "realtime priority {priority} is outside 1..=99"
+            )));
+        }
+        let param = libc::sched_param {
+            sched_priority: i32::from(priority),
+        };
+        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with
+        // a valid policy and an initialised parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(ReplayError::Placement(format!(
+                "cannot run the pacing thread under SCHED_FIFO priority {priority}: {e} \
+                 (needs CAP_SYS_NICE, or root; or leave realtime_priority unset)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Everything a finished replay reports.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -233,6 +283,10 @@ impl Job {
         std::thread::Builder::new()
             .name(format!("replay-{name}"))
             .spawn(move || {
+                if let Err(e) = place_current_thread(cfg.core, cfg.realtime_priority) {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
                 let r = run(source.as_mut(), sink.as_mut(), cfg, &rx).map(|pace| Outcome {
                     pace,
                     source: source.stats(),

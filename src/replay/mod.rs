@@ -65,6 +65,12 @@ pub struct ChannelsConfig {
     /// The pacer sleeps until this long before a message is due, then spins
     /// on the monotonic clock.
     pub spin_us: u64,
+    /// Cores for the pacing threads, taken in turn by successive replays;
+    /// empty: not pinned. Keep them off the receive cores.
+    pub pacing_cores: Vec<usize>,
+    /// Run pacing threads under `SCHED_FIFO` at this priority (1-99; needs
+    /// `CAP_SYS_NICE`); 0: ordinary scheduling.
+    pub pacing_realtime_priority: u8,
 }
 
 impl Default for ChannelsConfig {
@@ -83,6 +89,8 @@ impl Default for ChannelsConfig {
             read_batches_max: 8,
             acks_in_flight_max: 2048,
             spin_us: 200,
+            pacing_cores: Vec::new(),
+            pacing_realtime_priority: 0,
         }
     }
 }
@@ -113,6 +121,12 @@ impl ChannelsConfig {
         if self.spin_us > 10_000 {
             p.push("channels.spin_us must be at most 10000".into());
         }
+        if self.pacing_realtime_priority > 99 {
+            p.push(format!(
+                "channels.pacing_realtime_priority = {}: must be 0 (off) or 1..=99",
+                self.pacing_realtime_priority
+            ));
+        }
         if self.tag_subject.is_empty() || self.tag_subject.contains(['*', '>', ' ']) {
             p.push(format!(
                 "channels.tag_subject = {:?}: not a subject",
@@ -120,6 +134,21 @@ impl ChannelsConfig {
             ));
         }
         p
+    }
+}
+
+impl ChannelsConfig {
+    /// How the `n`-th replay started by this process is paced.
+    pub fn driver(&self, rate: pacer::Rate, n: usize) -> driver::DriverConfig {
+        driver::DriverConfig {
+            rate,
+            spin: std::time::Duration::from_micros(self.spin_us),
+            core: (!self.pacing_cores.is_empty())
+                .then(|| self.pacing_cores[n % self.pacing_cores.len()]),
+            realtime_priority: (self.pacing_realtime_priority > 0)
+                .then_some(self.pacing_realtime_priority),
+            ..driver::DriverConfig::default()
+        }
     }
 }
 
@@ -157,4 +186,6 @@ pub enum ReplayError {
     Sink(String),
     #[error("nothing to replay: {0}")]
     Empty(String),
+    #[error("pacing thread: {0}")]
+    Placement(String),
 }

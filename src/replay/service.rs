@@ -34,7 +34,7 @@ use super::channels::{
     ReplaySpec, SUBJECT_CTRL, SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ,
     SUBJECT_STATUS, from_cbor, to_cbor,
 };
-use super::driver::{DriverConfig, Job};
+use super::driver::Job;
 use super::pacer::{Control, Rate};
 use super::sink::ChannelSink;
 use super::source::{ReadAhead, StartAt, StreamSource, load_tags};
@@ -96,6 +96,8 @@ struct State {
     opts: ServiceOptions,
     active: BTreeMap<String, Active>,
     next_start: u64,
+    /// Replays started so far (picks each one's pacing core in turn).
+    started: std::sync::atomic::AtomicUsize,
     ended_tx: mpsc::UnboundedSender<Ended>,
     stats: Arc<ServiceStats>,
 }
@@ -144,6 +146,7 @@ pub async fn serve(
         opts,
         active: BTreeMap::new(),
         next_start: 0,
+        started: Default::default(),
         ended_tx,
         stats,
     };
@@ -428,11 +431,11 @@ impl State {
             tag_subject,
             c.acks_in_flight_max,
         );
-        let driver = DriverConfig {
+        let driver = c.driver(
             rate,
-            spin: Duration::from_micros(c.spin_us),
-            ..DriverConfig::default()
-        };
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         let job = Job::spawn(&name, Box::new(source), Box::new(sink), driver)
             .map_err(|e| e.to_string())?;
         let controls = job.controller();

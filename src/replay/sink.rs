@@ -7,13 +7,16 @@ use super::source::HEADER_REPLAY_CHANNEL;
 use super::{Item, ItemKind, ReplayError};
 use crate::codec::DATAGRAM_LEN;
 use crate::send::DatagramSender;
-use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Header with the subject a replayed message was first published on (the
 /// channel subject replaces it; the body is unchanged).
@@ -65,23 +68,35 @@ impl Counters {
 /// Publishes into a channel: telemetry on `tspi.channel.<channel>` with
 /// the body unchanged and `Nats-Msg-Id` `<original>:replay:<channel>`; tags
 /// on `tag_subject` with `<tag id>:replay:<channel>` and a
-/// `Tspi-Replay-Channel` header. Each publish is a JetStream publish whose
-/// ack is awaited on the runtime, at most `acks_in_flight_max` at once; the
-/// pacing thread only waits when that many are outstanding.
+/// `Tspi-Replay-Channel` header.
+///
+/// The pacing thread only builds the message and hands it over a bounded
+/// queue (no `block_on`, no task per message): one publisher task on the
+/// runtime takes what is queued, publishes each as a JetStream publish and
+/// keeps up to `acks_in_flight_max` acks outstanding. The pacing thread
+/// waits only when the queue is full, that is when JetStream is that far
+/// behind, and that wait shows as pacing error.
 pub struct ChannelSink {
     handle: tokio::runtime::Handle,
-    js: jetstream::Context,
+    queue: Option<tokio::sync::mpsc::Sender<Outgoing>>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
     channel: ChannelId,
     channel_text: String,
-    subject: String,
-    tag_subject: String,
-    permits: Arc<Semaphore>,
-    permits_max: u32,
+    subject: Subject,
+    tag_subject: Subject,
     counters: Arc<Counters>,
     id: String,
 }
 
+/// One message on its way from the pacing thread to the publisher task.
+struct Outgoing {
+    subject: Subject,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 impl ChannelSink {
+    /// Start the sink's publisher task on `handle`'s runtime.
     pub fn new(
         handle: tokio::runtime::Handle,
         js: jetstream::Context,
@@ -89,23 +104,80 @@ impl ChannelSink {
         tag_subject: String,
         acks_in_flight_max: usize,
     ) -> ChannelSink {
-        let permits_max = acks_in_flight_max.clamp(1, 65_536) as u32;
+        let max = acks_in_flight_max.clamp(1, 65_536);
+        let (tx, rx) = tokio::sync::mpsc::channel(max);
+        let counters = Arc::<Counters>::default();
+        let publisher = handle.spawn(publish_queued(js, rx, counters.clone(), max));
         ChannelSink {
             handle,
-            js,
-            subject: channel.subject(),
+            queue: Some(tx),
+            publisher: Some(publisher),
+            subject: Subject::from(channel.subject()),
             channel_text: channel.to_string(),
             channel,
-            tag_subject,
-            permits: Arc::new(Semaphore::new(permits_max as usize)),
-            permits_max,
-            counters: Arc::default(),
+            tag_subject: Subject::from(tag_subject),
+            counters,
             id: String::with_capacity(96),
         }
     }
 
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+}
+
+/// The publisher task: publish what the pacing thread queued, in order,
+/// with up to `max` acks outstanding; count acks and failures. Ends when
+/// the queue is closed and every ack has come (or failed).
+async fn publish_queued(
+    js: jetstream::Context,
+    mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
+    counters: Arc<Counters>,
+    max: usize,
+) {
+    type Ack = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        jetstream::publish::PublishAck,
+                        jetstream::context::PublishError,
+                    >,
+                > + Send,
+        >,
+    >;
+    let mut in_flight: FuturesUnordered<Ack> = FuturesUnordered::new();
+    let mut batch = Vec::with_capacity(256);
+    let mut open = true;
+    let count =
+        |r: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>| match r {
+            Ok(_) => {
+                counters.acked.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "replay publish not acked");
+                counters.failed.fetch_add(1, Relaxed);
+            }
+        };
+    while open || !in_flight.is_empty() {
+        let room = max.saturating_sub(in_flight.len()).min(256);
+        tokio::select! {
+            biased;
+            Some(r) = in_flight.next(), if !in_flight.is_empty() => count(r),
+            n = rx.recv_many(&mut batch, room), if open && room > 0 => {
+                if n == 0 {
+                    open = false;
+                }
+                for m in batch.drain(..) {
+                    match js.publish_with_headers(m.subject, m.headers, m.body).await {
+                        Ok(ack) => in_flight.push(Box::pin(ack.into_future())),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "replay publish failed");
+                            counters.failed.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -131,43 +203,46 @@ impl Sink for ChannelSink {
         };
         headers.insert("Nats-Msg-Id", self.id.as_str());
         headers.insert(HEADER_REPLAY_CHANNEL, self.channel_text.as_str());
-        let permits = self.permits.clone();
-        let Ok(permit) = self.handle.block_on(permits.acquire_owned()) else {
-            return Err(ReplayError::Sink("publisher closed".into()));
+        let m = Outgoing {
+            subject,
+            headers,
+            body,
         };
-        let publish = self
-            .handle
-            .block_on(self.js.publish_with_headers(subject, headers, body));
+        let Some(queue) = &self.queue else {
+            return Err(ReplayError::Sink("sink already finished".into()));
+        };
+        let sent = match queue.try_send(m) {
+            Ok(()) => Ok(()),
+            // JetStream is `acks_in_flight_max` behind: wait for room.
+            Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
+                queue.blocking_send(m).map_err(|_| ())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        sent.map_err(|()| ReplayError::Sink("the publisher task has ended".into()))?;
         self.counters.sent.fetch_add(1, Relaxed);
-        match publish {
-            Ok(ack) => {
-                let counters = self.counters.clone();
-                self.handle.spawn(async move {
-                    match ack.await {
-                        Ok(_) => counters.acked.fetch_add(1, Relaxed),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "replay publish not acked");
-                            counters.failed.fetch_add(1, Relaxed)
-                        }
-                    };
-                    drop(permit);
-                });
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.failed.fetch_add(1, Relaxed);
-                tracing::debug!(error = %e, "replay publish failed");
-                Ok(())
-            }
-        }
+        Ok(())
     }
 
     fn finish(&mut self, wait: Duration) -> SinkStats {
-        let permits = self.permits.clone();
-        let n = self.permits_max;
-        let _ = self.handle.block_on(async move {
-            tokio::time::timeout(wait, permits.acquire_many_owned(n)).await
-        });
+        // Closing the queue lets the publisher task end once every ack is in.
+        self.queue = None;
+        if let Some(mut publisher) = self.publisher.take() {
+            let done = self
+                .handle
+                .block_on(async { tokio::time::timeout(wait, &mut publisher).await.is_ok() });
+            if !done {
+                // What is still unacknowledged now counts as failed.
+                publisher.abort();
+                let s = self.counters.stats();
+                let left = s.sent.saturating_sub(s.acked + s.failed);
+                tracing::warn!(
+                    left,
+                    "replay acks still missing at the end: counted as failed"
+                );
+                self.counters.failed.fetch_add(left, Relaxed);
+            }
+        }
         self.counters.stats()
     }
 }
