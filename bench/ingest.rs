@@ -21,6 +21,8 @@
 //!    `tspi.ops.metrics.ingest.<host>`) and end-to-end, scheduled send →
 //!    delivered by an ordered consumer of the stream (no coordinated
 //!    omission: from the *scheduled* time);
+//!    Beside them, the floor: a bare async-nats client publishing at the
+//!    same rate on the same schedule, scheduled publish → ack;
 //! 4. **CPU per datagram** of the appliance process (utime + stime from
 //!    /proc/<pid>/stat over the run, divided by datagrams received).
 //!
@@ -238,6 +240,84 @@ impl Bench {
         });
         let cpu = cpu_seconds(std::process::id()) - cpu0;
         (rate, cpu * 1e6 / n.max(1) as f64)
+    }
+
+    /// Floor under the latency targets: a bare async-nats client publishing
+    /// pre-encoded contract messages open-loop at `rate` (paced like the
+    /// appliance's UDP sender: a thread that sleeps at most 200 µs) into a
+    /// fresh stream, each message's ack timed from its *scheduled* publish
+    /// time. No UDP, no rings, no receive thread: what any JetStream client
+    /// sees from this server at this rate on this box.
+    fn bare_latency(&self, rate: f64, duration: Duration) -> Histogram<u64> {
+        let js = self.rt.block_on(async {
+            let js = self.fresh_stream().await;
+            let settings = StreamSettings {
+                duplicate_window: DUPLICATE_WINDOW,
+                ..StreamSettings::default()
+            };
+            ensure_stream(
+                &js,
+                telemetry_stream("tspi", &settings),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("stream");
+            js
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            async_nats::jetstream::context::PublishAckFuture,
+            Instant,
+        )>();
+        let collector = self.rt.spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
+            let mut in_flight = FuturesUnordered::new();
+            let mut open = true;
+            while open || !in_flight.is_empty() {
+                tokio::select! {
+                    m = rx.recv(), if open => match m {
+                        Some((ack, at)) => in_flight.push(async move {
+                            (ack.await, at)
+                        }),
+                        None => open = false,
+                    },
+                    Some((r, at)) = in_flight.next(), if !in_flight.is_empty() => {
+                        r.expect("ack");
+                        h.saturating_record(Instant::now().saturating_duration_since(at).as_nanos() as u64);
+                    }
+                }
+            }
+            h
+        });
+        let total = (rate * duration.as_secs_f64()) as u64;
+        let pacer = Pacer::new(Instant::now() + Duration::from_millis(100), rate, total);
+        let recv = RecvTime::now();
+        let mut next = 0u64;
+        while next < total {
+            let now = Instant::now();
+            let due = pacer.due(now);
+            if due <= next {
+                std::thread::sleep(
+                    pacer
+                        .due_at(next)
+                        .saturating_duration_since(now)
+                        .min(Duration::from_micros(200)),
+                );
+                continue;
+            }
+            for i in next..due.min(total) {
+                let m = message::Message::encode("tspi", &frame(i), recv);
+                let mut h = HeaderMap::new();
+                h.insert("Nats-Msg-Id", m.msg_id.as_str());
+                let ack = self
+                    .rt
+                    .block_on(js.publish_with_headers(m.subject, h, Bytes::from(m.body)))
+                    .expect("publish");
+                tx.send((ack, pacer.due_at(i))).expect("collector");
+            }
+            next = due.min(total);
+        }
+        drop(tx);
+        self.rt.block_on(collector).expect("collector")
     }
 
     /// 2-4. The appliance as its own process at `rate` for `duration`.
@@ -529,6 +609,9 @@ fn main() {
     };
 
     if b.smoke {
+        let floor = b.bare_latency(2_000.0, Duration::from_secs(1));
+        println!("bare client at 2000/s: {}", latency_line(&floor));
+        assert_eq!(floor.len(), 2_000, "every bare publish acked");
         for mode in MODES {
             println!("{mode}:");
             let r = b.appliance(mode, 2_000.0, Duration::from_secs(1), true, true);
@@ -540,6 +623,11 @@ fn main() {
 
     println!("latency (open-loop, {lat_s} s each):");
     for rate in [20_000.0, 50_000.0] {
+        let floor = b.bare_latency(rate, Duration::from_secs(lat_s));
+        println!(
+            "  {rate:.0}/s, bare async-nats client (scheduled publish -> ack, no UDP): {}",
+            latency_line(&floor)
+        );
         for mode in MODES {
             println!("  {mode}, appliance alone:");
             report(&b.appliance(mode, rate, Duration::from_secs(lat_s), true, false));

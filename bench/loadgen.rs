@@ -73,6 +73,7 @@ fn main() {
     drive::send_udp(
         &mut g,
         &[to],
+        Default::default(),
         &clock,
         0,
         &stats,
@@ -104,6 +105,7 @@ fn main() {
     drive::send_udp(
         &mut g,
         &[to],
+        Default::default(),
         &clock,
         0,
         &stats,

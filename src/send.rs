@@ -8,7 +8,7 @@
 
 use crate::codec::DATAGRAM_LEN;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -23,16 +23,92 @@ pub struct DatagramSender {
     buf: Vec<u8>,
 }
 
+/// How datagrams to a multicast group leave (ignored for unicast targets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MulticastOut {
+    /// IPv4: the local interface address to send from (`IP_MULTICAST_IF`);
+    /// `None`: the routing table decides (and with no route for the group,
+    /// the send fails).
+    pub interface_v4: Option<Ipv4Addr>,
+    /// IPv6: the interface index to send from (`IPV6_MULTICAST_IF`).
+    pub interface_v6: Option<u32>,
+    /// Hops the datagrams may take (`IP_MULTICAST_TTL` /
+    /// `IPV6_MULTICAST_HOPS`); `None`: the kernel's default, 1 (this subnet).
+    pub ttl: Option<u32>,
+    /// Do not loop datagrams back to listeners on this host
+    /// (`IP_MULTICAST_LOOP` off; the kernel's default is on).
+    pub no_loop: bool,
+}
+
+impl MulticastOut {
+    /// Parse an interface for `--multicast-if`: an IPv4 address, or an IPv6
+    /// interface by index or name (`eth0`).
+    pub fn with_interface(mut self, text: &str) -> Result<Self, String> {
+        if let Ok(a) = text.parse::<Ipv4Addr>() {
+            self.interface_v4 = Some(a);
+        } else if let Ok(i) = text.parse::<u32>() {
+            self.interface_v6 = Some(i);
+        } else {
+            let name = std::ffi::CString::new(text)
+                .map_err(|_| format!("{text:?} is not an interface name"))?;
+            // SAFETY: if_nametoindex(3) reads a NUL-terminated string.
+            let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if i == 0 {
+                return Err(format!(
+                    "{text:?}: not an IPv4 address, an interface index or the name of an interface here"
+                ));
+            }
+            self.interface_v6 = Some(i);
+        }
+        Ok(self)
+    }
+
+    fn apply(&self, sock: &UdpSocket, to: SocketAddr) -> io::Result<()> {
+        if !to.ip().is_multicast() {
+            return Ok(());
+        }
+        let s = socket2::SockRef::from(sock);
+        match to {
+            SocketAddr::V4(_) => {
+                if let Some(a) = self.interface_v4 {
+                    s.set_multicast_if_v4(&a)?;
+                }
+                if let Some(t) = self.ttl {
+                    s.set_multicast_ttl_v4(t)?;
+                }
+                s.set_multicast_loop_v4(!self.no_loop)?;
+            }
+            SocketAddr::V6(_) => {
+                if let Some(i) = self.interface_v6 {
+                    s.set_multicast_if_v6(i)?;
+                }
+                if let Some(t) = self.ttl {
+                    s.set_multicast_hops_v6(t)?;
+                }
+                s.set_multicast_loop_v6(!self.no_loop)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl DatagramSender {
     /// Connect to `to` from an ephemeral port; enables GSO when the kernel
     /// has it.
     pub fn connect(to: SocketAddr) -> io::Result<Self> {
+        Self::connect_with(to, MulticastOut::default())
+    }
+
+    /// [`DatagramSender::connect`], sending to a multicast group as
+    /// `multicast` says.
+    pub fn connect_with(to: SocketAddr, multicast: MulticastOut) -> io::Result<Self> {
         let bind: SocketAddr = if to.is_ipv4() {
             "0.0.0.0:0".parse().expect("literal")
         } else {
             "[::]:0".parse().expect("literal")
         };
         let sock = UdpSocket::bind(bind)?;
+        multicast.apply(&sock, to)?;
         sock.connect(to)?;
         let seg = DATAGRAM_LEN as libc::c_int;
         // SAFETY: setsockopt on a valid fd we own, with a pointer to a live

@@ -180,6 +180,7 @@ fn a_udp_run_delivers_exactly_rate_x_tracks_x_duration() {
     drive::send_udp(
         &mut g,
         &[to],
+        Default::default(),
         &clock,
         0,
         &stats,
@@ -255,6 +256,7 @@ async fn measured_runs_through_ingest_and_straight_to_jetstream_lose_nothing() {
         drive::Output::Udp {
             targets: vec![ingest.addrs[0]],
             coalesce_ns: 0,
+            multicast: Default::default(),
         },
         &client,
         &Source::Stream("TSPI".into()),

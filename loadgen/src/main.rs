@@ -16,6 +16,7 @@ use std::time::Duration;
 use tspi::fleet::capacity::{CapacitySearch, Objective, SearchConfig};
 use tspi::fleet::drive::{self, Clock, Output as DriveOutput, SendStats, Source};
 use tspi::fleet::{Fleet, FleetConfig, Generator, Geodetic, Output, Schedule, Style};
+use tspi::send::MulticastOut;
 
 /// Airshow fleet generator for TSPI v4 ingest capacity tests.
 #[derive(Debug, Parser)]
@@ -71,12 +72,46 @@ struct FleetArgs {
     sensor_id_base: u16,
 }
 
+/// How datagrams to a multicast `--udp` target leave.
+#[derive(Debug, Args)]
+struct MulticastArgs {
+    /// For multicast targets: the interface to send from: an IPv4 address
+    /// (IP_MULTICAST_IF), or an IPv6 interface name or index.
+    #[arg(long)]
+    multicast_if: Option<String>,
+    /// For multicast targets: hops the datagrams may take (TTL; kernel
+    /// default 1).
+    #[arg(long)]
+    multicast_ttl: Option<u32>,
+    /// For multicast targets: do not loop datagrams back to this host.
+    #[arg(long)]
+    no_multicast_loop: bool,
+}
+
+impl MulticastArgs {
+    fn out(&self) -> anyhow::Result<MulticastOut> {
+        let mut m = MulticastOut {
+            ttl: self.multicast_ttl,
+            no_loop: self.no_multicast_loop,
+            ..MulticastOut::default()
+        };
+        if let Some(i) = &self.multicast_if {
+            m = m
+                .with_interface(i)
+                .map_err(|e| anyhow::anyhow!("--multicast-if {e}"))?;
+        }
+        Ok(m)
+    }
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Send over UDP to HOST:PORT (repeatable: each target gets every datagram;
-    /// multicast groups work as targets).
+    /// multicast groups work as targets, see --multicast-if).
     #[arg(long = "udp")]
     udp: Vec<SocketAddr>,
+    #[command(flatten)]
+    mcast: MulticastArgs,
     /// NATS URL: publish contract messages straight to JetStream, or with
     /// --measure, where to measure (and, without --udp, also publish).
     #[arg(long)]
@@ -136,6 +171,8 @@ struct CapacityArgs {
     /// Ingest box to load.
     #[arg(long = "udp", required = true)]
     udp: Vec<SocketAddr>,
+    #[command(flatten)]
+    mcast: MulticastArgs,
     /// Where to measure.
     #[arg(long)]
     nats: String,
@@ -336,6 +373,7 @@ async fn single(
             DriveOutput::Udp {
                 targets: r.udp.clone(),
                 coalesce_ns: r.coalesce_us * 1000,
+                multicast: r.mcast.out()?,
             }
         };
         let res = drive::measured_run(
@@ -382,17 +420,19 @@ async fn single(
             Ok::<u64, std::io::Error>(0)
         })
     } else if !r.udp.is_empty() {
-        let (stats, stop, targets, coalesce) = (
+        let (stats, stop, targets, coalesce, multicast) = (
             stats.clone(),
             stop.clone(),
             r.udp.clone(),
             r.coalesce_us * 1000,
+            r.mcast.out()?,
         );
         tokio::task::spawn_blocking(move || {
             let mut g = generator;
             drive::send_udp(
                 &mut g,
                 &targets,
+                multicast,
                 &clock,
                 coalesce,
                 &stats,
@@ -506,6 +546,7 @@ async fn capacity(
             DriveOutput::Udp {
                 targets: c.udp.clone(),
                 coalesce_ns: c.coalesce_us * 1000,
+                multicast: c.mcast.out()?,
             },
             &client,
             &source,
@@ -535,6 +576,7 @@ async fn capacity(
             DriveOutput::Udp {
                 targets: c.udp.clone(),
                 coalesce_ns: c.coalesce_us * 1000,
+                multicast: c.mcast.out()?,
             },
             &client,
             &source,

@@ -145,3 +145,53 @@ fn measure_through_ingest_reports_zero_loss() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// A multicast group as the target: every datagram reaches a listener that
+/// joined the group on loopback, once, when `--multicast-if` names the
+/// loopback address (there is no route for the group otherwise).
+#[test]
+fn a_multicast_group_gets_every_datagram() {
+    use std::net::{Ipv4Addr, UdpSocket};
+    let group = Ipv4Addr::new(239, 255, 78, 1);
+    let rx = UdpSocket::bind((group, 0)).unwrap();
+    rx.join_multicast_v4(&group, &Ipv4Addr::LOCALHOST).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let port = rx.local_addr().unwrap().port();
+    let counter = std::thread::spawn(move || {
+        let mut n = 0u64;
+        let mut buf = [0u8; 64];
+        while let Ok(len) = rx.recv(&mut buf) {
+            assert_eq!(len, 37);
+            n += 1;
+            if n > 100_000 {
+                break; // bounded
+            }
+        }
+        n
+    });
+    let out = bin()
+        .args(["--tracks", "20", "--rate-hz", "10", "--duration-s", "1"])
+        .args(["--udp", &format!("{group}:{port}")])
+        .args(["--multicast-if", "127.0.0.1", "--multicast-ttl", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(counter.join().unwrap(), 20 * 10, "every datagram once");
+
+    let out = bin()
+        .args(["--duration-s", "1", "--udp", &format!("{group}:{port}")])
+        .args(["--multicast-if", "no-such-if0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--multicast-if") && err.contains("no-such-if0"),
+        "{err}"
+    );
+}

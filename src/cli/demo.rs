@@ -196,6 +196,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
             // Wake at most every 0.2 ms: the demo shares two cores with
             // three servers and ingest; the latency includes this.
             coalesce_ns: 200_000,
+            multicast: Default::default(),
         },
         &client,
         &drive::Source::Stream("TSPI".into()),

@@ -8,7 +8,7 @@ use super::report::Summary;
 use super::{Fleet, Generator, Schedule};
 use crate::codec::{DATAGRAM_LEN, FrameType};
 use crate::message::{Message, RecvTime};
-use crate::send::{DatagramSender, GSO_SEGMENTS_MAX};
+use crate::send::{DatagramSender, GSO_SEGMENTS_MAX, MulticastOut};
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, FuturesUnordered};
@@ -106,9 +106,11 @@ fn wait_until(clock: &Clock, t_unix_ns: u64, stop: &AtomicBool, spin: bool) {
 ///
 /// `on_batch(send_unix_ns, first_index, len)` sees every batch just before
 /// it is sent (benchmarks record the send-time error there).
+#[allow(clippy::too_many_arguments)]
 pub fn send_udp(
     generator: &mut Generator,
     targets: &[SocketAddr],
+    multicast: MulticastOut,
     clock: &Clock,
     coalesce_ns: u64,
     stats: &SendStats,
@@ -117,7 +119,10 @@ pub fn send_udp(
 ) -> io::Result<()> {
     let mut senders = targets
         .iter()
-        .map(|t| DatagramSender::connect(*t).with_context_io(|| format!("UDP socket to {t}")))
+        .map(|t| {
+            DatagramSender::connect_with(*t, multicast)
+                .with_context_io(|| format!("UDP socket to {t}"))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let result = (|| {
         let mut buf = [[0u8; DATAGRAM_LEN]; GSO_SEGMENTS_MAX];
@@ -378,6 +383,7 @@ pub enum Output {
     Udp {
         targets: Vec<SocketAddr>,
         coalesce_ns: u64,
+        multicast: MulticastOut,
     },
     /// Straight to JetStream as contract messages.
     Nats { prefix: String, window: usize },
@@ -429,6 +435,7 @@ pub async fn measured_run(
         Output::Udp {
             targets,
             coalesce_ns,
+            multicast,
         } => {
             let (stats, stop) = (stats.clone(), stop.clone());
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -439,6 +446,7 @@ pub async fn measured_run(
                     let r = send_udp(
                         &mut generator,
                         &targets,
+                        multicast,
                         &clock,
                         coalesce_ns,
                         &stats,
