@@ -343,6 +343,52 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
     );
 }
 
+/// Partitioning choice on a server without TimescaleDB (Debian's
+/// PostgreSQL has no package for it): `timescaledb` is refused with the
+/// reason and nothing is half-created; `auto` falls back to native day
+/// partitions and records that choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_timescaledb_auto_is_native_and_timescaledb_is_refused() {
+    let pg = block_in_place(PgCluster::start).expect("postgres");
+    let dsn = pg.dsn();
+    let client = pg_client(&dsn).await;
+    let have: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!have, "this test is about a server without TimescaleDB");
+    let refused = tspi::archive::db::Db::connect(
+        &dsn,
+        &tspi::archive::ArchiveConfig {
+            partitioning: tspi::archive::Partitioning::Timescaledb,
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("timescaledb without the extension must fail");
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("timescaledb extension is not installed"),
+        "{text}"
+    );
+    let telemetry: Option<String> = client
+        .query_one("SELECT to_regclass('tspi_telemetry')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(telemetry, None, "the failed migration left no table");
+
+    let db = tspi::archive::db::Db::connect(&dsn, &tspi::archive::ArchiveConfig::default())
+        .await
+        .expect("auto migrates");
+    assert_eq!(db.partitioning().await.unwrap(), "native");
+}
+
 async fn pg_client(dsn: &str) -> tokio_postgres::Client {
     pg_connect(dsn).await
 }
