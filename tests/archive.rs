@@ -361,7 +361,7 @@ async fn without_timescaledb_auto_is_native_and_timescaledb_is_refused() {
         .unwrap()
         .get(0);
     assert!(!have, "this test is about a server without TimescaleDB");
-    let refused = tspi::archive::db::Db::connect(
+    let refused = match tspi::archive::db::Db::connect(
         &dsn,
         &tspi::archive::ArchiveConfig {
             partitioning: tspi::archive::Partitioning::Timescaledb,
@@ -369,8 +369,10 @@ async fn without_timescaledb_auto_is_native_and_timescaledb_is_refused() {
         },
     )
     .await
-    .err()
-    .expect("timescaledb without the extension must fail");
+    {
+        Ok(_) => panic!("timescaledb without the extension must fail"),
+        Err(e) => e,
+    };
     let text = format!("{refused:#}");
     assert!(
         text.contains("timescaledb extension is not installed"),
