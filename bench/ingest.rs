@@ -80,6 +80,21 @@ fn frame(i: u64) -> Frame {
 }
 
 /// The datagram index a message id names.
+/// Publish `f`'s contract message (subject, `Nats-Msg-Id`, CBOR body) as a
+/// bare client would.
+async fn publish_contract(
+    js: &async_nats::jetstream::Context,
+    f: &Frame,
+    recv: RecvTime,
+) -> async_nats::jetstream::context::PublishAckFuture {
+    let m = message::Message::encode("tspi", f, recv);
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", m.msg_id.as_str());
+    js.publish_with_headers(m.subject, h, Bytes::from(m.body))
+        .await
+        .expect("publish")
+}
+
 fn index_of(msg_id: &str) -> Option<u64> {
     let mut it = msg_id.split(':');
     let sensor: u64 = it.next()?.parse().ok()?;
@@ -189,23 +204,29 @@ impl Bench {
         js
     }
 
+    /// A fresh `TSPI` stream with the appliance's default settings.
+    async fn fresh_telemetry_stream(&self) -> async_nats::jetstream::Context {
+        let js = self.fresh_stream().await;
+        let settings = StreamSettings {
+            duplicate_window: DUPLICATE_WINDOW,
+            ..StreamSettings::default()
+        };
+        ensure_stream(
+            &js,
+            telemetry_stream("tspi", &settings),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("stream");
+        js
+    }
+
     /// Step 1, the bare async-nats pipelined publish loop into a fresh stream.
     /// Returns (acked msgs/s, this process's CPU µs per message).
     fn ceiling(&self, duration: Duration) -> (f64, f64) {
         let cpu0 = cpu_seconds(std::process::id());
         let (rate, n) = self.rt.block_on(async {
-            let js = self.fresh_stream().await;
-            let settings = StreamSettings {
-                duplicate_window: DUPLICATE_WINDOW,
-                ..StreamSettings::default()
-            };
-            ensure_stream(
-                &js,
-                telemetry_stream("tspi", &settings),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("stream");
+            let js = self.fresh_telemetry_stream().await;
             // Pre-encode one second's worth at the NOTES.md ceiling, reused
             // with fresh ids.
             let recv = RecvTime::now();
@@ -216,13 +237,7 @@ impl Bench {
             let mut acked = 0u64;
             while start.elapsed() < duration {
                 let f = frame(i);
-                let m = message::Message::encode("tspi", &f, recv);
-                let mut h = HeaderMap::new();
-                h.insert("Nats-Msg-Id", m.msg_id.as_str());
-                let ack = js
-                    .publish_with_headers(m.subject, h, Bytes::from(m.body))
-                    .await
-                    .expect("publish");
+                let ack = publish_contract(&js, &f, recv).await;
                 in_flight.push(ack.into_future());
                 i += 1;
                 while in_flight.len() >= window {
@@ -249,21 +264,7 @@ impl Bench {
     /// time. No UDP, no rings, no receive thread: what any JetStream client
     /// sees from this server at this rate on this box.
     fn bare_latency(&self, rate: f64, duration: Duration) -> Histogram<u64> {
-        let js = self.rt.block_on(async {
-            let js = self.fresh_stream().await;
-            let settings = StreamSettings {
-                duplicate_window: DUPLICATE_WINDOW,
-                ..StreamSettings::default()
-            };
-            ensure_stream(
-                &js,
-                telemetry_stream("tspi", &settings),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("stream");
-            js
-        });
+        let js = self.rt.block_on(self.fresh_telemetry_stream());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
             async_nats::jetstream::context::PublishAckFuture,
             Instant,
@@ -305,13 +306,7 @@ impl Bench {
                 continue;
             }
             for i in next..due.min(total) {
-                let m = message::Message::encode("tspi", &frame(i), recv);
-                let mut h = HeaderMap::new();
-                h.insert("Nats-Msg-Id", m.msg_id.as_str());
-                let ack = self
-                    .rt
-                    .block_on(js.publish_with_headers(m.subject, h, Bytes::from(m.body)))
-                    .expect("publish");
+                let ack = self.rt.block_on(publish_contract(&js, &frame(i), recv));
                 tx.send((ack, pacer.due_at(i))).expect("collector");
             }
             next = due.min(total);
