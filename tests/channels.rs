@@ -106,12 +106,7 @@ async fn group_replay_start_stop_and_directory_follow_the_contract() {
     client.flush().await.unwrap();
     let s = spec(&iso(T0_NS));
     let channel = service::group_channel_id(Some("Sortie 7"), &s).unwrap();
-    let req = GroupReplayRequest {
-        kind: "GroupReplayRequest".into(),
-        channel_id: channel.to_string(),
-        display_name: "Sortie 7".into(),
-        spec: s,
-    };
+    let req = GroupReplayRequest::new(&channel, "Sortie 7".into(), s);
     let start = service::request_group_replay(&client, &req, WAIT)
         .await
         .unwrap();
@@ -396,12 +391,7 @@ async fn a_tag_starts_a_group_replay_around_its_moment() {
     let mut sub = client.subscribe(channel.subject()).await.unwrap();
     let mut ctrl = client.subscribe(SUBJECT_CTRL).await.unwrap();
     client.flush().await.unwrap();
-    let req = GroupReplayRequest {
-        kind: "GroupReplayRequest".into(),
-        channel_id: channel.to_string(),
-        display_name: "Merge".into(),
-        spec: s,
-    };
+    let req = GroupReplayRequest::new(&channel, "Merge".into(), s);
     let start = service::request_group_replay(&client, &req, WAIT)
         .await
         .unwrap();

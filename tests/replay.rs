@@ -23,6 +23,16 @@ use tspi::replay::{Item, ItemKind};
 
 const TOLERANCE_NS: i64 = 60_000_000;
 
+/// The JSON report `tspi replay` prints, from a run that must have succeeded.
+fn json_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn assert_spacing(label: &str, arrivals_ns: &[u64], recorded_ns: &[u64], rate: f64) {
     assert_eq!(arrivals_ns.len(), recorded_ns.len(), "{label}: count");
     for (i, (a, r)) in arrivals_ns.iter().zip(recorded_ns).enumerate() {
@@ -471,12 +481,7 @@ fn the_command_line_replays_a_capture_into_a_channel() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_report(&out);
     assert_eq!(report["pace"]["telemetry"], 20, "{report}");
     assert_eq!(report["sink"]["acked"], 20, "{report}");
     let got = rt.block_on(collect(&mut sub, 20, Duration::from_secs(10)));
@@ -697,12 +702,7 @@ async fn the_command_line_replays_a_tag_window_from_the_stream() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_report(&out);
     // 0.5 s ..= 2.5 s: messages 5..=25, and the tag itself.
     assert_eq!(report["pace"]["telemetry"], 21, "{report}");
     assert_eq!(report["pace"]["tags"], 1, "{report}");

@@ -1,6 +1,5 @@
 //! `tspi archive`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,15 +31,8 @@ pub struct ArchiveArgs {
     /// Redelivery time of an unacked message (archive.ack_wait_s).
     #[arg(long, value_name = "S")]
     pub ack_wait_s: Option<u64>,
-    /// Serve Prometheus /metrics on this address.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Print each report as a JSON line on stdout (and the final account).
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds between reports.
-    #[arg(long, value_name = "S")]
-    pub interval_s: Option<u64>,
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
     /// Stop by itself after this many seconds (as on SIGTERM).
     #[arg(long, value_name = "S")]
     pub duration_s: Option<u64>,
@@ -68,15 +60,7 @@ fn apply(a: &ArchiveArgs, cfg: &mut Config) {
     if let Some(s) = a.ack_wait_s {
         cfg.archive.ack_wait_s = s;
     }
-    if let Some(m) = a.metrics_addr {
-        cfg.metrics.addr = Some(m);
-    }
-    if a.json {
-        cfg.metrics.json = true;
-    }
-    if let Some(i) = a.interval_s {
-        cfg.metrics.interval_s = i;
-    }
+    a.metrics.apply(&mut cfg.metrics);
     if a.no_create_stream {
         cfg.stream.create = false;
     }

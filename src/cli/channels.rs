@@ -146,12 +146,8 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             tspi::replay::pacer::Rate::new(rate)?;
             let channel =
                 service::group_channel_id(id.as_deref(), &spec).map_err(anyhow::Error::msg)?;
-            let req = GroupReplayRequest {
-                kind: "GroupReplayRequest".into(),
-                channel_id: channel.to_string(),
-                display_name: name.unwrap_or_else(|| channel.to_string()),
-                spec,
-            };
+            let display = name.unwrap_or_else(|| channel.to_string());
+            let req = GroupReplayRequest::new(&channel, display, spec);
             let rt = runtime()?;
             let start = rt.block_on(async {
                 let client = tspi::ingest::connect(&cfg.nats).await?;

@@ -34,15 +34,8 @@ pub struct IngestArgs {
     /// How to publish: fast-ingest batches (default) or pipelined.
     #[arg(long, value_enum)]
     pub publish_mode: Option<tspi::config::PublishMode>,
-    /// Serve Prometheus /metrics on this address.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Print each report as a JSON line on stdout (and the final account).
-    #[arg(long)]
-    pub json: bool,
-    /// Seconds between reports.
-    #[arg(long, value_name = "S")]
-    pub interval_s: Option<u64>,
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
     /// Stop by itself after this many seconds (as on SIGTERM).
     #[arg(long, value_name = "S")]
     pub duration_s: Option<u64>,
@@ -95,15 +88,7 @@ fn apply(a: &IngestArgs, cfg: &mut Config) {
     if let Some(b) = a.backend {
         cfg.ingest.backend = b;
     }
-    if let Some(m) = a.metrics_addr {
-        cfg.metrics.addr = Some(m);
-    }
-    if a.json {
-        cfg.metrics.json = true;
-    }
-    if let Some(i) = a.interval_s {
-        cfg.metrics.interval_s = i;
-    }
+    a.metrics.apply(&mut cfg.metrics);
     if let Some(r) = a.replicas {
         cfg.stream.replicas = r;
     }

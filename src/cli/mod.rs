@@ -8,7 +8,37 @@ mod ingest;
 mod replay;
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+
+/// The reporting flags `tspi ingest` and `tspi archive` share; each
+/// overrides `[metrics]` when given.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus /metrics on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Print each report as a JSON line on stdout (and the final account).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between reports.
+    #[arg(long, value_name = "S")]
+    pub interval_s: Option<u64>,
+}
+
+impl MetricsArgs {
+    pub fn apply(&self, m: &mut tspi::config::MetricsConfig) {
+        if let Some(a) = self.metrics_addr {
+            m.addr = Some(a);
+        }
+        if self.json {
+            m.json = true;
+        }
+        if let Some(i) = self.interval_s {
+            m.interval_s = i;
+        }
+    }
+}
 
 /// The telemetry data plane for test and training ranges: TSPI v4 datagrams
 /// over UDP into NATS JetStream.

@@ -11,15 +11,14 @@
 //! Rows are read through a cursor (a portal in one read-only transaction)
 //! in batches of `read_ahead.batch_len`.
 
-use super::source::{ReadAhead, Source, SourceStats, TAGS_MAX, parse_tag};
+use super::source::{Batch, Counters, Feed, ReadAhead, Source, SourceStats, TAGS_MAX, parse_tag};
 use super::time::recv_time_from_stored;
 use super::{Item, ItemKind, ReplayError};
 use crate::codec;
 use crate::message::{self, RecvTime};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 
 /// Which rows.
@@ -56,13 +55,6 @@ const TAG_SQL: &str = "\
 SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM tspi_tags WHERE id = $1
 ORDER BY updated_ts DESC, stream_seq DESC LIMIT 1";
 
-#[derive(Debug, Default)]
-struct Counters {
-    telemetry: AtomicU64,
-    tags: AtomicU64,
-    unreadable: AtomicU64,
-}
-
 /// The archive as a [`Source`].
 pub struct ArchiveSource {
     handle: tokio::runtime::Handle,
@@ -71,8 +63,7 @@ pub struct ArchiveSource {
     pub with_tags: bool,
     pub subject_prefix: String,
     pub read_ahead: ReadAhead,
-    rx: Option<mpsc::Receiver<Result<Vec<Item>, ReplayError>>>,
-    batch: VecDeque<Item>,
+    feed: Feed,
     counters: Arc<Counters>,
 }
 
@@ -85,8 +76,7 @@ impl ArchiveSource {
             with_tags: true,
             subject_prefix: message::DEFAULT_PREFIX.into(),
             read_ahead: ReadAhead::default(),
-            rx: None,
-            batch: VecDeque::new(),
+            feed: Feed::default(),
             counters: Arc::default(),
         }
     }
@@ -135,10 +125,7 @@ struct Read {
 }
 
 impl Read {
-    async fn run(
-        self,
-        tx: &mpsc::Sender<Result<Vec<Item>, ReplayError>>,
-    ) -> Result<(), ReplayError> {
+    async fn run(self, tx: &mpsc::Sender<Batch>) -> Result<(), ReplayError> {
         let (mut client, conn) = tokio_postgres::connect(&self.dsn, tokio_postgres::NoTls)
             .await
             .map_err(pg)?;
@@ -253,8 +240,7 @@ impl Read {
 impl Source for ArchiveSource {
     fn open(&mut self, from_ns: Option<u64>) -> Result<(), ReplayError> {
         let (tx, rx) = mpsc::channel(self.read_ahead.batches_max);
-        self.batch.clear();
-        self.rx = Some(rx);
+        self.feed.replace(rx);
         let read = Read {
             dsn: self.dsn.clone(),
             window: self.window.clone(),
@@ -273,31 +259,11 @@ impl Source for ArchiveSource {
     }
 
     fn next(&mut self) -> Result<Option<Item>, ReplayError> {
-        loop {
-            if let Some(i) = self.batch.pop_front() {
-                return Ok(Some(i));
-            }
-            let Some(rx) = self.rx.as_mut() else {
-                return Ok(None);
-            };
-            match rx.blocking_recv() {
-                Some(Ok(b)) => self.batch = b.into(),
-                Some(Err(e)) => return Err(e),
-                None => {
-                    self.rx = None;
-                    return Ok(None);
-                }
-            }
-        }
+        self.feed.next()
     }
 
     fn stats(&self) -> SourceStats {
-        SourceStats {
-            telemetry: self.counters.telemetry.load(Relaxed),
-            tags: self.counters.tags.load(Relaxed),
-            unreadable: self.counters.unreadable.load(Relaxed),
-            rejected: 0,
-        }
+        self.counters.stats()
     }
 }
 

@@ -203,6 +203,18 @@ pub struct GroupReplayRequest {
     pub spec: ReplaySpec,
 }
 
+impl GroupReplayRequest {
+    /// A request to replay `spec` into `channel`, shown as `display_name`.
+    pub fn new(channel: &ChannelId, display_name: String, spec: ReplaySpec) -> Self {
+        GroupReplayRequest {
+            kind: "GroupReplayRequest".into(),
+            channel_id: channel.to_string(),
+            display_name,
+            spec,
+        }
+    }
+}
+
 /// An operator's request to stop a group replay.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -406,6 +418,16 @@ mod tests {
         assert!(ChannelId::parse(&format!("replay.{s}")).is_ok());
     }
 
+    /// The keys of a CBOR map, in wire order.
+    fn keys_of(cbor: &[u8]) -> Vec<String> {
+        let v: ciborium::Value = from_cbor(cbor).unwrap();
+        v.as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap().to_owned())
+            .collect()
+    }
+
     #[test]
     fn start_and_stop_are_the_contract_maps() {
         let start = GroupReplayStart {
@@ -415,15 +437,8 @@ mod tests {
             identifier: "2026-04-30T14:05:00Z".into(),
             stream: "TSPI_REPLAY".into(),
         };
-        let v: ciborium::Value = from_cbor(&to_cbor(&start)).unwrap();
-        let keys: Vec<&str> = v
-            .as_map()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.as_text().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            keys_of(&to_cbor(&start)),
             ["type", "channel_id", "display_name", "identifier", "stream"]
         );
         assert_eq!(Ctrl::decode(&to_cbor(&start)).unwrap(), Ctrl::Start(start));
@@ -453,15 +468,8 @@ mod tests {
         };
         let d = directory([e.clone(), DirectoryEntry::livestream()]);
         assert_eq!(d, [DirectoryEntry::livestream(), e]);
-        let v: ciborium::Value = from_cbor(&to_cbor(&d[0])).unwrap();
-        let keys: Vec<&str> = v
-            .as_map()
-            .unwrap()
-            .iter()
-            .map(|(k, _)| k.as_text().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            keys_of(&to_cbor(&d[0])),
             ["channel_id", "subject", "display_name", "kind", "stream"]
         );
     }

@@ -46,16 +46,17 @@ pub struct SourceStats {
     pub rejected: u64,
 }
 
+/// A source's counts, shared with its reader.
 #[derive(Debug, Default)]
-struct Counters {
-    telemetry: AtomicU64,
-    tags: AtomicU64,
-    unreadable: AtomicU64,
-    rejected: AtomicU64,
+pub(super) struct Counters {
+    pub(super) telemetry: AtomicU64,
+    pub(super) tags: AtomicU64,
+    pub(super) unreadable: AtomicU64,
+    pub(super) rejected: AtomicU64,
 }
 
 impl Counters {
-    fn stats(&self) -> SourceStats {
+    pub(super) fn stats(&self) -> SourceStats {
         SourceStats {
             telemetry: self.telemetry.load(Relaxed),
             tags: self.tags.load(Relaxed),
@@ -65,23 +66,23 @@ impl Counters {
     }
 }
 
-type Batch = Result<Vec<Item>, ReplayError>;
+pub(super) type Batch = Result<Vec<Item>, ReplayError>;
 
 /// The pacing thread's end of a reader: batches in, items out.
 #[derive(Debug, Default)]
-struct Feed {
+pub(super) struct Feed {
     rx: Option<mpsc::Receiver<Batch>>,
     batch: VecDeque<Item>,
 }
 
 impl Feed {
-    fn replace(&mut self, rx: mpsc::Receiver<Batch>) {
+    pub(super) fn replace(&mut self, rx: mpsc::Receiver<Batch>) {
         self.batch.clear();
         // Dropping the old receiver stops the old reader at its next send.
         self.rx = Some(rx);
     }
 
-    fn next(&mut self) -> Result<Option<Item>, ReplayError> {
+    pub(super) fn next(&mut self) -> Result<Option<Item>, ReplayError> {
         loop {
             if let Some(i) = self.batch.pop_front() {
                 return Ok(Some(i));
