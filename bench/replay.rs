@@ -43,7 +43,7 @@ use tspi::jetstream::{StreamSettings, ensure_stream, replay_stream, telemetry_st
 use tspi::message::{Message, RecvTime};
 use tspi::replay::channels::ChannelId;
 use tspi::replay::driver::{DriverConfig, Job};
-use tspi::replay::sink::{ChannelSink, Sink, SinkStats};
+use tspi::replay::sink::{ChannelSink, Sink, SinkLimits, SinkStats};
 use tspi::replay::source::{Source, SourceStats, StartAt, StreamSource};
 use tspi::replay::time::body_recv_ns;
 use tspi::replay::{Item, ItemKind, ReplayError};
@@ -115,7 +115,7 @@ struct Recorder {
 }
 
 impl Sink for Recorder {
-    fn emit(&mut self, item: &Item, _epoch: u32) -> Result<(), ReplayError> {
+    fn emit(&mut self, item: Item, _epoch: u32) -> Result<(), ReplayError> {
         let ItemKind::Telemetry {
             subject,
             msg_id,
@@ -169,7 +169,7 @@ struct Discard {
 }
 
 impl Sink for Discard {
-    fn emit(&mut self, item: &Item, _epoch: u32) -> Result<(), ReplayError> {
+    fn emit(&mut self, item: Item, _epoch: u32) -> Result<(), ReplayError> {
         std::hint::black_box(item);
         self.n += 1;
         Ok(())
@@ -215,6 +215,9 @@ async fn arrivals(
 struct Spacing {
     n: usize,
     abs_error: Histogram<u64>,
+    /// Delay variation: each message's delay over the least delayed
+    /// message's (RFC 5481 PDV), so one late first arrival shifts nothing.
+    pdv: Histogram<u64>,
     drift_end_ns: i64,
     min_ns: i64,
     max_ns: i64,
@@ -224,16 +227,21 @@ fn spacing(a: &[(u64, u64)]) -> Option<Spacing> {
     let (a0, t0) = *a.first()?;
     let mut h = Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
     let (mut min, mut max, mut last) = (i64::MAX, i64::MIN, 0i64);
-    for &(at, t) in a {
-        let e = (at - a0) as i64 - (t as i64 - t0 as i64);
+    let error = |&(at, t): &(u64, u64)| (at - a0) as i64 - (t as i64 - t0 as i64);
+    for e in a.iter().map(error) {
         h.saturating_record(e.unsigned_abs());
         min = min.min(e);
         max = max.max(e);
         last = e;
     }
+    let mut pdv = Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+    for e in a.iter().map(error) {
+        pdv.saturating_record((e - min) as u64);
+    }
     Some(Spacing {
         n: a.len(),
         abs_error: h,
+        pdv,
         drift_end_ns: last,
         min_ns: min,
         max_ns: max,
@@ -244,12 +252,14 @@ fn line(label: &str, s: &Option<Spacing>, expected: u64) -> String {
     match s {
         None => format!("{label}: nothing arrived"),
         Some(s) => format!(
-            "{label}: {} of {expected} arrived | |error| p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us | signed min {:.1} us max {:.1} us | drift at end {:+.1} us",
+            "{label}: {} of {expected} arrived | |error| p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us | delay over the least delayed p50 {:.1} us  p99 {:.1} us | signed min {:.1} us max {:.1} us | drift at end {:+.1} us",
             s.n,
             s.abs_error.value_at_quantile(0.5) as f64 / 1e3,
             s.abs_error.value_at_quantile(0.99) as f64 / 1e3,
             s.abs_error.value_at_quantile(0.999) as f64 / 1e3,
             s.abs_error.max() as f64 / 1e3,
+            s.pdv.value_at_quantile(0.5) as f64 / 1e3,
+            s.pdv.value_at_quantile(0.99) as f64 / 1e3,
             s.min_ns as f64 / 1e3,
             s.max_ns as f64 / 1e3,
             s.drift_end_ns as f64 / 1e3,
@@ -389,7 +399,7 @@ fn main() {
         js.clone(),
         ChannelId::parse("replay.ceiling").expect("channel"),
         "tags.broadcast".into(),
-        2048,
+        SinkLimits::acks(2048),
     );
     let t = std::time::Instant::now();
     let piped = Job::spawn("ceiling", Box::new(source), Box::new(sink), unpaced)
@@ -452,7 +462,7 @@ fn main() {
             js.clone(),
             channel,
             "tags.broadcast".into(),
-            2048,
+            SinkLimits::acks(2048),
         );
         let ours = match Job::spawn("ours", Box::new(source), Box::new(sink), cfg)
             .expect("replay")
@@ -468,12 +478,16 @@ fn main() {
         };
         let got = rt.block_on(collector).expect("collector");
         ours_lines.push(format!(
-            "{label}, pacing thread (send minus scheduled): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  drift at end {:+.1} us ({} sent, {} acked, {} failed)",
+            "{label}, pacing thread (send minus scheduled): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us  drift at end {:+.1} us | waits: source p99.9 {:.1} us max {:.1} us, sink p99.9 {:.1} us max {:.1} us ({} sent, {} acked, {} failed)",
             ours.pace.error_ns.value_at_quantile(0.5) as f64 / 1e3,
             ours.pace.error_ns.value_at_quantile(0.99) as f64 / 1e3,
             ours.pace.error_ns.value_at_quantile(0.999) as f64 / 1e3,
             ours.pace.error_ns.max() as f64 / 1e3,
             ours.pace.drift_end_ns as f64 / 1e3,
+            ours.pace.source_wait_ns.value_at_quantile(0.999) as f64 / 1e3,
+            ours.pace.source_wait_ns.max() as f64 / 1e3,
+            ours.pace.sink_wait_ns.value_at_quantile(0.999) as f64 / 1e3,
+            ours.pace.sink_wait_ns.max() as f64 / 1e3,
             ours.sink.sent,
             ours.sink.acked,
             ours.sink.failed,

@@ -17,7 +17,7 @@ use tspi::replay::archive::{ArchiveSource, Window};
 use tspi::replay::channels::ChannelId;
 use tspi::replay::driver::{DriverConfig, Job};
 use tspi::replay::pacer::{Control, Rate};
-use tspi::replay::sink::{ChannelSink, MemorySink, UdpSink};
+use tspi::replay::sink::{ChannelSink, MemorySink, Sink, SinkLimits, SinkStats, UdpSink};
 use tspi::replay::source::{CaptureSource, Source, StartAt, StreamSource, VecSource};
 use tspi::replay::{Item, ItemKind};
 
@@ -183,6 +183,137 @@ fn the_channels_config_gives_each_replay_its_pacing_placement() {
 }
 
 #[test]
+fn the_channels_config_sizes_each_replays_sink_queue() {
+    let mut c = tspi::replay::ChannelsConfig::default();
+    assert_eq!(
+        c.sink_limits(),
+        SinkLimits {
+            acks_in_flight_max: 2048,
+            queue_len: SinkLimits::DEFAULT_QUEUE_LEN
+        }
+    );
+    c.sink_queue_len = 500;
+    assert_eq!(c.sink_limits().queue_len, 500);
+    assert!(c.problems().is_empty(), "{:?}", c.problems());
+    c.sink_queue_len = 0;
+    assert!(
+        c.problems()
+            .iter()
+            .any(|p| p.contains("channels.sink_queue_len = 0")),
+        "{:?}",
+        c.problems()
+    );
+}
+
+/// A sink that holds the pacer up once, for `pause`, on its `at`-th
+/// message (as a full queue would).
+struct SlowOnce {
+    at: usize,
+    pause: Duration,
+    n: usize,
+}
+
+impl Sink for SlowOnce {
+    fn emit(&mut self, _item: Item, _epoch: u32) -> Result<(), tspi::replay::ReplayError> {
+        if self.n == self.at {
+            std::thread::sleep(self.pause);
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, _wait: Duration) -> SinkStats {
+        SinkStats {
+            sent: self.n as u64,
+            ..SinkStats::default()
+        }
+    }
+}
+
+#[test]
+fn a_sink_that_holds_the_pacer_up_shows_as_sink_wait_and_lateness() {
+    // 1 ms apart; the sink takes 5 ms over message 10, so message 11 (due
+    // 1 ms after it) leaves at least 4 ms late.
+    let job = Job::spawn(
+        "slow-sink",
+        Box::new(VecSource::new(telemetry_items(&even(20, 1_000_000)))),
+        Box::new(SlowOnce {
+            at: 10,
+            pause: Duration::from_millis(5),
+            n: 0,
+        }),
+        DriverConfig::default(),
+    )
+    .unwrap();
+    let out = job.wait_blocking().unwrap();
+    assert_eq!(out.sink.sent, 20);
+    assert!(out.pace.sink_wait_ns.max() >= 5_000_000, "{:?}", out.pace);
+    assert!(out.pace.error_ns.max() >= 4_000_000, "{:?}", out.pace);
+    assert_eq!(
+        out.pace.source_wait_ns.len(),
+        20,
+        "one read timed per message"
+    );
+    let json = out.to_json();
+    assert!(
+        json["pace"]["sink_wait_us_max"].as_f64().unwrap() >= 5_000.0,
+        "{json}"
+    );
+}
+
+#[test]
+fn a_stalled_server_fills_the_sink_queue_before_the_pacer_waits() {
+    let mut nats = NatsServer::start().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let client = rt.block_on(async_nats::connect(nats.url())).unwrap();
+    let js = async_nats::jetstream::new(client);
+    rt.block_on(streams(&js));
+    let limits = SinkLimits {
+        acks_in_flight_max: 4,
+        queue_len: 100,
+    };
+    let mut sink = ChannelSink::new(
+        rt.handle().clone(),
+        js,
+        ChannelId::parse("replay.stall").unwrap(),
+        "tags.broadcast".into(),
+        limits,
+    );
+    let items = telemetry_items(&even(105, 1_000));
+    nats.pause();
+    let handed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = handed.clone();
+    let pacer = std::thread::spawn(move || {
+        for item in items {
+            sink.emit(item, 0).unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        sink.finish(Duration::from_secs(30))
+    });
+    // 4 awaiting acks + 100 queued are taken without waiting...
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handed.load(std::sync::atomic::Ordering::SeqCst) < 104 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pacer waited before the queue was full ({} handed over)",
+            handed.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ...the 105th waits for the server.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(handed.load(std::sync::atomic::Ordering::SeqCst), 104);
+    nats.resume();
+    let stats = pacer.join().unwrap();
+    assert_eq!((stats.sent, stats.acked, stats.failed), (105, 105, 0));
+}
+
+#[test]
 fn a_realtime_pacing_thread_keeps_the_spacing_too() {
     // Under SCHED_FIFO with no spin, the pacer only sleeps.
     let offsets = even(200, 2_000_000); // 0.4 s
@@ -269,7 +400,7 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
         js.clone(),
         channel.clone(),
         "tags.broadcast".into(),
-        256,
+        SinkLimits::acks(256),
     );
     let job = Job::spawn(
         "stream",
@@ -334,7 +465,13 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
         Some(T0_NS + 800_000_000),
     );
     source.with_tags = false;
-    let sink = ChannelSink::new(handle, js.clone(), channel, "tags.broadcast".into(), 256);
+    let sink = ChannelSink::new(
+        handle,
+        js.clone(),
+        channel,
+        "tags.broadcast".into(),
+        SinkLimits::acks(256),
+    );
     let cfg = DriverConfig {
         rate: Rate::new(10.0).unwrap(),
         ..DriverConfig::default()
@@ -362,7 +499,7 @@ async fn a_start_past_the_end_replays_nothing() {
         js.clone(),
         ChannelId::parse("x").unwrap(),
         "tags.broadcast".into(),
-        16,
+        SinkLimits::acks(16),
     );
     let out = Job::spawn(
         "none",

@@ -208,7 +208,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 js,
                 channel.clone(),
                 tag_subject,
-                ch.acks_in_flight_max,
+                ch.sink_limits(),
             );
             let subject = sink.subject().to_owned();
             (Box::new(sink), subject)

@@ -313,6 +313,25 @@ impl NatsServer {
         }
     }
 
+    /// SIGSTOP: the server stays connected but answers nothing (a stalled
+    /// server), until [`NatsServer::resume`].
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NatsServer::pause`].
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid, which has not been
+            // reaped (we hold the Child), with a valid signal number.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        }
+    }
+
     /// Graceful stop: SIGTERM, then SIGKILL if it has not exited within 10 s.
     /// Idempotent.
     pub fn stop(&mut self) {

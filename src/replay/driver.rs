@@ -67,6 +67,12 @@ pub struct PaceReport {
     pub reordered: u64,
     /// Actual minus scheduled send time, ns.
     pub error_ns: Histogram<u64>,
+    /// How long each read from the source took, ns: a read that waits for
+    /// the read-ahead shows here, and makes the next message late.
+    pub source_wait_ns: Histogram<u64>,
+    /// How long each hand-off to the sink took, ns: a sink whose queue is
+    /// full (JetStream behind) shows here.
+    pub sink_wait_ns: Histogram<u64>,
     /// Actual minus scheduled time of the last message, ns.
     pub drift_end_ns: i64,
     /// Wall time from the first message's schedule to the last send.
@@ -86,6 +92,10 @@ impl PaceReport {
             "pacing_error_us_p99": us(0.99),
             "pacing_error_us_p999": us(0.999),
             "pacing_error_us_max": self.error_ns.max() as f64 / 1e3,
+            "source_wait_us_p999": self.source_wait_ns.value_at_quantile(0.999) as f64 / 1e3,
+            "source_wait_us_max": self.source_wait_ns.max() as f64 / 1e3,
+            "sink_wait_us_p999": self.sink_wait_ns.value_at_quantile(0.999) as f64 / 1e3,
+            "sink_wait_us_max": self.sink_wait_ns.max() as f64 / 1e3,
             "drift_end_us": self.drift_end_ns as f64 / 1e3,
             "span_s": self.span.as_secs_f64(),
             "stopped": self.stopped,
@@ -151,6 +161,8 @@ pub fn run(
         tags: 0,
         reordered: 0,
         error_ns: error_histogram(),
+        source_wait_ns: error_histogram(),
+        sink_wait_ns: error_histogram(),
         drift_end_ns: 0,
         span: Duration::ZERO,
         stopped: false,
@@ -182,8 +194,11 @@ pub fn run(
                     ItemKind::Telemetry { .. } => report.telemetry += 1,
                     ItemKind::Tag { .. } => report.tags += 1,
                 }
-                sink.emit(&item, player.epoch())?;
+                sink.emit(item, player.epoch())?;
+                let emitted = mono_ns();
+                report.sink_wait_ns.saturating_record(emitted - actual);
                 next = source.next()?;
+                report.source_wait_ns.saturating_record(mono_ns() - emitted);
             }
             Action::Wait { until_ns } => {
                 wait_until(until_ns, spin_ns);

@@ -62,6 +62,10 @@ pub struct ChannelsConfig {
     pub read_batches_max: usize,
     /// Publishes awaiting their JetStream ack at once per replay.
     pub acks_in_flight_max: usize,
+    /// Messages the pacer may hand to its publisher beyond those awaiting
+    /// acks, so a brief stall downstream does not hold up the schedule
+    /// (about 0.8 KB each, only while queued).
+    pub sink_queue_len: usize,
     /// The pacer sleeps until this long before a message is due, then spins
     /// on the monotonic clock.
     pub spin_us: u64,
@@ -88,6 +92,7 @@ impl Default for ChannelsConfig {
             read_batch_len: 1024,
             read_batches_max: 8,
             acks_in_flight_max: 2048,
+            sink_queue_len: sink::SinkLimits::DEFAULT_QUEUE_LEN,
             spin_us: 200,
             pacing_cores: Vec::new(),
             pacing_realtime_priority: 0,
@@ -117,6 +122,12 @@ impl ChannelsConfig {
         }
         if !(1..=65_536).contains(&self.acks_in_flight_max) {
             p.push("channels.acks_in_flight_max must be 1..=65536".into());
+        }
+        if !(1..=1_048_576).contains(&self.sink_queue_len) {
+            p.push(format!(
+                "channels.sink_queue_len = {}: must be 1..=1048576",
+                self.sink_queue_len
+            ));
         }
         if self.spin_us > 10_000 {
             p.push("channels.spin_us must be at most 10000".into());
@@ -148,6 +159,14 @@ impl ChannelsConfig {
             realtime_priority: (self.pacing_realtime_priority > 0)
                 .then_some(self.pacing_realtime_priority),
             ..driver::DriverConfig::default()
+        }
+    }
+
+    /// How far each replay's channel publishing may fall behind its pacer.
+    pub fn sink_limits(&self) -> sink::SinkLimits {
+        sink::SinkLimits {
+            acks_in_flight_max: self.acks_in_flight_max,
+            queue_len: self.sink_queue_len,
         }
     }
 }

@@ -429,7 +429,7 @@ impl State {
             self.js.clone(),
             channel.clone(),
             tag_subject,
-            c.acks_in_flight_max,
+            c.sink_limits(),
         );
         let driver = c.driver(
             rate,
