@@ -79,7 +79,6 @@ fn frame(i: u64) -> Frame {
     }
 }
 
-/// The datagram index a message id names.
 /// Publish `f`'s contract message (subject, `Nats-Msg-Id`, CBOR body) as a
 /// bare client would.
 async fn publish_contract(
@@ -95,6 +94,7 @@ async fn publish_contract(
         .expect("publish")
 }
 
+/// The datagram index a message id names.
 fn index_of(msg_id: &str) -> Option<u64> {
     let mut it = msg_id.split(':');
     let sensor: u64 = it.next()?.parse().ok()?;
@@ -313,6 +313,62 @@ impl Bench {
         }
         drop(tx);
         self.rt.block_on(collector).expect("collector")
+    }
+
+    /// The same floor with the client shaped like the appliance: the
+    /// pacing thread only hands the due indices to one async task (a wake
+    /// per batch, as a receive thread wakes the publisher), which publishes
+    /// them and times the acks; no `block_on` per message.
+    fn bare_latency_task(&self, rate: f64, duration: Duration) -> Histogram<u64> {
+        let js = self.rt.block_on(self.fresh_telemetry_stream());
+        let total = (rate * duration.as_secs_f64()) as u64;
+        let pacer = Pacer::new(Instant::now() + Duration::from_millis(100), rate, total);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::ops::Range<u64>>();
+        let publisher = self.rt.spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("h");
+            let mut in_flight = FuturesUnordered::new();
+            let recv = RecvTime::now();
+            let mut open = true;
+            while open || !in_flight.is_empty() {
+                tokio::select! {
+                    biased;
+                    Some((r, at)) = in_flight.next(), if !in_flight.is_empty() => {
+                        let r: Result<_, _> = r;
+                        r.expect("ack");
+                        h.saturating_record(Instant::now().saturating_duration_since(at).as_nanos() as u64);
+                    }
+                    due = rx.recv(), if open => match due {
+                        Some(range) => {
+                            for i in range {
+                                let ack = publish_contract(&js, &frame(i), recv).await;
+                                let at = pacer.due_at(i);
+                                in_flight.push(async move { (ack.await, at) });
+                            }
+                        }
+                        None => open = false,
+                    },
+                }
+            }
+            h
+        });
+        let mut next = 0u64;
+        while next < total {
+            let now = Instant::now();
+            let due = pacer.due(now).min(total);
+            if due <= next {
+                std::thread::sleep(
+                    pacer
+                        .due_at(next)
+                        .saturating_duration_since(now)
+                        .min(Duration::from_micros(200)),
+                );
+                continue;
+            }
+            tx.send(next..due).expect("publisher");
+            next = due;
+        }
+        drop(tx);
+        self.rt.block_on(publisher).expect("publisher")
     }
 
     /// 2-4. The appliance as its own process at `rate` for `duration`.
@@ -607,6 +663,9 @@ fn main() {
         let floor = b.bare_latency(2_000.0, Duration::from_secs(1));
         println!("bare client at 2000/s: {}", latency_line(&floor));
         assert_eq!(floor.len(), 2_000, "every bare publish acked");
+        let floor = b.bare_latency_task(2_000.0, Duration::from_secs(1));
+        println!("bare client, one task, at 2000/s: {}", latency_line(&floor));
+        assert_eq!(floor.len(), 2_000, "every bare publish acked (task)");
         for mode in MODES {
             println!("{mode}:");
             let r = b.appliance(mode, 2_000.0, Duration::from_secs(1), true, true);
@@ -621,6 +680,11 @@ fn main() {
         let floor = b.bare_latency(rate, Duration::from_secs(lat_s));
         println!(
             "  {rate:.0}/s, bare async-nats client (scheduled publish -> ack, no UDP): {}",
+            latency_line(&floor)
+        );
+        let floor = b.bare_latency_task(rate, Duration::from_secs(lat_s));
+        println!(
+            "  {rate:.0}/s, bare async-nats client, one publishing task (scheduled publish -> ack, no UDP): {}",
             latency_line(&floor)
         );
         for mode in MODES {
