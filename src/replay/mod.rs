@@ -64,7 +64,7 @@ pub struct ChannelsConfig {
     pub acks_in_flight_max: usize,
     /// Messages the pacer may hand to its publisher beyond those awaiting
     /// acks, so a brief stall downstream does not hold up the schedule
-    /// (about 0.8 KB each, only while queued).
+    /// (about 0.5 KB each, only while queued).
     pub sink_queue_len: usize,
     /// The pacer sleeps until this long before a message is due, then spins
     /// on the monotonic clock.
