@@ -104,6 +104,33 @@ fn index_of(msg_id: &str) -> Option<u64> {
     Some(ticks * SENSORS + sensor)
 }
 
+/// Run `pacer`'s open-loop schedule on this thread: sleep (at most 200 µs
+/// at a time) until something is due, then hand `f` the due indices (at
+/// most `max_batch` at once) and how far the first of them is behind its
+/// time.
+fn paced(pacer: &Pacer, max_batch: u64, mut f: impl FnMut(std::ops::Range<u64>, Duration)) {
+    let mut next = 0u64;
+    while next < pacer.total() {
+        let now = Instant::now();
+        let due = pacer.due(now);
+        if due <= next {
+            std::thread::sleep(
+                pacer
+                    .due_at(next)
+                    .saturating_duration_since(now)
+                    .min(Duration::from_micros(200)),
+            );
+            continue;
+        }
+        let upto = due.min(next.saturating_add(max_batch));
+        f(
+            next..upto,
+            now.saturating_duration_since(pacer.due_at(next)),
+        );
+        next = upto;
+    }
+}
+
 struct Bench {
     quick: bool,
     /// `--appliance-config FILE`: passed to every appliance run.
@@ -292,25 +319,12 @@ impl Bench {
         let total = (rate * duration.as_secs_f64()) as u64;
         let pacer = Pacer::new(Instant::now() + Duration::from_millis(100), rate, total);
         let recv = RecvTime::now();
-        let mut next = 0u64;
-        while next < total {
-            let now = Instant::now();
-            let due = pacer.due(now);
-            if due <= next {
-                std::thread::sleep(
-                    pacer
-                        .due_at(next)
-                        .saturating_duration_since(now)
-                        .min(Duration::from_micros(200)),
-                );
-                continue;
-            }
-            for i in next..due.min(total) {
+        paced(&pacer, u64::MAX, |due, _| {
+            for i in due {
                 let ack = self.rt.block_on(publish_contract(&js, &frame(i), recv));
                 tx.send((ack, pacer.due_at(i))).expect("collector");
             }
-            next = due.min(total);
-        }
+        });
         drop(tx);
         self.rt.block_on(collector).expect("collector")
     }
@@ -351,22 +365,7 @@ impl Bench {
             }
             h
         });
-        let mut next = 0u64;
-        while next < total {
-            let now = Instant::now();
-            let due = pacer.due(now).min(total);
-            if due <= next {
-                std::thread::sleep(
-                    pacer
-                        .due_at(next)
-                        .saturating_duration_since(now)
-                        .min(Duration::from_micros(200)),
-                );
-                continue;
-            }
-            tx.send(next..due).expect("publisher");
-            next = due;
-        }
+        paced(&pacer, u64::MAX, |due, _| tx.send(due).expect("publisher"));
         drop(tx);
         self.rt.block_on(publisher).expect("publisher")
     }
@@ -482,38 +481,23 @@ impl Bench {
                 (e2e_hist, r2a)
             }
         });
-        let _ = latency;
 
         // The open-loop sender.
         let cpu0 = cpu_seconds(pid);
         let pacer = Pacer::new(t0, rate, total);
         let mut tx = DatagramSender::connect(udp.parse().expect("addr")).expect("sender");
         let mut batch: Vec<[u8; DATAGRAM_LEN]> = Vec::with_capacity(256);
-        let mut next = 0u64;
         let mut lag_max = Duration::ZERO;
-        while next < total {
-            let now = Instant::now();
-            let due = pacer.due(now);
-            if due <= next {
-                std::thread::sleep(
-                    pacer
-                        .due_at(next)
-                        .saturating_duration_since(now)
-                        .min(Duration::from_micros(200)),
-                );
-                continue;
-            }
-            lag_max = lag_max.max(now.saturating_duration_since(pacer.due_at(next)));
-            let upto = due.min(next + 256);
+        paced(&pacer, 256, |due, lag| {
+            lag_max = lag_max.max(lag);
             batch.clear();
-            for i in next..upto {
+            for i in due {
                 // Scheduled time, not actual: no coordinated omission.
                 sent_at[i as usize].store(mono(pacer.due_at(i)), Relaxed);
                 batch.push(frame(i).encode());
             }
             tx.send(&batch).expect("send");
-            next = upto;
-        }
+        });
         let sent_done = Instant::now();
 
         // Wait (bounded) for the stream to hold everything, then stop.

@@ -91,10 +91,7 @@ fn iso(ns: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_replay_start_stop_and_directory_follow_the_contract() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(60, 10_000_000))).await; // 0.6 s
     let svc = Running::start(&nats.url(), ChannelsConfig::default()).await;
 
@@ -170,10 +167,7 @@ async fn group_replay_start_stop_and_directory_follow_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_stops_a_group_replay_from_the_command_line() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(300, 100_000_000))).await; // 30 s
     let svc = Running::start(&nats.url(), ChannelsConfig::default()).await;
     let url = nats.url();
@@ -253,10 +247,7 @@ async fn an_operator_stops_a_group_replay_from_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_channel_expires_without_heartbeats() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(200, 100_000_000))).await; // 20 s
     let cfg = ChannelsConfig {
         private_idle_s: 1,
@@ -337,10 +328,7 @@ async fn a_private_channel_expires_without_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_livestream_carries_what_the_stream_stores_once() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     let svc = Running::start(&nats.url(), ChannelsConfig::default()).await;
     let mut live = client.subscribe("tspi.channel.livestream").await.unwrap();
     client.flush().await.unwrap();
@@ -368,10 +356,7 @@ async fn the_livestream_carries_what_the_stream_stores_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_starts_a_group_replay_around_its_moment() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     // 5 s of messages, 100 ms apart; the tag at 2.5 s.
     publish_recording(&js, &recording(&even(50, 100_000_000))).await;
     publish_tags(&js, &[("Merge Point", T0_NS + 2_500_000_000, "Merge")]).await;
@@ -423,10 +408,7 @@ async fn a_tag_starts_a_group_replay_around_its_moment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jetstream_native_mode_delivers_and_ends() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     // Stored 20 ms apart: the server replays by store time.
     let rec = recording(&even(15, 20_000_000));
     for r in rec.chunks(1) {

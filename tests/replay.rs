@@ -369,10 +369,7 @@ fn controls_pause_and_stop_a_running_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (_nats, client, js) = nats_with_streams().await;
     // 100 messages 10 ms apart (1 s), received an hour before they are
     // stored: the start time selects by receive time, not store time.
     let offsets = even(100, 10_000_000);
@@ -487,10 +484,7 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_past_the_end_replays_nothing() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (_nats, _client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(5, 1_000_000))).await;
     let handle = tokio::runtime::Handle::current();
     let source = StreamSource::new(handle.clone(), js.clone(), StartAt::Sequence(1000), None);
@@ -809,10 +803,7 @@ async fn archive_replay_rebuilds_every_body_and_its_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_replays_a_tag_window_from_the_stream() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    streams(&js).await;
+    let (nats, client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(30, 100_000_000))).await; // 3 s
     publish_tags(&js, &[("merge-1", T0_NS + 1_500_000_000, "Merge")]).await;
     let dir = tempfile::tempdir().unwrap();

@@ -534,6 +534,11 @@ async fn capacity(
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let client = connect(&c.nats).await?;
     let source = Source::Stream(c.stream.clone());
+    let output = DriveOutput::Udp {
+        targets: c.udp.clone(),
+        coalesce_ns: c.coalesce_us * 1000,
+        multicast: c.mcast.out()?,
+    };
     if c.warmup_s > 0.0 {
         eprintln!(
             "warm-up: {:.0} datagrams/s for {} s (not counted)",
@@ -543,11 +548,7 @@ async fn capacity(
             f.clone(),
             c.start_rate / f64::from(f.tracks()),
             c.warmup_s,
-            DriveOutput::Udp {
-                targets: c.udp.clone(),
-                coalesce_ns: c.coalesce_us * 1000,
-                multicast: c.mcast.out()?,
-            },
+            output.clone(),
             &client,
             &source,
             Duration::from_secs_f64(c.drain_s),
@@ -573,11 +574,7 @@ async fn capacity(
             f.clone(),
             rate_hz,
             c.step_s,
-            DriveOutput::Udp {
-                targets: c.udp.clone(),
-                coalesce_ns: c.coalesce_us * 1000,
-                multicast: c.mcast.out()?,
-            },
+            output.clone(),
             &client,
             &source,
             Duration::from_secs_f64(c.drain_s),

@@ -46,6 +46,19 @@ pub fn even(n: u64, step_ns: u64) -> Vec<u64> {
     (0..n).map(|i| i * step_ns).collect()
 }
 
+/// A real nats-server with the contract's streams, and a client on it.
+pub async fn nats_with_streams() -> (
+    tspi::harness::NatsServer,
+    async_nats::Client,
+    jetstream::Context,
+) {
+    let nats = tspi::harness::NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    streams(&js).await;
+    (nats, client, js)
+}
+
 pub async fn streams(js: &jetstream::Context) {
     let s = StreamSettings::default();
     for cfg in [
