@@ -47,6 +47,24 @@ fn assert_spacing(label: &str, arrivals_ns: &[u64], recorded_ns: &[u64], rate: f
     }
 }
 
+/// Pace `source` into `channel` (tags to `tags.broadcast`) on a thread of
+/// its own.
+fn replay_into_channel(
+    js: &async_nats::jetstream::Context,
+    source: StreamSource,
+    channel: ChannelId,
+    cfg: DriverConfig,
+) -> Job {
+    let sink = ChannelSink::new(
+        tokio::runtime::Handle::current(),
+        js.clone(),
+        channel,
+        "tags.broadcast".into(),
+        SinkLimits::acks(256),
+    );
+    Job::spawn("test", Box::new(source), Box::new(sink), cfg).unwrap()
+}
+
 fn telemetry_items(offsets: &[u64]) -> Vec<Item> {
     recording(offsets)
         .into_iter()
@@ -390,22 +408,13 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
     let mut telemetry = client.subscribe(channel.subject()).await.unwrap();
     let mut tags = client.subscribe("tags.broadcast").await.unwrap();
     client.flush().await.unwrap();
-    let handle = tokio::runtime::Handle::current();
-    let source = StreamSource::new(handle.clone(), js.clone(), StartAt::Time(T0_NS), None);
-    let sink = ChannelSink::new(
-        handle,
+    let source = StreamSource::new(
+        tokio::runtime::Handle::current(),
         js.clone(),
-        channel.clone(),
-        "tags.broadcast".into(),
-        SinkLimits::acks(256),
+        StartAt::Time(T0_NS),
+        None,
     );
-    let job = Job::spawn(
-        "stream",
-        Box::new(source),
-        Box::new(sink),
-        DriverConfig::default(),
-    )
-    .unwrap();
+    let job = replay_into_channel(&js, source, channel.clone(), DriverConfig::default());
     let (got, got_tags) = tokio::join!(
         collect(&mut telemetry, 100, Duration::from_secs(30)),
         collect(&mut tags, 2, Duration::from_secs(30))
@@ -454,26 +463,18 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
     let channel = ChannelId::parse("replay.seq").unwrap();
     let mut sub = client.subscribe(channel.subject()).await.unwrap();
     client.flush().await.unwrap();
-    let handle = tokio::runtime::Handle::current();
     let mut source = StreamSource::new(
-        handle.clone(),
+        tokio::runtime::Handle::current(),
         js.clone(),
         StartAt::Sequence(51),
         Some(T0_NS + 800_000_000),
     );
     source.with_tags = false;
-    let sink = ChannelSink::new(
-        handle,
-        js.clone(),
-        channel,
-        "tags.broadcast".into(),
-        SinkLimits::acks(256),
-    );
     let cfg = DriverConfig {
         rate: Rate::new(10.0).unwrap(),
         ..DriverConfig::default()
     };
-    let job = Job::spawn("seq", Box::new(source), Box::new(sink), cfg).unwrap();
+    let job = replay_into_channel(&js, source, channel, cfg);
     let out = job.wait().await.unwrap();
     let got = collect(&mut sub, 31, Duration::from_secs(10)).await;
     assert_eq!(out.pace.telemetry, 31, "{:?}", out.source);
@@ -486,22 +487,18 @@ async fn stream_replay_into_a_channel_with_tags_at_their_moment() {
 async fn a_start_past_the_end_replays_nothing() {
     let (_nats, _client, js) = nats_with_streams().await;
     publish_recording(&js, &recording(&even(5, 1_000_000))).await;
-    let handle = tokio::runtime::Handle::current();
-    let source = StreamSource::new(handle.clone(), js.clone(), StartAt::Sequence(1000), None);
-    let sink = ChannelSink::new(
-        handle,
+    let source = StreamSource::new(
+        tokio::runtime::Handle::current(),
         js.clone(),
-        ChannelId::parse("x").unwrap(),
-        "tags.broadcast".into(),
-        SinkLimits::acks(16),
+        StartAt::Sequence(1000),
+        None,
     );
-    let out = Job::spawn(
-        "none",
-        Box::new(source),
-        Box::new(sink),
+    let out = replay_into_channel(
+        &js,
+        source,
+        ChannelId::parse("x").unwrap(),
         DriverConfig::default(),
     )
-    .unwrap()
     .wait()
     .await
     .unwrap();
