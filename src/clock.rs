@@ -1,8 +1,23 @@
-//! Monotonic nanoseconds for latency measurement, comparable across threads
-//! of one process (the wall clock is [`crate::message::RecvTime`]).
+//! The process's clocks, kept out of the pure modules: monotonic
+//! nanoseconds for latency measurement, comparable across threads of one
+//! process, and the wall clock as a [`RecvTime`] (whose type and arithmetic
+//! are pure, in [`crate::message`]).
 
+use crate::message::RecvTime;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+impl RecvTime {
+    /// The current wall-clock time (the one clock read of the receive path,
+    /// once per batch). Lives here, not in `message`, so that the contract
+    /// module reads no clock.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        RecvTime::from_unix_ns(d.as_nanos() as u64)
+    }
+}
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -30,3 +30,6 @@ pub mod publish;
 pub mod receive;
 pub mod replay;
 pub mod send;
+
+#[cfg(test)]
+mod purity;

@@ -42,16 +42,6 @@ impl RecvTime {
         RecvTime { unix_ns }
     }
 
-    /// The current wall-clock time.
-    pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        RecvTime {
-            unix_ns: d.as_nanos() as u64,
-        }
-    }
-
     /// `recv_epoch_ms`: milliseconds, rounded half to even.
     pub const fn epoch_ms(self) -> u64 {
         div_round_half_even(self.unix_ns, 1_000_000)
