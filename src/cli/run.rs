@@ -446,6 +446,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ended
     });
 
+    let mut ended = ended;
+    ended.sort_by_key(|e| expected.iter().position(|r| *r == e.role()));
     let mut ok = true;
     let mut accounts = serde_json::Map::new();
     for role in &expected {
