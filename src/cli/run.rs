@@ -430,7 +430,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let expected = roles.names();
     let duration = a.duration_s.map(Duration::from_secs);
-    let ended: Vec<Ended> = home.block_on(async {
+    let mut ended: Vec<Ended> = home.block_on(async {
         let mut ended = Vec::new();
         tokio::select! {
             () = super::ingest::shutdown(duration) => {}
@@ -446,7 +446,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ended
     });
 
-    let mut ended = ended;
     ended.sort_by_key(|e| expected.iter().position(|r| *r == e.role()));
     let mut ok = true;
     let mut accounts = serde_json::Map::new();
