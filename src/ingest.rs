@@ -41,6 +41,10 @@ pub struct Hooks {
     /// Told the bound UDP addresses once receiving has started (tests bind
     /// port 0).
     pub ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
+    /// Send each report's Prometheus text here instead of serving
+    /// `metrics.addr` itself (`tspi run` serves every role on one endpoint:
+    /// see [`metrics::Exposition`]).
+    pub prometheus: Option<tokio::sync::watch::Sender<String>>,
 }
 
 /// Ingest running as a task of the current runtime (tests, the demo).
@@ -62,6 +66,7 @@ impl Handle {
             Hooks {
                 json: false,
                 ready: Some(ready_tx),
+                prometheus: None,
             },
             async move {
                 let _ = stop_rx.await;
@@ -239,8 +244,14 @@ pub async fn run(
     let input_closed = publisher.input_closed();
     let publishing = tokio::spawn(publisher.run());
 
-    let (prom_tx, prom_rx) = tokio::sync::watch::channel(String::new());
-    if let Some(addr) = cfg.metrics.addr {
+    let (prom_tx, prom_rx) = match hooks.prometheus {
+        Some(shared) => (shared, None),
+        None => {
+            let (tx, rx) = tokio::sync::watch::channel(String::new());
+            (tx, Some(rx))
+        }
+    };
+    if let (Some(addr), Some(prom_rx)) = (cfg.metrics.addr, prom_rx) {
         let (bound, _task) = metrics::serve_prometheus(addr, prom_rx)
             .await
             .with_context(|| format!("serving /metrics on {addr}"))?;

@@ -29,7 +29,7 @@ pub mod report;
 pub mod rows;
 pub mod schema;
 
-pub use pipeline::{Account, Handle, Stats, run};
+pub use pipeline::{Account, Handle, Stats, run, run_reporting};
 
 use serde::Deserialize;
 

@@ -696,6 +696,20 @@ pub async fn run(
     json: bool,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Account> {
+    run_reporting(cfg, dsn, stats, json, None, stop).await
+}
+
+/// [`run`], sending each report's Prometheus text to `prometheus` instead
+/// of serving `metrics.addr` itself when it is given (`tspi run` serves
+/// every role on one endpoint: see [`crate::metrics::Exposition`]).
+pub async fn run_reporting(
+    cfg: Config,
+    dsn: String,
+    stats: Arc<Stats>,
+    json: bool,
+    prometheus: Option<watch::Sender<String>>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Account> {
     let a = cfg.archive.clone();
     a.validate()?;
     anyhow::ensure!(
@@ -764,6 +778,7 @@ pub async fn run(
         client.clone(),
         stats.clone(),
         json,
+        prometheus,
         report_done_rx,
     ));
 
@@ -805,11 +820,18 @@ async fn report_loop(
     client: async_nats::Client,
     stats: Arc<Stats>,
     json: bool,
+    prometheus: Option<watch::Sender<String>>,
     mut done: watch::Receiver<bool>,
 ) {
     let m = &cfg.metrics;
-    let (prom_tx, prom_rx) = watch::channel(String::new());
-    if let Some(addr) = m.addr {
+    let (prom_tx, prom_rx) = match prometheus {
+        Some(shared) => (shared, None),
+        None => {
+            let (tx, rx) = watch::channel(String::new());
+            (tx, Some(rx))
+        }
+    };
+    if let (Some(addr), Some(prom_rx)) = (m.addr, prom_rx) {
         match serve_prometheus(addr, prom_rx).await {
             Ok((bound, _task)) => tracing::info!(%bound, "prometheus /metrics"),
             Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),

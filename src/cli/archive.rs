@@ -99,6 +99,15 @@ pub fn run(a: ArchiveArgs) -> anyhow::Result<ExitCode> {
         json,
         super::ingest::shutdown(duration),
     ))?;
+    print_account(&account);
+    if json {
+        println!("{}", serde_json::json!({ "final_account": &account }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The final account on stderr, one line.
+pub(super) fn print_account(account: &archive::Account) {
     let c = &account.counters;
     eprintln!(
         "tspi archive: final account: {} messages, {} telemetry rows added ({} already there), \
@@ -118,8 +127,4 @@ pub fn run(a: ArchiveArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    if json {
-        println!("{}", serde_json::json!({ "final_account": &account }));
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -92,6 +92,18 @@ fn config(conn: &Conn) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// How the service runs, from the file's `[stream]` and `[channels]`.
+pub(super) fn service_options(cfg: &Config) -> ServiceOptions {
+    ServiceOptions {
+        streams: tspi::jetstream::StreamSettings {
+            replicas: cfg.stream.replicas,
+            duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
+            ..Default::default()
+        },
+        channels: cfg.channels.clone(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -110,14 +122,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             if no_livestream {
                 cfg.channels.livestream = false;
             }
-            let opts = ServiceOptions {
-                streams: tspi::jetstream::StreamSettings {
-                    replicas: cfg.stream.replicas,
-                    duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
-                    ..Default::default()
-                },
-                channels: cfg.channels.clone(),
-            };
+            let opts = service_options(&cfg);
             let rt = runtime()?;
             rt.block_on(async {
                 let client = tspi::ingest::connect(&cfg.nats).await?;

@@ -135,9 +135,29 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let duration = a.duration_s.map(Duration::from_secs);
     let account = rt.block_on(ingest::run(
         cfg,
-        Hooks { json, ready: None },
+        Hooks {
+            json,
+            ..Hooks::default()
+        },
         shutdown(duration),
     ))?;
+    print_account(&account);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "final_account": &account, "balanced": account.balanced() })
+        );
+    }
+    Ok(if account.balanced() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The final account on stderr, one line; says UNBALANCED when the drained
+/// stop's invariant does not hold.
+pub(super) fn print_account(account: &ingest::Account) {
     let c = &account.counters;
     eprintln!(
         "tspi ingest: final account ({} backend, {} publish): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
@@ -158,17 +178,6 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
         c.retried,
         c.kernel_dropped
     );
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "final_account": &account, "balanced": account.balanced() })
-        );
-    }
-    Ok(if account.balanced() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// SIGINT, SIGTERM, or the duration.

@@ -6,12 +6,13 @@ mod decode;
 mod demo;
 mod ingest;
 mod replay;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-/// The reporting flags `tspi ingest` and `tspi archive` share; each
+/// The reporting flags `tspi ingest`, `tspi archive` and `tspi run` share; each
 /// overrides `[metrics]` when given.
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
@@ -73,6 +74,10 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// The channels service and the operator's channel commands.
     Channels(channels::ChannelsArgs),
+    /// The appliance in one process: every role the file enables (ingest,
+    /// archive, channels), one /metrics endpoint, one drained stop on
+    /// SIGINT/SIGTERM (or --duration-s) with every role's account.
+    Run(run::RunArgs),
 }
 
 pub fn init_logging(filter: Option<&str>) {
@@ -96,5 +101,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Archive(a) => archive::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Channels(a) => channels::run(a),
+        Command::Run(a) => run::run(a),
     }
 }

@@ -1,7 +1,9 @@
 //! Edge: the smallest HTTP/1.1 server that Prometheus can scrape.
 //!
-//! `GET /metrics` (or `HEAD`) answers 200 with the latest text from a watch
-//! channel; any other path is 404, another method on `/metrics` 405. One
+//! `GET /metrics` (or `HEAD`) answers 200 with the latest text of every
+//! part of an [`Exposition`] (one part per role: `tspi run` serves ingest,
+//! archive and channels on one endpoint; a role run alone has one part, its
+//! watch channel, through [`serve_prometheus`]); any other path is 404, another method on `/metrics` 405. One
 //! request per connection (`Connection: close`). Everything is bounded: at
 //! most [`HTTP_CONNECTIONS_MAX`] connections at once (further ones wait in
 //! the kernel's accept queue), [`HTTP_REQUEST_HEAD_LEN_MAX`] bytes of request
@@ -10,7 +12,7 @@
 use super::prometheus::PROMETHEUS_CONTENT_TYPE;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +29,70 @@ pub const HTTP_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// One part of an exposition: renders its role's families when scraped.
+type Part = Box<dyn Fn() -> String + Send + Sync>;
+
+/// What one `/metrics` endpoint serves: the parts registered so far, in
+/// order of registration, concatenated at scrape time. Each part must use
+/// metric names of its own (each role has its prefix: `tspi_ingest_`,
+/// `tspi_archive_`, `tspi_channels_`), so their families never repeat.
+/// Cloning shares the parts.
+#[derive(Clone, Default)]
+pub struct Exposition {
+    parts: Arc<Mutex<Vec<Part>>>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition")
+            .field("parts", &self.parts.lock().map_or(0, |p| p.len()))
+            .finish()
+    }
+}
+
+impl Exposition {
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Add a part rendered by `render` at each scrape (keep it cheap: it
+    /// runs on the endpoint's task).
+    pub fn register(&self, render: impl Fn() -> String + Send + Sync + 'static) {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(render));
+    }
+
+    /// Add a part whose text a role sends after each report (what the
+    /// reporters of `tspi ingest` and `tspi archive` do); empty until the
+    /// first report.
+    pub fn register_text(&self) -> watch::Sender<String> {
+        let (tx, rx) = watch::channel(String::new());
+        self.register_watch(rx);
+        tx
+    }
+
+    /// Add a part that serves the latest text of `text`.
+    pub fn register_watch(&self, text: watch::Receiver<String>) {
+        self.register(move || text.borrow().clone());
+    }
+
+    /// Every part's text, in order of registration.
+    pub fn render(&self) -> String {
+        let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for part in parts.iter() {
+            let text = part();
+            out.push_str(&text);
+            if !text.is_empty() && !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
 /// Bind `addr` (port 0 picks a free port) and serve the exposition in
 /// `text` until the returned task is aborted. Returns the bound address.
 /// Connections already accepted finish on their own, within
@@ -35,13 +101,24 @@ pub async fn serve_prometheus(
     addr: SocketAddr,
     text: watch::Receiver<String>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let exposition = Exposition::new();
+    exposition.register_watch(text);
+    serve_exposition(addr, exposition).await
+}
+
+/// [`serve_prometheus`] for every part of `exposition`, including parts
+/// registered after it started.
+pub async fn serve_exposition(
+    addr: SocketAddr,
+    exposition: Exposition,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, text));
+    let task = tokio::spawn(accept_loop(listener, exposition));
     Ok((local, task))
 }
 
-async fn accept_loop(listener: TcpListener, text: watch::Receiver<String>) {
+async fn accept_loop(listener: TcpListener, exposition: Exposition) {
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
     loop {
         let slot = Arc::clone(&slots)
@@ -50,11 +127,14 @@ async fn accept_loop(listener: TcpListener, text: watch::Receiver<String>) {
             .expect("the semaphore is never closed");
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                let text = text.clone();
+                let exposition = exposition.clone();
                 tokio::spawn(async move {
                     // A slow or silent client is cut off; nothing to report.
-                    let _ = tokio::time::timeout(HTTP_CONNECTION_TIMEOUT, serve_one(stream, text))
-                        .await;
+                    let _ = tokio::time::timeout(
+                        HTTP_CONNECTION_TIMEOUT,
+                        serve_one(stream, exposition),
+                    )
+                    .await;
                     drop(slot);
                 });
             }
@@ -66,7 +146,7 @@ async fn accept_loop(listener: TcpListener, text: watch::Receiver<String>) {
     }
 }
 
-async fn serve_one(mut stream: TcpStream, text: watch::Receiver<String>) -> io::Result<()> {
+async fn serve_one(mut stream: TcpStream, exposition: Exposition) -> io::Result<()> {
     let mut buf = vec![0u8; HTTP_REQUEST_HEAD_LEN_MAX];
     let mut filled = 0;
     let head_len = loop {
@@ -83,7 +163,7 @@ async fn serve_one(mut stream: TcpStream, text: watch::Receiver<String>) -> io::
         filled += n;
     };
     let response = match head_len {
-        Some(end) => respond(&buf[..end], || text.borrow().clone()),
+        Some(end) => respond(&buf[..end], || exposition.render()),
         None => status_only(431, "Request Header Fields Too Large"),
     };
     stream.write_all(&response).await?;
@@ -190,6 +270,22 @@ mod tests {
         assert!(text(respond(b"GET /metrics\r\n\r\n", never)).starts_with("HTTP/1.1 400 "));
         assert!(text(respond(b"GET /metrics SPDY/3\r\n\r\n", never)).starts_with("HTTP/1.1 400 "));
         assert!(text(respond(b"\xff\xfe\r\n\r\n", never)).starts_with("HTTP/1.1 400 "));
+    }
+
+    #[test]
+    fn an_exposition_concatenates_its_parts_in_order() {
+        let e = Exposition::new();
+        assert_eq!(e.render(), "");
+        let ingest = e.register_text();
+        e.register(|| "tspi_channels_x_total 3".into());
+        assert_eq!(e.render(), "tspi_channels_x_total 3\n", "no report yet");
+        ingest.send_replace("tspi_ingest_y_total 1\n".into());
+        let shared = e.clone();
+        shared.register_watch(watch::channel("tspi_archive_z_total 2\n".to_owned()).1);
+        assert_eq!(
+            e.render(),
+            "tspi_ingest_y_total 1\ntspi_channels_x_total 3\ntspi_archive_z_total 2\n"
+        );
     }
 
     #[test]

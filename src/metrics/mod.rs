@@ -13,7 +13,8 @@
 //!   (`--metrics-addr`), [`snapshot_message`] (HdrHistogram V2 deflate,
 //!   base64, on [`metrics_subject`]).
 //!
-//! Edges: [`serve_prometheus`] (HTTP `GET /metrics`), [`publish_snapshot`]
+//! Edges: [`serve_prometheus`] / [`serve_exposition`] (HTTP `GET /metrics`,
+//! one role or every role's [`Exposition`] part), [`publish_snapshot`]
 //! (core NATS), [`hostname`].
 //!
 //! A reporter task, sketched:
@@ -54,7 +55,8 @@ mod snapshot;
 pub use counters::{Counters, Gauges, REJECT_REASONS_LEN};
 pub use host::hostname;
 pub use http::{
-    HTTP_CONNECTION_TIMEOUT, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_HEAD_LEN_MAX, serve_prometheus,
+    Exposition, HTTP_CONNECTION_TIMEOUT, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_HEAD_LEN_MAX,
+    serve_exposition, serve_prometheus,
 };
 pub use latency::{
     LATENCY_NS_MAX, LATENCY_NS_MIN, LATENCY_SIGFIG, Latencies, Latency, LatencyHistograms,

@@ -34,6 +34,9 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
+    /// `tspi run` starts the channels service only when this is true;
+    /// `tspi channels serve` runs it whatever this says.
+    pub enabled: bool,
     /// Run the live stage: a push consumer `LIVE_MAIN` on `TSPI` delivering
     /// to `tspi.channel.livestream`.
     pub livestream: bool,
@@ -80,6 +83,7 @@ pub struct ChannelsConfig {
 impl Default for ChannelsConfig {
     fn default() -> Self {
         ChannelsConfig {
+            enabled: false,
             livestream: true,
             create_streams: true,
             replay_max_age_h: 6,
