@@ -15,6 +15,7 @@
 extern crate self as tspi;
 
 pub mod archive;
+pub mod channels;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -27,19 +27,19 @@
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.
 
-use super::ChannelsConfig;
-use super::channels::{
+use super::message::{
     self, ChannelId, Ctrl, DirectoryEntry, GroupReplayError, GroupReplayRequest, GroupReplayStart,
     GroupReplayStop, GroupReplayStopRequest, Kind, PrivateReplayReply, PrivateReplayRequest,
     ReplaySpec, SUBJECT_CTRL, SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ,
     SUBJECT_STATUS, from_cbor, to_cbor,
 };
-use super::driver::Job;
-use super::pacer::{Control, Rate};
-use super::sink::ChannelSink;
-use super::source::{ReadAhead, StartAt, StreamSource, load_tags};
-use super::time::parse_rfc3339_ns;
 use crate::jetstream::{StreamSettings, ensure_stream, ops_stream, replay_stream};
+use crate::replay::ChannelsConfig;
+use crate::replay::driver::Job;
+use crate::replay::pacer::{Control, Rate};
+use crate::replay::sink::ChannelSink;
+use crate::replay::source::{ReadAhead, StartAt, StreamSource, load_tags};
+use crate::replay::time::parse_rfc3339_ns;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -239,7 +239,7 @@ impl State {
     fn directory(&self) -> Vec<DirectoryEntry> {
         let mut v: Vec<&Active> = self.active.values().collect();
         v.sort_by_key(|a| (a.entry.kind == Kind::PrivateReplay, a.started));
-        channels::directory(v.into_iter().map(|a| a.entry.clone()))
+        message::directory(v.into_iter().map(|a| a.entry.clone()))
     }
 
     async fn announce<T: serde::Serialize>(&self, msg: &T) {
@@ -381,7 +381,7 @@ impl State {
         match (&spec.start, &spec.tag) {
             (Some(s), None) => Ok((
                 s.parse()
-                    .map_err(|e: super::time::TimeError| e.to_string())?,
+                    .map_err(|e: crate::replay::time::TimeError| e.to_string())?,
                 end,
                 s.clone(),
             )),
@@ -755,12 +755,12 @@ pub async fn private_request(
 /// `seq-<n>` for a sequence).
 pub fn group_channel_id(id: Option<&str>, spec: &ReplaySpec) -> Result<ChannelId, String> {
     let token = if let Some(id) = id {
-        channels::slug(id).ok_or_else(|| format!("--id {id:?} has no letters or digits"))?
+        message::slug(id).ok_or_else(|| format!("--id {id:?} has no letters or digits"))?
     } else if let Some(tag) = &spec.tag {
-        channels::slug(tag).ok_or_else(|| format!("tag {tag:?} has no letters or digits"))?
+        message::slug(tag).ok_or_else(|| format!("tag {tag:?} has no letters or digits"))?
     } else if let Some(start) = &spec.start {
         match start.parse::<StartAt>().map_err(|e| e.to_string())? {
-            StartAt::Time(ns) => super::time::compact_utc(ns),
+            StartAt::Time(ns) => crate::replay::time::compact_utc(ns),
             StartAt::Sequence(n) => format!("seq-{n}"),
         }
     } else {
