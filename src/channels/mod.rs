@@ -7,5 +7,6 @@
 //!   replays, directory).
 
 pub mod client_state;
+pub mod directory;
 pub mod message;
 pub mod service;
