@@ -16,6 +16,7 @@ extern crate self as tspi;
 
 pub mod archive;
 pub mod backoff;
+pub mod channels;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tspi::channels::message::{ChannelId, GroupReplayRequest, ReplaySpec};
+use tspi::channels::service::{self, ServiceOptions, ServiceStats};
 use tspi::config::Config;
-use tspi::replay::channels::{GroupReplayRequest, ReplaySpec};
-use tspi::replay::service::{self, ServiceOptions, ServiceStats};
 
 #[derive(Debug, clap::Args)]
 pub struct ChannelsArgs {
@@ -71,7 +71,7 @@ pub enum ChannelsCommand {
         conn: Conn,
         /// The channel id, `replay.<id>` (or just `<id>`).
         #[arg(long, value_name = "CHANNEL-ID")]
-        channel: tspi::replay::channels::ChannelId,
+        channel: ChannelId,
     },
     /// List the active channels (livestream first), one JSON line each.
     List {

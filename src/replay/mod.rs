@@ -3,8 +3,6 @@
 //! Pure core (time and buffers are arguments; no I/O):
 //! - [`pacer`]: the absolute schedule `start + (t_i - t_0) / rate`, with
 //!   pause, resume, rate change, seek and loop, tested in virtual time;
-//! - [`channels`]: channel ids, control messages, directory, heartbeat;
-//! - [`client_state`]: the client state machine operator tools follow;
 //! - [`time`], [`record`]: RFC 3339, receive-time rebuilding, body → datagram.
 //!
 //! Edges:
@@ -12,19 +10,23 @@
 //!   monotonic clock) with its pacing-error histogram;
 //! - [`source`]: the `TSPI` stream, a capture file, the archive;
 //! - [`sink`]: a channel subject in `TSPI_REPLAY`, or UDP datagrams;
-//! - [`service`]: `tspi channels serve` (livestream, group and private
-//!   replays, directory).
+//!
+//! The channels service (livestream, group and private replays, the
+//! directory) and its message types live in [`crate::channels`];
+//! `replay::channels`, `replay::client_state` and `replay::service` are
+//! re-exports of `channels::message`, `channels::client_state` and
+//! `channels::service` kept for existing callers.
 
 pub mod archive;
-pub mod channels;
-pub mod client_state;
 pub mod driver;
 pub mod pacer;
 pub mod record;
-pub mod service;
 pub mod sink;
 pub mod source;
 pub mod time;
+
+// Old paths of the channels service's modules (now in `crate::channels`).
+pub use crate::channels::{client_state, message as channels, service};
 
 use bytes::Bytes;
 use serde::Deserialize;

@@ -1,5 +1,6 @@
-//! `tspi channels serve`: the live stage, group and private replays, and
-//! the channel directory (CONTRACT §4).
+//! `tspi channels serve`: the driver of the channels service (CONTRACT §4).
+//! It owns the NATS client, the runners and the clock; what runs, the
+//! limits and expiry are decided by the pure [`Directory`].
 //!
 //! - **Livestream**: a push consumer `LIVE_MAIN` on `TSPI` (deliver new,
 //!   no acks) delivering to `tspi.channel.livestream`, recreated at start.
@@ -26,23 +27,31 @@
 //! - **Directory**: requests on `tspi.channel.list.req` get a CBOR array of
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.
+//!
+//! The loop: each message is decoded and handed to the [`Directory`] with
+//! the time read here; then every [`Action`] it queued is carried out
+//! (starting a replay is awaited in place, and its outcome handed back at
+//! once, so no other request interleaves with a start); the loop sleeps
+//! until [`Directory::poll_timeout`] when nothing else comes.
 
-use super::ChannelsConfig;
-use super::channels::{
-    self, ChannelId, Ctrl, DirectoryEntry, GroupReplayError, GroupReplayRequest, GroupReplayStart,
-    GroupReplayStop, GroupReplayStopRequest, Kind, PrivateReplayReply, PrivateReplayRequest,
-    ReplaySpec, SUBJECT_CTRL, SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ,
-    SUBJECT_STATUS, from_cbor, to_cbor,
+use super::directory::{
+    Action, Announcement, Directory, DirectoryConfig, ReplayId, StartReplay, StopReason,
 };
-use super::driver::Job;
-use super::pacer::{Control, Rate};
-use super::sink::ChannelSink;
-use super::source::{ReadAhead, StartAt, StreamSource, load_tags};
-use super::time::parse_rfc3339_ns;
+use super::message::{
+    self, ChannelId, Ctrl, DirectoryEntry, GroupReplayRequest, GroupReplayStart, GroupReplayStop,
+    GroupReplayStopRequest, PrivateReplayReply, PrivateReplayRequest, ReplaySpec, SUBJECT_CTRL,
+    SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ, SUBJECT_STATUS, from_cbor, to_cbor,
+};
 use crate::jetstream::{StreamSettings, ensure_stream, ops_stream, replay_stream};
+use crate::replay::ChannelsConfig;
+use crate::replay::driver::Job;
+use crate::replay::pacer::{Control, Rate};
+use crate::replay::sink::ChannelSink;
+use crate::replay::source::{ReadAhead, StartAt, StreamSource, load_tags};
+use crate::replay::time::parse_rfc3339_ns;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -69,6 +78,19 @@ pub struct ServiceStats {
     pub requests_refused: AtomicU64,
 }
 
+impl DirectoryConfig {
+    /// The directory's part of `[channels]`.
+    pub fn from_channels(c: &ChannelsConfig) -> DirectoryConfig {
+        DirectoryConfig {
+            group_max: c.group_max,
+            private_max: c.private_max,
+            private_idle: Duration::from_secs(c.private_idle_s),
+            group_tag_subject: c.tag_subject.clone(),
+        }
+    }
+}
+
+/// What carries a running replay.
 enum Runner {
     Paced(std::sync::mpsc::Sender<Control>),
     /// JetStream-native: the push consumer's name, and the task that
@@ -76,28 +98,22 @@ enum Runner {
     Native(String, tokio::task::JoinHandle<()>),
 }
 
-struct Active {
-    entry: DirectoryEntry,
-    runner: Runner,
-    started: u64,
-    last_seen: Instant,
-}
-
-/// A replay that ended (data over, stopped, expired, failed).
+/// A runner that ended (data over, stopped, failed).
 struct Ended {
+    id: ReplayId,
     channel: String,
     error: Option<String>,
 }
 
-/// The running service's state.
-struct State {
+/// The driver: the client, the runners, and the pure directory.
+struct Driver {
     client: async_nats::Client,
     js: jetstream::Context,
     opts: ServiceOptions,
-    active: BTreeMap<String, Active>,
-    next_start: u64,
-    /// Replays started so far (picks each one's pacing core in turn).
-    started: std::sync::atomic::AtomicUsize,
+    dir: Directory,
+    runners: HashMap<ReplayId, Runner>,
+    /// Paced replays started so far (picks each one's pacing core in turn).
+    paced_started: usize,
     ended_tx: mpsc::UnboundedSender<Ended>,
     stats: Arc<ServiceStats>,
 }
@@ -140,58 +156,61 @@ pub async fn serve(
     };
     client.flush().await?;
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
-    let mut st = State {
+    let mut d = Driver {
         client: client.clone(),
         js,
+        dir: Directory::new(DirectoryConfig::from_channels(&opts.channels)),
         opts,
-        active: BTreeMap::new(),
-        next_start: 0,
-        started: Default::default(),
+        runners: HashMap::new(),
+        paced_started: 0,
         ended_tx,
         stats,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tracing::info!("channels service ready");
     tokio::pin!(shutdown);
     loop {
+        let expiry = d.dir.poll_timeout();
+        let expire = async move {
+            match expiry {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = &mut shutdown => break,
-            Some(m) = ctrl.next() => st.on_ctrl(&m.payload).await,
-            Some(m) = list.next() => {
-                if let Some(reply) = m.reply {
-                    let _ = st.client.publish(reply, to_cbor(&st.directory()).into()).await;
-                }
-            }
-            Some(m) = private.next() => {
-                let answer = st.on_private(&m.payload).await;
-                if !answer.ok {
-                    st.stats.requests_refused.fetch_add(1, Relaxed);
-                }
-                if let Some(reply) = m.reply {
-                    let _ = st.client.publish(reply, to_cbor(&answer).into()).await;
-                }
-            }
-            Some(m) = status.next() => st.on_status(&m.payload),
-            Some(e) = ended_rx.recv() => st.on_ended(e).await,
-            _ = tick.tick() => st.expire(),
+            Some(m) = ctrl.next() => match Ctrl::decode(&m.payload) {
+                Ok(c) => d.dir.handle_ctrl(Instant::now(), c),
+                Err(e) => tracing::warn!(error = %e, "unreadable control message"),
+            },
+            Some(m) = list.next() => d.dir.handle_list_request(m.reply.map(|r| r.to_string())),
+            Some(m) = private.next() => d.dir.handle_private_request(
+                Instant::now(),
+                &m.payload,
+                m.reply.map(|r| r.to_string()),
+            ),
+            Some(m) = status.next() => d.dir.handle_status(Instant::now(), &m.payload),
+            Some(e) = ended_rx.recv() => d.on_ended(e),
+            () = expire => d.dir.handle_timeout(Instant::now()),
         }
+        d.act().await;
     }
-    let names: Vec<String> = st.active.keys().cloned().collect();
-    for name in names {
-        st.stop(&name).await;
-    }
+    d.dir.shutdown();
+    d.act().await;
     // Wait (bounded) for the replays to wind down and announce their stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !st.active.is_empty() {
+    while !d.dir.is_empty() {
         match tokio::time::timeout_at(deadline, ended_rx.recv()).await {
-            Ok(Some(e)) => st.on_ended(e).await,
+            Ok(Some(e)) => {
+                d.on_ended(e);
+                d.act().await;
+            }
             _ => break,
         }
     }
     if let Some(l) = live {
         l.abort();
     }
-    let _ = st.client.flush().await;
+    let _ = d.client.flush().await;
     Ok(())
 }
 
@@ -235,106 +254,75 @@ async fn livestream(client: async_nats::Client, js: jetstream::Context, stats: A
     }
 }
 
-impl State {
-    fn directory(&self) -> Vec<DirectoryEntry> {
-        let mut v: Vec<&Active> = self.active.values().collect();
-        v.sort_by_key(|a| (a.entry.kind == Kind::PrivateReplay, a.started));
-        channels::directory(v.into_iter().map(|a| a.entry.clone()))
+impl Driver {
+    /// Carry out everything the directory asked for, then publish its counts.
+    async fn act(&mut self) {
+        while let Some(action) = self.dir.poll_action() {
+            match action {
+                Action::Start(s) => match self.start_replay(&s).await {
+                    Ok((runner, identifier)) => {
+                        self.runners.insert(s.id, runner);
+                        self.dir.replay_started(Instant::now(), s.id, identifier);
+                    }
+                    Err(error) => self.dir.start_failed(s.id, error),
+                },
+                Action::Stop {
+                    id,
+                    channel,
+                    reason,
+                } => {
+                    if reason == StopReason::Expired {
+                        tracing::info!(%channel, "private replay idle: removed");
+                    }
+                    if let Some(runner) = self.runners.remove(&id) {
+                        self.stop_runner(id, channel, runner);
+                    }
+                }
+                Action::Announce(a) => self.announce(&a).await,
+                Action::ReplyDirectory { to, entries } => {
+                    let _ = self.client.publish(to, to_cbor(&entries).into()).await;
+                }
+                Action::ReplyPrivate { to, reply } => {
+                    let _ = self.client.publish(to, to_cbor(&reply).into()).await;
+                }
+            }
+        }
+        let c = self.dir.counts();
+        let s = &self.stats;
+        s.groups_started.store(c.groups_started, Relaxed);
+        s.privates_started.store(c.privates_started, Relaxed);
+        s.privates_expired.store(c.privates_expired, Relaxed);
+        s.requests_refused.store(c.requests_refused, Relaxed);
     }
 
-    async fn announce<T: serde::Serialize>(&self, msg: &T) {
-        if let Err(e) = self.client.publish(SUBJECT_CTRL, to_cbor(msg).into()).await {
+    fn on_ended(&mut self, e: Ended) {
+        self.runners.remove(&e.id);
+        if let Some(err) = &e.error {
+            tracing::warn!(channel = %e.channel, error = %err, "replay failed");
+        }
+        self.dir.replay_ended(e.id);
+    }
+
+    async fn announce(&self, a: &Announcement) {
+        let channel = a.channel_id();
+        match a {
+            Announcement::Start(s) => {
+                tracing::info!(%channel, identifier = %s.identifier, "group replay started")
+            }
+            Announcement::Stop(_) => tracing::info!(%channel, "group replay over"),
+            Announcement::Error(e) => {
+                tracing::warn!(%channel, error = %e.error, "group replay refused")
+            }
+        }
+        if let Err(e) = self.client.publish(SUBJECT_CTRL, a.to_cbor().into()).await {
             tracing::warn!(error = %e, "cannot publish on tspi.ops.ctrl");
         }
         let _ = self.client.flush().await;
     }
 
-    async fn on_ctrl(&mut self, payload: &[u8]) {
-        match Ctrl::decode(payload) {
-            Ok(Ctrl::Request(r)) => {
-                let channel = r.channel_id.clone();
-                if let Err(error) = self.start_group(r).await {
-                    self.stats.requests_refused.fetch_add(1, Relaxed);
-                    tracing::warn!(%channel, %error, "group replay refused");
-                    self.announce(&GroupReplayError {
-                        kind: "GroupReplayError".into(),
-                        channel_id: channel,
-                        error,
-                    })
-                    .await;
-                }
-            }
-            Ok(Ctrl::StopRequest(GroupReplayStopRequest { channel_id, .. })) => {
-                if self.active.contains_key(&channel_id) {
-                    self.stop(&channel_id).await;
-                } else {
-                    tracing::info!(channel = %channel_id, "stop for a replay that is not running");
-                }
-            }
-            // Our own announcements and other tools' traffic.
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "unreadable control message"),
-        }
-    }
-
-    fn on_status(&mut self, payload: &[u8]) {
-        // Only the channel matters here; other fields may vary by tool.
-        let Ok(v) = from_cbor::<ciborium::Value>(payload) else {
-            return;
-        };
-        let channel = v
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some("channel_id")))
-            .and_then(|(_, v)| v.as_text());
-        if let Some(c) = channel
-            && let Some(a) = self.active.get_mut(c)
-        {
-            a.last_seen = Instant::now();
-        }
-    }
-
-    fn expire(&mut self) {
-        let idle = Duration::from_secs(self.opts.channels.private_idle_s);
-        let expired: Vec<String> = self
-            .active
-            .iter()
-            .filter(|(_, a)| a.entry.kind == Kind::PrivateReplay && a.last_seen.elapsed() > idle)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for name in expired {
-            tracing::info!(channel = %name, "private replay idle: removed");
-            self.stats.privates_expired.fetch_add(1, Relaxed);
-            if let Some(a) = self.active.remove(&name) {
-                self.halt(a.runner, &name);
-            }
-        }
-    }
-
-    /// Stop a replay; its end is announced by [`State::on_ended`].
-    async fn stop(&mut self, name: &str) {
-        let Some(a) = self.active.get(name) else {
-            return;
-        };
-        match &a.runner {
-            Runner::Paced(c) => {
-                let _ = c.send(Control::Stop);
-            }
-            Runner::Native(consumer, watcher) => {
-                watcher.abort();
-                let consumer = consumer.clone();
-                if let Ok(s) = self.js.get_stream(crate::jetstream::STREAM_TELEMETRY).await {
-                    let _ = s.delete_consumer(&consumer).await;
-                }
-                let _ = self.ended_tx.send(Ended {
-                    channel: name.to_owned(),
-                    error: None,
-                });
-            }
-        }
-    }
-
-    /// Stop without announcing (a removed private replay).
-    fn halt(&self, runner: Runner, name: &str) {
+    /// Tell a runner to stop; its end comes back on `ended_tx` (a native
+    /// one's once its consumer is deleted).
+    fn stop_runner(&self, id: ReplayId, channel: String, runner: Runner) {
         match runner {
             Runner::Paced(c) => {
                 let _ = c.send(Control::Stop);
@@ -342,31 +330,19 @@ impl State {
             Runner::Native(consumer, watcher) => {
                 watcher.abort();
                 let js = self.js.clone();
-                let name = name.to_owned();
+                let ended = self.ended_tx.clone();
                 tokio::spawn(async move {
                     if let Ok(s) = js.get_stream(crate::jetstream::STREAM_TELEMETRY).await {
                         let _ = s.delete_consumer(&consumer).await;
                     }
-                    tracing::debug!(channel = %name, "native replay consumer removed");
+                    tracing::debug!(%channel, "native replay consumer removed");
+                    let _ = ended.send(Ended {
+                        id,
+                        channel,
+                        error: None,
+                    });
                 });
             }
-        }
-    }
-
-    async fn on_ended(&mut self, e: Ended) {
-        let Some(a) = self.active.remove(&e.channel) else {
-            return; // already removed (expired private replay)
-        };
-        if let Some(err) = &e.error {
-            tracing::warn!(channel = %e.channel, error = %err, "replay failed");
-        }
-        if a.entry.kind == Kind::GroupReplay {
-            tracing::info!(channel = %e.channel, "group replay over");
-            self.announce(&GroupReplayStop {
-                kind: "GroupReplayStop".into(),
-                channel_id: e.channel,
-            })
-            .await;
         }
     }
 
@@ -381,7 +357,7 @@ impl State {
         match (&spec.start, &spec.tag) {
             (Some(s), None) => Ok((
                 s.parse()
-                    .map_err(|e: super::time::TimeError| e.to_string())?,
+                    .map_err(|e: crate::replay::time::TimeError| e.to_string())?,
                 end,
                 s.clone(),
             )),
@@ -400,24 +376,19 @@ impl State {
         }
     }
 
-    /// Start a replay of `spec` into `channel`; its end is reported on
-    /// `ended_tx`.
-    async fn start_replay(
-        &self,
-        channel: &ChannelId,
-        spec: &ReplaySpec,
-        tag_subject: String,
-    ) -> Result<(Runner, String), String> {
-        let rate = Rate::new(spec.rate).map_err(|e| e.to_string())?;
-        let (start, end, identifier) = self.window(spec).await?;
-        let c = &self.opts.channels;
-        let name = channel.to_string();
-        if spec.jetstream_native {
+    /// Start the replay the directory asked for: its runner and its
+    /// identifier. Its end is reported on `ended_tx`.
+    async fn start_replay(&mut self, s: &StartReplay) -> Result<(Runner, String), String> {
+        let rate = Rate::new(s.spec.rate).map_err(|e| e.to_string())?;
+        let (start, end, identifier) = self.window(&s.spec).await?;
+        if s.spec.jetstream_native {
             return self
-                .start_native(channel, start, end, rate)
+                .start_native(s.id, &s.channel, start, end, rate)
                 .await
                 .map(|r| (r, identifier));
         }
+        let c = &self.opts.channels;
+        let name = s.channel.to_string();
         let handle = tokio::runtime::Handle::current();
         let mut source = StreamSource::new(handle.clone(), self.js.clone(), start, end);
         source.read_ahead = ReadAhead {
@@ -427,25 +398,24 @@ impl State {
         let sink = ChannelSink::new(
             handle,
             self.js.clone(),
-            channel.clone(),
-            tag_subject,
+            s.channel.clone(),
+            s.tag_subject.clone(),
             c.sink_limits(),
         );
-        let driver = c.driver(
-            rate,
-            self.started
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        );
+        let driver = c.driver(rate, self.paced_started);
+        self.paced_started += 1;
         let job = Job::spawn(&name, Box::new(source), Box::new(sink), driver)
             .map_err(|e| e.to_string())?;
         let controls = job.controller();
         let ended = self.ended_tx.clone();
+        let id = s.id;
         tokio::spawn(async move {
             let r = job.wait().await;
             if let Ok(o) = &r {
                 tracing::info!(channel = %name, report = %o.to_json(), "replay finished");
             }
             let _ = ended.send(Ended {
+                id,
                 channel: name,
                 error: r.err().map(|e| e.to_string()),
             });
@@ -457,6 +427,7 @@ impl State {
     /// original store times. Rates other than 1 are not available there.
     async fn start_native(
         &self,
+        id: ReplayId,
         channel: &ChannelId,
         start: StartAt,
         end: Option<u64>,
@@ -523,143 +494,12 @@ impl State {
                 let _ = s.delete_consumer(&consumer_name).await;
             }
             let _ = ended.send(Ended {
+                id,
                 channel: channel_name,
                 error: None,
             });
         });
         Ok(Runner::Native(name, watcher))
-    }
-
-    async fn start_group(&mut self, r: GroupReplayRequest) -> Result<(), String> {
-        let channel = ChannelId::parse(&r.channel_id).map_err(|e| e.to_string())?;
-        if channel.kind() != Kind::GroupReplay {
-            return Err(format!(
-                "{} is not a group replay channel (replay.<id>)",
-                r.channel_id
-            ));
-        }
-        let name = channel.to_string();
-        if self.active.contains_key(&name) {
-            return Err(format!("{name} is already running"));
-        }
-        let groups = self
-            .active
-            .values()
-            .filter(|a| a.entry.kind == Kind::GroupReplay)
-            .count();
-        if groups >= self.opts.channels.group_max {
-            return Err(format!(
-                "{groups} group replays are running (channels.group_max)"
-            ));
-        }
-        let tag_subject = self.opts.channels.tag_subject.clone();
-        let (runner, identifier) = self.start_replay(&channel, &r.spec, tag_subject).await?;
-        let entry = DirectoryEntry {
-            channel_id: name.clone(),
-            subject: channel.subject(),
-            display_name: r.display_name.clone(),
-            kind: Kind::GroupReplay,
-            stream: channel.stream().into(),
-            identifier: Some(identifier.clone()),
-        };
-        self.insert(name.clone(), entry, runner);
-        self.stats.groups_started.fetch_add(1, Relaxed);
-        tracing::info!(channel = %name, %identifier, "group replay started");
-        self.announce(&GroupReplayStart {
-            kind: "GroupReplayStart".into(),
-            channel_id: name,
-            display_name: r.display_name,
-            identifier,
-            stream: channel.stream().into(),
-        })
-        .await;
-        Ok(())
-    }
-
-    fn insert(&mut self, name: String, entry: DirectoryEntry, runner: Runner) {
-        self.next_start += 1;
-        self.active.insert(
-            name,
-            Active {
-                entry,
-                runner,
-                started: self.next_start,
-                last_seen: Instant::now(),
-            },
-        );
-    }
-
-    async fn on_private(&mut self, payload: &[u8]) -> PrivateReplayReply {
-        let refuse = |error: String| PrivateReplayReply {
-            ok: false,
-            channel_id: None,
-            subject: None,
-            error: Some(error),
-        };
-        let req: PrivateReplayRequest = match from_cbor(payload) {
-            Ok(r) => r,
-            Err(e) => return refuse(e.to_string()),
-        };
-        let channel =
-            match ChannelId::parse(&format!("client.{}.{}", req.client_id, req.session_id)) {
-                Ok(c) => c,
-                Err(e) => return refuse(e.to_string()),
-            };
-        let name = channel.to_string();
-        match req.kind.as_str() {
-            "PrivateReplayStop" => {
-                if let Some(a) = self.active.remove(&name) {
-                    self.halt(a.runner, &name);
-                }
-                PrivateReplayReply {
-                    ok: true,
-                    channel_id: Some(name),
-                    subject: Some(channel.subject()),
-                    error: None,
-                }
-            }
-            "PrivateReplayRequest" => {
-                let Some(spec) = req.spec else {
-                    return refuse("a PrivateReplayRequest needs a spec".into());
-                };
-                if self.active.contains_key(&name) {
-                    return refuse(format!("{name} is already running"));
-                }
-                let n = self
-                    .active
-                    .values()
-                    .filter(|a| a.entry.kind == Kind::PrivateReplay)
-                    .count();
-                if n >= self.opts.channels.private_max {
-                    return refuse(format!(
-                        "{n} private replays are running (channels.private_max)"
-                    ));
-                }
-                let tag_subject = format!("tags.client.{}.{}", req.client_id, req.session_id);
-                match self.start_replay(&channel, &spec, tag_subject).await {
-                    Ok((runner, identifier)) => {
-                        let entry = DirectoryEntry {
-                            channel_id: name.clone(),
-                            subject: channel.subject(),
-                            display_name: format!("{} (private)", req.client_id),
-                            kind: Kind::PrivateReplay,
-                            stream: channel.stream().into(),
-                            identifier: Some(identifier),
-                        };
-                        self.insert(name.clone(), entry, runner);
-                        self.stats.privates_started.fetch_add(1, Relaxed);
-                        PrivateReplayReply {
-                            ok: true,
-                            channel_id: Some(name),
-                            subject: Some(channel.subject()),
-                            error: None,
-                        }
-                    }
-                    Err(e) => refuse(e),
-                }
-            }
-            other => refuse(format!("unknown request type {other:?}")),
-        }
     }
 }
 
@@ -755,12 +595,12 @@ pub async fn private_request(
 /// `seq-<n>` for a sequence).
 pub fn group_channel_id(id: Option<&str>, spec: &ReplaySpec) -> Result<ChannelId, String> {
     let token = if let Some(id) = id {
-        channels::slug(id).ok_or_else(|| format!("--id {id:?} has no letters or digits"))?
+        message::slug(id).ok_or_else(|| format!("--id {id:?} has no letters or digits"))?
     } else if let Some(tag) = &spec.tag {
-        channels::slug(tag).ok_or_else(|| format!("tag {tag:?} has no letters or digits"))?
+        message::slug(tag).ok_or_else(|| format!("tag {tag:?} has no letters or digits"))?
     } else if let Some(start) = &spec.start {
         match start.parse::<StartAt>().map_err(|e| e.to_string())? {
-            StartAt::Time(ns) => super::time::compact_utc(ns),
+            StartAt::Time(ns) => crate::replay::time::compact_utc(ns),
             StartAt::Sequence(n) => format!("seq-{n}"),
         }
     } else {

@@ -1,6 +1,7 @@
 //! Channel names, control messages, directory entries and the status
 //! heartbeat of CONTRACT §4, as plain data. Pure: encoding and decoding
-//! only; the service that acts on them is [`super::service`].
+//! only; the service that acts on them is [`super::service`], its
+//! decisions in [`super::directory`].
 
 use serde::{Deserialize, Serialize};
 

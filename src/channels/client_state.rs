@@ -13,7 +13,7 @@
 //! `FOLLOWING_LIVESTREAM`. A stop for a replay other than the running one
 //! changes nothing.
 
-use super::channels::{ChannelId, Heartbeat};
+use super::message::{ChannelId, Heartbeat};
 
 /// Where a client is.
 #[derive(Clone, Debug, PartialEq, Eq)]

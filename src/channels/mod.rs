@@ -1,0 +1,104 @@
+//! Channels (CONTRACT §4): the live stage, group replays an operator starts
+//! for everyone, private replays a client starts for itself, and the
+//! directory that lists them.
+//!
+//! The design is the quinn one: what the service *decides* is pure, and a
+//! thin driver does the I/O.
+//!
+//! Pure (no sockets, no async runtime, no NATS or PostgreSQL client, no
+//! clock: time is an argument):
+//! - [`message`]: channel ids and subjects, the control messages on
+//!   `tspi.ops.ctrl`, the private replay request and reply, directory
+//!   entries, the status heartbeat; CBOR encoding and decoding.
+//! - [`directory`]: the service's state machine. Events in
+//!   (`handle_ctrl(now, ..)`, `handle_private_request(now, ..)`,
+//!   `handle_status(now, ..)`, `handle_list_request`, `replay_started`,
+//!   `start_failed`, `replay_ended`, `handle_timeout(now)`, `shutdown`),
+//!   actions out (`poll_action`: start a replay, stop a runner, announce on
+//!   `tspi.ops.ctrl`, answer a request) and `poll_timeout` (the next private
+//!   replay to expire). It owns the limits (`group_max`, `private_max`,
+//!   counting replays still starting) and the expiry of private replays
+//!   without heartbeats. Its unit and property tests run in milliseconds.
+//! - [`client_state`]: the client state machine operator tools follow
+//!   (`FOLLOWING_LIVESTREAM`, `FOLLOWING_GROUP_REPLAY`,
+//!   `FOLLOWING_PRIVATE_REPLAY`, `LIVE_OVERRIDE`).
+//!
+//! A test below reads these three files and fails if one names the network,
+//! the async runtime, a server client or the clock.
+//!
+//! Driver:
+//! - [`service`]: `tspi channels serve`. It owns the NATS client, decodes
+//!   what arrives and hands it to the directory with the time it read,
+//!   carries out the directory's actions (spawning paced replays via
+//!   [`crate::replay::driver`] or JetStream-native consumers, stopping them,
+//!   publishing), sleeps until the directory's next timeout, runs the
+//!   `LIVE_MAIN` livestream consumer, and offers the operator's side
+//!   (`request_group_replay`, `stop_group_replay`, `list_channels`,
+//!   `private_request`).
+//!
+//! A message's path: `tspi.channel.private.req` → the driver decodes nothing
+//! but the NATS envelope → `Directory::handle_private_request` checks the
+//! request and the limits and queues `Start` → the driver starts the runner
+//! and reports `replay_started` → the directory lists the replay and queues
+//! the reply → the driver publishes it.
+
+pub mod client_state;
+pub mod directory;
+pub mod message;
+pub mod service;
+
+#[cfg(test)]
+mod purity {
+    /// The pure modules' source, as compiled.
+    const PURE: [(&str, &str); 3] = [
+        ("channels/directory.rs", include_str!("directory.rs")),
+        ("channels/client_state.rs", include_str!("client_state.rs")),
+        ("channels/message.rs", include_str!("message.rs")),
+    ];
+
+    /// Names that mean I/O or a clock; none may appear in a pure module
+    /// (comments included: say "no I/O" in other words).
+    const FORBIDDEN: [&str; 9] = [
+        "std::net",
+        "tokio",
+        "async_nats",
+        "tokio_postgres",
+        "futures",
+        "Instant::now",
+        "SystemTime::now",
+        // The driver and the replay machinery (threads, NATS) are not
+        // for the pure modules either.
+        "super::service",
+        "crate::replay",
+    ];
+
+    /// Every line of `src` naming a forbidden word. A doc link to the
+    /// driver (`[`super::service`]` in a comment) is a reference, not a use.
+    fn impure(file: &str, src: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (n, line) in src.lines().enumerate() {
+            let comment = line.trim_start().starts_with("//");
+            for word in FORBIDDEN {
+                if line.contains(word) && !(comment && word == "super::service") {
+                    found.push(format!("{file}:{}: {word}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn pure_modules_name_no_io_and_no_clock() {
+        let found: Vec<String> = PURE.iter().flat_map(|(f, s)| impure(f, s)).collect();
+        assert!(found.is_empty(), "impure:\n{}", found.join("\n"));
+    }
+
+    #[test]
+    fn the_check_catches_a_use_and_lets_a_doc_link_pass() {
+        let src = "//! See [`super::service`].\nuse tokio::sync::mpsc;\nlet t = std::time::Instant::now();\n";
+        let found = impure("x.rs", src);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("x.rs:2: tokio"));
+        assert!(found[1].starts_with("x.rs:3: Instant::now"));
+    }
+}
