@@ -1,7 +1,13 @@
 //! JetStream publisher: drains the receive rings, encodes the contract
 //! message and publishes it with its `Nats-Msg-Id`, either in fast-ingest
-//! batches ([`batch`], nats-server 2.14+, the default) or one JetStream
-//! publish per message with many acks in flight (pipelined).
+//! batches (nats-server 2.14+, the default) or one JetStream publish per
+//! message with many acks in flight (pipelined).
+//!
+//! Layout: [`proto`] holds the protocol cores, pure state machines with no
+//! I/O and no clock (the fast-batch publisher [`proto::fast::FastBatcher`],
+//! the ADR-50 wire format, flow control); `driver.rs` runs the fast-batch
+//! machine against the async-nats client; this file holds the publisher's
+//! shell (rings, counters) and the pipelined mode.
 //!
 //! Every frame taken from a ring is owned by the publisher until JetStream
 //! acknowledges it: a failed or timed-out publish is retried with the same
@@ -11,10 +17,13 @@
 //! the receive threads never block on) and memory here stays bounded by
 //! `acks_in_flight_max`.
 
-mod batch;
-pub mod fast;
+mod driver;
+pub mod proto;
 
-pub use batch::{FastConfig, server_supports_fast_batches};
+/// The fast-batch publisher's pure core, under its old path.
+pub use proto::fast;
+pub use proto::fast::FastConfig;
+pub use proto::wire::server_supports_fast_batches;
 
 use crate::message;
 use crate::metrics::LatencyRecorder;
@@ -128,9 +137,6 @@ pub struct Publisher {
     input_closed: Arc<AtomicBool>,
     /// Notified by the receive threads after each batch they ring.
     wake: Arc<tokio::sync::Notify>,
-    /// Fast mode: a committed batch whose stream sequence the server did
-    /// not say (`before`, `count`), to settle by asking the stream.
-    unsettled: Option<(u64, u64)>,
 }
 
 impl Publisher {
@@ -150,7 +156,6 @@ impl Publisher {
             latency,
             input_closed: Arc::default(),
             wake,
-            unsettled: None,
         }
     }
 
@@ -191,8 +196,11 @@ impl Publisher {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.saturating_sub(1).min(16);
-        (self.cfg.retry_backoff_initial * factor).min(self.cfg.retry_backoff_max)
+        proto::Backoff {
+            initial: self.cfg.retry_backoff_initial,
+            max: self.cfg.retry_backoff_max,
+        }
+        .delay(attempts)
     }
 
     /// Publish one pending frame; on a failure to even send, hand it back.
@@ -264,12 +272,12 @@ impl Publisher {
         if let Some(fc) = self.cfg.fast.clone() {
             self.stats.fast.store(true, Relaxed);
             match self.run_fast(&fc).await {
-                batch::Outcome::Done => {
+                driver::Outcome::Done => {
                     self.stats.in_flight.store(0, Relaxed);
                     self.latency.flush();
                     return self.stats.snapshot();
                 }
-                batch::Outcome::Fallback(left) => {
+                driver::Outcome::Fallback(left) => {
                     self.stats.fast.store(false, Relaxed);
                     retries = left;
                 }
