@@ -10,23 +10,22 @@
 //! events out of the machine, replies and send results into it, transmits
 //! onto the client.
 
-use super::proto::fast::{Event, FastBatcher, FastConfig, Frame, Transmit};
+use super::proto::fast::{Event, FastBatcher, FastConfig, Frame, Queued, Transmit};
 use super::proto::wire::server_supports_fast_batches;
 use super::proto::{Backoff, Nanos};
 use super::{Pending, Publisher};
 use crate::clock::mono_ns;
 use async_nats::{Client, Subject};
 use futures_util::{FutureExt as _, StreamExt as _};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How the batch mode ended.
 pub(super) enum Outcome {
     /// Input closed and drained (or the drain timeout passed).
     Done,
     /// The server cannot do fast batches: continue pipelined with these.
-    Fallback(VecDeque<(Instant, Pending)>),
+    Fallback(Vec<Queued<Pending>>),
 }
 
 impl Frame for Pending {
@@ -48,7 +47,7 @@ impl Publisher {
                 server = %version,
                 "nats-server older than 2.14 has no fast-ingest batches: publishing pipelined"
             );
-            return Outcome::Fallback(VecDeque::new());
+            return Outcome::Fallback(Vec::new());
         }
         // One subscription for every batch of this publisher: `<prefix>.>`.
         let inbox = client.new_inbox();
@@ -123,17 +122,8 @@ impl Publisher {
                             "the server refused fast-ingest batches: publishing pipelined"
                         );
                         self.take_acks(&mut m);
+                        let left = m.take_queued().collect();
                         self.sync_stats(&m);
-                        let (now_ns, now) = (mono_ns(), Instant::now());
-                        let left = m
-                            .take_queued()
-                            .map(|q| {
-                                let mut p = q.frame;
-                                p.attempts = q.attempts;
-                                let wait = Duration::from_nanos(q.due.saturating_sub(now_ns));
-                                (now + wait, p)
-                            })
-                            .collect();
                         return Outcome::Fallback(left);
                     }
                     Event::DrainTimedOut { failed } => {

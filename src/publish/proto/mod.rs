@@ -17,7 +17,10 @@
 //! - [`fast::FastBatcher::poll_timeout`]: when to call again if nothing
 //!   arrives.
 //!
-//! The driver ([`super::driver`]) owns the NATS client, the receive
+//! [`pipelined::Pipeline`] has the same shape for the pipelined mode (one
+//! JetStream publish per frame, acks named by a [`pipelined::Token`]).
+//!
+//! The driver (`publish/driver.rs`) owns the NATS client, the receive
 //! rings and the clock, and only shuttles between the two.
 //!
 //! **Invariants** (checked against a simulated JetStream, [`sim`], by the
@@ -41,6 +44,7 @@
 
 pub mod fast;
 pub mod flow;
+pub mod pipelined;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
