@@ -206,7 +206,8 @@ impl Publisher {
                 m.push(now, p);
                 progressed = true;
             }
-            let Some(t) = m.poll_transmit(now, Self::ring_frames(&self.rings)) else {
+            let rings = &self.rings;
+            let Some(t) = m.poll_transmit(now, || Self::ring_frames(rings)) else {
                 return progressed;
             };
             progressed = true;

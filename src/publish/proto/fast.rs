@@ -375,9 +375,15 @@ impl<F: Frame> FastBatcher<F> {
     }
 
     /// The next publish to make. Answer it with
-    /// [`Self::handle_send_result`] before polling again. `ring_frames`:
-    /// frames waiting in the rings now (for the flow and commit decisions).
-    pub fn poll_transmit(&mut self, now: Nanos, ring_frames: u64) -> Option<Transmit<'_, F>> {
+    /// [`Self::handle_send_result`] before polling again. `ring_frames`
+    /// counts the frames waiting in the rings now; it is called only when a
+    /// decision needs it (a batch opening, a commit check), so the driver
+    /// does not read the rings' shared indices once per frame.
+    pub fn poll_transmit(
+        &mut self,
+        now: Nanos,
+        ring_frames: impl FnOnce() -> u64,
+    ) -> Option<Transmit<'_, F>> {
         assert!(self.sending.is_none(), "poll_transmit before send result");
         if self.state != State::Running {
             return None;
@@ -403,8 +409,9 @@ impl<F: Frame> FastBatcher<F> {
         }
         // 2. The commit, when due. A commit is one more message against the
         // window, except when the window is what is too small.
-        let input_empty = ring_frames == 0 && self.offered.is_none();
         if !b.committing {
+            let ring_frames = ring_frames();
+            let input_empty = ring_frames == 0 && self.offered.is_none();
             let age = Duration::from_nanos(now.saturating_sub(b.opened));
             let due = outgrown(&b.window, ring_frames, self.cfg.flow, age)
                 || (!b.window.stalled()
@@ -462,7 +469,7 @@ impl<F: Frame> FastBatcher<F> {
         &mut self,
         now: Nanos,
         mut slot: Slot<F>,
-        ring_frames: u64,
+        ring_frames: impl FnOnce() -> u64,
     ) -> Transmit<'_, F> {
         self.last_frame = now;
         if self.batch.is_none() {
@@ -474,7 +481,7 @@ impl<F: Frame> FastBatcher<F> {
                 0.0
             };
             self.rate_mark = (now, taken);
-            let backlog = ring_frames + self.queued();
+            let backlog = ring_frames() + self.queued();
             let flow = choose_flow(
                 rate,
                 backlog,

@@ -156,7 +156,8 @@ impl Run {
                 {
                     self.m.push(self.now, f);
                 }
-                let Some(t) = self.m.poll_transmit(self.now, self.ring.len() as u64) else {
+                let ring = self.ring.len() as u64;
+                let Some(t) = self.m.poll_transmit(self.now, || ring) else {
                     break;
                 };
                 if let Transmit::Message { frame, .. } = &t {
@@ -363,7 +364,7 @@ fn drain_timeout_fails_what_is_left() {
             body: 0,
         },
     );
-    let t = m.poll_transmit(0, 10).expect("a message");
+    let t = m.poll_transmit(0, || 10).expect("a message");
     assert!(matches!(
         t,
         Transmit::Message {
@@ -379,7 +380,7 @@ fn drain_timeout_fails_what_is_left() {
     loop {
         now += 50 * MS;
         m.handle_timeout(now, 10);
-        while m.poll_transmit(now, 10).is_some() {
+        while m.poll_transmit(now, || 10).is_some() {
             m.handle_send_result(now, Err("down".into()));
         }
         while let Some(e) = m.poll_event() {
