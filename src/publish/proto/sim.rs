@@ -357,7 +357,7 @@ impl Sim {
         b.next += 1;
         b.count += 1;
         b.last_was_duplicate = duplicate;
-        if seq % u64::from(b.flow) == 0 {
+        if seq.is_multiple_of(u64::from(b.flow)) {
             b.last_ack = seq;
             self.reply(
                 now,
