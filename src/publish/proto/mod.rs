@@ -23,7 +23,7 @@
 //! The driver (`publish/driver.rs`) owns the NATS client, the receive
 //! rings and the clock, and only shuttles between the two.
 //!
-//! **Invariants** (checked against a simulated JetStream, [`sim`], by the
+//! **Invariants** (checked against a simulated JetStream, `sim.rs`, by the
 //! property tests in `tests.rs`, at every step):
 //! - every frame taken is acknowledged, failed, handed back (on fall-back),
 //!   in flight (published in the open batch, unacknowledged) or queued
