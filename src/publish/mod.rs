@@ -1,7 +1,17 @@
 //! JetStream publisher: drains the receive rings, encodes the contract
 //! message and publishes it with its `Nats-Msg-Id`, either in fast-ingest
-//! batches ([`batch`], nats-server 2.14+, the default) or one JetStream
-//! publish per message with many acks in flight (pipelined).
+//! batches (nats-server 2.14+, the default) or one JetStream publish per
+//! message with many acks in flight (pipelined).
+//!
+//! Layout: [`proto`] holds the protocol cores, pure state machines with no
+//! I/O and no clock that decide everything about delivery (the fast-batch
+//! publisher [`proto::fast::FastBatcher`] with the ADR-50 wire format and
+//! flow control, and the pipelined accounting [`proto::pipelined::Pipeline`]),
+//! tested against a simulated JetStream. The drivers own the async-nats
+//! client, the rings, the clock and the counters and only shuttle events
+//! and actions: `driver.rs` for fast batches, [`Publisher::run`] here for
+//! the pipelined mode (which the fast mode falls back to, handing over
+//! every frame it has not seen acknowledged).
 //!
 //! Every frame taken from a ring is owned by the publisher until JetStream
 //! acknowledges it: a failed or timed-out publish is retried with the same
@@ -11,11 +21,15 @@
 //! the receive threads never block on) and memory here stays bounded by
 //! `acks_in_flight_max`.
 
-mod batch;
-pub mod fast;
+mod driver;
+pub mod proto;
 
-pub use batch::{FastConfig, server_supports_fast_batches};
+/// The fast-batch publisher's pure core, under its old path.
+pub use proto::fast;
+pub use proto::fast::FastConfig;
+pub use proto::wire::server_supports_fast_batches;
 
+use crate::clock::mono_ns;
 use crate::message;
 use crate::metrics::LatencyRecorder;
 use crate::receive::Received;
@@ -24,14 +38,16 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
+use futures_util::FutureExt as _;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use std::collections::VecDeque;
+use proto::fast::Queued;
+use proto::pipelined::{self, Pipeline, Token};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest idle wait when no frame, ack or wake arrives: bounds how late a
 /// due retry or the end of input is noticed.
@@ -111,11 +127,13 @@ struct Pending {
     headers: HeaderMap,
     body: Bytes,
     recv_mono_ns: u64,
-    attempts: u32,
 }
 
-type AckFuture =
-    Pin<Box<dyn Future<Output = (Pending, u64, Result<PublishAck, PublishError>)> + Send>>;
+/// A pipelined publish's ack, named by the token the machine gave it.
+type AckFuture = Pin<Box<dyn Future<Output = (Token, Result<PublishAck, PublishError>)> + Send>>;
+
+/// Pipelined-mode warnings: at most one line per this long.
+const WARN_INTERVAL_NS: u64 = 5_000_000_000;
 
 /// Drains rings into JetStream. Run with [`Publisher::run`].
 pub struct Publisher {
@@ -128,9 +146,6 @@ pub struct Publisher {
     input_closed: Arc<AtomicBool>,
     /// Notified by the receive threads after each batch they ring.
     wake: Arc<tokio::sync::Notify>,
-    /// Fast mode: a committed batch whose stream sequence the server did
-    /// not say (`before`, `count`), to settle by asking the stream.
-    unsettled: Option<(u64, u64)>,
 }
 
 impl Publisher {
@@ -150,7 +165,6 @@ impl Publisher {
             latency,
             input_closed: Arc::default(),
             wake,
-            unsettled: None,
         }
     }
 
@@ -186,174 +200,116 @@ impl Publisher {
             // async-nats takes an owned Bytes per message.
             body: Bytes::copy_from_slice(cbor),
             recv_mono_ns: r.recv_mono_ns,
-            attempts: 0,
         }
-    }
-
-    fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.saturating_sub(1).min(16);
-        (self.cfg.retry_backoff_initial * factor).min(self.cfg.retry_backoff_max)
-    }
-
-    /// Publish one pending frame; on a failure to even send, hand it back.
-    async fn send(&mut self, mut p: Pending) -> Result<AckFuture, Pending> {
-        p.attempts += 1;
-        let sent_ns = crate::clock::mono_ns();
-        match self
-            .js
-            .publish_with_headers(p.subject.clone(), p.headers.clone(), p.body.clone())
-            .await
-        {
-            Ok(ack) => {
-                self.stats.published.fetch_add(1, Relaxed);
-                if p.attempts == 1 {
-                    self.latency
-                        .record_receive_to_publish(sent_ns.saturating_sub(p.recv_mono_ns));
-                }
-                Ok(Box::pin(async move {
-                    let r = ack.await;
-                    (p, sent_ns, r)
-                }))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "publish not sent");
-                Err(p)
-            }
-        }
-    }
-
-    fn on_ack(
-        &mut self,
-        (p, sent_ns, r): (Pending, u64, Result<PublishAck, PublishError>),
-        retries: &mut VecDeque<(Instant, Pending)>,
-        warned: &mut Option<Instant>,
-    ) {
-        match r {
-            Ok(ack) => {
-                let now = crate::clock::mono_ns();
-                self.stats.acked.fetch_add(1, Relaxed);
-                if ack.duplicate {
-                    self.stats.duplicate.fetch_add(1, Relaxed);
-                }
-                self.latency
-                    .record_publish_to_ack(now.saturating_sub(sent_ns));
-                self.latency
-                    .record_receive_to_ack(now.saturating_sub(p.recv_mono_ns));
-            }
-            Err(e) => {
-                // Rate-limited: one line per 5 s however many fail.
-                if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    tracing::warn!(error = %e, attempts = p.attempts, "publish failed; retrying with the same Nats-Msg-Id");
-                    *warned = Some(Instant::now());
-                }
-                self.requeue(p, retries);
-            }
-        }
-    }
-
-    fn requeue(&self, p: Pending, retries: &mut VecDeque<(Instant, Pending)>) {
-        self.stats.retried.fetch_add(1, Relaxed);
-        let due = Instant::now() + self.backoff(p.attempts);
-        retries.push_back((due, p));
     }
 
     /// Run until the input is closed and everything taken is acked or the
     /// drain timeout has passed. Returns the final counts.
     pub async fn run(mut self) -> PublisherCounts {
-        let mut retries = VecDeque::new();
+        let mut adopted = Vec::new();
         if let Some(fc) = self.cfg.fast.clone() {
             self.stats.fast.store(true, Relaxed);
             match self.run_fast(&fc).await {
-                batch::Outcome::Done => {
+                driver::Outcome::Done => {
                     self.stats.in_flight.store(0, Relaxed);
                     self.latency.flush();
                     return self.stats.snapshot();
                 }
-                batch::Outcome::Fallback(left) => {
+                driver::Outcome::Fallback(left) => {
                     self.stats.fast.store(false, Relaxed);
-                    retries = left;
+                    adopted = left;
                 }
             }
         }
-        self.run_pipelined(retries).await
+        self.run_pipelined(adopted).await
     }
 
-    async fn run_pipelined(mut self, mut retries: VecDeque<(Instant, Pending)>) -> PublisherCounts {
+    /// The pipelined mode: the accounting is [`proto::pipelined::Pipeline`]'s;
+    /// this loop owns the client, the ack futures, the rings and the clock.
+    async fn run_pipelined(mut self, adopted: Vec<Queued<Pending>>) -> PublisherCounts {
+        // What the fast mode counted before falling back (zero otherwise).
+        let base = self.stats.snapshot();
+        let backoff = proto::Backoff {
+            initial: self.cfg.retry_backoff_initial,
+            max: self.cfg.retry_backoff_max,
+        };
+        let mut m = Pipeline::new(
+            self.cfg.acks_in_flight_max,
+            backoff,
+            self.cfg.drain_timeout,
+            adopted,
+        );
         let mut in_flight: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         let mut cbor = Vec::with_capacity(message::BODY_LEN_MAX);
         let mut scratch = String::with_capacity(64);
-        let mut warned: Option<Instant> = None;
-        let mut drain_deadline: Option<Instant> = None;
-        let max = self.cfg.acks_in_flight_max;
+        let mut warned: Option<u64> = None;
+        let mut closed = false;
         let mut ring_index = 0usize;
         loop {
             // Harvest acks that are ready.
-            while let Some(Some(r)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
-                self.on_ack(r, &mut retries, &mut warned);
+            while let Some(Some((token, r))) = in_flight.next().now_or_never() {
+                m.handle_ack(mono_ns(), token, ack_result(r));
             }
-            let mut progressed = false;
+            let now = mono_ns();
             // Retries whose backoff has passed go first: they are oldest.
-            let now = Instant::now();
-            let mut i = 0;
-            while i < retries.len() && in_flight.len() < max {
-                if retries[i].0 <= now {
-                    let (_, p) = retries.remove(i).expect("index in range");
-                    match self.send(p).await {
-                        Ok(f) => in_flight.push(f),
-                        Err(p) => self.requeue(p, &mut retries),
-                    }
-                    progressed = true;
-                } else {
-                    i += 1;
-                }
-            }
+            let mut progressed = self.send_pipelined(&mut m, &mut in_flight).await;
             // New frames, round-robin over the rings, while there is room
             // for their acks (outstanding = in flight + waiting to retry).
             let mut visited = 0;
-            while visited < self.rings.len() && in_flight.len() + retries.len() < max {
+            while visited < self.rings.len() && m.wants_frame() {
                 let k = ring_index % self.rings.len();
                 ring_index = ring_index.wrapping_add(1);
                 visited += 1;
-                let room = (max - in_flight.len() - retries.len()).min(self.cfg.batch_len_max);
                 let mut taken = 0;
-                while taken < room {
+                while taken < self.cfg.batch_len_max && m.wants_frame() {
                     let Ok(r) = self.rings[k].pop() else { break };
                     taken += 1;
-                    let p = self.encode(&r, &mut cbor, &mut scratch);
-                    match self.send(p).await {
-                        Ok(f) => in_flight.push(f),
-                        Err(p) => self.requeue(p, &mut retries),
-                    }
+                    m.push(self.encode(&r, &mut cbor, &mut scratch));
+                    self.send_pipelined(&mut m, &mut in_flight).await;
                 }
-                if taken > 0 {
-                    self.stats.taken.fetch_add(taken as u64, Relaxed);
-                    progressed = true;
+                progressed |= taken > 0;
+            }
+            while let Some(a) = m.poll_acked() {
+                self.latency
+                    .record_publish_to_ack(a.at.saturating_sub(a.sent));
+                self.latency
+                    .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+            }
+            if !closed && self.input_closed.load(Relaxed) {
+                m.close_input(now);
+                closed = true;
+            }
+            m.handle_timeout(now, Self::ring_frames(&self.rings));
+            let mut done = false;
+            while let Some(e) = m.poll_event() {
+                match e {
+                    pipelined::Event::Retrying { attempts, reason } => {
+                        // Rate-limited: one line per 5 s however many fail.
+                        if warned.is_none_or(|t| now.saturating_sub(t) > WARN_INTERVAL_NS) {
+                            tracing::warn!(error = %reason, attempts, "publish failed; retrying with the same Nats-Msg-Id");
+                            warned = Some(now);
+                        }
+                    }
+                    pipelined::Event::DrainTimedOut { failed } => {
+                        tracing::error!(
+                            frames = failed,
+                            "drain timeout: frames not acknowledged by JetStream are counted as failed"
+                        );
+                    }
+                    pipelined::Event::Done => done = true,
                 }
             }
-            self.stats.in_flight.store(in_flight.len() as u64, Relaxed);
-
-            if self.input_closed.load(Relaxed) {
-                let rings_empty = self.rings.iter().all(|r| r.is_empty());
-                if rings_empty && in_flight.is_empty() && retries.is_empty() {
-                    break;
-                }
-                let deadline =
-                    *drain_deadline.get_or_insert_with(|| Instant::now() + self.cfg.drain_timeout);
-                if Instant::now() >= deadline {
-                    let left =
-                        in_flight.len() + retries.len() + Self::ring_frames(&self.rings) as usize;
-                    tracing::error!(
-                        frames = left,
-                        "drain timeout: frames not acknowledged by JetStream are counted as failed"
-                    );
-                    self.stats.failed.fetch_add(left as u64, Relaxed);
-                    // Frames still in the rings were never taken: count them
-                    // as taken so taken = acked + failed holds.
-                    self.stats
-                        .taken
-                        .fetch_add(Self::ring_frames(&self.rings), Relaxed);
-                    break;
-                }
+            let c = m.counts();
+            let s = &self.stats;
+            s.taken.store(base.taken + c.taken, Relaxed);
+            s.published.store(base.published + c.published, Relaxed);
+            s.acked.store(base.acked + c.acked, Relaxed);
+            s.duplicate.store(base.duplicate + c.duplicate, Relaxed);
+            s.retried.store(base.retried + c.retried, Relaxed);
+            s.failed.store(base.failed + c.failed, Relaxed);
+            s.in_flight.store(m.in_flight(), Relaxed);
+            if done {
+                break;
             }
             if !progressed {
                 // Idle: hand recorded latencies to the reporter if it asked.
@@ -366,8 +322,8 @@ impl Publisher {
                 let wake = self.wake.clone();
                 tokio::select! {
                     biased;
-                    Some(r) = in_flight.next(), if !in_flight.is_empty() => {
-                        self.on_ack(r, &mut retries, &mut warned);
+                    Some((token, r)) = in_flight.next(), if !in_flight.is_empty() => {
+                        m.handle_ack(mono_ns(), token, ack_result(r));
                     }
                     () = wake.notified() => {}
                     () = &mut tick => {}
@@ -380,4 +336,49 @@ impl Publisher {
         self.latency.flush();
         self.stats.snapshot()
     }
+
+    /// Publish every transmit the pipeline has now. Returns whether any.
+    async fn send_pipelined(
+        &mut self,
+        m: &mut Pipeline<Pending>,
+        in_flight: &mut FuturesUnordered<AckFuture>,
+    ) -> bool {
+        let mut sent = false;
+        loop {
+            // One clock read per publish, as its send time.
+            let now = mono_ns();
+            let Some(t) = m.poll_transmit(now) else {
+                return sent;
+            };
+            sent = true;
+            if t.first_attempt {
+                self.latency
+                    .record_receive_to_publish(now.saturating_sub(t.frame.recv_mono_ns));
+            }
+            let token = t.token;
+            let r = self
+                .js
+                .publish_with_headers(
+                    t.frame.subject.clone(),
+                    t.frame.headers.clone(),
+                    t.frame.body.clone(),
+                )
+                .await;
+            match r {
+                Ok(ack) => {
+                    m.handle_send_result(now, Ok(()));
+                    in_flight.push(Box::pin(async move { (token, ack.await) }));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "publish not sent");
+                    m.handle_send_result(now, Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// An ack as the pipeline takes it: `Ok(duplicate)` or the error.
+fn ack_result(r: Result<PublishAck, PublishError>) -> Result<bool, String> {
+    r.map(|a| a.duplicate).map_err(|e| e.to_string())
 }

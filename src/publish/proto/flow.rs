@@ -1,168 +1,10 @@
-//! Fast-ingest batch publish (ADR-50, nats-server 2.14+): the protocol's
-//! pure parts. No I/O; the driver in [`super::Publisher`] owns the socket.
-//!
-//! Wire summary (measured against nats-server 2.15; NOTES.md):
-//! - every message of a batch is a core publish whose reply subject is
-//!   `<prefix>.<batch>.<flow>.<gap>.<seq>.<op>.$FI`, where `<prefix>.<batch>`
-//!   names the batch, `<flow>` asks for a flow ack every `flow` messages
-//!   (the server may lower it, never raise it), `<gap>` is `fail` (the
-//!   server ends the batch at the first missing sequence) or `ok`, `<seq>`
-//!   counts from 1, and `<op>` is one of [`Op`];
-//! - the server answers on subjects under `<prefix>.<batch>.`: JSON flow
-//!   acks `{"type":"ack","seq":N,"msgs":F}` (all of `1..=N` persisted or
-//!   found duplicate; send flow `F` from now on), gaps, per-message errors,
-//!   and after a commit a pub ack `{"stream":..,"seq":S,"batch":..,"count":C}`;
-//! - the client keeps at most `flow × outstanding` messages unacknowledged
-//!   ([`Window::stalled`]).
-//!
-//! The appliance uses one subscription `<prefix>.>` for all its batches and
-//! `gap = fail`: any gap, error or timeout ends the batch, and every message
-//! after the last flow ack is published again, with its same `Nats-Msg-Id`,
-//! in a fresh batch. The stream's duplicate window makes that exactly-once.
+//! Fast-batch flow control (ADR-50): the client's window, the flow a batch
+//! opens with, and the duplicate count a commit implies. Pure arithmetic.
 
-use serde::Deserialize;
-use std::fmt::Write as _;
-
-/// The operation a fast-batch message carries (second-to-last reply token).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// First message: opens the batch.
-    Start = 0,
-    /// Any later message.
-    Append = 1,
-    /// Last message, stored, closes the batch.
-    Commit = 2,
-    /// Closes the batch; this message itself is not stored.
-    CommitEob = 3,
-    /// Asks the server to repeat its latest flow ack; not stored.
-    Ping = 4,
-}
+use super::wire::Op;
 
 /// The server caps the requested flow here.
 pub const FLOW_MAX: u16 = 500;
-
-/// Write the reply subject of batch message `seq`.
-///
-/// ```
-/// use tspi::publish::fast::{reply_subject, Op};
-/// let mut s = String::new();
-/// reply_subject("_FIabc", 7, 100, 1, Op::Start, &mut s);
-/// assert_eq!(s, "_FIabc.b7.100.fail.1.0.$FI");
-/// ```
-pub fn reply_subject(prefix: &str, batch: u64, flow: u16, seq: u64, op: Op, out: &mut String) {
-    out.clear();
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{prefix}.b{batch}.{flow}.fail.{seq}.{}.$FI", op as u8);
-}
-
-/// The batch a server reply belongs to: the second token of its subject
-/// (`b<n>`), if the subject is one of ours.
-///
-/// ```
-/// use tspi::publish::fast::batch_of;
-/// assert_eq!(batch_of("_FIabc", "_FIabc.b7.100.fail.3.1.$FI"), Some(7));
-/// assert_eq!(batch_of("_FIabc", "_FIabc.b7"), Some(7));
-/// assert_eq!(batch_of("_FIabc", "_FIxyz.b7.1"), None);
-/// ```
-pub fn batch_of(prefix: &str, subject: &str) -> Option<u64> {
-    let rest = subject.strip_prefix(prefix)?.strip_prefix(".b")?;
-    let token = rest.split('.').next()?;
-    token.parse().ok()
-}
-
-/// What the server said on a batch's reply subject.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// Messages `1..=seq` are persisted (or were duplicates); acks now come
-    /// every `flow` messages. The first one (`seq` 0) confirms the batch.
-    FlowAck { seq: u64, flow: u16 },
-    /// The server missed messages after `last_seq`; with `gap = fail` the
-    /// batch is over.
-    Gap { last_seq: u64, seq: u64 },
-    /// A message (or the whole batch) was refused.
-    Error {
-        seq: Option<u64>,
-        code: u64,
-        description: String,
-    },
-    /// The batch is committed: `count` messages, the last stored at stream
-    /// sequence `stream_seq` (duplicates are counted but not stored).
-    Committed { stream_seq: u64, count: u64 },
-}
-
-#[derive(Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    seq: Option<u64>,
-    // ADR-50 names it `ack_msgs`; nats-server 2.14/2.15 send `msgs`.
-    msgs: Option<u16>,
-    ack_msgs: Option<u16>,
-    last_seq: Option<u64>,
-    error: Option<ApiError>,
-    stream: Option<String>,
-    batch: Option<String>,
-    count: Option<u64>,
-}
-
-/// Classify one reply payload. An unknown shape is an error naming it, so
-/// a protocol change shows up in the log rather than as a silent stall.
-pub fn classify(payload: &[u8]) -> Result<Reply, String> {
-    let raw: Raw = serde_json::from_slice(payload).map_err(|e| {
-        format!(
-            "fast-batch reply is not JSON ({e}): {}",
-            String::from_utf8_lossy(payload)
-        )
-    })?;
-    let error = |seq, e: ApiError| Reply::Error {
-        seq,
-        code: if e.err_code != 0 { e.err_code } else { e.code },
-        description: e.description,
-    };
-    match raw.kind.as_deref() {
-        Some("ack") => Ok(Reply::FlowAck {
-            seq: raw.seq.unwrap_or(0),
-            flow: raw.msgs.or(raw.ack_msgs).unwrap_or(1).max(1),
-        }),
-        Some("gap") => Ok(Reply::Gap {
-            last_seq: raw.last_seq.unwrap_or(0),
-            seq: raw.seq.unwrap_or(0),
-        }),
-        Some("err") => match raw.error {
-            Some(e) => Ok(error(raw.seq, e)),
-            None => Err(format!(
-                "fast-batch error reply without an error: {}",
-                String::from_utf8_lossy(payload)
-            )),
-        },
-        Some(other) => Err(format!("unknown fast-batch reply type {other:?}")),
-        None => {
-            if let Some(e) = raw.error {
-                return Ok(error(raw.seq, e));
-            }
-            match (raw.stream, raw.batch, raw.seq, raw.count) {
-                (Some(_), Some(_), Some(stream_seq), Some(count)) => {
-                    Ok(Reply::Committed { stream_seq, count })
-                }
-                _ => Err(format!(
-                    "unrecognised fast-batch reply: {}",
-                    String::from_utf8_lossy(payload)
-                )),
-            }
-        }
-    }
-}
 
 /// The client's side of flow control for one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +15,8 @@ pub struct Window {
     /// Flow the server dictates now (never above `flow_requested`).
     pub flow: u16,
     /// Flow-ack periods that may be outstanding (ADR-50: 2; 1 deadlocks
-    /// against nats-server 2.15, NOTES.md).
+    /// against nats-server 2.15: the client stalls one message before the
+    /// server's first ack).
     pub outstanding: u16,
     /// Highest sequence sent.
     pub sent: u64,
@@ -237,7 +80,7 @@ impl Window {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tspi::publish::fast::choose_flow;
+/// use tspi::publish::proto::flow::choose_flow;
 /// let us = Duration::from_micros;
 /// assert_eq!(choose_flow(20_000.0, 0, 2, us(250), 500), 5);
 /// assert_eq!(choose_flow(100_000.0, 0, 2, us(250), 500), 25);
@@ -262,6 +105,9 @@ pub fn choose_flow(
     by_rate.max(by_backlog).clamp(1.0, f64::from(flow_max)) as u16
 }
 
+/// A batch younger than this is never [`outgrown`].
+pub const OUTGROWN_AGE_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Should a batch whose window is full be committed early so the next one
 /// opens with a larger flow? Yes when the rings hold more than two full
 /// windows and the flow can still grow (and the batch is not brand new).
@@ -269,12 +115,13 @@ pub fn outgrown(w: &Window, backlog: u64, flow_max: u16, age: std::time::Duratio
     w.stalled()
         && w.flow_requested < flow_max.min(FLOW_MAX)
         && backlog >= 2 * u64::from(w.flow_requested) * u64::from(w.outstanding)
-        && age >= std::time::Duration::from_millis(20)
+        && age >= OUTGROWN_AGE_MIN
 }
 
 /// Duplicates inside a committed batch, derived from how far the stream's
 /// last sequence moved (`before` → `stream_seq`) against the batch's
-/// `count` (NOTES.md: the server drops them silently). Exact when this
+/// `count` (the server drops duplicates in a fast batch silently: the
+/// commit's `count` includes them and nothing says which). Exact when this
 /// publisher is the stream's only writer during the batch; other writers
 /// make it an undercount, never an overcount.
 ///
@@ -293,79 +140,6 @@ pub fn duplicates_in_batch(before: u64, stream_seq: u64, count: u64) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn reply_subjects_carry_every_field() {
-        let mut s = String::new();
-        for (op, code) in [
-            (Op::Start, 0),
-            (Op::Append, 1),
-            (Op::Commit, 2),
-            (Op::CommitEob, 3),
-            (Op::Ping, 4),
-        ] {
-            reply_subject("_FIx", 12, 250, 42, op, &mut s);
-            assert_eq!(s, format!("_FIx.b12.250.fail.42.{code}.$FI"));
-            assert_eq!(batch_of("_FIx", &s), Some(12));
-        }
-        assert_eq!(batch_of("_FIx", "_FIxy.b12.1"), None);
-        assert_eq!(batch_of("_FIx", "_FIx.c12.1"), None);
-        assert_eq!(batch_of("_FIx", "_FIx.b.1"), None);
-    }
-
-    #[test]
-    fn classifies_every_reply_shape() {
-        assert_eq!(
-            classify(br#"{"type":"ack","seq":0,"msgs":100}"#),
-            Ok(Reply::FlowAck { seq: 0, flow: 100 })
-        );
-        assert_eq!(
-            classify(br#"{"type":"ack","seq":300,"ack_msgs":50}"#),
-            Ok(Reply::FlowAck { seq: 300, flow: 50 })
-        );
-        assert_eq!(
-            classify(br#"{"type":"gap","last_seq":10,"seq":15}"#),
-            Ok(Reply::Gap {
-                last_seq: 10,
-                seq: 15
-            })
-        );
-        assert_eq!(
-            classify(
-                br#"{"type":"err","seq":7,"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 1"}}"#
-            ),
-            Ok(Reply::Error {
-                seq: Some(7),
-                code: 10071,
-                description: "wrong last sequence: 1".into()
-            })
-        );
-        assert_eq!(
-            classify(
-                br#"{"error":{"code":400,"err_code":10205,"description":"batch publish not enabled"}}"#
-            ),
-            Ok(Reply::Error {
-                seq: None,
-                code: 10205,
-                description: "batch publish not enabled".into()
-            })
-        );
-        assert_eq!(
-            classify(br#"{"stream":"TSPI","seq":4242,"batch":"b3","count":1000}"#),
-            Ok(Reply::Committed {
-                stream_seq: 4242,
-                count: 1000
-            })
-        );
-        for bad in [
-            &b"not json"[..],
-            br#"{"type":"nope"}"#,
-            br#"{"type":"err","seq":1}"#,
-            br#"{"stream":"TSPI","seq":1}"#,
-        ] {
-            assert!(classify(bad).is_err(), "{}", String::from_utf8_lossy(bad));
-        }
-    }
 
     #[test]
     fn window_follows_adr50() {

@@ -1,0 +1,401 @@
+//! Property tests: the fast-batch state machine against the simulated
+//! JetStream ([`super::sim`]), time under the test's control. Each case
+//! runs seconds of simulated traffic in a few milliseconds.
+
+use super::fast::{Event, FastBatcher, FastConfig, Transmit};
+use super::sim::{Faults, Outage, PREFIX, Sim, SimFrame};
+use super::{Backoff, Nanos};
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+const MS: Nanos = 1_000_000;
+/// The sim's duplicate window: longer than any run here, so "stored exactly
+/// once" is the claim the appliance makes (within the window).
+const DUP_WINDOW: Nanos = 600_000 * MS;
+const STEPS_MAX: usize = 1_000_000;
+
+#[derive(Clone, Debug)]
+struct Case {
+    cfg: FastConfig,
+    backoff: Backoff,
+    /// (gap before it, msg id) per frame; the body is a function of the id.
+    frames: Vec<(Nanos, u64)>,
+    faults: Faults,
+}
+
+fn body_of(id: u64) -> u64 {
+    id.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xdead_beef
+}
+
+/// How a run ended.
+#[derive(Debug)]
+struct End {
+    /// Frames the machine handed back on fall-back.
+    handed_back: Vec<SimFrame>,
+    fell_back: bool,
+    now: Nanos,
+}
+
+struct Run {
+    m: FastBatcher<SimFrame>,
+    sim: Sim,
+    now: Nanos,
+    ring: VecDeque<SimFrame>,
+    arrivals: VecDeque<(Nanos, SimFrame)>,
+    acked: HashSet<u64>,
+    frames: u64,
+}
+
+impl Run {
+    fn new(case: &Case) -> Self {
+        let mut t = 0;
+        let arrivals = case
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, &(gap, id))| {
+                t += gap;
+                (
+                    t,
+                    SimFrame {
+                        idx: i as u64,
+                        id,
+                        body: body_of(id),
+                    },
+                )
+            })
+            .collect();
+        Run {
+            m: FastBatcher::new(
+                PREFIX.to_string(),
+                case.cfg.clone(),
+                case.backoff,
+                Duration::from_secs(3_600),
+                0,
+            ),
+            sim: Sim::new(case.faults.clone(), DUP_WINDOW),
+            now: 0,
+            ring: VecDeque::new(),
+            arrivals,
+            acked: HashSet::new(),
+            frames: case.frames.len() as u64,
+        }
+    }
+
+    /// The account balances, nothing is acked twice, and nothing is acked
+    /// that the stream does not hold.
+    fn check(&mut self) {
+        assert!(self.m.balanced(), "{:?}", self.m.counts());
+        while let Some(a) = self.m.poll_acked() {
+            assert!(self.acked.insert(a.frame.idx), "acked twice: {:?}", a.frame);
+            assert!(a.sent <= a.at && a.at == self.now);
+            assert!(
+                self.sim.stream.iter().any(|(id, _)| *id == a.frame.id),
+                "acked but not stored: {:?}",
+                a.frame
+            );
+        }
+    }
+
+    fn run(mut self) -> (Self, End) {
+        let mut closed = false;
+        for _ in 0..STEPS_MAX {
+            while self.arrivals.front().is_some_and(|(t, _)| *t <= self.now) {
+                let (_, f) = self.arrivals.pop_front().expect("front seen");
+                self.ring.push_back(f);
+            }
+            while let Some(e) = self.m.poll_event() {
+                match e {
+                    Event::StreamPositionWanted => {
+                        let p = self.sim.position(self.now);
+                        self.m.handle_stream_position(p);
+                    }
+                    Event::FellBack { .. } => {
+                        let handed_back = self.m.take_queued().map(|q| q.frame).collect();
+                        let now = self.now;
+                        self.check();
+                        return (
+                            self,
+                            End {
+                                handed_back,
+                                fell_back: true,
+                                now,
+                            },
+                        );
+                    }
+                    Event::Done => {
+                        self.check();
+                        let now = self.now;
+                        return (
+                            self,
+                            End {
+                                handed_back: Vec::new(),
+                                fell_back: false,
+                                now,
+                            },
+                        );
+                    }
+                    Event::Committed { .. } | Event::Ended { .. } | Event::DrainTimedOut { .. } => {
+                    }
+                }
+            }
+            while let Some((subject, payload)) = self.sim.poll_reply(self.now) {
+                self.m.handle_reply(self.now, &subject, &payload);
+                self.check();
+            }
+            if !closed && self.arrivals.is_empty() {
+                self.m.close_input(self.now);
+                closed = true;
+            }
+            self.m.handle_timeout(self.now, self.ring.len() as u64);
+            self.check();
+            loop {
+                if self.m.wants_frame()
+                    && let Some(f) = self.ring.pop_front()
+                {
+                    self.m.push(self.now, f);
+                }
+                let ring = self.ring.len() as u64;
+                let Some(t) = self.m.poll_transmit(self.now, || ring) else {
+                    break;
+                };
+                if let Transmit::Message { frame, .. } = &t {
+                    assert!(frame.idx < self.frames);
+                }
+                let r = self.sim.receive(self.now, &t);
+                self.m.handle_send_result(self.now, r);
+                self.check();
+            }
+            if self.m.has_event() {
+                continue;
+            }
+            let now = self.now;
+            let next = [
+                self.sim.next_change(now),
+                self.m.poll_timeout(),
+                self.arrivals.front().map(|(t, _)| *t),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
+            self.now = next.unwrap_or(now + MS);
+        }
+        panic!("no end after {STEPS_MAX} steps: {:?}", self.m.counts());
+    }
+}
+
+fn outage() -> impl Strategy<Value = Outage> {
+    (0..3_000u64, 1..4_000u64, any::<bool>(), any::<bool>()).prop_map(
+        |(from, len, restart, send_fails)| Outage {
+            from: from * MS,
+            until: (from + len) * MS,
+            restart,
+            send_fails,
+        },
+    )
+}
+
+fn faults(faulty: bool) -> impl Strategy<Value = Faults> {
+    let per_mille = if faulty { 0..200u16 } else { 0..1u16 };
+    let outages = proptest::collection::vec(outage(), 0..if faulty { 3 } else { 1 });
+    (
+        any::<u64>(),
+        per_mille.clone(),
+        per_mille.clone(),
+        per_mille,
+        (0..5u64, 0..if faulty { 60u64 } else { 5 }),
+        proptest::option::of(1..10u16),
+        outages,
+    )
+        .prop_map(
+            |(seed, drop, dup, error, (lo, extra), flow_cap, outages)| Faults {
+                seed,
+                drop_per_mille: drop,
+                dup_per_mille: dup,
+                error_per_mille: error,
+                latency: (lo * MS / 10, (lo + extra) * MS / 10 + MS / 10),
+                flow_cap,
+                outages,
+                refuse_from: None,
+            },
+        )
+}
+
+fn case(faulty: bool) -> impl Strategy<Value = Case> {
+    (
+        1..=12u16,
+        prop_oneof![Just(Duration::ZERO), Just(Duration::from_micros(250))],
+        2..=3u16,
+        1..=80u64,
+        // Few distinct ids among many frames: redundant receive.
+        proptest::collection::vec((0..3 * MS, 0..400u64), 0..300),
+        faults(faulty),
+    )
+        .prop_map(
+            |(flow, ack_interval, outstanding, batch_len_max, frames, faults)| Case {
+                cfg: FastConfig {
+                    flow,
+                    ack_interval,
+                    outstanding,
+                    batch_len_max,
+                    batch_age_max: Duration::from_millis(50),
+                    idle_commit: Duration::from_millis(5),
+                    ack_timeout: Duration::from_millis(200),
+                    stream: "SIM".into(),
+                },
+                backoff: Backoff {
+                    initial: Duration::from_millis(10),
+                    max: Duration::from_millis(200),
+                },
+                frames,
+                faults,
+            },
+        )
+}
+
+/// After the drain: every frame acked once, every distinct id stored once.
+fn assert_exactly_once(run: &Run, end: &End, case: &Case) {
+    let c = run.m.counts();
+    assert!(!end.fell_back);
+    assert!(
+        end.now < DUP_WINDOW,
+        "the run outlasted the duplicate window"
+    );
+    assert_eq!(c.failed, 0, "{c:?}");
+    assert_eq!(c.taken, run.frames, "{c:?}");
+    assert_eq!(c.acked, run.frames, "{c:?}");
+    assert_eq!(run.acked.len() as u64, run.frames);
+    assert_eq!(run.m.in_flight() + run.m.queued(), 0);
+    let mut stored: HashMap<u64, u64> = HashMap::new();
+    for (id, body) in &run.sim.stream {
+        assert_eq!(*body, body_of(*id));
+        *stored.entry(*id).or_default() += 1;
+    }
+    let ids: HashSet<u64> = case.frames.iter().map(|(_, id)| *id).collect();
+    assert_eq!(stored.len(), ids.len(), "some id never stored");
+    assert!(stored.values().all(|n| *n == 1), "an id stored twice");
+    assert!(
+        c.duplicate <= run.sim.duplicates,
+        "{c:?} vs {}",
+        run.sim.duplicates
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Without faults: every frame is acked once and stored once, and the
+    /// duplicate count is exact.
+    #[test]
+    fn clean_server_stores_each_id_once(case in case(false)) {
+        let (run, end) = Run::new(&case).run();
+        assert_exactly_once(&run, &end, &case);
+        prop_assert_eq!(run.m.counts().duplicate, run.sim.duplicates);
+        prop_assert_eq!(run.m.counts().retried, 0);
+    }
+
+    /// Acks dropped, duplicated, delayed and reordered; messages refused;
+    /// the server gone (restarted or not) and back: the account balances at
+    /// every step, and once it drains every frame is acked once and every
+    /// id stored once.
+    #[test]
+    fn faulty_server_still_stores_each_id_once(case in case(true)) {
+        let (run, end) = Run::new(&case).run();
+        assert_exactly_once(&run, &end, &case);
+    }
+
+    /// A server that starts refusing fast batches: the machine falls back
+    /// and hands back every frame taken and not acked, each once.
+    #[test]
+    fn fall_back_hands_back_every_unacked_frame(
+        mut case in case(true),
+        refuse_ms in 0..2_000u64,
+    ) {
+        case.faults.refuse_from = Some(refuse_ms * MS);
+        let (run, end) = Run::new(&case).run();
+        let c = run.m.counts();
+        if end.fell_back {
+            let back: HashSet<u64> = end.handed_back.iter().map(|f| f.idx).collect();
+            prop_assert_eq!(back.len(), end.handed_back.len(), "handed back twice");
+            prop_assert!(back.is_disjoint(&run.acked), "handed back and acked");
+            prop_assert_eq!(c.taken, c.acked + back.len() as u64);
+            prop_assert_eq!(c.handed_back, back.len() as u64);
+            prop_assert_eq!(c.failed, 0);
+            let mut all: Vec<u64> = back.union(&run.acked).copied().collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, (0..c.taken).collect::<Vec<_>>());
+        } else {
+            // Done before the refusal.
+            assert_exactly_once(&run, &end, &case);
+        }
+    }
+}
+
+/// A drain that cannot finish (the server never answers) gives up at the
+/// drain timeout and counts everything in hand and in the rings as failed.
+#[test]
+fn drain_timeout_fails_what_is_left() {
+    let cfg = FastConfig {
+        flow: 4,
+        ack_interval: Duration::ZERO,
+        outstanding: 2,
+        batch_len_max: 100,
+        batch_age_max: Duration::from_millis(50),
+        idle_commit: Duration::from_millis(5),
+        ack_timeout: Duration::from_millis(200),
+        stream: "SIM".into(),
+    };
+    let backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(200),
+    };
+    let mut m =
+        FastBatcher::<SimFrame>::new(PREFIX.into(), cfg, backoff, Duration::from_secs(1), 0);
+    assert_eq!(m.poll_event(), Some(Event::StreamPositionWanted));
+    m.handle_stream_position(None);
+    assert!(m.wants_frame());
+    m.push(
+        0,
+        SimFrame {
+            idx: 0,
+            id: 0,
+            body: 0,
+        },
+    );
+    let t = m.poll_transmit(0, || 10).expect("a message");
+    assert!(matches!(
+        t,
+        Transmit::Message {
+            first_attempt: true,
+            ..
+        }
+    ));
+    m.handle_send_result(0, Ok(()));
+    // Unconfirmed: one message until the server answers.
+    assert!(!m.wants_frame());
+    m.close_input(0);
+    let mut now = 0;
+    loop {
+        now += 50 * MS;
+        m.handle_timeout(now, 10);
+        while m.poll_transmit(now, || 10).is_some() {
+            m.handle_send_result(now, Err("down".into()));
+        }
+        while let Some(e) = m.poll_event() {
+            match e {
+                Event::StreamPositionWanted => m.handle_stream_position(None),
+                Event::DrainTimedOut { failed } => assert_eq!(failed, 11),
+                Event::Done => {
+                    let c = m.counts();
+                    assert_eq!((c.taken, c.failed, c.acked), (11, 11, 0));
+                    assert!(m.balanced());
+                    return;
+                }
+                _ => {}
+            }
+        }
+        assert!(now < 10_000 * MS, "no end");
+    }
+}
