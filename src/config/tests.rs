@@ -1,8 +1,30 @@
 use super::*;
+use proptest::prelude::*;
 use std::path::Path;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, Path::new("test.toml"))
+}
+
+/// A machine where every core id exists, so only the values decide.
+fn any_cores() -> Machine {
+    Machine {
+        cores_allowed: (0..limits::CORE_ID_END).collect(),
+    }
+}
+
+fn two_cores() -> Machine {
+    Machine {
+        cores_allowed: vec![0, 1],
+    }
+}
+
+fn problems(c: &Config) -> Vec<String> {
+    c.problems_for(&Role::ALL, &any_cores())
+}
+
+fn udp(c: &mut Config) {
+    c.ingest.udp = vec!["127.0.0.1:5000".parse().unwrap()];
 }
 
 #[test]
@@ -10,11 +32,22 @@ fn documented_example_parses_and_validates() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tspi.toml"));
     let c = Config::load(path).unwrap();
     c.validate().unwrap();
+    c.validate_for(&Role::ALL, &two_cores()).unwrap();
+    assert_eq!(
+        c.warnings(),
+        &[] as &[String],
+        "the example uses no old key"
+    );
+    assert_eq!(
+        c.roles_enabled(),
+        [Role::Ingest, Role::Archive, Role::Channels]
+    );
     assert_eq!(c.ingest.udp, ["0.0.0.0:5000".parse().unwrap()]);
     // Every value the example states equals the default, except the
     // examples it marks as such (the listen address).
     let mut d = Config::default();
     d.ingest.udp = c.ingest.udp.clone();
+    d.file = c.file.clone();
     assert_eq!(c, d);
 }
 
@@ -48,7 +81,10 @@ fn validation_lists_every_problem() {
     c.ingest.cores = vec![1];
     c.stream.duplicate_window_s = 5;
     c.nats.subject_prefix = "tspi.>".into();
-    let msg = c.validate().unwrap_err().to_string();
+    let msg = c
+        .validate_for(&[Role::Ingest], &any_cores())
+        .unwrap_err()
+        .to_string();
     for want in [
         "ingest.udp",
         "ingest.cores",
@@ -66,4 +102,648 @@ fn receive_cores_default_to_the_first_ones() {
     assert_eq!(c.receive_cores(), [0, 1, 2]);
     c.ingest.cores = vec![4, 6, 8];
     assert_eq!(c.receive_cores(), [4, 6, 8]);
+}
+
+// ------------------------------------------------------------ roles
+
+#[test]
+fn an_archive_only_file_validates_for_the_archive_role() {
+    let text = "[nats]\nservers = [\"nats://db:4222\"]\n[stream]\ncreate = false\n\
+                [archive]\npostgres = \"host=/run/postgresql dbname=tspi\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(c.roles_enabled(), [Role::Archive]);
+    c.validate_for(&c.roles_enabled(), &two_cores()).unwrap();
+    c.validate().unwrap();
+    // The ingest role needs what the file does not have.
+    let e = c
+        .validate_for(&[Role::Ingest], &two_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.udp"), "{e}");
+}
+
+#[test]
+fn a_file_without_role_sections_checks_the_common_ones() {
+    let c = parse("[nats]\nservers = []\n").unwrap();
+    assert!(c.roles_enabled().is_empty());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("nats.servers"), "{e}");
+    assert!(!e.contains("ingest.udp"), "{e}");
+}
+
+// ------------------------------------------------------ the machine
+
+#[test]
+fn receive_cores_must_exist_on_this_machine() {
+    let mut c = Config::default();
+    udp(&mut c);
+    c.ingest.workers = 2;
+    c.ingest.cores = vec![0, 999];
+    let e = c
+        .validate_for(&[Role::Ingest], &two_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.cores") && e.contains("999"), "{e}");
+    // Not an ingest box: its cores are none of this role's business.
+    c.validate_for(&[Role::Archive], &two_cores()).unwrap();
+
+    // More workers than cores, with cores left to the default 0..workers.
+    c.ingest.cores.clear();
+    c.ingest.workers = 4;
+    let e = c
+        .validate_for(&[Role::Ingest], &two_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.workers = 4"), "{e}");
+    c.ingest.workers = 2;
+    c.validate_for(&[Role::Ingest], &two_cores()).unwrap();
+
+    // Beyond the affinity mask's size: a bound, whatever the machine.
+    c.ingest.cores = vec![0, limits::CORE_ID_END];
+    let e = c
+        .validate_for(&[Role::Ingest], &any_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ingest.cores"), "{e}");
+
+    c.ingest.cores = vec![1, 1];
+    let e = c
+        .validate_for(&[Role::Ingest], &two_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("core 1 twice"), "{e}");
+}
+
+#[test]
+fn pacing_cores_must_exist_for_the_replay_roles() {
+    let mut c = Config::default();
+    c.channels.pacing_cores = vec![1, 7];
+    for role in [Role::Channels, Role::Replay] {
+        let e = c
+            .validate_for(&[role], &two_cores())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("channels.pacing_cores") && e.contains('7'),
+            "{e}"
+        );
+    }
+    c.validate_for(&[Role::Archive], &two_cores()).unwrap();
+}
+
+#[test]
+fn the_current_machine_has_a_core() {
+    assert!(!Machine::current().cores_allowed.is_empty());
+}
+
+// ----------------------------------------------- rules between keys
+
+#[test]
+fn the_three_wraps_of_the_issue_are_refused() {
+    // 18446744134 s is 60 s plus 2^64 ns: it reached the server as 60 s.
+    let mut c = Config::default();
+    c.stream.age_max_s = 18_446_744_134;
+    let e = problems(&c).join("; ");
+    assert!(e.contains("stream.age_max_s = 18446744134"), "{e}");
+
+    let mut c = Config::default();
+    c.stream.duplicate_window_s = 1_000_000_000_000;
+    let e = problems(&c).join("; ");
+    assert!(
+        e.contains("stream.duplicate_window_s = 1000000000000"),
+        "{e}"
+    );
+
+    // ack_timeout_ms + retry_backoff_max_ms wraps to 0 ms.
+    let mut c = Config::default();
+    c.publish.ack_timeout_ms = 18_446_744_073_709_549_616;
+    assert_eq!(
+        c.publish
+            .ack_timeout_ms
+            .wrapping_add(c.publish.retry_backoff_max_ms),
+        0
+    );
+    let e = problems(&c).join("; ");
+    assert!(
+        e.contains("publish.ack_timeout_ms = 18446744073709549616"),
+        "{e}"
+    );
+}
+
+#[test]
+fn age_max_shorter_than_the_duplicate_window_is_refused() {
+    let mut c = Config::default();
+    udp(&mut c);
+    c.stream.age_max_s = 1;
+    let e = problems(&c).join("; ");
+    assert!(e.contains("stream.age_max_s = 1 is shorter"), "{e}");
+    c.stream.age_max_s = c.stream.duplicate_window_s;
+    assert_eq!(problems(&c), Vec::<String>::new());
+    c.stream.age_max_s = 0;
+    assert_eq!(problems(&c), Vec::<String>::new());
+}
+
+#[test]
+fn the_duplicate_window_must_cover_the_retry_horizon() {
+    let mut c = Config::default();
+    udp(&mut c);
+    // 5000 + 2000 ms: 7 s is not covered, 8 s is.
+    c.stream.duplicate_window_s = 7;
+    assert!(problems(&c).join(";").contains("retry horizon of 7000 ms"));
+    c.stream.duplicate_window_s = 8;
+    assert_eq!(problems(&c), Vec::<String>::new());
+}
+
+#[test]
+fn the_replay_stream_window_fits_its_retention() {
+    let mut c = Config::default();
+    c.channels.replay_age_max_h = 1;
+    c.stream.duplicate_window_s = 3_601;
+    let e = c
+        .validate_for(&[Role::Channels], &any_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("channels.replay_age_max_h"), "{e}");
+    c.validate_for(&[Role::Archive], &any_cores()).unwrap();
+    c.stream.duplicate_window_s = 3_600;
+    c.validate_for(&[Role::Channels], &any_cores()).unwrap();
+}
+
+#[test]
+fn the_two_receive_validators_agree() {
+    // The file's batch_len bound is the receive threads' (once 1024 here
+    // and 4096 there).
+    let mut c = Config::default();
+    udp(&mut c);
+    c.ingest.batch_len = crate::receive::BATCH_LEN_MAX;
+    assert_eq!(problems(&c), Vec::<String>::new());
+    c.ingest.receive_config().validate().unwrap();
+    c.ingest.batch_len += 1;
+    assert!(problems(&c).join(";").contains("ingest.batch_len"));
+    assert!(c.ingest.receive_config().validate().is_err());
+    c.ingest.batch_len = 64;
+    c.ingest.workers = crate::receive::WORKERS_MAX;
+    assert_eq!(problems(&c), Vec::<String>::new());
+    c.ingest.workers += 1;
+    assert!(problems(&c).join(";").contains("ingest.workers"));
+}
+
+// ------------------------------------------------------ renamed keys
+
+#[test]
+fn old_spellings_still_work_with_a_warning_naming_the_new_one() {
+    for (section, old, new) in renamed::RENAMED {
+        let value = match (section, old) {
+            ("archive", "ops_durable") => "\"ops-consumer\"".to_owned(),
+            ("stream", _) => "40".to_owned(),
+            ("publish", "fast_outstanding_acks") => "3".to_owned(),
+            _ => "7".to_owned(),
+        };
+        let with_old = parse(&format!("[{section}]\n{old} = {value}\n")).unwrap();
+        let with_new = parse(&format!("[{section}]\n{new} = {value}\n")).unwrap();
+        assert_ne!(with_new, Config::default(), "{section}.{new} is read");
+        let strip = |mut c: Config| {
+            c.file = FileInfo::default();
+            c
+        };
+        assert_eq!(strip(with_old.clone()), strip(with_new.clone()), "{old}");
+        let w = with_old.warnings().join("\n");
+        assert!(
+            w.contains(&format!("{section}.{new}")) && w.contains(old) && w.contains("test.toml"),
+            "{w}"
+        );
+        assert!(with_new.warnings().is_empty());
+        // Both spellings at once: refused, not a silent choice.
+        let both = parse(&format!("[{section}]\n{old} = {value}\n{new} = {value}\n"));
+        assert!(both.is_err(), "{section}: {old} and {new} together");
+    }
+}
+
+// --------------------------------------------------------- bounds
+
+type Set = fn(&mut Config, u64) -> Option<()>;
+
+/// Every number of the file: its key, how to set it (None: the value does
+/// not fit the field's type, which the file parser refuses), its bound,
+/// and what one unit is in nanoseconds with the largest nanosecond count
+/// its consumer holds (None: not a duration).
+fn numeric_keys() -> Vec<(&'static str, Set, limits::Bound, Option<(u128, u128)>)> {
+    use limits::*;
+    let i64ns = i64::MAX as u128;
+    let u64ns = u64::MAX as u128;
+    let s = 1_000_000_000u128;
+    let ms = 1_000_000u128;
+    vec![
+        (
+            "stream.replicas",
+            |c, v| Some(c.stream.replicas = v.try_into().ok()?),
+            STREAM_REPLICAS,
+            None,
+        ),
+        (
+            "stream.duplicate_window_s",
+            |c, v| Some(c.stream.duplicate_window_s = v),
+            STREAM_DUPLICATE_WINDOW_S,
+            Some((s, i64ns)),
+        ),
+        (
+            "stream.age_max_s",
+            |c, v| Some(c.stream.age_max_s = v),
+            STREAM_AGE_MAX_S,
+            Some((s, i64ns)),
+        ),
+        (
+            "ingest.workers",
+            |c, v| Some(c.ingest.workers = v.try_into().ok()?),
+            INGEST_WORKERS,
+            None,
+        ),
+        (
+            "ingest.rcvbuf_bytes",
+            |c, v| Some(c.ingest.rcvbuf_bytes = v.try_into().ok()?),
+            INGEST_RCVBUF_BYTES,
+            None,
+        ),
+        (
+            "ingest.batch_len",
+            |c, v| Some(c.ingest.batch_len = v.try_into().ok()?),
+            INGEST_BATCH_LEN,
+            None,
+        ),
+        (
+            "ingest.ring_capacity",
+            |c, v| Some(c.ingest.ring_capacity = v.try_into().ok()?),
+            INGEST_RING_CAPACITY,
+            None,
+        ),
+        (
+            "publish.acks_in_flight_max",
+            |c, v| Some(c.publish.acks_in_flight_max = v.try_into().ok()?),
+            PUBLISH_ACKS_IN_FLIGHT_MAX,
+            None,
+        ),
+        (
+            "publish.batch_len_max",
+            |c, v| Some(c.publish.batch_len_max = v.try_into().ok()?),
+            PUBLISH_BATCH_LEN_MAX,
+            None,
+        ),
+        (
+            "publish.ack_timeout_ms",
+            |c, v| Some(c.publish.ack_timeout_ms = v),
+            PUBLISH_ACK_TIMEOUT_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "publish.retry_backoff_initial_ms",
+            |c, v| Some(c.publish.retry_backoff_initial_ms = v),
+            PUBLISH_RETRY_BACKOFF_INITIAL_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "publish.retry_backoff_max_ms",
+            |c, v| Some(c.publish.retry_backoff_max_ms = v),
+            PUBLISH_RETRY_BACKOFF_MAX_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "publish.drain_timeout_s",
+            |c, v| Some(c.publish.drain_timeout_s = v),
+            PUBLISH_DRAIN_TIMEOUT_S,
+            Some((s, u64ns)),
+        ),
+        (
+            "publish.fast_flow_max",
+            |c, v| Some(c.publish.fast_flow_max = v.try_into().ok()?),
+            PUBLISH_FAST_FLOW_MAX,
+            None,
+        ),
+        (
+            "publish.fast_ack_interval_us",
+            |c, v| Some(c.publish.fast_ack_interval_us = v),
+            PUBLISH_FAST_ACK_INTERVAL_US,
+            Some((1_000, u64ns)),
+        ),
+        (
+            "publish.fast_acks_outstanding",
+            |c, v| Some(c.publish.fast_acks_outstanding = v.try_into().ok()?),
+            PUBLISH_FAST_ACKS_OUTSTANDING,
+            None,
+        ),
+        (
+            "publish.fast_batch_len_max",
+            |c, v| Some(c.publish.fast_batch_len_max = v),
+            PUBLISH_FAST_BATCH_LEN_MAX,
+            None,
+        ),
+        (
+            "publish.fast_batch_age_max_ms",
+            |c, v| Some(c.publish.fast_batch_age_max_ms = v),
+            PUBLISH_FAST_BATCH_AGE_MAX_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "publish.fast_commit_idle_ms",
+            |c, v| Some(c.publish.fast_commit_idle_ms = v),
+            PUBLISH_FAST_COMMIT_IDLE_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "metrics.interval_s",
+            |c, v| Some(c.metrics.interval_s = v),
+            METRICS_INTERVAL_S,
+            Some((s, u64ns)),
+        ),
+        (
+            "archive.batch_len_max",
+            |c, v| Some(c.archive.batch_len_max = v.try_into().ok()?),
+            ARCHIVE_BATCH_LEN_MAX,
+            None,
+        ),
+        (
+            "archive.flush_interval_ms",
+            |c, v| Some(c.archive.flush_interval_ms = v),
+            ARCHIVE_FLUSH_INTERVAL_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "archive.batches_in_flight_max",
+            |c, v| Some(c.archive.batches_in_flight_max = v.try_into().ok()?),
+            ARCHIVE_BATCHES_IN_FLIGHT_MAX,
+            None,
+        ),
+        (
+            "archive.ack_wait_s",
+            |c, v| Some(c.archive.ack_wait_s = v),
+            ARCHIVE_ACK_WAIT_S,
+            Some((s, i64ns)),
+        ),
+        (
+            "archive.retry_backoff_initial_ms",
+            |c, v| Some(c.archive.retry_backoff_initial_ms = v),
+            ARCHIVE_RETRY_BACKOFF_INITIAL_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "archive.retry_backoff_max_ms",
+            |c, v| Some(c.archive.retry_backoff_max_ms = v),
+            ARCHIVE_RETRY_BACKOFF_MAX_MS,
+            Some((ms, u64ns)),
+        ),
+        (
+            "archive.drain_timeout_s",
+            |c, v| Some(c.archive.drain_timeout_s = v),
+            ARCHIVE_DRAIN_TIMEOUT_S,
+            Some((s, u64ns)),
+        ),
+        (
+            "archive.partition_premake_days",
+            |c, v| Some(c.archive.partition_premake_days = v.try_into().ok()?),
+            ARCHIVE_PARTITION_PREMAKE_DAYS,
+            None,
+        ),
+        // Days become microseconds in an i64: 86400e6 us a day.
+        (
+            "archive.retention_days",
+            |c, v| Some(c.archive.retention_days = v.try_into().ok()?),
+            ARCHIVE_RETENTION_DAYS,
+            Some((86_400_000_000, i64ns)),
+        ),
+        (
+            "archive.maintenance_interval_s",
+            |c, v| Some(c.archive.maintenance_interval_s = v),
+            ARCHIVE_MAINTENANCE_INTERVAL_S,
+            Some((s, u64ns)),
+        ),
+        (
+            "channels.replay_age_max_h",
+            |c, v| Some(c.channels.replay_age_max_h = v),
+            CHANNELS_REPLAY_AGE_MAX_H,
+            Some((3_600 * s, i64ns)),
+        ),
+        (
+            "channels.private_idle_s",
+            |c, v| Some(c.channels.private_idle_s = v),
+            CHANNELS_PRIVATE_IDLE_S,
+            Some((s, u64ns)),
+        ),
+        (
+            "channels.private_max",
+            |c, v| Some(c.channels.private_max = v.try_into().ok()?),
+            CHANNELS_PRIVATE_MAX,
+            None,
+        ),
+        (
+            "channels.group_max",
+            |c, v| Some(c.channels.group_max = v.try_into().ok()?),
+            CHANNELS_GROUP_MAX,
+            None,
+        ),
+        (
+            "channels.tag_before_s",
+            |c, v| Some(c.channels.tag_before_s = v),
+            CHANNELS_TAG_BEFORE_S,
+            Some((s, u64ns / 4)),
+        ),
+        (
+            "channels.tag_after_s",
+            |c, v| Some(c.channels.tag_after_s = v),
+            CHANNELS_TAG_AFTER_S,
+            Some((s, u64ns / 4)),
+        ),
+        (
+            "channels.read_batch_len",
+            |c, v| Some(c.channels.read_batch_len = v.try_into().ok()?),
+            CHANNELS_READ_BATCH_LEN,
+            None,
+        ),
+        (
+            "channels.read_batches_max",
+            |c, v| Some(c.channels.read_batches_max = v.try_into().ok()?),
+            CHANNELS_READ_BATCHES_MAX,
+            None,
+        ),
+        (
+            "channels.acks_in_flight_max",
+            |c, v| Some(c.channels.acks_in_flight_max = v.try_into().ok()?),
+            CHANNELS_ACKS_IN_FLIGHT_MAX,
+            None,
+        ),
+        (
+            "channels.sink_queue_len",
+            |c, v| Some(c.channels.sink_queue_len = v.try_into().ok()?),
+            CHANNELS_SINK_QUEUE_LEN,
+            None,
+        ),
+        (
+            "channels.spin_us",
+            |c, v| Some(c.channels.spin_us = v),
+            CHANNELS_SPIN_US,
+            Some((1_000, u64ns)),
+        ),
+        (
+            "channels.pacing_realtime_priority",
+            |c, v| Some(c.channels.pacing_realtime_priority = v.try_into().ok()?),
+            CHANNELS_PACING_REALTIME_PRIORITY,
+            None,
+        ),
+    ]
+}
+
+/// A configuration with `key` set to `v` and everything else valid, or
+/// None where `v` does not fit the field's type.
+fn with(key_set: Set, v: u64) -> Option<Config> {
+    let mut c = Config::default();
+    udp(&mut c);
+    key_set(&mut c, v)?;
+    Some(c)
+}
+
+/// What the code derives from the configuration, in nanoseconds, next to
+/// the exact value: the stream definition as it goes on the wire, the
+/// publisher's durations, the replay windows.
+fn derived(c: &Config) -> Vec<(&'static str, u128, u128)> {
+    let s = 1_000_000_000u128;
+    let ms = 1_000_000u128;
+    let mut out = Vec::new();
+    let stream = crate::jetstream::telemetry_stream("tspi", &c.stream.telemetry_settings());
+    let wire = serde_json::to_value(&stream).unwrap();
+    let ns = |field: &str| wire[field].as_i64().map_or(0, |v| v as u128);
+    out.push((
+        "stream.duplicate_window_s",
+        ns("duplicate_window"),
+        u128::from(c.stream.duplicate_window_s) * s,
+    ));
+    out.push((
+        "stream.age_max_s",
+        ns("max_age"),
+        u128::from(c.stream.age_max_s) * s,
+    ));
+    let p = crate::ingest::publisher_config(c);
+    let pc = &c.publish;
+    out.push((
+        "publish.retry_backoff_max_ms",
+        p.retry_backoff_max.as_nanos(),
+        u128::from(pc.retry_backoff_max_ms) * ms,
+    ));
+    out.push((
+        "publish.drain_timeout_s",
+        p.drain_timeout.as_nanos(),
+        u128::from(pc.drain_timeout_s) * s,
+    ));
+    let f = p.fast.expect("fast by default");
+    out.push((
+        "publish.ack_timeout_ms",
+        f.ack_timeout.as_nanos(),
+        u128::from(pc.ack_timeout_ms) * ms,
+    ));
+    let ch = &c.channels;
+    out.push((
+        "channels.replay_age_max_h",
+        ch.replay_age_max().as_nanos(),
+        u128::from(ch.replay_age_max_h) * 3_600 * s,
+    ));
+    out.push((
+        "channels.tag_before_s",
+        u128::from(ch.tag_before_ns()),
+        u128::from(ch.tag_before_s) * s,
+    ));
+    out.push((
+        "channels.tag_after_s",
+        u128::from(ch.tag_after_ns()),
+        u128::from(ch.tag_after_s) * s,
+    ));
+    out
+}
+
+#[test]
+fn every_key_accepts_its_bounds_and_refuses_beyond_them() {
+    for (key, set, bound, _) in numeric_keys() {
+        for v in [bound.min, bound.default, bound.max] {
+            let c = with(set, v).unwrap();
+            let p = problems(&c);
+            let own = format!("{key} = {v}: must be");
+            assert!(!p.iter().any(|m| m.contains(&own)), "{key} = {v}: {p:?}");
+        }
+        let mut beyond = vec![bound.max.saturating_add(1), u64::MAX];
+        if bound.min > 0 {
+            beyond.push(bound.min - 1);
+        }
+        for v in beyond {
+            if v == bound.max {
+                continue;
+            }
+            let Some(c) = with(set, v) else { continue };
+            let p = problems(&c).join("; ");
+            assert!(p.contains(key), "{key} = {v} accepted: {p}");
+        }
+    }
+}
+
+#[test]
+fn defaults_are_valid_and_the_table_covers_every_bound() {
+    let mut c = Config::default();
+    udp(&mut c);
+    assert_eq!(problems(&c), Vec::<String>::new());
+    // limits.rs lists a bound per key: the test table names them all.
+    let source = include_str!("limits.rs");
+    let declared = source.matches(": Bound = Bound::new(").count();
+    assert_eq!(numeric_keys().len(), declared);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any u64 in any numeric key: validation refuses it naming the key,
+    /// or every value derived from it is exact (no wrap on the way to
+    /// nanoseconds).
+    #[test]
+    fn any_u64_is_refused_by_name_or_converted_exactly(
+        index in 0usize..42,
+        v in prop_oneof![
+            any::<u64>(),
+            0u64..100_000,
+            (0u32..64).prop_map(|b| 1u64 << b),
+            (0u32..64).prop_map(|b| (1u64 << b).wrapping_sub(1)),
+            Just(18_446_744_134u64),
+            Just(18_446_744_073_709_549_616u64),
+        ],
+    ) {
+        let keys = numeric_keys();
+        let (key, set, bound, unit) = keys[index % keys.len()];
+        let Some(c) = with(set, v) else { return Ok(()) };
+        let p = problems(&c);
+        if p.is_empty() {
+            prop_assert!(bound.contains(v), "{key} = {v} accepted beyond its bound");
+            if let Some((unit_ns, consumer_max)) = unit {
+                prop_assert!(u128::from(v) * unit_ns <= consumer_max, "{key} = {v} overflows its consumer");
+            }
+            for (what, got, exact) in derived(&c) {
+                prop_assert_eq!(got, exact, "{} derived from {} = {}", what, key, v);
+            }
+        } else {
+            prop_assert!(p.iter().any(|m| m.contains(key)), "{key} = {v}: {p:?}");
+        }
+    }
+}
+
+#[test]
+fn the_largest_stream_values_reach_the_wire_exactly() {
+    let mut c = Config::default();
+    udp(&mut c);
+    c.channels.replay_age_max_h = limits::CHANNELS_REPLAY_AGE_MAX_H.max;
+    c.stream.duplicate_window_s = limits::STREAM_DUPLICATE_WINDOW_S.max;
+    c.stream.age_max_s = limits::STREAM_AGE_MAX_S.max;
+    assert_eq!(problems(&c), Vec::<String>::new());
+    for (what, got, exact) in derived(&c) {
+        assert_eq!(got, exact, "{what}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "overflows nanoseconds")]
+fn an_unvalidated_age_never_reaches_the_server_wrapped() {
+    let mut c = Config::default();
+    c.stream.age_max_s = 18_446_744_134;
+    let _ = c.stream.telemetry_settings();
 }

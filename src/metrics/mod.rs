@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+pub mod config;
 mod counters;
 mod host;
 mod http;
@@ -51,6 +52,7 @@ mod render;
 mod report;
 mod snapshot;
 
+pub use config::MetricsConfig;
 pub use counters::{Counters, Gauges, REJECT_REASONS_LEN};
 pub use host::hostname;
 pub use http::{

@@ -12,9 +12,11 @@
 //! `acks_in_flight_max`.
 
 mod batch;
+pub mod config;
 pub mod fast;
 
 pub use batch::{FastConfig, server_supports_fast_batches};
+pub use config::{PublishConfig, PublishMode};
 
 use crate::message;
 use crate::metrics::LatencyRecorder;
