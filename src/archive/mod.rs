@@ -2,6 +2,7 @@
 //! once, in batches.
 //!
 //! Pure core:
+//! - [`config`]: the `[archive]` section, its defaults and its checks;
 //! - [`rows`]: message bodies to rows (telemetry back to its exact frame,
 //!   tags, display commands, other operator events), or a typed reject;
 //! - [`copy`]: PostgreSQL's binary `COPY` format and the telemetry row in it;

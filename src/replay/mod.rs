@@ -1,6 +1,7 @@
 //! Original-rate replay and karaoke channels (CONTRACT §4-6).
 //!
 //! Pure core (time and buffers are arguments; no I/O):
+//! - [`config`]: the `[channels]` section, its defaults and its checks;
 //! - [`pacer`]: the absolute schedule `start + (t_i - t_0) / rate`, with
 //!   pause, resume, rate change, seek and loop, tested in virtual time;
 //! - [`channels`]: channel ids, control messages, directory, heartbeat;
