@@ -142,3 +142,79 @@ fn receive_cores_are_checked_against_this_machine() {
     let (code, _, err) = validate(&path, &["--role", "archive"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Run `tspi` against a NATS URL where nothing listens: the client would
+/// retry the first connection forever, so a prompt exit proves the
+/// configuration was refused before any request to a server.
+fn refused_before_connecting(args: &[&str]) -> String {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tspi");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{args:?} did not stop: it went past validation");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    err
+}
+
+#[test]
+fn roles_refuse_a_bad_file_before_the_first_request_to_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = "nats://127.0.0.1:1";
+    // Cores this process cannot run on (once found only after the TSPI
+    // stream had been updated).
+    let cores = write(
+        dir.path(),
+        "cores.toml",
+        "[ingest]\nudp = [\"127.0.0.1:0\"]\nworkers = 2\ncores = [0, 999]\n",
+    );
+    let err = refused_before_connecting(&[
+        "ingest",
+        "--config",
+        cores.to_str().unwrap(),
+        "--nats",
+        nowhere,
+    ]);
+    assert!(err.contains("ingest.cores"), "{err}");
+
+    // A retention shorter than the duplicate window, for the archive,
+    // which updates the same stream.
+    let short = write(
+        dir.path(),
+        "short.toml",
+        "[stream]\nage_max_s = 1\n[archive]\npostgres = \"host=/nonexistent\"\n",
+    );
+    let err = refused_before_connecting(&[
+        "archive",
+        "--config",
+        short.to_str().unwrap(),
+        "--nats",
+        nowhere,
+    ]);
+    assert!(err.contains("stream.age_max_s = 1"), "{err}");
+
+    let err = refused_before_connecting(&[
+        "channels",
+        "serve",
+        "--config",
+        short.to_str().unwrap(),
+        "--nats",
+        nowhere,
+    ]);
+    assert!(err.contains("stream.age_max_s = 1"), "{err}");
+}
