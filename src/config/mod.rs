@@ -3,15 +3,15 @@
 //! This module only assembles the file. Each stage owns its section, its
 //! defaults and its checks, in a module that does no I/O:
 //!
-//! | section      | owner                                  |
-//! |--------------|----------------------------------------|
-//! | `[nats]`     | [`crate::nats::NatsConfig`]            |
-//! | `[stream]`   | [`crate::jetstream::StreamConfig`]     |
-//! | `[ingest]`   | [`crate::receive::IngestConfig`]       |
-//! | `[publish]`  | [`crate::publish::PublishConfig`]      |
-//! | `[metrics]`  | [`crate::metrics::MetricsConfig`]      |
-//! | `[archive]`  | [`crate::archive::ArchiveConfig`]      |
-//! | `[channels]` | [`crate::replay::ChannelsConfig`]      |
+//! | section      | owner                                    |
+//! |--------------|------------------------------------------|
+//! | `[nats]`     | [`crate::nats::config`]                  |
+//! | `[stream]`   | [`crate::jetstream::config`]             |
+//! | `[ingest]`   | [`crate::receive::config`]               |
+//! | `[publish]`  | [`crate::publish::config`]               |
+//! | `[metrics]`  | [`crate::metrics::config`]               |
+//! | `[archive]`  | [`crate::archive::config`]               |
+//! | `[channels]` | [`crate::replay::config`]                |
 //!
 //! Every bound is in [`limits`]. What relates two sections (the duplicate
 //! window against the publish retry horizon, say) and what depends on the
@@ -27,11 +27,14 @@
 pub mod limits;
 mod renamed;
 
-pub use crate::jetstream::StreamConfig;
-pub use crate::metrics::MetricsConfig;
-pub use crate::nats::{NatsConfig, TlsConfig};
-pub use crate::publish::{PublishConfig, PublishMode};
-pub use crate::receive::{IngestConfig, MulticastConfig};
+// Only the stages' section modules, which do no I/O (a test checks).
+pub use crate::archive::config::ArchiveConfig;
+pub use crate::jetstream::config::StreamConfig;
+pub use crate::metrics::config::MetricsConfig;
+pub use crate::nats::config::{NatsConfig, TlsConfig};
+pub use crate::publish::config::{PublishConfig, PublishMode};
+pub use crate::receive::config::{IngestConfig, MulticastConfig};
+pub use crate::replay::config::ChannelsConfig;
 
 use serde::Deserialize;
 use std::fmt;
@@ -47,8 +50,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub publish: PublishConfig,
     pub metrics: MetricsConfig,
-    pub archive: crate::archive::ArchiveConfig,
-    pub channels: crate::replay::ChannelsConfig,
+    pub archive: ArchiveConfig,
+    pub channels: ChannelsConfig,
     /// What the file itself said beyond the values: which sections it
     /// holds, and the renamed keys it used. Empty for a `Config` built in
     /// code.

@@ -648,3 +648,79 @@ fn an_unvalidated_age_never_reaches_the_server_wrapped() {
     c.stream.age_max_s = 18_446_744_134;
     let _ = c.stream.telemetry_settings();
 }
+
+// ------------------------------------------------- dependencies one way
+
+/// The sections are pure (no network, no database, no clock, no files),
+/// and `config` reaches into the stages only through their section
+/// modules.
+#[test]
+fn sections_do_no_io_and_config_imports_only_sections() {
+    let sections = [
+        ("src/config/limits.rs", include_str!("limits.rs")),
+        ("src/config/renamed.rs", include_str!("renamed.rs")),
+        ("src/nats/config.rs", include_str!("../nats/config.rs")),
+        (
+            "src/jetstream/config.rs",
+            include_str!("../jetstream/config.rs"),
+        ),
+        (
+            "src/receive/config.rs",
+            include_str!("../receive/config.rs"),
+        ),
+        (
+            "src/publish/config.rs",
+            include_str!("../publish/config.rs"),
+        ),
+        (
+            "src/metrics/config.rs",
+            include_str!("../metrics/config.rs"),
+        ),
+        (
+            "src/archive/config.rs",
+            include_str!("../archive/config.rs"),
+        ),
+        ("src/replay/config.rs", include_str!("../replay/config.rs")),
+        (
+            "src/contract/names.rs",
+            include_str!("../contract/names.rs"),
+        ),
+    ];
+    let io = [
+        "async_nats",
+        "tokio_postgres",
+        "tokio::net",
+        "tokio::time",
+        "tokio::spawn",
+        "std::fs",
+        "UdpSocket",
+        "TcpStream",
+        "Instant::now",
+        "SystemTime::now",
+    ];
+    for (path, text) in sections {
+        for word in io {
+            assert!(!text.contains(word), "{path} uses {word}");
+        }
+    }
+    let assembly = include_str!("mod.rs");
+    for stage in [
+        "nats",
+        "jetstream",
+        "receive",
+        "publish",
+        "metrics",
+        "archive",
+        "replay",
+    ] {
+        let prefix = format!("crate::{stage}::");
+        for (at, _) in assembly.match_indices(&prefix) {
+            let rest = &assembly[at + prefix.len()..];
+            assert!(
+                rest.starts_with("config::") || rest.starts_with("config`"),
+                "config/mod.rs uses crate::{stage}::{}",
+                rest.lines().next().unwrap_or("")
+            );
+        }
+    }
+}

@@ -36,7 +36,7 @@ use socket2::Socket;
 use crate::codec::Frame;
 use crate::message::RecvTime;
 
-mod config;
+pub mod config;
 mod mmsg;
 mod proc_net;
 mod sink;

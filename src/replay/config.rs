@@ -80,11 +80,6 @@ impl Default for ChannelsConfig {
     }
 }
 
-// The sink's own default queue is the section's.
-const _: () = assert!(
-    limits::CHANNELS_SINK_QUEUE_LEN.default as usize == super::sink::SinkLimits::DEFAULT_QUEUE_LEN
-);
-
 impl ChannelsConfig {
     /// Every problem with these values (empty: fine), each naming its key.
     pub fn problems(&self) -> Vec<String> {
