@@ -1,11 +1,11 @@
 //! `tspi ingest`: the receive threads, the publisher and the reporter,
 //! wired together, with a drained stop and a final account.
 
-use crate::config::{Config, NatsConfig, PublishMode};
+use crate::config::{Config, Machine, PublishMode, Role};
 use crate::jetstream::{ensure_stream, telemetry_stream};
 use crate::metrics::{self, Counters, Gauges, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
-use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
+use crate::receive::{Backend, ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -93,65 +93,36 @@ impl Handle {
     }
 }
 
-/// Connect to NATS with every option of `[nats]`.
-pub async fn connect(n: &NatsConfig) -> anyhow::Result<async_nats::Client> {
-    let mut o = async_nats::ConnectOptions::new()
-        .name(&n.name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(5));
-    if let (Some(u), Some(p)) = (&n.user, &n.password) {
-        o = o.user_and_password(u.clone(), p.clone());
-    }
-    if let Some(t) = &n.token {
-        o = o.token(t.clone());
-    }
-    if let Some(c) = &n.credentials_file {
-        o = o
-            .credentials_file(c)
-            .await
-            .with_context(|| format!("reading NATS credentials {}", c.display()))?;
-    }
-    if let Some(t) = &n.tls {
-        o = o.require_tls(t.required);
-        if let Some(ca) = &t.ca_file {
-            o = o.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-            o = o.add_client_certificate(cert.clone(), key.clone());
-        }
-    }
-    o.event_callback(|e| async move {
-        tracing::info!(event = %e, "nats");
-    })
-    .connect(n.servers.as_slice())
-    .await
-    .with_context(|| format!("connecting to NATS {:?}", n.servers))
-}
+/// Connect to NATS with every option of `[nats]` (kept here for callers of
+/// its old path; the connection lives in [`crate::nats`]).
+pub use crate::nats::connect;
 
 /// The receive threads' settings from `[ingest]`.
 pub fn receive_config(cfg: &Config) -> ReceiveConfig {
-    let i = &cfg.ingest;
-    ReceiveConfig {
-        listen: i.udp.clone(),
-        multicast: i
-            .multicast
-            .iter()
-            .map(|m| MulticastGroup {
-                group: m.group,
-                interface: m.interface,
-                interface_index: m.interface_index,
-            })
-            .collect(),
-        workers: i.workers,
-        cores: cfg.receive_cores(),
-        backend: i.backend,
-        rcvbuf_bytes: i.rcvbuf_bytes,
-        batch_len: i.batch_len,
-        ring_capacity: i.ring_capacity,
-        allow_sensors: (!i.allow_sensors.is_empty()).then(|| i.allow_sensors.clone()),
-        overflow: i.overflow,
-        wake: None,
+    cfg.ingest.receive_config()
+}
+
+/// The publisher's settings from `[publish]` and `[nats]` (validated
+/// values: every conversion below is exact).
+pub fn publisher_config(cfg: &Config) -> PublisherConfig {
+    let p = &cfg.publish;
+    PublisherConfig {
+        subject_prefix: cfg.nats.subject_prefix.clone(),
+        acks_in_flight_max: p.acks_in_flight_max,
+        batch_len_max: p.batch_len_max,
+        retry_backoff_initial: Duration::from_millis(p.retry_backoff_initial_ms),
+        retry_backoff_max: Duration::from_millis(p.retry_backoff_max_ms),
+        drain_timeout: Duration::from_secs(p.drain_timeout_s),
+        fast: (p.mode == PublishMode::Fast).then(|| FastConfig {
+            flow: p.fast_flow_max,
+            ack_interval: Duration::from_micros(p.fast_ack_interval_us),
+            outstanding: p.fast_acks_outstanding,
+            batch_len_max: p.fast_batch_len_max,
+            batch_age_max: Duration::from_millis(p.fast_batch_age_max_ms),
+            idle_commit: Duration::from_millis(p.fast_commit_idle_ms),
+            ack_timeout: Duration::from_millis(p.ack_timeout_ms),
+            stream: crate::contract::names::STREAM_TELEMETRY.to_owned(),
+        }),
     }
 }
 
@@ -179,7 +150,12 @@ pub async fn run(
     hooks: Hooks,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Account> {
-    cfg.validate()?;
+    // Everything, the machine's cores included, before the first request
+    // to the server: a bad value must not reach the shared TSPI stream.
+    cfg.validate_for(&[Role::Ingest], &Machine::current())?;
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let client = connect(&cfg.nats).await?;
     let js = async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_millis(cfg.publish.ack_timeout_ms))
@@ -219,24 +195,7 @@ pub async fn run(
     let publisher = Publisher::new(
         js,
         receivers.take_consumers(),
-        PublisherConfig {
-            subject_prefix: cfg.nats.subject_prefix.clone(),
-            acks_in_flight_max: cfg.publish.acks_in_flight_max,
-            batch_len_max: cfg.publish.batch_len_max,
-            retry_backoff_initial: Duration::from_millis(cfg.publish.retry_backoff_initial_ms),
-            retry_backoff_max: Duration::from_millis(cfg.publish.retry_backoff_max_ms),
-            drain_timeout: Duration::from_secs(cfg.publish.drain_timeout_s),
-            fast: (cfg.publish.mode == PublishMode::Fast).then(|| FastConfig {
-                flow: cfg.publish.fast_flow,
-                ack_interval: Duration::from_micros(cfg.publish.fast_ack_interval_us),
-                outstanding: cfg.publish.fast_outstanding_acks,
-                batch_len_max: cfg.publish.fast_batch_len_max,
-                batch_age_max: Duration::from_millis(cfg.publish.fast_batch_age_max_ms),
-                idle_commit: Duration::from_millis(cfg.publish.fast_idle_commit_ms),
-                ack_timeout: Duration::from_millis(cfg.publish.ack_timeout_ms),
-                stream: crate::jetstream::STREAM_TELEMETRY.to_owned(),
-            }),
-        },
+        publisher_config(&cfg),
         reporter.recorder(),
         wake,
     );

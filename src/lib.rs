@@ -2,13 +2,17 @@
 //!
 //! Pure core (no I/O, no clock; time and buffers are arguments):
 //! - [`codec`]: the 37-byte TSPI v4 datagram (CONTRACT §1);
-//! - [`message`]: subject, `Nats-Msg-Id` and CBOR/JSON body (CONTRACT §2).
+//! - [`message`]: subject, `Nats-Msg-Id` and CBOR/JSON body (CONTRACT §2);
+//! - [`contract::names`]: every stream name and subject, spelled once;
+//! - [`config`]: assembles the file from the stages' own sections; every
+//!   bound in [`config::limits`].
 //!
 //! Edges:
 //! - [`decode`]: the operator's capture reader behind `tspi decode`;
 //! - [`harness`]: real nats-server and PostgreSQL processes on loopback for
 //!   tests and `tspi demo`;
-//! - [`jetstream`]: stream definitions of CONTRACT §3.
+//! - [`jetstream`]: stream definitions of CONTRACT §3;
+//! - [`nats`]: the `[nats]` section and the one way every role connects.
 
 // Lets shared test helpers name this crate `tspi` from unit tests too.
 #[cfg(test)]
@@ -20,6 +24,7 @@ pub mod channels;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod contract;
 pub mod decode;
 pub mod fleet;
 pub mod harness;
@@ -28,6 +33,7 @@ pub mod ingest;
 pub mod jetstream;
 pub mod message;
 pub mod metrics;
+pub mod nats;
 pub mod publish;
 pub mod receive;
 pub mod replay;

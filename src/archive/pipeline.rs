@@ -17,7 +17,7 @@ use super::db::{Batch, Db, OpsRow, Origin, RejectRow};
 use super::report::{self, Counters, Lag};
 use super::rows::{self, OpsKind};
 use super::{AckMode, ArchiveConfig};
-use crate::config::Config;
+use crate::config::{Config, Machine, Role};
 use crate::jetstream::{STREAM_OPS, STREAM_TELEMETRY, ensure_stream, ops_stream, telemetry_stream};
 use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
 use anyhow::Context as _;
@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 /// Subjects of `TSPI_OPS` that are archived: display and other commands,
 /// tags, control and status heartbeats. Metrics snapshots
 /// (`tspi.ops.metrics.>`) are not: they are the boxes' own reports.
-pub const OPS_SUBJECTS: [&str; 4] = ["tspi.cmd.>", "tags.>", "tspi.ops.ctrl", "tspi.ops.status"];
+pub use crate::contract::names::OPS_SUBJECTS_ARCHIVED as OPS_SUBJECTS;
 
 /// Which stream a pipeline reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -626,7 +626,7 @@ async fn open_consumer(
         .with_context(|| format!("stream {} not found (start ingest, or let archive create it with stream.create = true)", kind.stream()))?;
     let durable = match kind {
         Kind::Telemetry => cfg.durable.clone(),
-        Kind::Ops => cfg.ops_durable.clone(),
+        Kind::Ops => cfg.durable_ops.clone(),
     };
     let ack_policy = match cfg.ack {
         AckMode::All => AckPolicy::All,
@@ -711,15 +711,13 @@ pub async fn run_reporting(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Account> {
     let a = cfg.archive.clone();
-    a.validate()?;
-    anyhow::ensure!(
-        cfg.metrics.interval_s > 0,
-        "metrics.interval_s must be at least 1"
-    );
+    // Everything before the first request to a server (this updates the
+    // shared TSPI stream below).
+    cfg.validate_for(&[Role::Archive], &Machine::current())?;
     dsn.parse::<tokio_postgres::Config>().map_err(|e| {
         anyhow::anyhow!("archive.postgres / --postgres is not a valid connection string: {e}")
     })?;
-    let client = crate::ingest::connect(&cfg.nats).await?;
+    let client = crate::nats::connect(&cfg.nats).await?;
     let js = jetstream::new(client.clone());
     if cfg.stream.create {
         let settings = cfg.stream.telemetry_settings();

@@ -5,20 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Subject of the live stage.
-pub const SUBJECT_LIVESTREAM: &str = "tspi.channel.livestream";
-/// Prefix of every channel subject: `tspi.channel.<channel_id>`.
-pub const SUBJECT_CHANNEL_PREFIX: &str = "tspi.channel.";
-/// Operator control: group replay announcements and our start/stop requests.
-pub const SUBJECT_CTRL: &str = "tspi.ops.ctrl";
-/// Directory requests (request/reply; no stream captures it).
-pub const SUBJECT_LIST_REQ: &str = "tspi.channel.list.req";
-/// Private replay requests (request/reply; no stream captures it).
-pub const SUBJECT_PRIVATE_REQ: &str = "tspi.channel.private.req";
-/// Client status heartbeats.
-pub const SUBJECT_STATUS: &str = "tspi.ops.status";
-/// Tags, live.
-pub const SUBJECT_TAGS: &str = "tags.broadcast";
+/// The contract's channel subjects (spelled in [`crate::contract::names`]):
+/// the live stage; the prefix of every channel subject
+/// (`tspi.channel.<channel_id>`); operator control (group replay
+/// announcements and start/stop requests); directory and private replay
+/// requests (request/reply, no stream captures them); client status
+/// heartbeats; live tags.
+pub use crate::contract::names::{
+    SUBJECT_CHANNEL_PREFIX, SUBJECT_CTRL, SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM,
+    SUBJECT_PRIVATE_REQ, SUBJECT_STATUS, SUBJECT_TAGS,
+};
 /// Channel id of the live stage.
 pub const LIVESTREAM: &str = "livestream";
 

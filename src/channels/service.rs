@@ -135,7 +135,7 @@ pub async fn serve(
     let js = jetstream::new(client.clone());
     if opts.channels.create_streams {
         let mut s = opts.streams.clone();
-        s.max_age = Duration::from_secs(opts.channels.replay_max_age_h * 3600);
+        s.max_age = opts.channels.replay_age_max();
         ensure_stream(&js, replay_stream(&s), Duration::from_secs(30)).await?;
         let mut o = opts.streams.clone();
         o.max_age = Duration::ZERO;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tspi::archive::{self, AckMode};
-use tspi::config::Config;
+use tspi::config::{Config, Machine, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct ArchiveArgs {
@@ -70,15 +70,9 @@ fn apply(a: &ArchiveArgs, cfg: &mut Config) {
 }
 
 pub fn run(a: ArchiveArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+    let mut cfg = super::load_config(a.config.as_deref())?;
     apply(&a, &mut cfg);
-    cfg.archive.validate()?;
-    if cfg.metrics.interval_s == 0 {
-        anyhow::bail!("metrics.interval_s must be at least 1");
-    }
+    cfg.validate_for(&[Role::Archive], &Machine::current())?;
     let Some(dsn) = cfg.archive.postgres.clone() else {
         anyhow::bail!("no database: give --postgres DSN or archive.postgres in the config file");
     };

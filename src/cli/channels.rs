@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tspi::channels::message::{ChannelId, GroupReplayRequest, ReplaySpec};
 use tspi::channels::service::{self, ServiceOptions, ServiceStats};
-use tspi::config::Config;
+use tspi::config::{Config, Machine, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct ChannelsArgs {
@@ -81,10 +81,7 @@ pub enum ChannelsCommand {
 }
 
 fn config(conn: &Conn) -> anyhow::Result<Config> {
-    let mut cfg = match &conn.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+    let mut cfg = super::load_config(conn.config.as_deref())?;
     if !conn.nats.is_empty() {
         cfg.nats.servers = conn.nats.clone();
     }
@@ -122,10 +119,11 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             if no_livestream {
                 cfg.channels.livestream = false;
             }
+            cfg.validate_for(&[Role::Channels], &Machine::current())?;
             let opts = service_options(&cfg);
             let rt = runtime()?;
             rt.block_on(async {
-                let client = tspi::ingest::connect(&cfg.nats).await?;
+                let client = tspi::nats::connect(&cfg.nats).await?;
                 service::serve(client, opts, Arc::new(ServiceStats::default()), shutdown()).await
             })?;
             Ok(ExitCode::SUCCESS)
@@ -155,7 +153,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             let req = GroupReplayRequest::new(&channel, display, spec);
             let rt = runtime()?;
             let start = rt.block_on(async {
-                let client = tspi::ingest::connect(&cfg.nats).await?;
+                let client = tspi::nats::connect(&cfg.nats).await?;
                 service::request_group_replay(&client, &req, Duration::from_secs(conn.wait_s)).await
             })?;
             println!("{}", serde_json::to_string(&start)?);
@@ -165,7 +163,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             let cfg = config(&conn)?;
             let rt = runtime()?;
             let stop = rt.block_on(async {
-                let client = tspi::ingest::connect(&cfg.nats).await?;
+                let client = tspi::nats::connect(&cfg.nats).await?;
                 service::stop_group_replay(
                     &client,
                     &channel.to_string(),
@@ -180,7 +178,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             let cfg = config(&conn)?;
             let rt = runtime()?;
             let entries = rt.block_on(async {
-                let client = tspi::ingest::connect(&cfg.nats).await?;
+                let client = tspi::nats::connect(&cfg.nats).await?;
                 service::list_channels(&client, Duration::from_secs(conn.wait_s)).await
             })?;
             for e in entries {

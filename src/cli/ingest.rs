@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tspi::config::Config;
+use tspi::config::{Config, Machine, Role};
 use tspi::ingest::{self, Hooks};
 use tspi::receive::Backend;
 
@@ -52,6 +52,11 @@ pub struct ValidateArgs {
     /// Configuration file to check.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Check for this role (repeatable) instead of the roles whose section
+    /// the file holds. A unit's ExecStartPre names the role its ExecStart
+    /// runs, so a file without that section fails here, not at start.
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Vec<Role>,
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -61,10 +66,29 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// `tspi validate`: every value, every rule between sections, and what the
+/// roles the file enables (or `--role` names) need of this machine.
 pub fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
-    cfg.validate()
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let roles = if a.role.is_empty() {
+        cfg.roles_enabled()
+    } else {
+        a.role.clone()
+    };
+    cfg.validate_for(&roles, &Machine::current())
         .with_context(|| format!("{}", a.config.display()))?;
+    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    println!(
+        "roles checked: {}",
+        if names.is_empty() {
+            "none (give [ingest] udp, [archive] postgres or [channels] enabled = true)".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
     println!("{}: ok", a.config.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -111,7 +135,9 @@ fn publisher_cores(receive: &[usize]) -> Option<Vec<core_affinity::CoreId>> {
 pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = load(a.config.as_ref())?;
     apply(&a, &mut cfg);
-    cfg.validate()?;
+    // ingest::run checks again (it is also a library entry); this one comes
+    // before the runtime pins its threads.
+    cfg.validate_for(&[Role::Ingest], &Machine::current())?;
     let pub_cores = publisher_cores(&cfg.receive_cores());
     let threads = pub_cores.as_ref().map_or(1, |c| c.len().clamp(1, 4));
     if pub_cores.is_none() {

@@ -41,6 +41,19 @@ impl MetricsArgs {
     }
 }
 
+/// Load `path` (or the defaults) and log the file's warnings (renamed keys)
+/// as the role starts.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<tspi::config::Config> {
+    let cfg = match path {
+        Some(p) => tspi::config::Config::load(p)?,
+        None => tspi::config::Config::default(),
+    };
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
 /// The telemetry data plane for test and training ranges: TSPI v4 datagrams
 /// over UDP into NATS JetStream.
 #[derive(Debug, Parser)]

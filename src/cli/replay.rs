@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tspi::config::Config;
+use tspi::config::{Machine, Role};
 use tspi::replay::channels::ChannelId;
 use tspi::replay::driver::{DriverConfig, Job};
 use tspi::replay::pacer::{Control, Rate};
@@ -76,20 +76,12 @@ pub struct ReplayArgs {
 }
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+    let mut cfg = super::load_config(a.config.as_deref())?;
     if !a.nats.is_empty() {
         cfg.nats.servers = a.nats.clone();
     }
     cfg.nats.name = "tspi-replay".into();
-    let problems = cfg.channels.problems();
-    anyhow::ensure!(
-        problems.is_empty(),
-        "invalid configuration: {}",
-        problems.join("; ")
-    );
+    cfg.validate_for(&[Role::Replay], &Machine::current())?;
     if a.udp.is_none() && a.channel.is_none() {
         anyhow::bail!("give --channel <channel-id> (or --udp HOST:PORT to send datagrams)");
     }
@@ -123,7 +115,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let _guard = rt.enter();
     let needs_nats = a.udp.is_none() || a.from_stream.is_some();
     let js = if needs_nats {
-        let client = rt.block_on(tspi::ingest::connect(&cfg.nats))?;
+        let client = rt.block_on(tspi::nats::connect(&cfg.nats))?;
         Some(async_nats::jetstream::new(client))
     } else {
         None
@@ -140,8 +132,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                     .find(|t| &t.id == id)
                     .with_context(|| format!("no tag {id:?} in the TSPI_OPS stream"))?;
                 (
-                    StartAt::Time(t.ts_ns.saturating_sub(ch.tag_before_s * 1_000_000_000)),
-                    Some(end_ns.unwrap_or(t.ts_ns + ch.tag_after_s * 1_000_000_000)),
+                    StartAt::Time(t.ts_ns.saturating_sub(ch.tag_before_ns())),
+                    Some(end_ns.unwrap_or(t.ts_ns.saturating_add(ch.tag_after_ns()))),
                 )
             }
             (None, Some(start)) => (start, end_ns),
@@ -161,8 +153,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         let window = match (&a.tag, a.start) {
             (Some(tag), _) => tspi::replay::archive::Window::Tag {
                 id: tag.clone(),
-                before_ns: ch.tag_before_s * 1_000_000_000,
-                after_ns: ch.tag_after_s * 1_000_000_000,
+                before_ns: ch.tag_before_ns(),
+                after_ns: ch.tag_after_ns(),
             },
             (None, Some(StartAt::Time(start))) => tspi::replay::archive::Window::Time {
                 start_ns: start,
@@ -189,7 +181,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                 let settings = tspi::jetstream::StreamSettings {
                     replicas: cfg.stream.replicas,
                     duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
-                    max_age: Duration::from_secs(ch.replay_max_age_h * 3600),
+                    max_age: ch.replay_age_max(),
                     allow_batch_publish: false,
                 };
                 rt.block_on(tspi::jetstream::ensure_stream(

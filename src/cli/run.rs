@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tspi::config::Config;
+use tspi::config::{Config, Machine, Role};
 use tspi::metrics::Exposition;
 use tspi::replay::service::{self, ServiceStats};
 use tspi::{archive, ingest};
@@ -91,11 +91,14 @@ pub struct Roles {
 }
 
 impl Roles {
+    /// The roles the file enables: [`Config::roles_enabled`], the rule
+    /// `tspi validate` checks by too.
     pub fn of(cfg: &Config) -> Roles {
+        let on = cfg.roles_enabled();
         Roles {
-            ingest: !cfg.ingest.udp.is_empty(),
-            archive: cfg.archive.postgres.is_some(),
-            channels: cfg.channels.enabled,
+            ingest: on.contains(&Role::Ingest),
+            archive: on.contains(&Role::Archive),
+            channels: on.contains(&Role::Channels),
         }
     }
 
@@ -123,31 +126,20 @@ impl Roles {
     }
 }
 
-/// Check what the enabled roles need, before anything starts.
+/// Check what the enabled roles need, before anything starts: the same
+/// check `tspi validate` and each role alone make.
 fn validate(cfg: &Config, roles: Roles) -> anyhow::Result<()> {
-    if roles.ingest {
-        // The whole file, as `tspi ingest` checks it.
-        cfg.validate()?;
-        return Ok(());
+    let mut on = Vec::new();
+    for (role, yes) in [
+        (Role::Ingest, roles.ingest),
+        (Role::Archive, roles.archive),
+        (Role::Channels, roles.channels),
+    ] {
+        if yes {
+            on.push(role);
+        }
     }
-    let mut problems = Vec::new();
-    if cfg.nats.servers.is_empty() {
-        problems.push("nats.servers: no server URL".to_owned());
-    }
-    if cfg.metrics.interval_s == 0 {
-        problems.push("metrics.interval_s must be at least 1".to_owned());
-    }
-    if roles.archive {
-        problems.extend(cfg.archive.problems());
-    }
-    if roles.channels {
-        problems.extend(cfg.channels.problems());
-    }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "invalid configuration: {}",
-        problems.join("; ")
-    );
+    cfg.validate_for(&on, &Machine::current())?;
     Ok(())
 }
 

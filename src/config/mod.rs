@@ -1,11 +1,43 @@
 //! Typed configuration: `config/tspi.toml` is the documented example.
 //!
-//! Every section and key is a field below; its doc comment is the
-//! reference. Unknown keys are errors that name the key and its line, never
-//! silently ignored. Command-line flags override file values.
+//! This module only assembles the file. Each stage owns its section, its
+//! defaults and its checks, in a module that does no I/O:
+//!
+//! | section      | owner                                    |
+//! |--------------|------------------------------------------|
+//! | `[nats]`     | [`crate::nats::config`]                  |
+//! | `[stream]`   | [`crate::jetstream::config`]             |
+//! | `[ingest]`   | [`crate::receive::config`]               |
+//! | `[publish]`  | [`crate::publish::config`]               |
+//! | `[metrics]`  | [`crate::metrics::config`]               |
+//! | `[archive]`  | [`crate::archive::config`]               |
+//! | `[channels]` | [`crate::replay::config`]                |
+//!
+//! Every bound is in [`limits`]. What relates two sections (the duplicate
+//! window against the publish retry horizon, say) and what depends on the
+//! machine (which cores this process may run on) is checked here, by
+//! [`Config::validate_for`], which `tspi validate` and every role run before
+//! their first request to a server.
+//!
+//! Unknown keys are errors that name the key and its line, never silently
+//! ignored. Renamed keys keep working for one release, with a warning that
+//! names the new spelling ([`Config::warnings`]). Command-line flags
+//! override file values.
+
+pub mod limits;
+mod renamed;
+
+// Only the stages' section modules, which do no I/O (a test checks).
+pub use crate::archive::config::ArchiveConfig;
+pub use crate::jetstream::config::StreamConfig;
+pub use crate::metrics::config::MetricsConfig;
+pub use crate::nats::config::{NatsConfig, TlsConfig};
+pub use crate::publish::config::{PublishConfig, PublishMode};
+pub use crate::receive::config::{IngestConfig, MulticastConfig};
+pub use crate::replay::config::ChannelsConfig;
 
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The whole file. Every section is optional; defaults are documented on
@@ -18,256 +50,127 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub publish: PublishConfig,
     pub metrics: MetricsConfig,
-    pub archive: crate::archive::ArchiveConfig,
-    pub channels: crate::replay::ChannelsConfig,
+    pub archive: ArchiveConfig,
+    pub channels: ChannelsConfig,
+    /// What the file itself said beyond the values: which sections it
+    /// holds, and the renamed keys it used. Empty for a `Config` built in
+    /// code.
+    #[serde(skip)]
+    pub file: FileInfo,
 }
 
-/// How to reach NATS.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsConfig {
-    /// Server URLs; the client fails over between them.
-    pub servers: Vec<String>,
-    /// Connection name shown by the server's monitoring.
-    pub name: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub token: Option<String>,
-    /// NATS credentials file (JWT + NKey seed).
-    pub credentials_file: Option<PathBuf>,
-    pub tls: Option<TlsConfig>,
-    /// First subject token of telemetry messages (`<prefix>.<type>.<sensor>`).
-    pub subject_prefix: String,
+/// What parsing a file learned besides its values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FileInfo {
+    /// Top-level sections present, in file order.
+    pub sections: Vec<String>,
+    /// One warning per renamed key spelled the old way.
+    pub warnings: Vec<String>,
 }
 
-impl Default for NatsConfig {
-    fn default() -> Self {
-        NatsConfig {
-            servers: vec!["nats://127.0.0.1:4222".into()],
-            name: "tspi-ingest".into(),
-            user: None,
-            password: None,
-            token: None,
-            credentials_file: None,
-            tls: None,
-            subject_prefix: crate::message::DEFAULT_PREFIX.into(),
+/// A part of the appliance that a configuration file can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Role {
+    /// `tspi ingest`: `[ingest]`, `[publish]`, `[stream]`, `[metrics]`.
+    Ingest,
+    /// `tspi archive`: `[archive]`, `[stream]`, `[metrics]`.
+    Archive,
+    /// `tspi channels serve`: `[channels]`, `[stream]`.
+    Channels,
+    /// `tspi replay`: `[channels]` (its defaults).
+    Replay,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Ingest, Role::Archive, Role::Channels, Role::Replay];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Archive => "archive",
+            Role::Channels => "channels",
+            Role::Replay => "replay",
+        }
+    }
+
+    /// The key that enables this role in a file, as `tspi run` and `tspi
+    /// validate` read it (`replay` is an operator's command, never enabled
+    /// by a file).
+    pub const fn enabled_by(self) -> Option<&'static str> {
+        match self {
+            Role::Ingest => Some("[ingest] udp"),
+            Role::Archive => Some("[archive] postgres"),
+            Role::Channels => Some("[channels] enabled = true"),
+            Role::Replay => None,
         }
     }
 }
 
-/// TLS to the NATS servers.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// Refuse plain-text connections.
-    pub required: bool,
-    /// PEM file of CA certificates to trust.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, with `key_file`, for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-/// The `TSPI` stream (CONTRACT §3).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct StreamConfig {
-    /// Create or update the stream at start (idempotent). Off when an
-    /// administrator manages streams.
-    pub create: bool,
-    /// 1 on a single server, 3 on a cluster.
-    pub replicas: usize,
-    /// How long JetStream remembers a `Nats-Msg-Id`. The server holds about
-    /// 180 bytes per message in the window: 30 s at 100k msgs/s is ~540 MB;
-    /// the contract's 120 s at that rate is ~2 GB. Must exceed the publish
-    /// retry horizon (`publish.ack_timeout_ms` + `publish.retry_backoff_max_ms`).
-    pub duplicate_window_s: u64,
-    /// Retention by age; 0 keeps messages until other limits apply.
-    pub max_age_s: u64,
-}
-
-impl StreamConfig {
-    /// The `TSPI` stream's settings. Fast-ingest batches stay allowed
-    /// whatever part (ingest in either mode, the archiver) creates or
-    /// updates the stream: switching them off would push running ingest
-    /// boxes back to pipelined publishing.
-    pub fn telemetry_settings(&self) -> crate::jetstream::StreamSettings {
-        crate::jetstream::StreamSettings {
-            replicas: self.replicas,
-            duplicate_window: std::time::Duration::from_secs(self.duplicate_window_s),
-            max_age: std::time::Duration::from_secs(self.max_age_s),
-            allow_batch_publish: true,
-        }
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-impl Default for StreamConfig {
-    fn default() -> Self {
-        StreamConfig {
-            create: true,
-            replicas: 1,
-            duplicate_window_s: 30,
-            max_age_s: 0,
-        }
+/// What validation needs to know about the machine it runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// Core ids this process may run on (its affinity mask), ascending.
+    pub cores_allowed: Vec<usize>,
+}
+
+impl Machine {
+    /// This process on this machine: the cores its main thread was allowed
+    /// when first asked (what systemd's `CPUAffinity=` or `taskset` gave
+    /// the process); else (where that cannot be read) cores
+    /// `0..available_parallelism`. Read once and kept: every role validates
+    /// before it pins a thread, and `tspi run` pins its main thread to the
+    /// non-receive cores before starting the roles, which validate again.
+    pub fn current() -> Machine {
+        static FIRST: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+        let cores_allowed = FIRST
+            .get_or_init(|| {
+                let mut cores = process_cores().unwrap_or_else(|| {
+                    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+                });
+                cores.sort_unstable();
+                cores
+            })
+            .clone();
+        Machine { cores_allowed }
+    }
+
+    fn allows(&self, core: usize) -> bool {
+        self.cores_allowed.binary_search(&core).is_ok()
+    }
+
+    fn describe(&self) -> String {
+        let ids: Vec<String> = self.cores_allowed.iter().map(|c| c.to_string()).collect();
+        ids.join(",")
     }
 }
 
-/// Receiving datagrams.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    /// UDP addresses to listen on (IPv4 or IPv6). A multicast group's port is
-    /// listened on by binding `0.0.0.0:<port>` (or `[::]:<port>`).
-    pub udp: Vec<SocketAddr>,
-    /// Multicast groups to join.
-    pub multicast: Vec<MulticastConfig>,
-    /// Receive threads, each with its own `SO_REUSEPORT` socket per address.
-    pub workers: usize,
-    /// Core per receive thread (same length as `workers`); empty: cores
-    /// 0..workers. Publishing runs on the other cores.
-    pub cores: Vec<usize>,
-    /// `auto` (io_uring when the kernel allows it, else recvmmsg),
-    /// `io-uring` or `recvmmsg`.
-    pub backend: crate::receive::Backend,
-    /// `SO_RCVBUF` per socket. The kernel caps it at `net.core.rmem_max`
-    /// and charges ~830 bytes per queued 37-byte datagram (NOTES.md), so
-    /// 64 MiB holds ~80k datagrams.
-    pub rcvbuf_bytes: usize,
-    /// Datagrams read per system call / buffers per io_uring buffer ring.
-    pub batch_len: usize,
-    /// Frames each receive thread's ring holds while JetStream is slow or
-    /// away (about 48 bytes each).
-    pub ring_capacity: usize,
-    /// What happens to a datagram when its ring is full.
-    pub overflow: crate::receive::OverflowPolicy,
-    /// Only these sensor ids are published (empty: all). Others are counted
-    /// as `filtered`.
-    pub allow_sensors: Vec<u16>,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            udp: Vec::new(),
-            multicast: Vec::new(),
-            workers: 1,
-            cores: Vec::new(),
-            backend: crate::receive::Backend::Auto,
-            rcvbuf_bytes: 32 << 20,
-            batch_len: 64,
-            ring_capacity: 1 << 18,
-            overflow: crate::receive::OverflowPolicy::DropNewest,
-            allow_sensors: Vec::new(),
+/// The cores the process's main thread may run on (`sched_getaffinity` of
+/// the process id, which is the main thread's id).
+fn process_cores() -> Option<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is plain data for which all zeroes is a valid
+    // (empty) set; `sched_getaffinity` writes at most `size_of::<cpu_set_t>()`
+    // bytes into it, and `CPU_ISSET` reads within it for indices below
+    // `CPU_SETSIZE`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(
+            libc::getpid(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        ) != 0
+        {
+            return None;
         }
-    }
-}
-
-/// One multicast group.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MulticastConfig {
-    /// Group address, IPv4 or IPv6.
-    pub group: IpAddr,
-    /// IPv4: the address of the interface to join on (default: the kernel's
-    /// choice).
-    pub interface: Option<IpAddr>,
-    /// IPv6: the index of the interface to join on (default 0: the kernel's
-    /// choice).
-    pub interface_index: Option<u32>,
-}
-
-/// How frames are published to JetStream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum PublishMode {
-    /// Fast-ingest batches (nats-server 2.14+): core publishes with flow
-    /// acks every `fast_flow` messages. Falls back to `pipelined` (with a
-    /// warning) when the server cannot do them.
-    Fast,
-    /// One JetStream publish per message, many acks in flight.
-    Pipelined,
-}
-
-/// Publishing.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PublishConfig {
-    pub mode: PublishMode,
-    /// Publishes awaiting their ack at once. NOTES.md: 1024-4096 reach the
-    /// server's ceiling on this kind of box.
-    pub acks_in_flight_max: usize,
-    /// Frames taken from one ring before looking at the next.
-    pub batch_len_max: usize,
-    /// A publish without an ack after this long is retried (same id).
-    pub ack_timeout_ms: u64,
-    /// Retry backoff: doubles from the initial value up to the maximum.
-    pub retry_backoff_initial_ms: u64,
-    pub retry_backoff_max_ms: u64,
-    /// On stop: how long to wait for outstanding acks before counting the
-    /// rest as failed.
-    pub drain_timeout_s: u64,
-    /// Fast mode: the largest flow asked for, i.e. a flow ack at most every
-    /// this many messages (1..=500; the server may lower it).
-    pub fast_flow: u16,
-    /// Fast mode: target time between flow acks. Each batch opens with the
-    /// flow that gives this at the recent rate (plus what waits in the
-    /// rings), so acks come soon at low rates and cheaply at high ones.
-    /// 0 always asks for `fast_flow`.
-    pub fast_ack_interval_us: u64,
-    /// Fast mode: flow periods unacknowledged at once (2 or 3; 1 stalls).
-    pub fast_outstanding_acks: u16,
-    /// Fast mode: commit and open a new batch after this many messages...
-    pub fast_batch_len_max: u64,
-    /// ... or this many milliseconds (the server gives up on a batch idle
-    /// for 10 s) ...
-    pub fast_batch_age_max_ms: u64,
-    /// ... or when no frame arrived for this long, so the tail of a burst
-    /// that has not filled a flow period is acknowledged too.
-    pub fast_idle_commit_ms: u64,
-}
-
-impl Default for PublishConfig {
-    fn default() -> Self {
-        PublishConfig {
-            mode: PublishMode::Fast,
-            acks_in_flight_max: 2048,
-            batch_len_max: 256,
-            ack_timeout_ms: 5_000,
-            retry_backoff_initial_ms: 50,
-            retry_backoff_max_ms: 2_000,
-            drain_timeout_s: 10,
-            fast_flow: 500,
-            fast_ack_interval_us: 250,
-            fast_outstanding_acks: 2,
-            fast_batch_len_max: 100_000,
-            fast_batch_age_max_ms: 2_000,
-            fast_idle_commit_ms: 5,
-        }
-    }
-}
-
-/// Operator reports.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Seconds between reports (log line, JSON line, NATS snapshot).
-    pub interval_s: u64,
-    /// Serve Prometheus `/metrics` here (e.g. `127.0.0.1:9464`); none: off.
-    pub addr: Option<SocketAddr>,
-    /// Print a JSON line per report on stdout.
-    pub json: bool,
-    /// Publish HdrHistogram snapshots on `tspi.ops.metrics.ingest.<host>`.
-    pub nats_snapshot: bool,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            interval_s: 10,
-            addr: None,
-            json: false,
-            nats_snapshot: true,
-        }
+        let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect();
+        (!cores.is_empty()).then_some(cores)
     }
 }
 
@@ -289,10 +192,22 @@ pub enum ConfigError {
 impl Config {
     /// Parse TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
             message: describe_toml_error(text, &e),
-        })
+        })?;
+        // Parsed once more as a plain table, to see what the typed parse
+        // cannot: which sections are present, and old key spellings (serde
+        // aliases accept them silently).
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        cfg.file = FileInfo {
+            sections: table.keys().cloned().collect(),
+            warnings: renamed::warnings(&table, origin),
+        };
+        Ok(cfg)
     }
 
     /// Read and parse a file (not yet validated: flags may still override).
@@ -304,124 +219,46 @@ impl Config {
         Self::from_toml(&text, path)
     }
 
-    /// Check what types alone cannot. Every problem is listed, not just the
-    /// first.
+    /// Warnings about the file that do not stop it from working (renamed
+    /// keys). `tspi validate` prints them and every role logs them.
+    pub fn warnings(&self) -> &[String] {
+        &self.file.warnings
+    }
+
+    /// The roles this configuration enables, in the order they start: the
+    /// one rule `tspi run` starts by and `tspi validate` checks by.
+    /// - ingest: `[ingest] udp` lists an address (it cannot run without);
+    /// - archive: `[archive] postgres` is set (likewise);
+    /// - channels: `[channels] enabled = true` (the service needs nothing
+    ///   but NATS, so it is switched on by name).
+    ///
+    /// The documented example, `config/tspi.toml`, enables ingest alone.
+    pub fn roles_enabled(&self) -> Vec<Role> {
+        let mut roles = Vec::new();
+        if !self.ingest.udp.is_empty() {
+            roles.push(Role::Ingest);
+        }
+        if self.archive.postgres.is_some() {
+            roles.push(Role::Archive);
+        }
+        if self.channels.enabled {
+            roles.push(Role::Channels);
+        }
+        roles
+    }
+
+    /// Check the roles the file enables on this machine: what `tspi
+    /// validate --config F` does.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let i = &self.ingest;
-        if i.udp.is_empty() {
-            problems.push("ingest.udp: no UDP address to listen on".to_owned());
-        }
-        if i.workers == 0 || i.workers > 256 {
-            problems.push(format!("ingest.workers = {}: must be 1..=256", i.workers));
-        }
-        if !i.cores.is_empty() && i.cores.len() != i.workers {
-            problems.push(format!(
-                "ingest.cores has {} entries for {} workers: give one core per worker, or none",
-                i.cores.len(),
-                i.workers
-            ));
-        }
-        if !(1..=1024).contains(&i.batch_len) {
-            problems.push(format!(
-                "ingest.batch_len = {}: must be 1..=1024",
-                i.batch_len
-            ));
-        }
-        if !(16..=1 << 26).contains(&i.ring_capacity) {
-            problems.push(format!(
-                "ingest.ring_capacity = {}: must be 16..=67108864",
-                i.ring_capacity
-            ));
-        }
-        for m in &i.multicast {
-            if !m.group.is_multicast() {
-                problems.push(format!(
-                    "ingest.multicast: {} is not a multicast group",
-                    m.group
-                ));
-            }
-        }
-        let n = &self.nats;
-        if n.servers.is_empty() {
-            problems.push("nats.servers: no server URL".to_owned());
-        }
-        if n.subject_prefix.is_empty()
-            || n.subject_prefix.contains(['*', '>', ' '])
-            || n.subject_prefix.starts_with('.')
-            || n.subject_prefix.ends_with('.')
-        {
-            problems.push(format!(
-                "nats.subject_prefix = {:?}: must be non-empty subject tokens without wildcards",
-                n.subject_prefix
-            ));
-        }
-        if n.password.is_some() != n.user.is_some() {
-            problems.push("nats.user and nats.password go together".to_owned());
-        }
-        if let Some(t) = &n.tls
-            && t.cert_file.is_some() != t.key_file.is_some()
-        {
-            problems.push("nats.tls.cert_file and nats.tls.key_file go together".to_owned());
-        }
-        let p = &self.publish;
-        if !(1..=65_536).contains(&p.acks_in_flight_max) {
-            problems.push(format!(
-                "publish.acks_in_flight_max = {}: must be 1..=65536",
-                p.acks_in_flight_max
-            ));
-        }
-        if p.batch_len_max == 0 {
-            problems.push("publish.batch_len_max must be at least 1".to_owned());
-        }
-        if p.ack_timeout_ms == 0 || p.retry_backoff_initial_ms == 0 {
-            problems.push("publish.ack_timeout_ms and retry_backoff_initial_ms must be > 0".into());
-        }
-        if p.retry_backoff_max_ms < p.retry_backoff_initial_ms {
-            problems.push("publish.retry_backoff_max_ms is below retry_backoff_initial_ms".into());
-        }
-        if !(1..=crate::publish::fast::FLOW_MAX).contains(&p.fast_flow) {
-            problems.push(format!(
-                "publish.fast_flow = {}: must be 1..={} (the server's cap)",
-                p.fast_flow,
-                crate::publish::fast::FLOW_MAX
-            ));
-        }
-        if !(2..=3).contains(&p.fast_outstanding_acks) {
-            problems.push(format!(
-                "publish.fast_outstanding_acks = {}: must be 2 or 3 (1 stalls against nats-server 2.15)",
-                p.fast_outstanding_acks
-            ));
-        }
-        if p.fast_batch_len_max == 0 || p.fast_idle_commit_ms == 0 {
-            problems.push("publish.fast_batch_len_max and fast_idle_commit_ms must be > 0".into());
-        }
-        if !(1..10_000).contains(&p.fast_batch_age_max_ms) {
-            problems.push(format!(
-                "publish.fast_batch_age_max_ms = {}: must be 1..10000 (the server abandons a batch idle for 10 s)",
-                p.fast_batch_age_max_ms
-            ));
-        }
-        let horizon_ms = p.ack_timeout_ms + p.retry_backoff_max_ms;
-        if self.stream.duplicate_window_s * 1000 <= horizon_ms {
-            problems.push(format!(
-                "stream.duplicate_window_s = {} s does not cover the retry horizon of {} ms \
-                 (publish.ack_timeout_ms + publish.retry_backoff_max_ms): a retried message \
-                 could be stored twice",
-                self.stream.duplicate_window_s, horizon_ms
-            ));
-        }
-        if self.stream.replicas == 0 || self.stream.replicas > 5 {
-            problems.push(format!(
-                "stream.replicas = {}: must be 1..=5",
-                self.stream.replicas
-            ));
-        }
-        if self.metrics.interval_s == 0 {
-            problems.push("metrics.interval_s must be at least 1".to_owned());
-        }
-        problems.extend(self.archive.problems());
-        problems.extend(self.channels.problems());
+        self.validate_for(&self.roles_enabled(), &Machine::current())
+    }
+
+    /// Check every value, every rule between sections, and what `roles`
+    /// need of the file and of `machine`. Every problem is listed, not just
+    /// the first. Touches nothing: roles call it before their first request
+    /// to a server.
+    pub fn validate_for(&self, roles: &[Role], machine: &Machine) -> Result<(), ConfigError> {
+        let problems = self.problems_for(roles, machine);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -429,13 +266,104 @@ impl Config {
         }
     }
 
+    /// [`Config::validate_for`]'s problems, each naming its key.
+    pub fn problems_for(&self, roles: &[Role], machine: &Machine) -> Vec<String> {
+        let mut problems = Vec::new();
+        // Every section's own values, whichever roles run: a bound is a
+        // bound, and absent sections hold valid defaults.
+        problems.extend(self.nats.problems());
+        problems.extend(self.stream.problems());
+        problems.extend(self.ingest.problems());
+        problems.extend(self.publish.problems());
+        problems.extend(self.metrics.problems());
+        problems.extend(self.archive.problems());
+        problems.extend(self.channels.problems());
+
+        // Between sections.
+        let window_ms = self.stream.duplicate_window_s.checked_mul(limits::MS_PER_S);
+        let horizon_ms = self.publish.retry_horizon_ms();
+        if let (Some(window_ms), Some(horizon_ms)) = (window_ms, horizon_ms)
+            && window_ms <= horizon_ms
+        {
+            problems.push(format!(
+                "stream.duplicate_window_s = {} s does not cover the retry horizon of {horizon_ms} ms \
+                 (publish.ack_timeout_ms + publish.retry_backoff_max_ms): a retried message \
+                 could be stored twice",
+                self.stream.duplicate_window_s
+            ));
+        }
+
+        for role in roles {
+            match role {
+                Role::Ingest => {
+                    if self.ingest.udp.is_empty() {
+                        problems.push("ingest.udp: no UDP address to listen on".to_owned());
+                    }
+                    problems.extend(self.receive_core_problems(machine));
+                }
+                Role::Archive => {}
+                Role::Channels | Role::Replay => {
+                    let replay_age_s = self.channels.replay_age_max_h.checked_mul(limits::S_PER_H);
+                    if replay_age_s.is_some_and(|age| age < self.stream.duplicate_window_s) {
+                        problems.push(format!(
+                            "stream.duplicate_window_s = {} is longer than \
+                             channels.replay_age_max_h = {} h: the server refuses a \
+                             TSPI_REPLAY stream whose duplicate window outlasts its retention",
+                            self.stream.duplicate_window_s, self.channels.replay_age_max_h
+                        ));
+                    }
+                    for &core in &self.channels.pacing_cores {
+                        if core < limits::CORE_ID_END && !machine.allows(core) {
+                            problems.push(format!(
+                                "channels.pacing_cores: this process may not run on core \
+                                 {core} (allowed: {})",
+                                machine.describe()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        problems.dedup();
+        problems
+    }
+
+    /// The receive threads' cores against the machine's.
+    fn receive_core_problems(&self, machine: &Machine) -> Vec<String> {
+        let i = &self.ingest;
+        if !limits::INGEST_WORKERS.contains(i.workers as u64)
+            || (!i.cores.is_empty() && i.cores.len() != i.workers)
+        {
+            return Vec::new(); // already reported
+        }
+        let missing: Vec<usize> = self
+            .receive_cores()
+            .into_iter()
+            .filter(|&c| c < limits::CORE_ID_END && !machine.allows(c))
+            .collect();
+        if missing.is_empty() {
+            Vec::new()
+        } else if i.cores.is_empty() {
+            vec![format!(
+                "ingest.workers = {} pins receive threads to cores 0..{}, but this process \
+                 may run only on cores {}: lower ingest.workers or list ingest.cores",
+                i.workers,
+                i.workers,
+                machine.describe()
+            )]
+        } else {
+            let list: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+            vec![format!(
+                "ingest.cores: this process may not run on core {} (allowed: {})",
+                list.join(","),
+                machine.describe()
+            )]
+        }
+    }
+
     /// Cores for the receive threads: as configured, else 0..workers.
     pub fn receive_cores(&self) -> Vec<usize> {
-        if self.ingest.cores.is_empty() {
-            (0..self.ingest.workers).collect()
-        } else {
-            self.ingest.cores.clone()
-        }
+        self.ingest.receive_cores()
     }
 }
 

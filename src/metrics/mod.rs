@@ -2,6 +2,7 @@
 //! histograms, reported every interval (10 s by default) four ways.
 //!
 //! Pure core (no I/O, no clock unless asked):
+//! - [`MetricsConfig`]: the `[metrics]` section and its checks;
 //! - [`Counters`], [`Gauges`]: plain values the reporter is handed;
 //! - [`Latencies`] / [`LatencyRecorder`]: HdrHistograms (1 ns .. 60 s, 3
 //!   significant digits, saturating) with one recorder per publisher task,
@@ -42,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod config;
 mod counters;
 mod host;
 mod http;
@@ -52,6 +54,7 @@ mod render;
 mod report;
 mod snapshot;
 
+pub use config::MetricsConfig;
 pub use counters::{Counters, Gauges, REJECT_REASONS_LEN};
 pub use host::hostname;
 pub use http::{

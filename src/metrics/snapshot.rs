@@ -24,10 +24,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 
-/// Subjects are this, a dot, and the sanitised host name.
-pub const METRICS_SUBJECT_PREFIX: &str = "tspi.ops.metrics.ingest";
-/// What an operator tool subscribes to for every box.
-pub const METRICS_SUBJECT_ALL: &str = "tspi.ops.metrics.ingest.>";
+/// Subjects are `METRICS_SUBJECT_PREFIX`, a dot, and the sanitised host
+/// name; operator tools subscribe to `METRICS_SUBJECT_ALL` for every box.
+pub use crate::contract::names::{METRICS_SUBJECT_ALL, METRICS_SUBJECT_PREFIX};
 /// The `histogram_encoding` field.
 pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
 /// The `histogram_unit` field.

@@ -21,9 +21,11 @@
 //! the receive threads never block on) and memory here stays bounded by
 //! `acks_in_flight_max`.
 
+pub mod config;
 mod driver;
 pub mod proto;
 
+pub use config::{PublishConfig, PublishMode};
 /// The fast-batch publisher's pure core, under its old path.
 pub use proto::fast;
 pub use proto::fast::FastConfig;

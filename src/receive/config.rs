@@ -1,29 +1,161 @@
 //! What a set of receive threads is told to do, and the checks that turn a
-//! mistaken configuration into a typed error before any socket exists.
+//! mistaken configuration into a typed error before any socket exists; and
+//! the `[ingest]` section of the configuration file that it comes from.
+//!
+//! The bounds are those of [`crate::config::limits`]; the constants below
+//! are their `usize` forms.
 
+use crate::config::limits;
+use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// Receive threads at most (a named bound; one rtrb ring and one thread each).
-pub const WORKERS_MAX: usize = 256;
+pub const WORKERS_MAX: usize = limits::INGEST_WORKERS.max as usize;
 /// Listen addresses at most.
-pub const LISTEN_LEN_MAX: usize = 64;
+pub const LISTEN_LEN_MAX: usize = limits::INGEST_LISTEN_LEN_MAX;
 /// Multicast groups at most.
-pub const MULTICAST_LEN_MAX: usize = 64;
+pub const MULTICAST_LEN_MAX: usize = limits::INGEST_MULTICAST_LEN_MAX;
 /// Largest `batch_len`: datagrams per `recvmmsg` call, buffers per io_uring
 /// buffer ring (the kernel allows 32768 ring entries; the completion queue is
 /// sized from this, see `uring.rs`).
-pub const BATCH_LEN_MAX: usize = 4096;
+pub const BATCH_LEN_MAX: usize = limits::INGEST_BATCH_LEN.max as usize;
 /// Largest `ring_capacity` per worker (about 56 bytes per slot: 3.7 GiB).
-pub const RING_CAPACITY_MAX: usize = 1 << 26;
+pub const RING_CAPACITY_MAX: usize = limits::INGEST_RING_CAPACITY.max as usize;
 /// Largest `SO_RCVBUF` request (the kernel takes an `int` and doubles it).
-pub const RCVBUF_BYTES_MAX: usize = 1 << 30;
+pub const RCVBUF_BYTES_MAX: usize = limits::INGEST_RCVBUF_BYTES.max as usize;
 
 /// Core ids are below this (`CPU_SETSIZE`, the size of the affinity mask).
-pub const CORE_ID_END: usize = libc::CPU_SETSIZE as usize;
+pub const CORE_ID_END: usize = limits::CORE_ID_END;
 
-const _: () = assert!(BATCH_LEN_MAX.is_power_of_two() && BATCH_LEN_MAX <= 32_768);
+const _: () = assert!(CORE_ID_END == libc::CPU_SETSIZE as usize);
+
+/// `[ingest]`: receiving datagrams.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// UDP addresses to listen on (IPv4 or IPv6). A multicast group's port is
+    /// listened on by binding `0.0.0.0:<port>` (or `[::]:<port>`).
+    pub udp: Vec<SocketAddr>,
+    /// Multicast groups to join.
+    pub multicast: Vec<MulticastConfig>,
+    /// Receive threads, each with its own `SO_REUSEPORT` socket per address.
+    pub workers: usize,
+    /// Core per receive thread (same length as `workers`); empty: cores
+    /// 0..workers. Publishing runs on the other cores.
+    pub cores: Vec<usize>,
+    /// `auto` (io_uring when the kernel allows it, else recvmmsg),
+    /// `io-uring` or `recvmmsg`.
+    pub backend: Backend,
+    /// `SO_RCVBUF` per socket. The kernel caps it at `net.core.rmem_max`
+    /// and charges ~830 bytes per queued 37-byte datagram, so 64 MiB holds
+    /// ~80k datagrams.
+    pub rcvbuf_bytes: usize,
+    /// Datagrams read per system call / buffers per io_uring buffer ring.
+    pub batch_len: usize,
+    /// Frames each receive thread's ring holds while JetStream is slow or
+    /// away (about 48 bytes each).
+    pub ring_capacity: usize,
+    /// What happens to a datagram when its ring is full.
+    pub overflow: OverflowPolicy,
+    /// Only these sensor ids are published (empty: all). Others are counted
+    /// as `filtered`.
+    pub allow_sensors: Vec<u16>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            udp: Vec::new(),
+            multicast: Vec::new(),
+            workers: limits::INGEST_WORKERS.default as usize,
+            cores: Vec::new(),
+            backend: Backend::Auto,
+            rcvbuf_bytes: limits::INGEST_RCVBUF_BYTES.default as usize,
+            batch_len: limits::INGEST_BATCH_LEN.default as usize,
+            ring_capacity: limits::INGEST_RING_CAPACITY.default as usize,
+            overflow: OverflowPolicy::DropNewest,
+            allow_sensors: Vec::new(),
+        }
+    }
+}
+
+/// One multicast group of `[ingest]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MulticastConfig {
+    /// Group address, IPv4 or IPv6.
+    pub group: IpAddr,
+    /// IPv4: the address of the interface to join on (default: the kernel's
+    /// choice).
+    pub interface: Option<IpAddr>,
+    /// IPv6: the index of the interface to join on (default 0: the kernel's
+    /// choice).
+    pub interface_index: Option<u32>,
+}
+
+impl IngestConfig {
+    /// Cores for the receive threads: as configured, else 0..workers (none
+    /// for a `workers` beyond [`WORKERS_MAX`], which validation refuses:
+    /// never a list as long as a wrong number).
+    pub fn receive_cores(&self) -> Vec<usize> {
+        if self.cores.is_empty() {
+            if self.workers > WORKERS_MAX {
+                return Vec::new();
+            }
+            (0..self.workers).collect()
+        } else {
+            self.cores.clone()
+        }
+    }
+
+    /// The receive threads' settings (not yet validated; `wake` unset).
+    pub fn receive_config(&self) -> ReceiveConfig {
+        ReceiveConfig {
+            listen: self.udp.clone(),
+            multicast: self
+                .multicast
+                .iter()
+                .map(|m| MulticastGroup {
+                    group: m.group,
+                    interface: m.interface,
+                    interface_index: m.interface_index,
+                })
+                .collect(),
+            workers: self.workers,
+            cores: self.receive_cores(),
+            backend: self.backend,
+            rcvbuf_bytes: self.rcvbuf_bytes,
+            batch_len: self.batch_len,
+            ring_capacity: self.ring_capacity,
+            allow_sensors: (!self.allow_sensors.is_empty()).then(|| self.allow_sensors.clone()),
+            overflow: self.overflow,
+            wake: None,
+        }
+    }
+
+    /// Every problem with these values (empty: fine), each naming its key:
+    /// exactly [`ReceiveConfig::problems`] of the receive threads this
+    /// section makes, so the file and the threads cannot disagree. An empty
+    /// `udp` is a problem only for the ingest role (`Config` checks it).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .receive_config()
+            .problems()
+            .into_iter()
+            .filter(|e| *e != ConfigError::NoListen)
+            .map(|e| e.in_ingest_section())
+            .collect();
+        let mut seen = HashSet::new();
+        if let Some(c) = self.cores.iter().find(|&&c| !seen.insert(c)) {
+            p.push(format!(
+                "ingest.cores lists core {c} twice: give each receive thread its own core"
+            ));
+        }
+        p
+    }
+}
 
 /// How datagrams come out of the kernel.
 ///
@@ -161,25 +293,39 @@ impl ReceiveConfig {
     /// Check every field and their combinations. Does not touch the network
     /// (binding and joining happen in [`super::Receivers::start`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
-            return Err(ConfigError::NoListen);
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
+    }
+
+    /// Every problem [`ReceiveConfig::validate`] would report, in order.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        self.number_problems(&mut problems);
+        if let Err(e) = self.check_addresses() {
+            problems.push(e);
+        }
+        problems
+    }
+
+    fn number_problems(&self, problems: &mut Vec<ConfigError>) {
         if self.listen.len() > LISTEN_LEN_MAX {
-            return Err(ConfigError::TooMany {
+            problems.push(ConfigError::TooMany {
                 what: "listen addresses",
                 len: self.listen.len(),
                 max: LISTEN_LEN_MAX,
             });
         }
         if self.multicast.len() > MULTICAST_LEN_MAX {
-            return Err(ConfigError::TooMany {
+            problems.push(ConfigError::TooMany {
                 what: "multicast groups",
                 len: self.multicast.len(),
                 max: MULTICAST_LEN_MAX,
             });
         }
         if !(1..=WORKERS_MAX).contains(&self.workers) {
-            return Err(ConfigError::OutOfRange {
+            problems.push(ConfigError::OutOfRange {
                 field: "workers",
                 value: self.workers,
                 min: 1,
@@ -187,13 +333,13 @@ impl ReceiveConfig {
             });
         }
         if !self.cores.is_empty() && self.cores.len() != self.workers {
-            return Err(ConfigError::CoresLen {
+            problems.push(ConfigError::CoresLen {
                 workers: self.workers,
                 cores: self.cores.len(),
             });
         }
         if let Some(&core) = self.cores.iter().find(|&&c| c >= CORE_ID_END) {
-            return Err(ConfigError::OutOfRange {
+            problems.push(ConfigError::OutOfRange {
                 field: "cores",
                 value: core,
                 min: 0,
@@ -201,7 +347,7 @@ impl ReceiveConfig {
             });
         }
         if !(1..=BATCH_LEN_MAX).contains(&self.batch_len) {
-            return Err(ConfigError::OutOfRange {
+            problems.push(ConfigError::OutOfRange {
                 field: "batch_len",
                 value: self.batch_len,
                 min: 1,
@@ -209,7 +355,7 @@ impl ReceiveConfig {
             });
         }
         if !(1..=RING_CAPACITY_MAX).contains(&self.ring_capacity) {
-            return Err(ConfigError::OutOfRange {
+            problems.push(ConfigError::OutOfRange {
                 field: "ring_capacity",
                 value: self.ring_capacity,
                 min: 1,
@@ -217,7 +363,7 @@ impl ReceiveConfig {
             });
         }
         if !(1..=RCVBUF_BYTES_MAX).contains(&self.rcvbuf_bytes) {
-            return Err(ConfigError::OutOfRange {
+            problems.push(ConfigError::OutOfRange {
                 field: "rcvbuf_bytes",
                 value: self.rcvbuf_bytes,
                 min: 1,
@@ -227,7 +373,13 @@ impl ReceiveConfig {
         if let Some(allow) = &self.allow_sensors
             && allow.is_empty()
         {
-            return Err(ConfigError::EmptyAllowList);
+            problems.push(ConfigError::EmptyAllowList);
+        }
+    }
+
+    fn check_addresses(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::NoListen);
         }
         let mut seen = HashSet::new();
         for &addr in &self.listen {
@@ -346,6 +498,43 @@ pub enum ConfigError {
     GroupListenedTwice { group: IpAddr, port: u16 },
     #[error("listen address {addr} is a multicast group that no multicast entry joins")]
     ListenGroupNotJoined { addr: SocketAddr },
+}
+
+impl ConfigError {
+    /// The `[ingest]` key this problem is about.
+    pub fn ingest_key(&self) -> &'static str {
+        match self {
+            ConfigError::NoListen
+            | ConfigError::DuplicateListen { .. }
+            | ConfigError::ListenGroupNotJoined { .. }
+            | ConfigError::TooMany {
+                what: "listen addresses",
+                ..
+            } => "udp",
+            ConfigError::TooMany { .. }
+            | ConfigError::NotMulticast { .. }
+            | ConfigError::InterfaceFamily { .. }
+            | ConfigError::InterfaceTwice { .. }
+            | ConfigError::GroupWithoutListen { .. }
+            | ConfigError::GroupListenedTwice { .. } => "multicast",
+            ConfigError::OutOfRange { field, .. } => field,
+            ConfigError::CoresLen { .. } => "cores",
+            ConfigError::EmptyAllowList => "allow_sensors",
+        }
+    }
+
+    /// The problem as a line of `tspi validate`, naming its key.
+    pub fn in_ingest_section(&self) -> String {
+        match self {
+            ConfigError::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            } => format!("ingest.{field} = {value}: must be {min}..={max}"),
+            e => format!("ingest.{}: {e}", e.ingest_key()),
+        }
+    }
 }
 
 #[cfg(test)]

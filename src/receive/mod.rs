@@ -36,7 +36,7 @@ use socket2::Socket;
 use crate::codec::Frame;
 use crate::message::RecvTime;
 
-mod config;
+pub mod config;
 mod mmsg;
 mod proc_net;
 mod sink;
@@ -45,9 +45,9 @@ mod stats;
 mod uring;
 
 pub use config::{
-    BATCH_LEN_MAX, Backend, CORE_ID_END, ConfigError, LISTEN_LEN_MAX, MULTICAST_LEN_MAX,
-    MulticastGroup, OverflowPolicy, RCVBUF_BYTES_MAX, RING_CAPACITY_MAX, ReceiveConfig,
-    WORKERS_MAX,
+    BATCH_LEN_MAX, Backend, CORE_ID_END, ConfigError, IngestConfig, LISTEN_LEN_MAX,
+    MULTICAST_LEN_MAX, MulticastConfig, MulticastGroup, OverflowPolicy, RCVBUF_BYTES_MAX,
+    RING_CAPACITY_MAX, ReceiveConfig, WORKERS_MAX,
 };
 pub use stats::{ReceiverCounts, ReceiverStats};
 pub use uring::IoUringUnavailable;

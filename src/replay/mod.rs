@@ -1,6 +1,7 @@
 //! Original-rate replay and karaoke channels (CONTRACT §4-6).
 //!
 //! Pure core (time and buffers are arguments; no I/O):
+//! - [`config`]: the `[channels]` section, its defaults and its checks;
 //! - [`pacer`]: the absolute schedule `start + (t_i - t_0) / rate`, with
 //!   pause, resume, rate change, seek and loop, tested in virtual time;
 //! - [`time`], [`record`]: RFC 3339, receive-time rebuilding, body → datagram.
@@ -18,6 +19,7 @@
 //! `channels::service` kept for existing callers.
 
 pub mod archive;
+pub mod config;
 pub mod driver;
 pub mod pacer;
 pub mod record;
@@ -29,130 +31,8 @@ pub mod time;
 pub use crate::channels::{client_state, message as channels, service};
 
 use bytes::Bytes;
-use serde::Deserialize;
 
-/// `[channels]` section of the configuration file: the channels service
-/// (`tspi channels serve`) and the defaults of `tspi replay`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChannelsConfig {
-    /// `tspi run` starts the channels service only when this is true;
-    /// `tspi channels serve` runs it whatever this says.
-    pub enabled: bool,
-    /// Run the live stage: a push consumer `LIVE_MAIN` on `TSPI` delivering
-    /// to `tspi.channel.livestream`.
-    pub livestream: bool,
-    /// Create or update `TSPI_REPLAY` and `TSPI_OPS` at start (idempotent).
-    pub create_streams: bool,
-    /// Retention of `TSPI_REPLAY` in hours (the contract says 1 to 6).
-    pub replay_max_age_h: u64,
-    /// A private replay without a status heartbeat naming its channel for
-    /// this long is stopped and removed.
-    pub private_idle_s: u64,
-    /// Private replays at once (a request beyond it is refused).
-    pub private_max: usize,
-    /// Group replays at once.
-    pub group_max: usize,
-    /// A tag replay covers this long before the tag's moment...
-    pub tag_before_s: u64,
-    /// ...and this long after it.
-    pub tag_after_s: u64,
-    /// Where replayed tags of group replays are emitted again (CONTRACT §5:
-    /// existing tools show tags from `tags.broadcast`). Private replays send
-    /// theirs to `tags.client.<client>.<session>`, seen only by their owner.
-    pub tag_subject: String,
-    /// Messages read ahead of the pacer per batch, and batches queued:
-    /// memory is bounded by their product (about 600 bytes a message).
-    pub read_batch_len: usize,
-    pub read_batches_max: usize,
-    /// Publishes awaiting their JetStream ack at once per replay.
-    pub acks_in_flight_max: usize,
-    /// Messages the pacer may hand to its publisher beyond those awaiting
-    /// acks, so a brief stall downstream does not hold up the schedule
-    /// (about 0.5 KB each, only while queued).
-    pub sink_queue_len: usize,
-    /// The pacer sleeps until this long before a message is due, then spins
-    /// on the monotonic clock.
-    pub spin_us: u64,
-    /// Cores for the pacing threads, taken in turn by successive replays;
-    /// empty: not pinned. Keep them off the receive cores.
-    pub pacing_cores: Vec<usize>,
-    /// Run pacing threads under `SCHED_FIFO` at this priority (1-99; needs
-    /// `CAP_SYS_NICE`); 0: ordinary scheduling.
-    pub pacing_realtime_priority: u8,
-}
-
-impl Default for ChannelsConfig {
-    fn default() -> Self {
-        ChannelsConfig {
-            enabled: false,
-            livestream: true,
-            create_streams: true,
-            replay_max_age_h: 6,
-            private_idle_s: 60,
-            private_max: 32,
-            group_max: 4,
-            tag_before_s: 60,
-            tag_after_s: 600,
-            tag_subject: channels::SUBJECT_TAGS.into(),
-            read_batch_len: 1024,
-            read_batches_max: 8,
-            acks_in_flight_max: 2048,
-            sink_queue_len: sink::SinkLimits::DEFAULT_QUEUE_LEN,
-            spin_us: 200,
-            pacing_cores: Vec::new(),
-            pacing_realtime_priority: 0,
-        }
-    }
-}
-
-impl ChannelsConfig {
-    /// What types alone cannot check; every problem listed.
-    pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if !(1..=168).contains(&self.replay_max_age_h) {
-            p.push(format!(
-                "channels.replay_max_age_h = {}: must be 1..=168",
-                self.replay_max_age_h
-            ));
-        }
-        if self.private_idle_s == 0 {
-            p.push("channels.private_idle_s must be at least 1".into());
-        }
-        if !(1..=65_536).contains(&self.read_batch_len)
-            || !(1..=1024).contains(&self.read_batches_max)
-        {
-            p.push(
-                "channels.read_batch_len must be 1..=65536 and read_batches_max 1..=1024".into(),
-            );
-        }
-        if !(1..=65_536).contains(&self.acks_in_flight_max) {
-            p.push("channels.acks_in_flight_max must be 1..=65536".into());
-        }
-        if !(1..=1_048_576).contains(&self.sink_queue_len) {
-            p.push(format!(
-                "channels.sink_queue_len = {}: must be 1..=1048576",
-                self.sink_queue_len
-            ));
-        }
-        if self.spin_us > 10_000 {
-            p.push("channels.spin_us must be at most 10000".into());
-        }
-        if self.pacing_realtime_priority > 99 {
-            p.push(format!(
-                "channels.pacing_realtime_priority = {}: must be 0 (off) or 1..=99",
-                self.pacing_realtime_priority
-            ));
-        }
-        if self.tag_subject.is_empty() || self.tag_subject.contains(['*', '>', ' ']) {
-            p.push(format!(
-                "channels.tag_subject = {:?}: not a subject",
-                self.tag_subject
-            ));
-        }
-        p
-    }
-}
+pub use config::ChannelsConfig;
 
 impl ChannelsConfig {
     /// How the `n`-th replay started by this process is paced.

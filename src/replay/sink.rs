@@ -107,8 +107,10 @@ pub struct SinkLimits {
 }
 
 impl SinkLimits {
-    /// Queue length unless configured: 0.8 s at 20k msgs/s.
-    pub const DEFAULT_QUEUE_LEN: usize = 16_384;
+    /// Queue length unless configured (`channels.sink_queue_len`'s
+    /// default): 0.8 s at 20k msgs/s.
+    pub const DEFAULT_QUEUE_LEN: usize =
+        crate::config::limits::CHANNELS_SINK_QUEUE_LEN.default as usize;
 
     /// `acks_in_flight_max` acks, the default queue.
     pub fn acks(acks_in_flight_max: usize) -> SinkLimits {

@@ -1,54 +1,21 @@
-//! The JetStream streams of CONTRACT §3, and their idempotent creation.
+//! The JetStream streams of CONTRACT §3, the `[stream]` section that
+//! shapes `TSPI`, and their idempotent creation.
 
+use crate::config::limits;
+use crate::contract::names;
 use async_nats::jetstream::{self, stream};
 use std::time::{Duration, Instant};
 
-/// Live telemetry.
-pub const STREAM_TELEMETRY: &str = "TSPI";
-/// Short-retention copy of replay channels for late joiners.
-pub const STREAM_REPLAY: &str = "TSPI_REPLAY";
-/// Operator traffic: control, status, commands, tags, metrics.
-pub const STREAM_OPS: &str = "TSPI_OPS";
+pub mod config;
 
-/// The contract's default duplicate window for `TSPI`.
-pub const DUPLICATE_WINDOW_DEFAULT: Duration = Duration::from_secs(120);
-
-/// Settings every stream definition takes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StreamSettings {
-    /// 1 on a single server, 3 on a cluster.
-    pub replicas: usize,
-    /// How long JetStream remembers a `Nats-Msg-Id`. Costs about 180 bytes of
-    /// server memory per message held (NOTES.md).
-    pub duplicate_window: Duration,
-    /// Retention by age; zero keeps messages until limits remove them.
-    pub max_age: Duration,
-    /// Allow fast-ingest batch publishing (nats-server 2.14+). On by
-    /// default: ingest's default mode needs it on `TSPI`, and any part that
-    /// creates or updates `TSPI` must not switch it off under a running
-    /// ingest box (that box would fall back to pipelined publishing).
-    pub allow_batch_publish: bool,
-}
-
-impl Default for StreamSettings {
-    fn default() -> Self {
-        StreamSettings {
-            replicas: 1,
-            duplicate_window: DUPLICATE_WINDOW_DEFAULT,
-            max_age: Duration::ZERO,
-            allow_batch_publish: true,
-        }
-    }
-}
+pub use crate::contract::names::{STREAM_OPS, STREAM_REPLAY, STREAM_TELEMETRY};
+pub use config::{DUPLICATE_WINDOW_DEFAULT, StreamConfig, StreamSettings};
 
 /// `TSPI`: `<prefix>.geocentric.>` and `<prefix>.spherical.>`, file storage.
 pub fn telemetry_stream(prefix: &str, s: &StreamSettings) -> stream::Config {
     stream::Config {
         name: STREAM_TELEMETRY.to_owned(),
-        subjects: vec![
-            format!("{prefix}.geocentric.>"),
-            format!("{prefix}.spherical.>"),
-        ],
+        subjects: names::telemetry_subjects(prefix),
         storage: stream::StorageType::File,
         num_replicas: s.replicas,
         duplicate_window: s.duplicate_window,
@@ -62,15 +29,12 @@ pub fn telemetry_stream(prefix: &str, s: &StreamSettings) -> stream::Config {
 pub fn replay_stream(s: &StreamSettings) -> stream::Config {
     stream::Config {
         name: STREAM_REPLAY.to_owned(),
-        subjects: vec![
-            "tspi.channel.replay.>".into(),
-            "tspi.channel.client.>".into(),
-        ],
+        subjects: names::REPLAY_SUBJECTS.map(String::from).to_vec(),
         storage: stream::StorageType::File,
         num_replicas: s.replicas,
         duplicate_window: s.duplicate_window,
         max_age: if s.max_age.is_zero() {
-            Duration::from_secs(6 * 3600)
+            Duration::from_secs(limits::CHANNELS_REPLAY_AGE_MAX_H.default * limits::S_PER_H)
         } else {
             s.max_age
         },
@@ -82,7 +46,7 @@ pub fn replay_stream(s: &StreamSettings) -> stream::Config {
 pub fn ops_stream(s: &StreamSettings) -> stream::Config {
     stream::Config {
         name: STREAM_OPS.to_owned(),
-        subjects: vec!["tspi.ops.>".into(), "tspi.cmd.>".into(), "tags.>".into()],
+        subjects: names::OPS_SUBJECTS.map(String::from).to_vec(),
         storage: stream::StorageType::File,
         num_replicas: s.replicas,
         duplicate_window: s.duplicate_window,
@@ -93,6 +57,10 @@ pub fn ops_stream(s: &StreamSettings) -> stream::Config {
 
 /// Create the stream, or update it to `config` if it exists. Idempotent.
 ///
+/// # Panics
+/// When a duration of `config` does not fit JetStream's `i64` nanoseconds
+/// (the client would send it wrapped: validate the configuration first).
+///
 /// A cluster that has just started answers "JetStream system temporarily
 /// unavailable" until it has elected a meta leader; that, and only that kind
 /// of transient error, is retried until `wait` has passed.
@@ -101,6 +69,13 @@ pub async fn ensure_stream(
     config: stream::Config,
     wait: Duration,
 ) -> Result<stream::Info, jetstream::context::CreateStreamError> {
+    assert!(
+        limits::fits_jetstream(config.max_age) && limits::fits_jetstream(config.duplicate_window),
+        "stream {}: max_age {:?} or duplicate_window {:?} overflows nanoseconds",
+        config.name,
+        config.max_age,
+        config.duplicate_window
+    );
     let deadline = Instant::now() + wait;
     let mut backoff = Duration::from_millis(50);
     loop {
