@@ -3,7 +3,7 @@
 
 use crate::config::{Config, NatsConfig, PublishMode};
 use crate::jetstream::{ensure_stream, telemetry_stream};
-use crate::metrics::{self, Counters, Gauges, Report, Reporter};
+use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
@@ -21,7 +21,7 @@ pub struct Account {
     pub publish_mode: String,
     /// Fast-ingest batches committed.
     pub batches: u64,
-    pub counters: Counters,
+    pub counters: IngestCounts,
 }
 
 impl Account {
@@ -157,8 +157,8 @@ pub fn receive_config(cfg: &Config) -> ReceiveConfig {
 
 /// One report's counters from one receive snapshot and one publisher
 /// snapshot.
-fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> Counters {
-    Counters {
+fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> IngestCounts {
+    IngestCounts {
         received: rc.received,
         rejected: rc.rejected,
         filtered: rc.filtered,

@@ -14,7 +14,7 @@
 
 use super::copy::CopyBuf;
 use super::db::{Batch, Db, OpsRow, Origin, RejectRow};
-use super::report::{self, Counters, Lag};
+use super::report::{self, ArchiveCounts, Lag};
 use super::rows::{self, OpsKind};
 use super::{AckMode, ArchiveConfig};
 use crate::config::Config;
@@ -136,8 +136,8 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn counters(&self) -> Counters {
-        Counters {
+    pub fn counters(&self) -> ArchiveCounts {
+        ArchiveCounts {
             messages: self.messages.load(Relaxed),
             telemetry_rows: self.telemetry_rows.load(Relaxed),
             telemetry_duplicate: self.telemetry_duplicate.load(Relaxed),
@@ -164,7 +164,7 @@ impl Stats {
 /// The account of a run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Account {
-    pub counters: Counters,
+    pub counters: ArchiveCounts,
     /// Batches still unacked when the drain timed out (redelivered later).
     pub abandoned_batches: u64,
 }
@@ -839,7 +839,7 @@ async fn report_loop(
     }
     let host = hostname();
     let mut cumulative = new_latency_histogram();
-    let mut previous = Counters::default();
+    let mut previous = ArchiveCounts::default();
     let mut previous_unix_ms = (now_unix_us() / 1000) as u64;
     let mut previous_mono = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(m.interval_s));
