@@ -5,7 +5,7 @@ use crate::config::{Config, NatsConfig, PublishMode};
 use crate::jetstream::{ensure_stream, telemetry_stream};
 use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
-use crate::receive::{Backend, MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
+use crate::receive::{MulticastGroup, ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -207,7 +207,7 @@ pub async fn run(
     rc.wake = Some(wake.clone());
     let mut receivers = Receivers::start(&rc).context("starting the receive threads")?;
     tracing::info!(
-        backend = ?receivers.backend(),
+        backend = %receivers.backend(),
         workers = cfg.ingest.workers,
         listen = ?receivers.local_addrs(),
         "receiving"
@@ -313,11 +313,7 @@ pub async fn run(
         tracing::warn!(error = %e, "final flush");
     }
     Ok(Account {
-        backend: match backend {
-            Backend::IoUring => "io-uring".into(),
-            Backend::Recvmmsg => "recvmmsg".into(),
-            Backend::Auto => "auto".into(),
-        },
+        backend: backend.name().into(),
         publish_mode: if p.fast { "fast" } else { "pipelined" }.into(),
         batches: p.batches,
         counters,
