@@ -312,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn json_and_prometheus_name_the_same_counters() {
+        let c = ArchiveCounts::default();
+        let v = serde_json::to_value(c).unwrap();
+        let mut json: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut declared: Vec<&str> = c.fields().iter().map(|f| f.name).collect();
+        json.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(json, declared);
+    }
+
+    #[test]
     fn deltas_saturate() {
         let a = ArchiveCounts {
             messages: 5,

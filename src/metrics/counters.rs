@@ -111,6 +111,7 @@ pub struct Gauges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::CounterValue;
 
     fn sample() -> IngestCounts {
         IngestCounts {
@@ -176,6 +177,60 @@ mod tests {
                 ..IngestCounts::default()
             }
         );
+    }
+
+    #[test]
+    fn json_and_prometheus_name_the_same_counters() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let mut json: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut declared: Vec<&str> = sample().fields().iter().map(|f| f.name).collect();
+        json.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(json, declared);
+    }
+
+    fn arbitrary() -> impl proptest::strategy::Strategy<Value = IngestCounts> {
+        use proptest::prelude::*;
+        (any::<[u64; 9]>(), any::<[u64; REJECT_REASONS_LEN]>()).prop_map(|(v, rejected)| {
+            IngestCounts {
+                received: v[0],
+                rejected,
+                filtered: v[1],
+                ring_dropped: v[2],
+                published: v[3],
+                acked: v[4],
+                duplicate: v[5],
+                retried: v[6],
+                failed: v[7],
+                kernel_dropped: v[8],
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// Every field of the delta is the saturating difference, so the
+        /// delta never exceeds the later value and adds back when counts grew.
+        #[test]
+        fn delta_is_saturating_sub_per_field(a in arbitrary(), b in arbitrary()) {
+            let d = a.delta_since(&b);
+            for ((fa, fb), fd) in a.fields().iter().zip(b.fields()).zip(d.fields()) {
+                let (CounterValue::One(x), CounterValue::One(y), CounterValue::One(z)) =
+                    (fa.value, fb.value, fd.value)
+                else {
+                    let (CounterValue::ByLabel { counts: x, .. },
+                         CounterValue::ByLabel { counts: y, .. },
+                         CounterValue::ByLabel { counts: z, .. }) = (fa.value, fb.value, fd.value)
+                    else {
+                        panic!("{} changed kind", fa.name);
+                    };
+                    for ((x, y), z) in x.iter().zip(y).zip(z) {
+                        proptest::prop_assert_eq!(*z, x.saturating_sub(*y));
+                    }
+                    continue;
+                };
+                proptest::prop_assert_eq!(z, x.saturating_sub(y));
+            }
+        }
     }
 
     #[test]
