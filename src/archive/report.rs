@@ -44,6 +44,8 @@ crate::counter_set! {
         /// Consumer rewinds after a missing delivery (ack policy all).
         rewinds => "Consumer rewinds after a missing delivery",
     }
+    /// The same counts, counted live by the archiver's tasks.
+    live pub struct ArchiveLive;
 }
 
 /// How far a consumer is behind its stream.
