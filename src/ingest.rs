@@ -3,9 +3,9 @@
 
 use crate::config::{Config, Machine, PublishMode, Role};
 use crate::jetstream::{ensure_stream, telemetry_stream};
-use crate::metrics::{self, Counters, Gauges, Report, Reporter};
+use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
-use crate::receive::{Backend, ReceiveConfig, ReceiverCounts, Receivers};
+use crate::receive::{ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct Account {
     pub publish_mode: String,
     /// Fast-ingest batches committed.
     pub batches: u64,
-    pub counters: Counters,
+    pub counters: IngestCounts,
 }
 
 impl Account {
@@ -128,8 +128,8 @@ pub fn publisher_config(cfg: &Config) -> PublisherConfig {
 
 /// One report's counters from one receive snapshot and one publisher
 /// snapshot.
-fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> Counters {
-    Counters {
+fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> IngestCounts {
+    IngestCounts {
         received: rc.received,
         rejected: rc.rejected,
         filtered: rc.filtered,
@@ -183,7 +183,7 @@ pub async fn run(
     rc.wake = Some(wake.clone());
     let mut receivers = Receivers::start(&rc).context("starting the receive threads")?;
     tracing::info!(
-        backend = ?receivers.backend(),
+        backend = %receivers.backend(),
         workers = cfg.ingest.workers,
         listen = ?receivers.local_addrs(),
         "receiving"
@@ -272,11 +272,7 @@ pub async fn run(
         tracing::warn!(error = %e, "final flush");
     }
     Ok(Account {
-        backend: match backend {
-            Backend::IoUring => "io-uring".into(),
-            Backend::Recvmmsg => "recvmmsg".into(),
-            Backend::Auto => "auto".into(),
-        },
+        backend: backend.name().into(),
         publish_mode: if p.fast { "fast" } else { "pipelined" }.into(),
         batches: p.batches,
         counters,

@@ -14,7 +14,7 @@
 
 use super::copy::CopyBuf;
 use super::db::{Batch, Db, OpsRow, Origin, RejectRow};
-use super::report::{self, Counters, Lag};
+use super::report::{self, ArchiveCounts, Lag};
 use super::rows::{self, OpsKind};
 use super::{AckMode, ArchiveConfig};
 use crate::config::{Config, Machine, Role};
@@ -91,43 +91,29 @@ impl StreamProgress {
 }
 
 /// Live counters, shared by the tasks, the reporter and callers (tests,
-/// the bench) that watch progress.
+/// the bench) that watch progress: the [`ArchiveCounts`] counted live
+/// ([`report::ArchiveLive`], reached through `Deref`: `stats.acked`), each
+/// stream's progress and the commit latency.
 #[derive(Debug)]
 pub struct Stats {
-    pub messages: AtomicU64,
-    pub telemetry_rows: AtomicU64,
-    pub telemetry_duplicate: AtomicU64,
-    pub ops_rows: AtomicU64,
-    pub ops_duplicate: AtomicU64,
-    pub rejected: AtomicU64,
-    pub batches: AtomicU64,
-    pub acked: AtomicU64,
-    pub db_errors: AtomicU64,
-    pub partitions_created: AtomicU64,
-    pub partitions_dropped: AtomicU64,
-    /// Consumer rewinds after a missing delivery (ack policy all).
-    pub rewinds: AtomicU64,
+    pub counts: report::ArchiveLive,
     pub telemetry: StreamProgress,
     pub ops: StreamProgress,
     /// Batch commit latency, ns, since the last report.
     pub commit: Mutex<Histogram<u64>>,
 }
 
+impl std::ops::Deref for Stats {
+    type Target = report::ArchiveLive;
+    fn deref(&self) -> &report::ArchiveLive {
+        &self.counts
+    }
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            messages: AtomicU64::new(0),
-            telemetry_rows: AtomicU64::new(0),
-            telemetry_duplicate: AtomicU64::new(0),
-            ops_rows: AtomicU64::new(0),
-            ops_duplicate: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            db_errors: AtomicU64::new(0),
-            partitions_created: AtomicU64::new(0),
-            partitions_dropped: AtomicU64::new(0),
-            rewinds: AtomicU64::new(0),
+            counts: report::ArchiveLive::default(),
             telemetry: StreamProgress::default(),
             ops: StreamProgress::default(),
             commit: Mutex::new(new_latency_histogram()),
@@ -136,21 +122,8 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn counters(&self) -> Counters {
-        Counters {
-            messages: self.messages.load(Relaxed),
-            telemetry_rows: self.telemetry_rows.load(Relaxed),
-            telemetry_duplicate: self.telemetry_duplicate.load(Relaxed),
-            ops_rows: self.ops_rows.load(Relaxed),
-            ops_duplicate: self.ops_duplicate.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            batches: self.batches.load(Relaxed),
-            acked: self.acked.load(Relaxed),
-            db_errors: self.db_errors.load(Relaxed),
-            partitions_created: self.partitions_created.load(Relaxed),
-            partitions_dropped: self.partitions_dropped.load(Relaxed),
-            rewinds: self.rewinds.load(Relaxed),
-        }
+    pub fn counters(&self) -> ArchiveCounts {
+        self.counts.load()
     }
 
     fn progress(&self, kind: Kind) -> &StreamProgress {
@@ -164,7 +137,7 @@ impl Stats {
 /// The account of a run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Account {
-    pub counters: Counters,
+    pub counters: ArchiveCounts,
     /// Batches still unacked when the drain timed out (redelivered later).
     pub abandoned_batches: u64,
 }
@@ -837,7 +810,7 @@ async fn report_loop(
     }
     let host = hostname();
     let mut cumulative = new_latency_histogram();
-    let mut previous = Counters::default();
+    let mut previous = ArchiveCounts::default();
     let mut previous_unix_ms = (now_unix_us() / 1000) as u64;
     let mut previous_mono = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(m.interval_s));

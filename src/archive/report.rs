@@ -4,110 +4,48 @@
 //! HdrHistogram snapshot on `tspi.ops.metrics.archive.<host>`.
 
 use crate::metrics::{
-    BUCKET_BOUNDS, HISTOGRAM_ENCODING, HISTOGRAM_UNIT, bucket_counts, encode_hdr_snapshot,
-    metrics_subject_for,
+    HISTOGRAM_ENCODING, HISTOGRAM_UNIT, encode_hdr_snapshot, metrics_subject_for,
+    write_counter_families, write_gauge_family, write_histogram_family,
 };
 use hdrhistogram::Histogram;
-use std::fmt::Write as _;
 
 /// The `component` of the snapshot and the subject token.
 pub const COMPONENT_ARCHIVE: &str = "archive";
 /// Prometheus metric name prefix.
 pub const PROMETHEUS_PREFIX_ARCHIVE: &str = "tspi_archive";
 
-/// Monotonic counters since start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    /// Messages taken from the streams (redeliveries included).
-    pub messages: u64,
-    /// Rows added to `tspi_telemetry`.
-    pub telemetry_rows: u64,
-    /// Telemetry messages whose row was already there (redeliveries).
-    pub telemetry_duplicate: u64,
-    /// Rows added to the operator tables.
-    pub ops_rows: u64,
-    /// Operator messages whose row was already there.
-    pub ops_duplicate: u64,
-    /// Messages that did not decode, stored in `tspi_rejects` (each delivery).
-    pub rejected: u64,
-    /// Committed batches.
-    pub batches: u64,
-    /// Messages acknowledged after their batch committed.
-    pub acked: u64,
-    /// Failed attempts to write a batch (each is retried).
-    pub db_errors: u64,
-    /// Native partitions created, and partitions or chunks dropped.
-    pub partitions_created: u64,
-    pub partitions_dropped: u64,
-    /// Consumer rewinds after a missing delivery (ack policy all).
-    pub rewinds: u64,
-}
-
-impl Counters {
-    pub fn delta_since(&self, e: &Counters) -> Counters {
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        Counters {
-            messages: d(self.messages, e.messages),
-            telemetry_rows: d(self.telemetry_rows, e.telemetry_rows),
-            telemetry_duplicate: d(self.telemetry_duplicate, e.telemetry_duplicate),
-            ops_rows: d(self.ops_rows, e.ops_rows),
-            ops_duplicate: d(self.ops_duplicate, e.ops_duplicate),
-            rejected: d(self.rejected, e.rejected),
-            batches: d(self.batches, e.batches),
-            acked: d(self.acked, e.acked),
-            db_errors: d(self.db_errors, e.db_errors),
-            partitions_created: d(self.partitions_created, e.partitions_created),
-            partitions_dropped: d(self.partitions_dropped, e.partitions_dropped),
-            rewinds: d(self.rewinds, e.rewinds),
-        }
+crate::counter_set! {
+    /// The archiver's monotonic counters since start.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    pub struct ArchiveCounts {
+        /// Messages taken from the streams (redeliveries included).
+        messages => "Messages taken from the streams",
+        /// Rows added to `tspi_telemetry`.
+        telemetry_rows => "Rows added to tspi_telemetry",
+        /// Telemetry messages whose row was already there (redeliveries).
+        telemetry_duplicate => "Telemetry messages already archived (redeliveries)",
+        /// Rows added to the operator tables.
+        ops_rows => "Rows added to the operator tables",
+        /// Operator messages whose row was already there.
+        ops_duplicate => "Operator messages already archived",
+        /// Messages that did not decode, stored in `tspi_rejects` (each delivery).
+        rejected => "Messages stored in tspi_rejects",
+        /// Committed batches.
+        batches => "Committed batches",
+        /// Messages acknowledged after their batch committed.
+        acked => "Messages acknowledged after commit",
+        /// Failed attempts to write a batch (each is retried).
+        db_errors => "Failed batch writes (retried)",
+        /// Native partitions created.
+        partitions_created => "Partitions created",
+        /// Partitions or chunks dropped by retention.
+        partitions_dropped => "Partitions dropped by retention",
+        /// Consumer rewinds after a missing delivery (ack policy all).
+        rewinds => "Consumer rewinds after a missing delivery",
     }
-
-    /// `(name, value, help)` of every counter, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64, &'static str); 12] {
-        [
-            ("messages", self.messages, "Messages taken from the streams"),
-            (
-                "telemetry_rows",
-                self.telemetry_rows,
-                "Rows added to tspi_telemetry",
-            ),
-            (
-                "telemetry_duplicate",
-                self.telemetry_duplicate,
-                "Telemetry messages already archived (redeliveries)",
-            ),
-            (
-                "ops_rows",
-                self.ops_rows,
-                "Rows added to the operator tables",
-            ),
-            (
-                "ops_duplicate",
-                self.ops_duplicate,
-                "Operator messages already archived",
-            ),
-            ("rejected", self.rejected, "Messages stored in tspi_rejects"),
-            ("batches", self.batches, "Committed batches"),
-            ("acked", self.acked, "Messages acknowledged after commit"),
-            ("db_errors", self.db_errors, "Failed batch writes (retried)"),
-            (
-                "partitions_created",
-                self.partitions_created,
-                "Partitions created",
-            ),
-            (
-                "partitions_dropped",
-                self.partitions_dropped,
-                "Partitions dropped by retention",
-            ),
-            (
-                "rewinds",
-                self.rewinds,
-                "Consumer rewinds after a missing delivery",
-            ),
-        ]
-    }
+    /// The same counts, counted live by the archiver's tasks.
+    live pub struct ArchiveLive;
 }
 
 /// How far a consumer is behind its stream.
@@ -127,8 +65,8 @@ pub struct Report<'a> {
     pub start_unix_ms: u64,
     pub at_unix_ms: u64,
     pub interval_s: f64,
-    pub counters: Counters,
-    pub delta: Counters,
+    pub counters: ArchiveCounts,
+    pub delta: ArchiveCounts,
     pub telemetry_lag: Lag,
     pub ops_lag: Lag,
     /// Batch commit latency (ns) in this interval, and since start.
@@ -208,49 +146,31 @@ pub fn render_json_line(r: &Report<'_>) -> String {
 pub fn render_prometheus(r: &Report<'_>) -> String {
     let p = PROMETHEUS_PREFIX_ARCHIVE;
     let mut s = String::with_capacity(4096);
-    for (name, v, help) in r.counters.fields() {
-        let _ = writeln!(s, "# HELP {p}_{name}_total {help}");
-        let _ = writeln!(s, "# TYPE {p}_{name}_total counter");
-        let _ = writeln!(s, "{p}_{name}_total {v}");
-    }
-    let _ = writeln!(s, "# HELP {p}_lag_messages Messages not yet archived");
-    let _ = writeln!(s, "# TYPE {p}_lag_messages gauge");
-    let _ = writeln!(
-        s,
-        "{p}_lag_messages{{stream=\"TSPI\"}} {}",
-        r.telemetry_lag.messages
+    write_counter_families(&mut s, p, &r.counters);
+    write_gauge_family(
+        &mut s,
+        &format!("{p}_lag_messages"),
+        "Messages not yet archived",
+        &[
+            ("{stream=\"TSPI\"}", r.telemetry_lag.messages),
+            ("{stream=\"TSPI_OPS\"}", r.ops_lag.messages),
+        ],
     );
-    let _ = writeln!(
-        s,
-        "{p}_lag_messages{{stream=\"TSPI_OPS\"}} {}",
-        r.ops_lag.messages
+    write_gauge_family(
+        &mut s,
+        &format!("{p}_lag_seconds"),
+        "Age of the oldest message not yet archived",
+        &[
+            ("{stream=\"TSPI\"}", r.telemetry_lag.seconds),
+            ("{stream=\"TSPI_OPS\"}", r.ops_lag.seconds),
+        ],
     );
-    let _ = writeln!(
-        s,
-        "# HELP {p}_lag_seconds Age of the oldest message not yet archived"
+    write_histogram_family(
+        &mut s,
+        &format!("{p}_batch_commit_seconds"),
+        "Time to write and commit one batch",
+        r.commit_cumulative,
     );
-    let _ = writeln!(s, "# TYPE {p}_lag_seconds gauge");
-    let _ = writeln!(
-        s,
-        "{p}_lag_seconds{{stream=\"TSPI\"}} {}",
-        r.telemetry_lag.seconds
-    );
-    let _ = writeln!(
-        s,
-        "{p}_lag_seconds{{stream=\"TSPI_OPS\"}} {}",
-        r.ops_lag.seconds
-    );
-    let name = format!("{p}_batch_commit_seconds");
-    let _ = writeln!(s, "# HELP {name} Time to write and commit one batch");
-    let _ = writeln!(s, "# TYPE {name} histogram");
-    let h = r.commit_cumulative;
-    let (cumulative, sum_ns) = bucket_counts(h);
-    for ((_, le), n) in BUCKET_BOUNDS.iter().zip(cumulative) {
-        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(s, "{name}_sum {}", sum_ns as f64 / 1e9);
-    let _ = writeln!(s, "{name}_count {}", h.len());
     s
 }
 
@@ -282,20 +202,20 @@ mod tests {
     use crate::metrics::{decode_hdr_snapshot, new_latency_histogram};
 
     fn report<'a>(h: &'a Histogram<u64>, c: &'a Histogram<u64>) -> Report<'a> {
-        let counters = Counters {
+        let counters = ArchiveCounts {
             messages: 1000,
             telemetry_rows: 990,
             telemetry_duplicate: 5,
             rejected: 2,
             batches: 4,
-            ..Counters::default()
+            ..ArchiveCounts::default()
         };
         Report {
             start_unix_ms: 1_000,
             at_unix_ms: 11_000,
             interval_s: 10.0,
             counters,
-            delta: counters.delta_since(&Counters::default()),
+            delta: counters.delta_since(&ArchiveCounts::default()),
             telemetry_lag: Lag {
                 messages: 7,
                 seconds: 1.5,
@@ -346,17 +266,76 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_text_exact() {
+        let h = new_latency_histogram();
+        let prom = render_prometheus(&report(&h, &h));
+        let counters: String = [
+            ("messages", 1000, "Messages taken from the streams"),
+            ("telemetry_rows", 990, "Rows added to tspi_telemetry"),
+            (
+                "telemetry_duplicate",
+                5,
+                "Telemetry messages already archived (redeliveries)",
+            ),
+            ("ops_rows", 0, "Rows added to the operator tables"),
+            ("ops_duplicate", 0, "Operator messages already archived"),
+            ("rejected", 2, "Messages stored in tspi_rejects"),
+            ("batches", 4, "Committed batches"),
+            ("acked", 0, "Messages acknowledged after commit"),
+            ("db_errors", 0, "Failed batch writes (retried)"),
+            ("partitions_created", 0, "Partitions created"),
+            ("partitions_dropped", 0, "Partitions dropped by retention"),
+            ("rewinds", 0, "Consumer rewinds after a missing delivery"),
+        ]
+        .iter()
+        .map(|(n, v, help)| {
+            format!(
+                "# HELP tspi_archive_{n}_total {help}\n# TYPE tspi_archive_{n}_total counter\n\
+                 tspi_archive_{n}_total {v}\n"
+            )
+        })
+        .collect();
+        let lag = "# HELP tspi_archive_lag_messages Messages not yet archived\n\
+                   # TYPE tspi_archive_lag_messages gauge\n\
+                   tspi_archive_lag_messages{stream=\"TSPI\"} 7\n\
+                   tspi_archive_lag_messages{stream=\"TSPI_OPS\"} 0\n\
+                   # HELP tspi_archive_lag_seconds Age of the oldest message not yet archived\n\
+                   # TYPE tspi_archive_lag_seconds gauge\n\
+                   tspi_archive_lag_seconds{stream=\"TSPI\"} 1.5\n\
+                   tspi_archive_lag_seconds{stream=\"TSPI_OPS\"} 0\n\
+                   # HELP tspi_archive_batch_commit_seconds Time to write and commit one batch\n\
+                   # TYPE tspi_archive_batch_commit_seconds histogram\n";
+        assert!(prom.starts_with(&(counters + lag)), "{prom}");
+        assert!(prom.ends_with(
+            "tspi_archive_batch_commit_seconds_bucket{le=\"+Inf\"} 0\n\
+             tspi_archive_batch_commit_seconds_sum 0\n\
+             tspi_archive_batch_commit_seconds_count 0\n"
+        ));
+    }
+
+    #[test]
+    fn json_and_prometheus_name_the_same_counters() {
+        let c = ArchiveCounts::default();
+        let v = serde_json::to_value(c).unwrap();
+        let mut json: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut declared: Vec<&str> = c.fields().iter().map(|f| f.name).collect();
+        json.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(json, declared);
+    }
+
+    #[test]
     fn deltas_saturate() {
-        let a = Counters {
+        let a = ArchiveCounts {
             messages: 5,
-            ..Counters::default()
+            ..ArchiveCounts::default()
         };
-        let b = Counters {
+        let b = ArchiveCounts {
             messages: 7,
             acked: 3,
-            ..Counters::default()
+            ..ArchiveCounts::default()
         };
         assert_eq!(b.delta_since(&a).messages, 2);
-        assert_eq!(a.delta_since(&b), Counters::default());
+        assert_eq!(a.delta_since(&b), ArchiveCounts::default());
     }
 }

@@ -53,7 +53,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -68,14 +68,18 @@ pub struct ServiceOptions {
     pub streams: StreamSettings,
 }
 
-/// Counts the service keeps.
-#[derive(Debug, Default)]
-pub struct ServiceStats {
-    pub livestream_messages: AtomicU64,
-    pub groups_started: AtomicU64,
-    pub privates_started: AtomicU64,
-    pub privates_expired: AtomicU64,
-    pub requests_refused: AtomicU64,
+crate::counter_set! {
+    /// What the channels service did (`tspi_channels_<name>_total`).
+    #[derive(serde::Serialize)]
+    pub struct ChannelsCounts {
+        livestream_messages => "Messages seen on the livestream subject",
+        groups_started => "Group replays started",
+        privates_started => "Private replays started",
+        privates_expired => "Private replays stopped for want of a heartbeat",
+        requests_refused => "Replay requests refused",
+    }
+    /// Counts the service keeps, live ([`ServiceStats::load`] reads them).
+    live pub struct ServiceStats;
 }
 
 impl DirectoryConfig {

@@ -28,9 +28,10 @@ pub struct IngestArgs {
     /// Cores for the receive threads, comma-separated (one per worker).
     #[arg(long, value_delimiter = ',', value_name = "CORE,...")]
     pub cores: Option<Vec<usize>>,
-    /// Receive backend.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
+    /// Receive backend (`iouring` and `io_uring` are read as `io-uring`,
+    /// with a warning).
+    #[arg(long, value_name = "BACKEND", value_parser = backend_names())]
+    pub backend: Option<String>,
     /// How to publish: fast-ingest batches (default) or pipelined.
     #[arg(long, value_enum)]
     pub publish_mode: Option<tspi::config::PublishMode>,
@@ -93,6 +94,15 @@ pub fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--backend`'s values: [`Backend::ALL`] by name, and the old spellings
+/// (hidden from `--help`).
+fn backend_names() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    let names = Backend::ALL.map(|b| PossibleValue::new(b.name()));
+    let old = Backend::OLD_SPELLINGS.map(|(old, _)| PossibleValue::new(old).hide(true));
+    clap::builder::PossibleValuesParser::new(names.into_iter().chain(old))
+}
+
 fn apply(a: &IngestArgs, cfg: &mut Config) {
     if !a.udp.is_empty() {
         cfg.ingest.udp = a.udp.clone();
@@ -109,8 +119,10 @@ fn apply(a: &IngestArgs, cfg: &mut Config) {
     if let Some(m) = a.publish_mode {
         cfg.publish.mode = m;
     }
-    if let Some(b) = a.backend {
-        cfg.ingest.backend = b;
+    if let Some(b) = &a.backend {
+        // Parsed here, not by clap, so that an old spelling's warning is
+        // logged (logging starts after the arguments are read).
+        cfg.ingest.backend = b.parse().expect("clap accepts backend names only");
     }
     a.metrics.apply(&mut cfg.metrics);
     if let Some(r) = a.replicas {

@@ -270,45 +270,7 @@ impl Ended {
 
 /// The channels service's counters as Prometheus text (read at scrape).
 fn render_channels(s: &ServiceStats) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for (name, help, v) in channels_counters(s) {
-        let _ = writeln!(out, "# HELP tspi_channels_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE tspi_channels_{name}_total counter");
-        let _ = writeln!(out, "tspi_channels_{name}_total {v}");
-    }
-    out
-}
-
-fn channels_counters(s: &ServiceStats) -> [(&'static str, &'static str, u64); 5] {
-    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    [
-        (
-            "livestream_messages",
-            "Messages seen on the livestream subject",
-            r(&s.livestream_messages),
-        ),
-        (
-            "groups_started",
-            "Group replays started",
-            r(&s.groups_started),
-        ),
-        (
-            "privates_started",
-            "Private replays started",
-            r(&s.privates_started),
-        ),
-        (
-            "privates_expired",
-            "Private replays stopped for want of a heartbeat",
-            r(&s.privates_expired),
-        ),
-        (
-            "requests_refused",
-            "Replay requests refused",
-            r(&s.requests_refused),
-        ),
-    ]
+    tspi::metrics::render_counter_families("tspi_channels", &s.load())
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -462,20 +424,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 accounts.insert("archive".into(), serde_json::json!({ "account": account }));
             }
             Ended::Channels(Ok(())) => {
-                let counters = channels_counters(&channel_stats);
+                let counts = channel_stats.load();
                 eprintln!(
                     "tspi channels: final account: {}",
-                    counters
-                        .iter()
-                        .map(|(name, _, v)| format!("{name} {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    tspi::metrics::all_counts_fragment(&counts, ", ")
                 );
-                let map: serde_json::Map<String, serde_json::Value> = counters
-                    .iter()
-                    .map(|(name, _, v)| ((*name).to_owned(), (*v).into()))
-                    .collect();
-                accounts.insert("channels".into(), serde_json::json!({ "account": map }));
+                accounts.insert("channels".into(), serde_json::json!({ "account": counts }));
             }
             Ended::Ingest(Err(err)) | Ended::Archive(Err(err)) | Ended::Channels(Err(err)) => {
                 ok = false;

@@ -1,7 +1,7 @@
 //! The ingest counters and gauges, as plain values the reporter samples.
 //!
 //! Whoever owns the live counts (atomics on the receive cores, fields in the
-//! publisher) copies them into a [`Counters`] once per interval; the metrics
+//! publisher) copies them into an [`IngestCounts`] once per interval; the metrics
 //! module never touches the hot path's storage.
 
 use crate::codec::RejectReason;
@@ -13,42 +13,59 @@ use std::collections::BTreeMap;
 pub const REJECT_REASONS_LEN: usize = RejectReason::ALL.len();
 const _: () = assert!(REJECT_REASONS_LEN == 5);
 
-/// Monotonic ingest counters since the process started.
-///
-/// In JSON, `rejected` is an object keyed by [`RejectReason::label`]
-/// (`{"length":0,"type":0,"version":0,"day":0,"time":0}`), in
-/// [`RejectReason::ALL`] order. Reading JSON is lenient so that an older
-/// tool reads a newer box's snapshot: a missing counter is zero, an unknown
-/// field or reason label is ignored.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(default)]
-pub struct Counters {
-    /// Datagrams read from the sockets (accepted or not).
-    pub received: u64,
-    /// Datagrams the codec rejected, indexed by [`RejectReason::index`].
-    #[serde(serialize_with = "ser_rejected", deserialize_with = "de_rejected")]
-    pub rejected: [u64; REJECT_REASONS_LEN],
-    /// Accepted datagrams dropped by a source/type filter.
-    pub filtered: u64,
-    /// Accepted datagrams dropped because a receive core's ring was full.
-    pub ring_dropped: u64,
-    /// Messages handed to JetStream publish.
-    pub published: u64,
-    /// Publish acks received (including duplicates).
-    pub acked: u64,
-    /// Acks that JetStream flagged as duplicates (`Nats-Msg-Id` seen before).
-    pub duplicate: u64,
-    /// Publishes retried after a timeout or error.
-    pub retried: u64,
-    /// Messages given up on after the last retry.
-    pub failed: u64,
-    /// Datagrams the kernel dropped before we read them (`SO_RXQ_OVFL`).
-    pub kernel_dropped: u64,
+/// [`RejectReason::label`] of each reason, in [`RejectReason::ALL`] order:
+/// the `reason` label of `tspi_ingest_rejected_total`.
+pub const REJECT_REASON_LABELS: [&str; REJECT_REASONS_LEN] = {
+    let mut out = [""; REJECT_REASONS_LEN];
+    let mut i = 0;
+    while i < REJECT_REASONS_LEN {
+        out[i] = RejectReason::ALL[i].label();
+        i += 1;
+    }
+    out
+};
+
+crate::counter_set! {
+    /// Monotonic ingest counters since the process started.
+    ///
+    /// In JSON, `rejected` is an object keyed by [`RejectReason::label`]
+    /// (`{"length":0,"type":0,"version":0,"day":0,"time":0}`), in
+    /// [`RejectReason::ALL`] order. Reading JSON is lenient so that an older
+    /// tool reads a newer box's snapshot: a missing counter is zero, an unknown
+    /// field or reason label is ignored.
+    #[derive(Hash, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    pub struct IngestCounts {
+        /// Datagrams read from the sockets (accepted or not).
+        received => "Datagrams read from the sockets, accepted or not.",
+        /// Datagrams the codec rejected, indexed by [`RejectReason::index`].
+        #[serde(serialize_with = "ser_rejected", deserialize_with = "de_rejected")]
+        rejected [by "reason": REJECT_REASON_LABELS] => "Datagrams the codec rejected, by reason.",
+        /// Accepted datagrams dropped by a source/type filter.
+        filtered => "Accepted datagrams dropped by a source or type filter.",
+        /// Accepted datagrams dropped because a receive core's ring was full.
+        ring_dropped => "Accepted datagrams dropped because a receive ring was full.",
+        /// Messages handed to JetStream publish.
+        published => "Messages handed to JetStream publish.",
+        /// Publish acks received (including duplicates).
+        acked => "JetStream publish acks received, duplicates included.",
+        /// Acks that JetStream flagged as duplicates (`Nats-Msg-Id` seen before).
+        duplicate => "Publish acks flagged as duplicates by JetStream.",
+        /// Publishes retried after a timeout or error.
+        retried => "Publishes retried after a timeout or error.",
+        /// Messages given up on after the last retry.
+        failed => "Messages given up on after the last retry.",
+        /// Datagrams the kernel dropped before we read them (`SO_RXQ_OVFL`).
+        kernel_dropped => "Datagrams the kernel dropped before they were read.",
+    }
 }
 
-impl Counters {
+/// Deprecated: the old name of [`IngestCounts`], kept while the integration
+/// tests still use it (an `#[deprecated]` attribute would fail their
+/// `-D warnings` build). Use `IngestCounts`.
+pub type Counters = IngestCounts;
+
+impl IngestCounts {
     /// Rejections of every reason together.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().fold(0u64, |a, &b| a.saturating_add(b))
@@ -57,82 +74,6 @@ impl Counters {
     /// The count for one rejection reason.
     pub fn rejected_for(&self, reason: RejectReason) -> u64 {
         self.rejected[reason.index()]
-    }
-
-    /// What each counter gained since `earlier`. A counter that went backwards
-    /// (it cannot, unless the caller mixed up sources) counts as zero rather
-    /// than wrapping into a huge rate.
-    pub fn delta_since(&self, earlier: &Counters) -> Counters {
-        let d = |now: u64, then: u64| now.saturating_sub(then);
-        let mut rejected = [0; REJECT_REASONS_LEN];
-        for (i, r) in rejected.iter_mut().enumerate() {
-            *r = d(self.rejected[i], earlier.rejected[i]);
-        }
-        Counters {
-            received: d(self.received, earlier.received),
-            rejected,
-            filtered: d(self.filtered, earlier.filtered),
-            ring_dropped: d(self.ring_dropped, earlier.ring_dropped),
-            published: d(self.published, earlier.published),
-            acked: d(self.acked, earlier.acked),
-            duplicate: d(self.duplicate, earlier.duplicate),
-            retried: d(self.retried, earlier.retried),
-            failed: d(self.failed, earlier.failed),
-            kernel_dropped: d(self.kernel_dropped, earlier.kernel_dropped),
-        }
-    }
-
-    /// Every scalar counter with its metric name, in a fixed order (rejected
-    /// is separate: it carries a label). Renderers iterate this so a new
-    /// counter cannot be forgotten in one output and present in another.
-    pub(crate) fn scalars(&self) -> [(&'static str, &'static str, u64); 9] {
-        [
-            (
-                "received",
-                "Datagrams read from the sockets, accepted or not.",
-                self.received,
-            ),
-            (
-                "filtered",
-                "Accepted datagrams dropped by a source or type filter.",
-                self.filtered,
-            ),
-            (
-                "ring_dropped",
-                "Accepted datagrams dropped because a receive ring was full.",
-                self.ring_dropped,
-            ),
-            (
-                "published",
-                "Messages handed to JetStream publish.",
-                self.published,
-            ),
-            (
-                "acked",
-                "JetStream publish acks received, duplicates included.",
-                self.acked,
-            ),
-            (
-                "duplicate",
-                "Publish acks flagged as duplicates by JetStream.",
-                self.duplicate,
-            ),
-            (
-                "retried",
-                "Publishes retried after a timeout or error.",
-                self.retried,
-            ),
-            (
-                "failed",
-                "Messages given up on after the last retry.",
-                self.failed,
-            ),
-            (
-                "kernel_dropped",
-                "Datagrams the kernel dropped before they were read.",
-                self.kernel_dropped,
-            ),
-        ]
     }
 }
 
@@ -170,9 +111,10 @@ pub struct Gauges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::CounterValue;
 
-    fn sample() -> Counters {
-        Counters {
+    fn sample() -> IngestCounts {
+        IngestCounts {
             received: 100,
             rejected: [1, 2, 3, 4, 5],
             filtered: 6,
@@ -197,15 +139,15 @@ mod tests {
         let d = after.delta_since(&before);
         assert_eq!(
             d,
-            Counters {
+            IngestCounts {
                 received: 10,
                 rejected: [0, 0, 0, 3, 0],
                 acked: 9,
                 kernel_dropped: 1,
-                ..Counters::default()
+                ..IngestCounts::default()
             }
         );
-        assert_eq!(before.delta_since(&before), Counters::default());
+        assert_eq!(before.delta_since(&before), IngestCounts::default());
         // Backwards never wraps.
         assert_eq!(before.delta_since(&after).received, 0);
     }
@@ -217,24 +159,78 @@ mod tests {
             json,
             r#"{"received":100,"rejected":{"length":1,"type":2,"version":3,"day":4,"time":5},"filtered":6,"ring_dropped":7,"published":80,"acked":79,"duplicate":1,"retried":2,"failed":0,"kernel_dropped":9}"#
         );
-        let back: Counters = serde_json::from_str(&json).unwrap();
+        let back: IngestCounts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, sample());
     }
 
     #[test]
     fn reading_is_lenient() {
-        let c: Counters = serde_json::from_str(
+        let c: IngestCounts = serde_json::from_str(
             r#"{"received":1,"rejected":{"day":2,"newer":7},"newer_counter":3}"#,
         )
         .unwrap();
         assert_eq!(
             c,
-            Counters {
+            IngestCounts {
                 received: 1,
                 rejected: [0, 0, 0, 2, 0],
-                ..Counters::default()
+                ..IngestCounts::default()
             }
         );
+    }
+
+    #[test]
+    fn json_and_prometheus_name_the_same_counters() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let mut json: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let mut declared: Vec<&str> = sample().fields().iter().map(|f| f.name).collect();
+        json.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(json, declared);
+    }
+
+    fn arbitrary() -> impl proptest::strategy::Strategy<Value = IngestCounts> {
+        use proptest::prelude::*;
+        (any::<[u64; 9]>(), any::<[u64; REJECT_REASONS_LEN]>()).prop_map(|(v, rejected)| {
+            IngestCounts {
+                received: v[0],
+                rejected,
+                filtered: v[1],
+                ring_dropped: v[2],
+                published: v[3],
+                acked: v[4],
+                duplicate: v[5],
+                retried: v[6],
+                failed: v[7],
+                kernel_dropped: v[8],
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// Every field of the delta is the saturating difference, so the
+        /// delta never exceeds the later value and adds back when counts grew.
+        #[test]
+        fn delta_is_saturating_sub_per_field(a in arbitrary(), b in arbitrary()) {
+            let d = a.delta_since(&b);
+            for ((fa, fb), fd) in a.fields().iter().zip(b.fields()).zip(d.fields()) {
+                let (CounterValue::One(x), CounterValue::One(y), CounterValue::One(z)) =
+                    (fa.value, fb.value, fd.value)
+                else {
+                    let (CounterValue::ByLabel { counts: x, .. },
+                         CounterValue::ByLabel { counts: y, .. },
+                         CounterValue::ByLabel { counts: z, .. }) = (fa.value, fb.value, fd.value)
+                    else {
+                        panic!("{} changed kind", fa.name);
+                    };
+                    for ((x, y), z) in x.iter().zip(y).zip(z) {
+                        proptest::prop_assert_eq!(*z, x.saturating_sub(*y));
+                    }
+                    continue;
+                };
+                proptest::prop_assert_eq!(z, x.saturating_sub(y));
+            }
+        }
     }
 
     #[test]
@@ -242,6 +238,9 @@ mod tests {
         let c = sample();
         assert_eq!(c.rejected_total(), 15);
         assert_eq!(c.rejected_for(RejectReason::Time), 5);
-        assert_eq!(c.scalars().len(), 9);
+        assert_eq!(IngestCounts::FIELDS_LEN, 10);
+        for (label, reason) in REJECT_REASON_LABELS.iter().zip(RejectReason::ALL) {
+            assert_eq!(*label, reason.label());
+        }
     }
 }

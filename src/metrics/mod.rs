@@ -3,13 +3,17 @@
 //!
 //! Pure core (no I/O, no clock unless asked):
 //! - [`MetricsConfig`]: the `[metrics]` section and its checks;
-//! - [`Counters`], [`Gauges`]: plain values the reporter is handed;
+//! - [`IngestCounts`], [`Gauges`]: plain values the reporter is handed,
+//!   the counters declared once with [`counter_set!`](crate::counter_set)
+//!   (as every stage's are: archive, replay, channels);
 //! - [`Latencies`] / [`LatencyRecorder`]: HdrHistograms (1 ns .. 60 s, 3
 //!   significant digits, saturating) with one recorder per publisher task,
 //!   merged by the reporter;
 //! - [`Reporter`] → [`Report`]: deltas since the last report, the interval's
 //!   histograms and the cumulative ones (borrowed from the reporter);
-//! - renderers: [`render_log_line`] (for `tracing::info!`),
+//! - renderers: the shared Prometheus writers ([`write_counter_families`],
+//!   [`write_gauge_family`], [`write_histogram_family`]) and log fragment
+//!   ([`counts_fragment`]) every stage uses; [`render_log_line`] (for `tracing::info!`),
 //!   [`render_json_line`] (`--json` on stdout), [`render_prometheus`]
 //!   (`--metrics-addr`), [`snapshot_message`] (HdrHistogram V2 deflate,
 //!   base64, on [`metrics_subject`]).
@@ -21,7 +25,7 @@
 //! A reporter task, sketched:
 //!
 //! ```no_run
-//! # async fn demo(client: async_nats::Client, counters: impl Fn() -> tspi::metrics::Counters) -> std::io::Result<()> {
+//! # async fn demo(client: async_nats::Client, counters: impl Fn() -> tspi::metrics::IngestCounts) -> std::io::Result<()> {
 //! use tspi::metrics::*;
 //! let mut reporter = Reporter::new();
 //! let _recorder = reporter.recorder(); // one per publisher task, moved into it
@@ -44,6 +48,7 @@
 //! ```
 
 pub mod config;
+mod counter_set;
 mod counters;
 mod host;
 mod http;
@@ -55,7 +60,13 @@ mod report;
 mod snapshot;
 
 pub use config::MetricsConfig;
-pub use counters::{Counters, Gauges, REJECT_REASONS_LEN};
+pub use counter_set::{
+    CounterCell, CounterField, CounterSet, CounterValue, all_counts_fragment, counts_fragment,
+    render_counter_families, write_counter_families, write_family, write_gauge_family,
+    write_histogram_family,
+};
+pub use counters::Counters;
+pub use counters::{Gauges, IngestCounts, REJECT_REASON_LABELS, REJECT_REASONS_LEN};
 pub use host::hostname;
 pub use http::{
     Exposition, HTTP_CONNECTION_TIMEOUT, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_HEAD_LEN_MAX,

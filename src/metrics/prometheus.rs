@@ -5,11 +5,10 @@
 //! `tspi_ingest_<latency>_seconds` with the fixed bounds of
 //! [`BUCKET_BOUNDS`], built from the cumulative HdrHistogram.
 
+use super::counter_set::{write_counter_families, write_gauge_family, write_histogram_family};
 use super::latency::{LATENCY_NS_MAX, Latency};
 use super::report::Report;
-use crate::codec::RejectReason;
 use hdrhistogram::Histogram;
-use std::fmt::Write as _;
 
 /// Metric name prefix.
 pub const PROMETHEUS_PREFIX: &str = "tspi_ingest";
@@ -57,55 +56,24 @@ const _: () = {
 pub fn render_prometheus(r: &Report<'_>) -> String {
     let mut s = String::with_capacity(8 * 1024);
     let p = PROMETHEUS_PREFIX;
-
-    for (name, help, value) in r.counters.scalars() {
-        family(&mut s, &format!("{p}_{name}_total"), help, "counter");
-        let _ = writeln!(s, "{p}_{name}_total {value}");
-    }
-
-    family(
+    write_counter_families(&mut s, p, &r.counters);
+    write_gauge_family(
         &mut s,
-        &format!("{p}_rejected_total"),
-        "Datagrams the codec rejected, by reason.",
-        "counter",
+        &format!("{p}_ring_frames"),
+        "Frames waiting in the receive rings.",
+        &[("", r.gauges.ring_frames)],
     );
-    for reason in RejectReason::ALL {
-        let _ = writeln!(
-            s,
-            "{p}_rejected_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            r.counters.rejected_for(reason)
-        );
-    }
-
-    let gauges = [
-        (
-            "ring_frames",
-            "Frames waiting in the receive rings.",
-            r.gauges.ring_frames,
-        ),
-        (
-            "acks_in_flight",
-            "JetStream publishes awaiting their ack.",
-            r.gauges.acks_in_flight,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        family(&mut s, &format!("{p}_{name}"), help, "gauge");
-        let _ = writeln!(s, "{p}_{name} {value}");
-    }
-
+    write_gauge_family(
+        &mut s,
+        &format!("{p}_acks_in_flight"),
+        "JetStream publishes awaiting their ack.",
+        &[("", r.gauges.acks_in_flight)],
+    );
     for which in Latency::ALL {
         let name = format!("{p}_{}_seconds", which.name());
-        family(&mut s, &name, which.help(), "histogram");
-        histogram(&mut s, &name, r.cumulative.get(which));
+        write_histogram_family(&mut s, &name, which.help(), r.cumulative.get(which));
     }
     s
-}
-
-fn family(s: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(s, "# HELP {name} {help}");
-    let _ = writeln!(s, "# TYPE {name} {kind}");
 }
 
 /// Cumulative bucket counts, one per [`BUCKET_BOUNDS`] entry, and the sum
@@ -134,19 +102,10 @@ pub fn bucket_counts(h: &Histogram<u64>) -> ([u64; BUCKET_BOUNDS.len()], u128) {
     (per_bucket, sum_ns)
 }
 
-fn histogram(s: &mut String, name: &str, h: &Histogram<u64>) {
-    let (cumulative, sum_ns) = bucket_counts(h);
-    for ((_, le), n) in BUCKET_BOUNDS.iter().zip(cumulative) {
-        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(s, "{name}_sum {}", sum_ns as f64 / 1e9);
-    let _ = writeln!(s, "{name}_count {}", h.len());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::RejectReason;
     use crate::metrics::render::tests::{fixture, fixture_histograms};
     use std::collections::BTreeMap;
 

@@ -4,12 +4,23 @@
 //! latencies from [`Report::interval`]. The JSON line also carries the
 //! cumulative counters.
 
-use super::counters::{Counters, Gauges};
+use super::counter_set::counts_fragment;
+use super::counters::{Gauges, IngestCounts};
 use super::latency::{Latency, LatencyView};
 use super::report::Report;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write as _;
+
+/// The interval's losses the log line shows, in this order (a count by
+/// reason shows its total).
+const LOG_LINE_COUNTS: [&str; 5] = [
+    "rejected",
+    "filtered",
+    "ring_dropped",
+    "kernel_dropped",
+    "failed",
+];
 
 /// The quantiles every latency summary shows, with their name suffix.
 const QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
@@ -43,12 +54,8 @@ pub fn render_log_line(r: &Report<'_>) -> String {
     }
     let _ = write!(
         s,
-        " | rejected {} filtered {} ring_dropped {} kernel_dropped {} failed {} | ring_frames {} acks_in_flight {}",
-        d.rejected_total(),
-        d.filtered,
-        d.ring_dropped,
-        d.kernel_dropped,
-        d.failed,
+        " | {} | ring_frames {} acks_in_flight {}",
+        counts_fragment(d, &LOG_LINE_COUNTS, " "),
         r.gauges.ring_frames,
         r.gauges.acks_in_flight,
     );
@@ -72,7 +79,7 @@ fn ms_2_digits(ns: u64) -> String {
 /// ```text
 /// {"component":"ingest","start_unix_ms":..,"at_unix_ms":..,"interval_s":10.0,
 ///  "received_per_s":..,"published_per_s":..,"acked_per_s":..,
-///  "delta":{<Counters>},"counters":{<Counters>},"gauges":{"ring_frames":..,"acks_in_flight":..},
+///  "delta":{<IngestCounts>},"counters":{<IngestCounts>},"gauges":{"ring_frames":..,"acks_in_flight":..},
 ///  "latency":{"receive_to_publish":{"count":..,"latency_us_p50":..,"latency_us_p99":..,
 ///             "latency_us_p999":..,"latency_us_max":..},"publish_to_ack":{..},"receive_to_ack":{..}}}
 /// ```
@@ -110,8 +117,8 @@ struct JsonLine<'a> {
     received_per_s: f64,
     published_per_s: f64,
     acked_per_s: f64,
-    delta: &'a Counters,
-    counters: &'a Counters,
+    delta: &'a IngestCounts,
+    counters: &'a IngestCounts,
     gauges: &'a Gauges,
     latency: JsonLatencies,
 }
@@ -184,7 +191,7 @@ pub(crate) mod tests {
         interval: &'a LatencyHistograms,
         cumulative: &'a LatencyHistograms,
     ) -> Report<'a> {
-        let counters = Counters {
+        let counters = IngestCounts {
             received: 1_000_123,
             rejected: [1, 0, 0, 1, 0],
             filtered: 0,
@@ -196,12 +203,12 @@ pub(crate) mod tests {
             failed: 0,
             kernel_dropped: 0,
         };
-        let delta = Counters {
+        let delta = IngestCounts {
             received: 198_502,
             rejected: [1, 0, 0, 1, 0],
             published: 198_490,
             acked: 198_485,
-            ..Counters::default()
+            ..IngestCounts::default()
         };
         Report {
             start_unix_ms: 1_700_000_000_000,

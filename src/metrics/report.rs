@@ -2,7 +2,7 @@
 //! cumulative totals, and computes counter deltas into a [`Report`] that the
 //! renderers turn into text.
 
-use super::counters::{Counters, Gauges};
+use super::counters::{Gauges, IngestCounts};
 use super::latency::{Latencies, LatencyHistograms, LatencyRecorder, LatencyView};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,9 +41,9 @@ pub struct Report<'a> {
     /// Length of the interval by the monotonic clock, seconds.
     pub interval_s: f64,
     /// Totals since start.
-    pub counters: Counters,
+    pub counters: IngestCounts,
     /// Gained during this interval.
-    pub delta: Counters,
+    pub delta: IngestCounts,
     pub gauges: Gauges,
     /// Latencies recorded during this interval (the log line, JSON line and
     /// NATS snapshot show these).
@@ -70,7 +70,7 @@ impl Report<'_> {
 pub struct Reporter {
     latencies: Latencies,
     cumulative: LatencyHistograms,
-    previous: Counters,
+    previous: IngestCounts,
     previous_at: ReportTime,
     refresh_timeout: Duration,
 }
@@ -94,7 +94,7 @@ impl Reporter {
         Reporter {
             latencies,
             cumulative: LatencyHistograms::new(),
-            previous: Counters::default(),
+            previous: IngestCounts::default(),
             previous_at: start,
             refresh_timeout: super::latency::REFRESH_TIMEOUT_DEFAULT,
         }
@@ -115,7 +115,7 @@ impl Reporter {
     /// [`Reporter::report_at`] now. Blocks up to the refresh timeout (see
     /// [`Latencies::refresh`]); from async code:
     /// `tokio::task::block_in_place(|| reporter.report(c, g))`.
-    pub fn report(&mut self, counters: Counters, gauges: Gauges) -> Report<'_> {
+    pub fn report(&mut self, counters: IngestCounts, gauges: Gauges) -> Report<'_> {
         self.report_at(ReportTime::now(), counters, gauges)
     }
 
@@ -126,7 +126,12 @@ impl Reporter {
     /// The interval histograms are reset at the start of the next report
     /// rather than the end of this one so the returned report can borrow
     /// them; the effect is the same.
-    pub fn report_at(&mut self, now: ReportTime, counters: Counters, gauges: Gauges) -> Report<'_> {
+    pub fn report_at(
+        &mut self,
+        now: ReportTime,
+        counters: IngestCounts,
+        gauges: Gauges,
+    ) -> Report<'_> {
         self.latencies.reset();
         self.latencies.refresh_timeout(self.refresh_timeout);
         self.cumulative.add(self.latencies.view());
@@ -171,10 +176,10 @@ mod tests {
             rec.record_receive_to_ack(1_000_000);
         }
         rec.flush(); // nothing asked yet: a no-op
-        let c1 = Counters {
+        let c1 = IngestCounts {
             received: 100,
             acked: 90,
-            ..Counters::default()
+            ..IngestCounts::default()
         };
         // The recorder is alive and idle: hand over by dropping it.
         drop(rec);
@@ -210,11 +215,11 @@ mod tests {
         assert_eq!(r2.interval_s, 5.0);
         assert_eq!(
             r2.delta,
-            Counters {
+            IngestCounts {
                 received: 50,
                 acked: 50,
                 rejected: [0, 2, 0, 0, 0],
-                ..Counters::default()
+                ..IngestCounts::default()
             }
         );
         assert_eq!(r2.counters, c2);
@@ -224,7 +229,7 @@ mod tests {
 
         // An empty interval.
         let r3 = reporter.report_at(at(15), c2, Gauges::default());
-        assert_eq!(r3.delta, Counters::default());
+        assert_eq!(r3.delta, IngestCounts::default());
         assert_eq!(r3.interval_s, 0.0);
         assert_eq!(r3.rate_per_s(r3.delta.received), 0.0);
         assert_eq!(r3.interval.receive_to_ack.len(), 0);
@@ -237,9 +242,9 @@ mod tests {
         let mut lines = Vec::new();
         let mut emit = |r: &Report<'_>| lines.push(crate::metrics::render_log_line(r));
         for s in 1..=3 {
-            let c = Counters {
+            let c = IngestCounts {
                 received: s * 10,
-                ..Counters::default()
+                ..IngestCounts::default()
             };
             let r = reporter.report_at(at(s), c, Gauges::default());
             emit(&r);

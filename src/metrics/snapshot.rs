@@ -8,7 +8,7 @@
 //! {"host":"rx-01","component":"ingest","start_unix_ms":..,"end_unix_ms":..,
 //!  "histogram_encoding":"hdrhistogram-v2-deflate-base64","histogram_unit":"ns",
 //!  "histograms":{"receive_to_publish":"HISTFAAA..","publish_to_ack":"..","receive_to_ack":".."},
-//!  "counters":{<cumulative Counters>},"delta":{<interval Counters>},"gauges":{..}}
+//!  "counters":{<cumulative IngestCounts>},"delta":{<interval IngestCounts>},"gauges":{..}}
 //! ```
 //!
 //! The histograms are the interval's (start..end), in the standard
@@ -16,7 +16,7 @@
 //! in nanoseconds: any HdrHistogram implementation decodes them, and
 //! intervals from many boxes add up.
 
-use super::counters::{Counters, Gauges};
+use super::counters::{Gauges, IngestCounts};
 use super::latency::{Latency, LatencyHistograms, LatencyView};
 use super::report::Report;
 use base64::Engine as _;
@@ -114,10 +114,10 @@ pub struct Snapshot {
     pub histogram_unit: String,
     pub histograms: SnapshotHistograms,
     /// Cumulative since the box started.
-    pub counters: Counters,
+    pub counters: IngestCounts,
     /// Gained during start..end.
     #[serde(default)]
-    pub delta: Counters,
+    pub delta: IngestCounts,
     #[serde(default)]
     pub gauges: Gauges,
 }

@@ -159,10 +159,11 @@ impl IngestConfig {
 
 /// How datagrams come out of the kernel.
 ///
-/// Config files and the command line both accept `auto`, `io-uring` (also
-/// spelled `iouring` or `io_uring`) and `recvmmsg`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// Named one way wherever a user sees it: `auto`, `io-uring`, `recvmmsg`
+/// ([`Backend::name`]) in config files, on the command line, in logs and in
+/// the final account. The older spellings `iouring` and `io_uring` are still
+/// read, with a warning naming `io-uring` ([`Backend::OLD_SPELLINGS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// io_uring when [`super::probe_io_uring`] passes, else recvmmsg (the
     /// reason is logged).
@@ -171,22 +172,71 @@ pub enum Backend {
     /// wake-up for any number of sockets and datagrams (NOTES.md: 1.31 Mpps
     /// per core on loopback). Starting fails if the kernel or a sandbox
     /// refuses io_uring.
-    #[serde(rename = "io-uring", alias = "iouring", alias = "io_uring")]
-    #[value(alias = "iouring", alias = "io_uring")]
     IoUring,
     /// Batched `recvmmsg` over pre-allocated buffers, `poll` across sockets
     /// when idle. Works everywhere (NOTES.md: 1.18 Mpps per core).
     Recvmmsg,
 }
 
+/// A backend name that is none of [`Backend::ALL`]'s (nor an old spelling).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown receive backend {0:?}: expected auto, io-uring or recvmmsg")]
+pub struct UnknownBackend(pub String);
+
 impl Backend {
-    /// The name used in logs and metrics.
+    /// Every backend, in the order help texts list them.
+    pub const ALL: [Backend; 3] = [Backend::Auto, Backend::IoUring, Backend::Recvmmsg];
+
+    /// Spellings read before the backend was named one way, and what each
+    /// means. Read with a warning; drop after one release.
+    pub const OLD_SPELLINGS: [(&'static str, Backend); 2] = [
+        ("iouring", Backend::IoUring),
+        ("io_uring", Backend::IoUring),
+    ];
+
+    /// The one name: in config files, on the command line, in logs, metrics
+    /// and the final account.
     pub const fn name(self) -> &'static str {
         match self {
             Backend::Auto => "auto",
-            Backend::IoUring => "io_uring",
+            Backend::IoUring => "io-uring",
             Backend::Recvmmsg => "recvmmsg",
         }
+    }
+
+    /// Pure: the backend `text` names, and whether it is an old spelling.
+    pub fn lookup(text: &str) -> Result<(Backend, bool), UnknownBackend> {
+        if let Some(b) = Backend::ALL.into_iter().find(|b| b.name() == text) {
+            return Ok((b, false));
+        }
+        Backend::OLD_SPELLINGS
+            .into_iter()
+            .find(|(old, _)| *old == text)
+            .map(|(_, b)| (b, true))
+            .ok_or_else(|| UnknownBackend(text.to_owned()))
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    /// [`Backend::lookup`], warning when `text` is an old spelling.
+    fn from_str(text: &str) -> Result<Backend, UnknownBackend> {
+        let (b, old) = Backend::lookup(text)?;
+        if old {
+            tracing::warn!(
+                "receive backend {text:?} is an old spelling: write \"{}\"",
+                b.name()
+            );
+        }
+        Ok(b)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Backend, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -556,12 +606,13 @@ mod tests {
     #[test]
     fn backend_names_match_between_config_files_and_the_command_line() {
         use clap::ValueEnum;
-        for (text, backend) in [
-            ("auto", Backend::Auto),
-            ("io-uring", Backend::IoUring),
-            ("iouring", Backend::IoUring),
-            ("io_uring", Backend::IoUring),
-            ("recvmmsg", Backend::Recvmmsg),
+        use std::str::FromStr;
+        for (text, backend, old) in [
+            ("auto", Backend::Auto, false),
+            ("io-uring", Backend::IoUring, false),
+            ("iouring", Backend::IoUring, true),
+            ("io_uring", Backend::IoUring, true),
+            ("recvmmsg", Backend::Recvmmsg, false),
         ] {
             let json = format!("\"{text}\"");
             assert_eq!(
@@ -569,9 +620,19 @@ mod tests {
                 backend,
                 "{text}"
             );
-            assert_eq!(Backend::from_str(text, false).unwrap(), backend, "{text}");
+            assert_eq!(Backend::from_str(text).unwrap(), backend, "{text}");
+            assert_eq!(Backend::lookup(text).unwrap(), (backend, old), "{text}");
         }
+        for b in Backend::ALL {
+            assert_eq!(Backend::lookup(b.name()).unwrap(), (b, false));
+            assert_eq!(b.to_string(), b.name());
+        }
+        assert_eq!(Backend::IoUring.name(), "io-uring");
         assert!(serde_json::from_str::<Backend>("\"dpdk\"").is_err());
+        assert_eq!(
+            Backend::from_str("dpdk"),
+            Err(UnknownBackend("dpdk".into()))
+        );
         let p: OverflowPolicy = serde_json::from_str("\"drop-newest\"").unwrap();
         assert_eq!(p, OverflowPolicy::DropNewest);
         assert_eq!(

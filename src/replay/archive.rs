@@ -11,7 +11,9 @@
 //! Rows are read through a cursor (a portal in one read-only transaction)
 //! in batches of `read_ahead.batch_len`.
 
-use super::source::{Batch, Counters, Feed, ReadAhead, Source, SourceStats, TAGS_MAX, parse_tag};
+use super::source::{
+    Batch, Feed, ReadAhead, Source, SourceCounts, SourceStats, TAGS_MAX, parse_tag,
+};
 use super::time::recv_time_from_stored;
 use super::{Item, ItemKind, ReplayError};
 use crate::codec;
@@ -64,7 +66,7 @@ pub struct ArchiveSource {
     pub subject_prefix: String,
     pub read_ahead: ReadAhead,
     feed: Feed,
-    counters: Arc<Counters>,
+    counters: Arc<SourceCounts>,
 }
 
 impl ArchiveSource {
@@ -121,7 +123,7 @@ struct Read {
     with_tags: bool,
     prefix: String,
     batch_len: usize,
-    counters: Arc<Counters>,
+    counters: Arc<SourceCounts>,
 }
 
 impl Read {
@@ -263,7 +265,7 @@ impl Source for ArchiveSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.counters.stats()
+        self.counters.load()
     }
 }
 

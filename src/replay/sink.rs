@@ -15,7 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Header with the subject a replayed message was first published on (the
@@ -31,39 +31,22 @@ pub trait Sink: Send {
     fn finish(&mut self, wait: Duration) -> SinkStats;
 }
 
-/// What a sink did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SinkStats {
-    pub sent: u64,
-    /// Stored by JetStream (channel sink).
-    pub acked: u64,
-    /// Publishes that failed or were not acked.
-    pub failed: u64,
-    /// Tags re-emitted (channel sink) or left out (UDP sink).
-    pub tags: u64,
-    /// Bodies that could not be turned back into a datagram (UDP sink).
-    pub unconvertible: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    sent: AtomicU64,
-    acked: AtomicU64,
-    failed: AtomicU64,
-    tags: AtomicU64,
-    unconvertible: AtomicU64,
-}
-
-impl Counters {
-    fn stats(&self) -> SinkStats {
-        SinkStats {
-            sent: self.sent.load(Relaxed),
-            acked: self.acked.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            tags: self.tags.load(Relaxed),
-            unconvertible: self.unconvertible.load(Relaxed),
-        }
+crate::counter_set! {
+    /// What a sink did.
+    #[derive(serde::Serialize)]
+    pub struct SinkStats {
+        sent => "Items handed to the sink",
+        /// Stored by JetStream (channel sink).
+        acked => "Publishes stored by JetStream",
+        /// Publishes that failed or were not acked.
+        failed => "Publishes that failed or were not acked",
+        /// Tags re-emitted (channel sink) or left out (UDP sink).
+        tags => "Tags re-emitted (channel) or left out (UDP)",
+        /// Bodies that could not be turned back into a datagram (UDP sink).
+        unconvertible => "Bodies that could not be turned back into a datagram",
     }
+    /// A sink's counts, shared with its publisher task.
+    live struct SinkCounts;
 }
 
 /// Publishes into a channel: telemetry on `tspi.channel.<channel>` with
@@ -93,7 +76,7 @@ pub struct ChannelSink {
     queue: Option<tokio::sync::mpsc::Sender<Outgoing>>,
     publisher: Option<tokio::task::JoinHandle<()>>,
     subject: Subject,
-    counters: Arc<Counters>,
+    counters: Arc<SinkCounts>,
 }
 
 /// How far a [`ChannelSink`]'s publishing may fall behind its pacer.
@@ -174,7 +157,7 @@ impl ChannelSink {
     ) -> ChannelSink {
         let max = limits.acks_in_flight_max.clamp(1, 65_536);
         let (tx, rx) = tokio::sync::mpsc::channel(limits.queue_len.clamp(1, 1 << 20));
-        let counters = Arc::<Counters>::default();
+        let counters = Arc::<SinkCounts>::default();
         let subject = Subject::from(channel.subject());
         let naming = Naming {
             subject: subject.clone(),
@@ -205,7 +188,7 @@ async fn publish_queued(
     js: jetstream::Context,
     mut rx: tokio::sync::mpsc::Receiver<Outgoing>,
     mut naming: Naming,
-    counters: Arc<Counters>,
+    counters: Arc<SinkCounts>,
     max: usize,
 ) {
     type Ack = std::pin::Pin<
@@ -287,7 +270,7 @@ impl Sink for ChannelSink {
             if !done {
                 // What is still unacknowledged now counts as failed.
                 publisher.abort();
-                let s = self.counters.stats();
+                let s = self.counters.load();
                 let left = s.sent.saturating_sub(s.acked + s.failed);
                 tracing::warn!(
                     left,
@@ -296,7 +279,7 @@ impl Sink for ChannelSink {
                 self.counters.failed.fetch_add(left, Relaxed);
             }
         }
-        self.counters.stats()
+        self.counters.load()
     }
 }
 
@@ -304,7 +287,7 @@ impl Sink for ChannelSink {
 /// like tcpreplay would. Tags have no datagram and are left out (counted).
 pub struct UdpSink {
     sender: DatagramSender,
-    counters: Counters,
+    counters: SinkCounts,
 }
 
 impl UdpSink {
@@ -313,7 +296,7 @@ impl UdpSink {
             .map_err(|e| ReplayError::Sink(format!("cannot open a UDP socket to {to}: {e}")))?;
         Ok(UdpSink {
             sender,
-            counters: Counters::default(),
+            counters: SinkCounts::default(),
         })
     }
 }
@@ -345,7 +328,7 @@ impl Sink for UdpSink {
     }
 
     fn finish(&mut self, _wait: Duration) -> SinkStats {
-        self.counters.stats()
+        self.counters.load()
     }
 }
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 
 /// Most tags read from `TSPI_OPS` for one replay.
@@ -34,36 +34,20 @@ pub trait Source: Send {
     fn stats(&self) -> SourceStats;
 }
 
-/// What a source read and what it had to leave out.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SourceStats {
-    pub telemetry: u64,
-    pub tags: u64,
-    /// Messages without a readable receive time or body (stream), or rows
-    /// that do not rebuild (archive).
-    pub unreadable: u64,
-    /// Capture datagrams the codec rejected.
-    pub rejected: u64,
-}
-
-/// A source's counts, shared with its reader.
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) telemetry: AtomicU64,
-    pub(super) tags: AtomicU64,
-    pub(super) unreadable: AtomicU64,
-    pub(super) rejected: AtomicU64,
-}
-
-impl Counters {
-    pub(super) fn stats(&self) -> SourceStats {
-        SourceStats {
-            telemetry: self.telemetry.load(Relaxed),
-            tags: self.tags.load(Relaxed),
-            unreadable: self.unreadable.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-        }
+crate::counter_set! {
+    /// What a source read and what it had to leave out.
+    #[derive(serde::Serialize)]
+    pub struct SourceStats {
+        telemetry => "Telemetry items read",
+        tags => "Tags read",
+        /// Messages without a readable receive time or body (stream), or rows
+        /// that do not rebuild (archive).
+        unreadable => "Messages or rows that could not be read back",
+        /// Capture datagrams the codec rejected.
+        rejected => "Capture datagrams the codec rejected",
     }
+    /// A source's counts, shared with its reader.
+    live pub(super) struct SourceCounts;
 }
 
 pub(super) type Batch = Result<Vec<Item>, ReplayError>;
@@ -174,7 +158,7 @@ impl Default for ReadAhead {
 pub struct VecSource {
     items: Arc<Vec<Item>>,
     at: usize,
-    counters: Counters,
+    counters: SourceCounts,
 }
 
 impl VecSource {
@@ -183,7 +167,7 @@ impl VecSource {
         VecSource {
             items: Arc::new(items),
             at: 0,
-            counters: Counters::default(),
+            counters: SourceCounts::default(),
         }
     }
 }
@@ -208,7 +192,7 @@ impl Source for VecSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.counters.stats()
+        self.counters.load()
     }
 }
 
@@ -227,7 +211,7 @@ pub struct CaptureSource {
     pub subject_prefix: String,
     pub read_ahead: ReadAhead,
     feed: Feed,
-    counters: Arc<Counters>,
+    counters: Arc<SourceCounts>,
 }
 
 impl CaptureSource {
@@ -337,7 +321,7 @@ impl Source for CaptureSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.counters.stats()
+        self.counters.load()
     }
 }
 
@@ -498,7 +482,7 @@ pub struct StreamSource {
     pub reorder_ns: u64,
     tags: Option<Arc<Vec<Tag>>>,
     feed: Feed,
-    counters: Arc<Counters>,
+    counters: Arc<SourceCounts>,
 }
 
 impl StreamSource {
@@ -569,7 +553,7 @@ impl Source for StreamSource {
     }
 
     fn stats(&self) -> SourceStats {
-        self.counters.stats()
+        self.counters.load()
     }
 }
 
@@ -581,7 +565,7 @@ struct StreamRead {
     end_ns: Option<u64>,
     reorder_ns: u64,
     tags: Arc<Vec<Tag>>,
-    counters: Arc<Counters>,
+    counters: Arc<SourceCounts>,
 }
 
 impl StreamRead {
