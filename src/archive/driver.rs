@@ -1,29 +1,34 @@
-//! Edge: per stream, a durable pull consumer, a decode task that builds
-//! batches (size or time, whichever first) and a writer task that commits
-//! them in order and acks each only after its commit; plus the reporter.
+//! Edge: per stream, a task that owns the durable pull consumer and the
+//! clock and drives a [`Batcher`] (the pure core decides batches, acks,
+//! retries and rewinds), and a writer task that owns the PostgreSQL session
+//! and commits one batch at a time; plus the reporter.
 //!
 //! ```text
-//! TSPI ──pull──> decode ──(bounded: batches_in_flight_max)──> write+ack ──> PostgreSQL
-//! TSPI_OPS ─pull─> decode ──(bounded)──> write+ack ──┘
+//! TSPI ──pull──> stream task (Batcher) ──Write──> writer ──> PostgreSQL
+//!                  ^   │ Ack / Rewind              │
+//!                  └───┼──── committed / failed ───┘
+//! TSPI_OPS ─pull─> stream task ──> writer ──┘
 //! ```
 //!
-//! The bounded channel is the back-pressure: while the database is away the
-//! writer retries the same batch (backoff, reconnect), the decode task
-//! blocks on the full channel, and the consumer's `max_ack_pending` stops
-//! the server from delivering more. Nothing is acked, nothing is dropped.
+//! Back-pressure: while the database is away the batcher retries the head
+//! batch (backoff, reconnect), holds at most `batches_in_flight_max + 1`
+//! closed batches and then stops reading, and the consumer's
+//! `max_ack_pending` stops the server from delivering more. Nothing is
+//! acked, nothing is dropped.
 
-use super::copy::CopyBuf;
-use super::db::{Batch, Db, OpsRow, Origin, RejectRow};
+use super::db::{Db, WriteError};
+use super::proto::{
+    AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
+};
 use super::report::{self, Counters, Lag};
-use super::rows::{self, OpsKind};
 use super::{AckMode, ArchiveConfig};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::jetstream::{STREAM_OPS, STREAM_TELEMETRY, ensure_stream, ops_stream, telemetry_stream};
 use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
-use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
+    message::Acker,
 };
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
@@ -34,24 +39,66 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the archiver could not start (or a stream could not be reopened).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("metrics.interval_s must be at least 1")]
+    MetricsInterval,
+    #[error("archive.postgres / --postgres is not a valid connection string: {}", super::db::pg_text(.0))]
+    Dsn(tokio_postgres::Error),
+    #[error("connecting to NATS: {0}")]
+    Nats(#[source] BoxError),
+    #[error("creating or updating the {stream} stream: {source}")]
+    CreateStream {
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "stream {stream} not found (start ingest, or let archive create it with stream.create = true): {source}"
+    )]
+    NoStream {
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "durable consumer {durable} on {stream} has ack policy {found:?}, but archive.ack = {want:?}: \
+         an ack policy cannot change; set archive.ack back, or remove the consumer (it then starts \
+         again from the beginning of the stream; rows already archived are skipped)"
+    )]
+    AckPolicy {
+        durable: String,
+        stream: &'static str,
+        found: AckPolicy,
+        want: AckMode,
+    },
+    #[error("the archiver's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{what} durable consumer {durable} on {stream}: {source}")]
+    Consumer {
+        what: &'static str,
+        durable: String,
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
 /// Subjects of `TSPI_OPS` that are archived: display and other commands,
 /// tags, control and status heartbeats. Metrics snapshots
 /// (`tspi.ops.metrics.>`) are not: they are the boxes' own reports.
 pub const OPS_SUBJECTS: [&str; 4] = ["tspi.cmd.>", "tags.>", "tspi.ops.ctrl", "tspi.ops.status"];
 
-/// Which stream a pipeline reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Telemetry,
-    Ops,
-}
-
-impl Kind {
-    fn stream(self) -> &'static str {
-        match self {
-            Kind::Telemetry => STREAM_TELEMETRY,
-            Kind::Ops => STREAM_OPS,
-        }
+/// The stream a batcher of this kind reads.
+fn stream_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Telemetry => STREAM_TELEMETRY,
+        Kind::Ops => STREAM_OPS,
     }
 }
 
@@ -169,357 +216,279 @@ pub struct Account {
     pub abandoned_batches: u64,
 }
 
-/// What the decode task hands the writer.
-enum Item {
-    Batch(Pending),
-    /// Answered once every earlier batch is committed (and acked or not).
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
-/// A batch on its way to the writer, with what acks it.
-struct Pending {
-    /// False for a batch that must be committed but not acked (ack policy
-    /// all, after a delivery went missing: see [`Builder::add`]).
-    ack: bool,
-    batch: Batch,
-    /// `AckMode::All`: the last message; `Explicit`: all of them.
-    acks: Vec<jetstream::Message>,
-    messages: u64,
-    last_unix_us: i64,
-}
-
 fn now_unix_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Builds one batch from messages.
-struct Builder {
-    kind: Kind,
-    ack: AckMode,
-    copy: CopyBuf,
-    days: Vec<i32>,
-    ops: Vec<OpsRow>,
-    rejects: Vec<RejectRow>,
-    acks: Vec<jetstream::Message>,
-    messages: u64,
-    last_unix_us: i64,
-    msg_id: String,
-    /// `AckMode::All`: stream sequence of the message in `acks`.
-    ack_seq: u64,
-    redelivered: bool,
-    /// Consumer sequence of the last delivery seen (0: none yet).
-    last_cseq: u64,
-    /// A delivery went missing in this batch (consumer sequence gap).
-    gap: bool,
+/// What the writer hands back: the batch, its outcome, how long it took.
+type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
+
+/// The batcher's configuration for a stream.
+fn batcher_config(kind: Kind, cfg: &ArchiveConfig) -> BatcherConfig {
+    BatcherConfig {
+        kind,
+        stream: stream_name(kind),
+        ack: cfg.ack,
+        batch_len_max: cfg.batch_len_max,
+        flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+        // One being written and `batches_in_flight_max` decoded ahead.
+        batches_queued_max: cfg.batches_in_flight_max + 1,
+        retry_backoff_initial: Duration::from_millis(cfg.retry_backoff_initial_ms),
+        retry_backoff_max: Duration::from_millis(cfg.retry_backoff_max_ms),
+    }
 }
 
-impl Builder {
-    fn new(kind: Kind, cfg: &ArchiveConfig) -> Self {
-        let rows = if kind == Kind::Telemetry {
-            cfg.batch_len_max
-        } else {
-            0
-        };
-        Builder {
-            kind,
-            ack: cfg.ack,
-            copy: CopyBuf::with_capacity(64 + rows * 320),
-            days: Vec::new(),
-            ops: Vec::new(),
-            rejects: Vec::new(),
-            acks: Vec::with_capacity(if cfg.ack == AckMode::Explicit {
-                cfg.batch_len_max
-            } else {
-                1
-            }),
-            messages: 0,
-            last_unix_us: 0,
-            msg_id: String::with_capacity(32),
-            ack_seq: 0,
-            redelivered: false,
-            last_cseq: 0,
-            gap: false,
+/// A delivery as the batcher's plain data: (what it acks with, the rest).
+fn take_delivery(
+    b: &mut Batcher<Acker>,
+    now: Duration,
+    m: jetstream::Message,
+    progress: &StreamProgress,
+) -> bool {
+    let (stream_seq, consumer_seq, delivered, stream_unix_us) = match m.info() {
+        Ok(i) => {
+            progress.pending.store(i.pending, Relaxed);
+            (
+                i.stream_sequence,
+                i.consumer_sequence,
+                u64::try_from(i.delivered).unwrap_or(1),
+                (i.published.unix_timestamp_nanos() / 1000) as i64,
+            )
         }
+        // Not a JetStream delivery (cannot happen on a pull consumer's own
+        // inbox): archived with sequence 0 rather than dropped.
+        Err(_) => (0, 0, 2, now_unix_us()),
+    };
+    if progress.first_taken_unix_us.load(Relaxed) == 0 {
+        progress.first_taken_unix_us.store(stream_unix_us, Relaxed);
     }
-
-    fn add(&mut self, m: jetstream::Message, progress: &StreamProgress) {
-        let (seq, stream_unix_us, pending) = match m.info() {
-            Ok(i) => {
-                self.redelivered |= i.delivered > 1;
-                // Every delivery, redeliveries too, takes the next consumer
-                // sequence: a jump means a delivery never reached us (lost
-                // in a reconnect). Under ack policy all, acking anything
-                // later would also ack it, so the batch is not acked and
-                // the decode loop rewinds the consumer.
-                if self.ack == AckMode::All
-                    && self.last_cseq != 0
-                    && i.consumer_sequence != self.last_cseq + 1
-                {
-                    self.gap = true;
-                }
-                self.last_cseq = i.consumer_sequence;
-                (
-                    i.stream_sequence,
-                    (i.published.unix_timestamp_nanos() / 1000) as i64,
-                    i.pending,
-                )
-            }
-            // Not a JetStream delivery (cannot happen on a pull consumer's
-            // own inbox): archived with sequence 0 rather than dropped.
-            Err(_) => {
-                self.redelivered = true;
-                (0, now_unix_us(), progress.pending.load(Relaxed))
-            }
-        };
-        progress.pending.store(pending, Relaxed);
-        if progress.first_taken_unix_us.load(Relaxed) == 0 {
-            progress.first_taken_unix_us.store(stream_unix_us, Relaxed);
-        }
-        self.messages += 1;
-        self.last_unix_us = stream_unix_us;
-        let header_id = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.as_str().to_owned());
-        let subject = m.subject.as_str();
-        let origin = |msg_id: Option<String>| Origin {
-            subject: subject.to_owned(),
-            msg_id,
-            stream_seq: seq,
+    let (msg, acker) = m.split();
+    let msg_id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str());
+    b.handle_delivery(
+        now,
+        Delivery {
+            token: acker,
+            stream_seq,
+            consumer_seq,
+            delivered,
             stream_unix_us,
-        };
-        let reject = |this: &mut Self, r: rows::Reject, msg_id| {
-            this.rejects.push(RejectRow {
-                stream: this.kind.stream(),
-                origin: origin(msg_id),
-                kind: r.label(),
-                reason: r.to_string(),
-                body: m.payload.clone(),
-            });
-        };
-        match self.kind {
-            Kind::Telemetry => match rows::decode_telemetry(&m.payload, Some(subject)) {
-                Ok(row) => {
-                    self.msg_id.clear();
-                    match &header_id {
-                        Some(id) => self.msg_id.push_str(id),
-                        None => crate::message::write_msg_id(&row.frame, &mut self.msg_id),
-                    }
-                    self.copy.telemetry(&row, &self.msg_id, seq);
-                    let day = row.day_index();
-                    if !self.days.contains(&day) {
-                        self.days.push(day);
-                    }
-                }
-                Err(r) => reject(self, r, header_id),
-            },
-            Kind::Ops => match rows::ops_kind(subject) {
-                OpsKind::Tag => match rows::decode_tag(&m.payload) {
-                    Ok(t) => self
-                        .ops
-                        .push(OpsRow::Tag(t, origin(header_id), m.payload.clone())),
-                    Err(r) => reject(self, r, header_id),
-                },
-                OpsKind::Command => match rows::decode_command(&m.payload) {
-                    Ok(c) => {
-                        self.ops
-                            .push(OpsRow::Command(c, origin(header_id), m.payload.clone()))
-                    }
-                    Err(r) => reject(self, r, header_id),
-                },
-                OpsKind::Event => {
-                    let json = rows::event_json(&m.payload);
-                    self.ops
-                        .push(OpsRow::Event(origin(header_id), m.payload.clone(), json));
-                }
-            },
-        }
-        match self.ack {
-            // The highest stream sequence covers the batch (a redelivered
-            // message late in a batch has a lower one).
-            AckMode::All => {
-                if seq >= self.ack_seq || self.acks.is_empty() {
-                    self.ack_seq = seq;
-                    self.acks.clear();
-                    self.acks.push(m);
-                }
-            }
-            AckMode::Explicit => self.acks.push(m),
+            subject: msg.subject.as_str(),
+            msg_id,
+            payload: msg.payload.clone(),
+        },
+    )
+}
+
+/// Send an ack plan (acks are small publishes the client buffers).
+async fn send_acks(plan: AckPlan<Acker>, stats: &Stats) {
+    for a in plan.tokens {
+        if let Err(e) = a.ack().await {
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
         }
     }
+    stats.acked.fetch_add(plan.messages, Relaxed);
+}
 
-    fn take(&mut self) -> Pending {
-        let mut days = std::mem::take(&mut self.days);
-        days.sort_unstable();
-        let copy_rows = self.copy.rows();
-        let copy = if copy_rows > 0 {
-            bytes::Bytes::from(self.copy.finish())
-        } else {
-            bytes::Bytes::new()
-        };
-        self.copy.clear();
-        let p = Pending {
-            batch: Batch {
-                copy,
-                copy_rows,
-                days,
-                redelivered: std::mem::take(&mut self.redelivered),
-                ops: std::mem::take(&mut self.ops),
-                rejects: std::mem::take(&mut self.rejects),
-            },
-            ack: !std::mem::take(&mut self.gap),
-            acks: std::mem::take(&mut self.acks),
-            messages: self.messages,
-            last_unix_us: self.last_unix_us,
-        };
-        self.messages = 0;
-        self.ack_seq = 0;
-        p
+/// Count a committed batch.
+fn account_commit(stats: &Stats, progress: &StreamProgress, b: &Batch, w: Written, took: Duration) {
+    stats.telemetry_rows.fetch_add(w.telemetry, Relaxed);
+    stats
+        .telemetry_duplicate
+        .fetch_add((b.copy_rows as u64).saturating_sub(w.telemetry), Relaxed);
+    stats.ops_rows.fetch_add(w.ops, Relaxed);
+    stats
+        .ops_duplicate
+        .fetch_add((b.ops.len() as u64).saturating_sub(w.ops), Relaxed);
+    stats.rejected.fetch_add(b.rejects.len() as u64, Relaxed);
+    stats.batches.fetch_add(1, Relaxed);
+    progress.committed.fetch_add(b.messages, Relaxed);
+    progress
+        .committed_unix_us
+        .store(b.last_stream_unix_us, Relaxed);
+    if let Ok(mut h) = stats.commit.lock() {
+        h.saturating_record(took.as_nanos() as u64);
     }
 }
 
-/// Read the consumer, build batches, hand them on. Returns when `stop` is
-/// set (after handing on the partial batch) or the writer is gone.
-async fn decode_loop(
+/// One stream: read the consumer into the batcher, carry out its actions,
+/// feed it the writer's outcomes and the clock. Returns once stopped and
+/// drained (every batch taken committed and acked), or if the writer is
+/// gone.
+#[allow(clippy::too_many_arguments)]
+async fn stream_loop(
     kind: Kind,
     js: jetstream::Context,
     mut consumer: jetstream::consumer::Consumer<pull::Config>,
     cfg: ArchiveConfig,
-    tx: mpsc::Sender<Item>,
+    write_tx: mpsc::Sender<Arc<Batch>>,
+    mut done_rx: mpsc::Receiver<Done>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
+    let stream = stream_name(kind);
     let progress = stats.progress(kind);
-    let flush = Duration::from_millis(cfg.flush_interval_ms);
-    let mut b = Builder::new(kind, &cfg);
-    b.last_cseq = consumer.cached_info().delivered.consumer_sequence;
-    let mut backoff = Duration::from_millis(cfg.retry_backoff_initial_ms);
-    'reopen: loop {
-        if *stop.borrow() {
+    let origin = tokio::time::Instant::now();
+    let now = || origin.elapsed();
+    let mut b: Batcher<Acker> = Batcher::new(
+        batcher_config(kind, &cfg),
+        consumer.cached_info().delivered.consumer_sequence,
+    );
+    let backoff_initial = Duration::from_millis(cfg.retry_backoff_initial_ms);
+    let backoff_max = Duration::from_millis(cfg.retry_backoff_max_ms);
+    let mut backoff = backoff_initial;
+    let mut msgs = None;
+    let mut reopen_at = origin;
+    let mut stopping = false;
+    loop {
+        while let Some(action) = b.poll() {
+            match action {
+                Action::Write(batch) => {
+                    if write_tx.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Ack(plan) => send_acks(plan, &stats).await,
+                Action::Rewind => {
+                    // Everything taken is committed. Re-read from the ack
+                    // floor: the missing delivery comes back, and what was
+                    // committed after the floor is skipped.
+                    msgs = None;
+                    loop {
+                        match open_consumer(&js, kind, &cfg, true).await {
+                            Ok(c) => {
+                                consumer = c;
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(stream, error = %e, "rewind failed; retrying");
+                                tokio::select! {
+                                    () = tokio::time::sleep(backoff) => {}
+                                    _ = stop.wait_for(|s| *s) => return,
+                                }
+                                backoff = (backoff * 2).min(backoff_max);
+                            }
+                        }
+                    }
+                    b.handle_rewound(consumer.cached_info().delivered.consumer_sequence);
+                    stats.rewinds.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if stopping && b.is_idle() {
             return;
         }
-        let mut msgs = match consumer
-            .stream()
-            .max_messages_per_batch(cfg.batch_len_max.min(10_000))
-            .messages()
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(stream = kind.stream(), error = %e, "pull consumer: retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_backoff_max_ms));
-                continue 'reopen;
-            }
-        };
-        loop {
-            // Wait for the first message of a batch (or stop).
-            let first = tokio::select! {
-                m = msgs.next() => m,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match first {
-                Some(Ok(m)) => b.add(m, progress),
-                Some(Err(e)) => {
-                    tracing::debug!(stream = kind.stream(), error = %e, "pull consumer");
-                    continue;
-                }
-                None => continue 'reopen,
-            }
-            backoff = Duration::from_millis(cfg.retry_backoff_initial_ms);
-            let deadline = tokio::time::sleep(flush);
-            let mut deadline = std::pin::pin!(deadline);
-            let mut stopping = false;
-            let mut reopen = false;
-            while (b.messages as usize) < cfg.batch_len_max && !b.gap {
-                tokio::select! {
-                    biased;
-                    m = msgs.next() => match m {
-                        Some(Ok(m)) => b.add(m, progress),
-                        Some(Err(e)) => tracing::debug!(stream = kind.stream(), error = %e, "pull consumer"),
-                        None => { reopen = true; break; }
-                    },
-                    () = &mut deadline => break,
-                    _ = stop.wait_for(|s| *s) => { stopping = true; break; }
+        let reading = !stopping && b.wants_deliveries();
+        if reading && msgs.is_none() && tokio::time::Instant::now() >= reopen_at {
+            match consumer
+                .stream()
+                .max_messages_per_batch(cfg.batch_len_max.min(10_000))
+                .messages()
+                .await
+            {
+                Ok(s) => msgs = Some(s),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "pull consumer: retrying");
+                    reopen_at = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(backoff_max);
                 }
             }
-            let gap = b.gap;
-            let p = b.take();
-            stats.messages.fetch_add(p.messages, Relaxed);
-            progress.taken.fetch_add(p.messages, Relaxed);
-            if tx.send(Item::Batch(p)).await.is_err() || stopping {
-                return;
-            }
-            if gap {
-                // Stop reading, let the writer commit everything handed on
-                // (acking what came before the gap), then re-read from the
-                // ack floor: the missing delivery comes back at once, and
-                // what was committed after the floor is skipped.
-                drop(msgs);
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                if tx.send(Item::Barrier(done_tx)).await.is_err() || done_rx.await.is_err() {
-                    return;
-                }
-                loop {
-                    match open_consumer(&js, kind, &cfg, true).await {
-                        Ok(c) => {
-                            consumer = c;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(stream = kind.stream(), error = %format!("{e:#}"), "rewind failed; retrying");
-                            tokio::select! {
-                                () = tokio::time::sleep(backoff) => {}
-                                _ = stop.wait_for(|s| *s) => return,
-                            }
-                            backoff =
-                                (backoff * 2).min(Duration::from_millis(cfg.retry_backoff_max_ms));
+        }
+        let deadline = b.poll_timeout().map(|d| origin + d);
+        tokio::select! {
+            biased;
+            done = done_rx.recv() => {
+                let Some((batch, result, took)) = done else { return };
+                match result {
+                    Ok(w) => {
+                        account_commit(&stats, progress, &batch, w, took);
+                        b.handle_committed(now());
+                    }
+                    Err(e) => {
+                        stats.db_errors.fetch_add(1, Relaxed);
+                        let failure = e.failure();
+                        match b.handle_failed(now(), failure) {
+                            Outcome::RetryAt(at) => tracing::warn!(
+                                stream,
+                                error = %e,
+                                retry_in_ms = at.saturating_sub(now()).as_millis() as u64,
+                                "batch not written; not acked, retrying"
+                            ),
+                            Outcome::Split { messages } => tracing::warn!(
+                                stream,
+                                error = %e,
+                                messages,
+                                "batch refused for good; writing its halves to find the refused rows"
+                            ),
+                            Outcome::Refused { stream_seq } => tracing::warn!(
+                                stream,
+                                stream_seq,
+                                error = %e,
+                                "message refused by the database; archived in tspi_rejects"
+                            ),
                         }
                     }
                 }
-                b.last_cseq = consumer.cached_info().delivered.consumer_sequence;
-                stats.rewinds.fetch_add(1, Relaxed);
-                continue 'reopen;
             }
-            if reopen {
-                continue 'reopen;
+            m = async {
+                match msgs.as_mut() {
+                    Some(m) => m.next().await,
+                    None => std::future::pending().await,
+                }
+            }, if reading => match m {
+                Some(Ok(m)) => {
+                    if take_delivery(&mut b, now(), m, progress) {
+                        stats.messages.fetch_add(1, Relaxed);
+                        progress.taken.fetch_add(1, Relaxed);
+                    }
+                    backoff = backoff_initial;
+                }
+                Some(Err(e)) => tracing::debug!(stream, error = %e, "pull consumer"),
+                None => msgs = None,
+            },
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => b.handle_timeout(now()),
+            () = tokio::time::sleep_until(reopen_at), if reading && msgs.is_none() => {}
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                msgs = None;
+                b.handle_stop();
             }
         }
     }
 }
 
-/// Commit batches in order, ack each after its commit. Retries a batch
-/// until it commits. With `maintain`, also keeps the partitions.
+/// Commit batches one at a time, in the order given; report each outcome.
+/// Reconnects as needed; a failed connect is a transient failure of the
+/// batch. With `maintain`, also keeps the partitions between batches.
 async fn write_loop(
-    kind: Kind,
     dsn: String,
     cfg: ArchiveConfig,
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
+    done: mpsc::Sender<Done>,
     stats: Arc<Stats>,
     maintain: bool,
 ) {
-    let progress = stats.progress(kind);
     let mut db: Option<Db> = None;
     let mut upkeep = tokio::time::interval(Duration::from_secs(cfg.maintenance_interval_s));
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let p = tokio::select! {
-            p = rx.recv() => match p {
-                Some(Item::Batch(p)) => p,
-                Some(Item::Barrier(done)) => {
-                    let _ = done.send(());
-                    continue;
-                }
+        let batch = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
                 None => return,
             },
             _ = upkeep.tick(), if maintain => {
-                if let Some(d) = connected(&mut db, &dsn, &cfg, &stats).await {
+                if let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
                     match d.maintain(now_unix_us(), cfg.partition_premake_days, cfg.retention_days).await {
                         Ok((created, dropped)) => {
                             stats.partitions_created.fetch_add(created.max(0) as u64, Relaxed);
@@ -537,64 +506,31 @@ async fn write_loop(
                 continue;
             }
         };
-        let mut backoff = Duration::from_millis(cfg.retry_backoff_initial_ms);
-        let (written, took) = loop {
-            if let Some(d) = connected(&mut db, &dsn, &cfg, &stats).await {
-                let t0 = Instant::now();
-                match d.write(&p.batch).await {
-                    Ok(w) => break (w, t0.elapsed()),
-                    Err(e) => {
-                        stats.db_errors.fetch_add(1, Relaxed);
-                        tracing::warn!(
-                            stream = kind.stream(),
-                            error = %format!("{e:#}"),
-                            retry_in_ms = backoff.as_millis() as u64,
-                            "batch not written; not acked, retrying"
-                        );
-                        db = None;
-                    }
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_backoff_max_ms));
+        let t0 = Instant::now();
+        let result = match connected(&mut db, &dsn, &cfg, &stats).await {
+            Ok(d) => d.write(&batch).await,
+            Err(e) => Err(e),
         };
-        // Committed: now, and only now, ack.
-        for m in p.acks.iter().filter(|_| p.ack) {
-            if let Err(e) = m.ack().await {
-                tracing::warn!(error = %e, "ack failed; the batch will be redelivered and skipped");
-            }
+        if let Err(e) = &result
+            && e.failure().retry == super::proto::Retry::Transient
+        {
+            // The session may be broken: start a fresh one next time.
+            db = None;
         }
-        let b = &p.batch;
-        stats.telemetry_rows.fetch_add(written.telemetry, Relaxed);
-        stats.telemetry_duplicate.fetch_add(
-            (b.copy_rows as u64).saturating_sub(written.telemetry),
-            Relaxed,
-        );
-        stats.ops_rows.fetch_add(written.ops, Relaxed);
-        stats
-            .ops_duplicate
-            .fetch_add((b.ops.len() as u64).saturating_sub(written.ops), Relaxed);
-        stats.rejected.fetch_add(b.rejects.len() as u64, Relaxed);
-        stats.batches.fetch_add(1, Relaxed);
-        if p.ack {
-            stats.acked.fetch_add(p.messages, Relaxed);
-        }
-        progress.committed.fetch_add(p.messages, Relaxed);
-        progress.committed_unix_us.store(p.last_unix_us, Relaxed);
-        if let Ok(mut h) = stats.commit.lock() {
-            h.saturating_record(took.as_nanos() as u64);
+        if done.send((batch, result, t0.elapsed())).await.is_err() {
+            return;
         }
     }
 }
 
-/// The session, connecting (once) if there is none; None if that failed
-/// (counted and logged; the caller backs off).
+/// The session, connecting (once) if there is none. A failed connect is
+/// logged and returned as a (transient) write error.
 async fn connected<'a>(
     db: &'a mut Option<Db>,
     dsn: &str,
     cfg: &ArchiveConfig,
     stats: &Stats,
-) -> Option<&'a mut Db> {
+) -> Result<&'a mut Db, WriteError> {
     if db.is_none() {
         match Db::connect(dsn, cfg).await {
             Ok(d) => {
@@ -603,12 +539,12 @@ async fn connected<'a>(
             }
             Err(e) => {
                 stats.db_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %format!("{e:#}"), "postgres unavailable; retrying");
-                return None;
+                tracing::warn!(error = %e, "postgres unavailable; retrying");
+                return Err(WriteError::Connect(e));
             }
         }
     }
-    db.as_mut()
+    Ok(db.as_mut().unwrap_or_else(|| unreachable!()))
 }
 
 /// Create (or update) the durable pull consumer. Under ack policy all it
@@ -619,11 +555,15 @@ async fn open_consumer(
     kind: Kind,
     cfg: &ArchiveConfig,
     rewind: bool,
-) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ArchiveError> {
+    let name = stream_name(kind);
     let stream = js
-        .get_stream(kind.stream())
+        .get_stream(name)
         .await
-        .with_context(|| format!("stream {} not found (start ingest, or let archive create it with stream.create = true)", kind.stream()))?;
+        .map_err(|e| ArchiveError::NoStream {
+            stream: name,
+            source: e.into(),
+        })?;
     let durable = match kind {
         Kind::Telemetry => cfg.durable.clone(),
         Kind::Ops => cfg.ops_durable.clone(),
@@ -645,15 +585,14 @@ async fn open_consumer(
         ..Default::default()
     };
     if let Ok(info) = stream.consumer_info(&durable).await {
-        anyhow::ensure!(
-            info.config.ack_policy == ack_policy,
-            "durable consumer {durable} on {} has ack policy {:?}, but archive.ack = {:?}: an ack \
-             policy cannot change; set archive.ack back, or remove the consumer (it then starts \
-             again from the beginning of the stream; rows already archived are skipped)",
-            kind.stream(),
-            info.config.ack_policy,
-            cfg.ack
-        );
+        if info.config.ack_policy != ack_policy {
+            return Err(ArchiveError::AckPolicy {
+                durable,
+                stream: name,
+                found: info.config.ack_policy,
+                want: cfg.ack,
+            });
+        }
         // Keep where it was told to start (updates may not change it).
         config.deliver_policy = info.config.deliver_policy;
         if cfg.ack == AckMode::All && (rewind || info.num_ack_pending > 0) {
@@ -672,22 +611,30 @@ async fn open_consumer(
             stream
                 .delete_consumer(&durable)
                 .await
-                .with_context(|| format!("removing consumer {durable} to rewind it"))?;
+                .map_err(|e| ArchiveError::Consumer {
+                    what: "removing (to rewind it) the",
+                    durable: durable.clone(),
+                    stream: name,
+                    source: e.into(),
+                })?;
             config.deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             };
         }
     }
-    stream.create_consumer(config).await.with_context(|| {
-        format!(
-            "creating or updating durable consumer {durable} on {}",
-            kind.stream()
-        )
-    })
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ArchiveError::Consumer {
+            what: "creating or updating the",
+            durable,
+            stream: name,
+            source: e.into(),
+        })
 }
 
-/// Run until `stop` resolves, then drain: the decode tasks hand on their
-/// partial batches, the writers commit and ack what they hold (up to
+/// Run until `stop` resolves, then drain: each stream task stops reading,
+/// writes its partial batch and commits and acks what it holds (up to
 /// `archive.drain_timeout_s`), then the NATS client is flushed.
 pub async fn run(
     cfg: Config,
@@ -695,17 +642,17 @@ pub async fn run(
     stats: Arc<Stats>,
     json: bool,
     stop: impl Future<Output = ()>,
-) -> anyhow::Result<Account> {
+) -> Result<Account, ArchiveError> {
     let a = cfg.archive.clone();
     a.validate()?;
-    anyhow::ensure!(
-        cfg.metrics.interval_s > 0,
-        "metrics.interval_s must be at least 1"
-    );
-    dsn.parse::<tokio_postgres::Config>().map_err(|e| {
-        anyhow::anyhow!("archive.postgres / --postgres is not a valid connection string: {e}")
-    })?;
-    let client = crate::ingest::connect(&cfg.nats).await?;
+    if cfg.metrics.interval_s == 0 {
+        return Err(ArchiveError::MetricsInterval);
+    }
+    dsn.parse::<tokio_postgres::Config>()
+        .map_err(ArchiveError::Dsn)?;
+    let client = crate::ingest::connect(&cfg.nats)
+        .await
+        .map_err(|e| ArchiveError::Nats(e.into()))?;
     let js = jetstream::new(client.clone());
     if cfg.stream.create {
         let settings = cfg.stream.telemetry_settings();
@@ -715,11 +662,17 @@ pub async fn run(
             Duration::from_secs(30),
         )
         .await
-        .context("creating or updating the TSPI stream")?;
+        .map_err(|e| ArchiveError::CreateStream {
+            stream: STREAM_TELEMETRY,
+            source: e.into(),
+        })?;
         if a.ops {
             ensure_stream(&js, ops_stream(&settings), Duration::from_secs(30))
                 .await
-                .context("creating or updating the TSPI_OPS stream")?;
+                .map_err(|e| ArchiveError::CreateStream {
+                    stream: STREAM_OPS,
+                    source: e.into(),
+                })?;
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -729,25 +682,28 @@ pub async fn run(
     if a.ops {
         kinds.push(Kind::Ops);
     }
-    let mut decoders = Vec::new();
+    let mut streams = Vec::new();
     let mut writers = Vec::new();
     for kind in kinds {
         let c = open_consumer(&js, kind, &a, false).await?;
-        let (tx, rx) = mpsc::channel(a.batches_in_flight_max);
-        decoders.push(tokio::spawn(decode_loop(
+        // One batch at a time each way: the batcher keeps the order.
+        let (write_tx, write_rx) = mpsc::channel(1);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        streams.push(tokio::spawn(stream_loop(
             kind,
             js.clone(),
             c,
             a.clone(),
-            tx,
+            write_tx,
+            done_rx,
             stop_rx.clone(),
             stats.clone(),
         )));
         writers.push(tokio::spawn(write_loop(
-            kind,
             dsn.clone(),
             a.clone(),
-            rx,
+            write_rx,
+            done_tx,
             stats.clone(),
             kind == Kind::Telemetry,
         )));
@@ -770,21 +726,23 @@ pub async fn run(
     stop.await;
     tracing::info!("stopping: draining batches in flight");
     let _ = stop_tx.send(true);
-    for d in decoders {
-        let _ = d.await;
-    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.drain_timeout_s);
     let mut abandoned = 0;
+    for mut s in streams {
+        if tokio::time::timeout_at(deadline, &mut s).await.is_err() {
+            s.abort();
+            abandoned += 1;
+            tracing::warn!("drain timed out: batches left unacked (redelivered and skipped later)");
+        }
+    }
+    // The stream tasks are done (or aborted): their writers see the
+    // channel close and end (an abandoned one may be mid-transaction).
     for mut w in writers {
-        match tokio::time::timeout_at(deadline, &mut w).await {
-            Ok(_) => {}
-            Err(_) => {
-                w.abort();
-                abandoned += 1;
-                tracing::warn!(
-                    "drain timed out: batches left unacked (redelivered and skipped later)"
-                );
-            }
+        if tokio::time::timeout(Duration::from_secs(1), &mut w)
+            .await
+            .is_err()
+        {
+            w.abort();
         }
     }
     if let Err(e) = client.flush().await {
@@ -870,7 +828,7 @@ async fn report_loop(
 pub struct Handle {
     pub stats: Arc<Stats>,
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<Account>>,
+    task: tokio::task::JoinHandle<Result<Account, ArchiveError>>,
 }
 
 impl Handle {
@@ -889,7 +847,7 @@ impl Handle {
     }
 
     /// Stop as SIGTERM does and return the account.
-    pub async fn stop(self) -> anyhow::Result<Account> {
+    pub async fn stop(self) -> Result<Account, ArchiveError> {
         let _ = self.stop.send(());
         self.task.await?
     }

@@ -1,57 +1,45 @@
 //! `tspi archive`: the `TSPI` and `TSPI_OPS` streams into PostgreSQL, exactly
 //! once, in batches.
 //!
-//! Pure core:
-//! - [`rows`]: message bodies to rows (telemetry back to its exact frame,
-//!   tags, display commands, other operator events), or a typed reject;
+//! Pure core, [`proto`] (no I/O, no clock; see its docs):
+//! - [`rows`]: message bodies to rows, or a typed reject;
 //! - [`copy`]: PostgreSQL's binary `COPY` format and the telemetry row in it;
-//! - [`report`]: counters, deltas and their renderings (log line, JSON line,
-//!   Prometheus, NATS snapshot).
+//! - [`proto::batcher`]: deliveries in; batches to write, ack plans and
+//!   consumer rewinds out; retries and the bisection of refused batches.
 //!
 //! Edges:
 //! - [`schema`]: the ordered SQL migrations of `schema/migrations/`, applied
 //!   at start and recorded in `tspi_schema_migrations`;
 //! - [`db`]: one PostgreSQL session that writes a batch in one transaction
 //!   (binary `COPY` into a temporary staging table, then `INSERT ... SELECT
-//!   ... ON CONFLICT DO NOTHING` into place) and keeps partitions;
-//! - [`pipeline`]: per stream, a durable pull consumer feeding a decode task
-//!   and a writer task that acks a batch only after its commit.
+//!   ... ON CONFLICT DO NOTHING` into place), keeps partitions, and says
+//!   whether a failed write is transient or permanent;
+//! - [`driver`]: per stream, a task that owns the durable pull consumer and
+//!   the clock and drives a batcher, and a writer task that owns the
+//!   database session;
+//! - [`report`]: counters, deltas and their renderings (log line, JSON line,
+//!   Prometheus, NATS snapshot).
 //!
 //! Why exactly once: a message is acked only after the transaction holding
 //! its row committed, so a crash before the commit leaves it unacked (JetStream
 //! redelivers it after `ack_wait`), and a crash between commit and ack
-//! redelivers a message whose row exists: the unique key skips it.
+//! redelivers a message whose row exists: the unique key skips it. A batch
+//! PostgreSQL refuses for good (a value out of range, a constraint) is
+//! bisected down to the refused messages, which go to `tspi_rejects` with the
+//! server's reason; the stream never stalls on them.
 
-pub mod copy;
 pub mod db;
-pub mod pipeline;
+pub mod driver;
+pub mod proto;
 pub mod report;
-pub mod rows;
 pub mod schema;
 
-pub use pipeline::{Account, Handle, Stats, run};
+pub use driver::{Account, ArchiveError, Handle, Stats, run};
+pub use proto::AckMode;
+/// The pure decoders and the COPY writer, where they always were.
+pub use proto::{copy, rows};
 
 use serde::Deserialize;
-
-/// How a batch's messages are acknowledged after its commit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AckMode {
-    /// Ack policy `explicit`: every message of a committed batch is acked.
-    /// Safe across crashes, reconnects and several archivers sharing a
-    /// durable; one small NATS publish per message.
-    #[default]
-    Explicit,
-    /// Ack policy `all`: one ack per batch (its highest stream sequence)
-    /// covers every earlier delivery, including ones this process never
-    /// saw: delivered to a crashed predecessor (so at start the consumer is
-    /// rewound to its ack floor when it has unacked deliveries), or lost on
-    /// the way (a consumer-sequence gap: that batch is committed but not
-    /// acked, and the consumer is rewound to its ack floor; the re-read rows
-    /// are skipped). Needs a single archiver per durable: another client's
-    /// deliveries look like losses and cause rewinds.
-    All,
-}
 
 /// Where the telemetry table's time partitions come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -244,6 +232,61 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use std::path::Path;
+
+    /// `proto/` stays pure: no network, runtime, NATS or PostgreSQL client,
+    /// no clock, and of this crate only the pure contract modules.
+    #[test]
+    fn proto_imports_no_io_and_reads_no_clock() {
+        fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/archive/proto");
+        let mut all = Vec::new();
+        files(&root, &mut all);
+        assert!(all.len() >= 6, "{all:?}");
+        let forbidden = [
+            "std::net",
+            "tokio",
+            "async_nats",
+            "postgres",
+            "futures",
+            "Instant::now",
+            "SystemTime::now",
+            "std::thread",
+            "std::fs",
+        ];
+        let allowed_crate_paths = ["crate::codec", "crate::message", "crate::archive::proto"];
+        for path in all {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                // Code only: what comments say is not an import.
+                let code = line.split("//").next().unwrap_or("");
+                for f in forbidden {
+                    assert!(
+                        !code.contains(f),
+                        "{}:{}: `{f}` in the pure core: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+                for (i, _) in code.match_indices("crate::") {
+                    assert!(
+                        allowed_crate_paths.iter().any(|a| code[i..].starts_with(a)),
+                        "{}:{}: the pure core uses only {allowed_crate_paths:?}: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {
