@@ -285,14 +285,32 @@ fn take_delivery(
     )
 }
 
-/// Send an ack plan (acks are small publishes the client buffers).
-async fn send_acks(plan: AckPlan<Acker>, stats: &Stats) {
-    for a in plan.tokens {
-        if let Err(e) = a.ack().await {
-            tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+/// Work for a stream's ack task.
+enum AckJob {
+    Plan(AckPlan<Acker>),
+    /// Answered once every earlier plan is sent.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Send ack plans in order. A task of its own, as the acks were sent by
+/// the old writer task: an explicit-ack batch is thousands of small
+/// publishes, and the stream task meanwhile decodes the next batch.
+async fn ack_loop(mut rx: mpsc::Receiver<AckJob>, stats: Arc<Stats>) {
+    while let Some(job) = rx.recv().await {
+        match job {
+            AckJob::Plan(plan) => {
+                for a in plan.tokens {
+                    if let Err(e) = a.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                    }
+                }
+                stats.acked.fetch_add(plan.messages, Relaxed);
+            }
+            AckJob::Barrier(done) => {
+                let _ = done.send(());
+            }
         }
     }
-    stats.acked.fetch_add(plan.messages, Relaxed);
 }
 
 /// Count a committed batch.
@@ -316,10 +334,31 @@ fn account_commit(stats: &Stats, progress: &StreamProgress, b: &Batch, w: Writte
     }
 }
 
-/// One stream: read the consumer into the batcher, carry out its actions,
-/// feed it the writer's outcomes and the clock. Returns once stopped and
-/// drained (every batch taken committed and acked), or if the writer is
-/// gone.
+/// One stream: [`stream_loop`] and its ack task; returns once both are
+/// done (every batch taken committed and its acks sent).
+#[allow(clippy::too_many_arguments)]
+async fn stream_task(
+    kind: Kind,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    cfg: ArchiveConfig,
+    write_tx: mpsc::Sender<Arc<Batch>>,
+    done_rx: mpsc::Receiver<Done>,
+    stop: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let (ack_tx, ack_rx) = mpsc::channel(cfg.batches_in_flight_max + 2);
+    let acks = tokio::spawn(ack_loop(ack_rx, stats.clone()));
+    stream_loop(
+        kind, js, consumer, cfg, write_tx, done_rx, ack_tx, stop, stats,
+    )
+    .await;
+    let _ = acks.await;
+}
+
+/// Read the consumer into the batcher, carry out its actions, feed it the
+/// writer's outcomes and the clock. Returns once stopped and drained, or if
+/// the writer is gone.
 #[allow(clippy::too_many_arguments)]
 async fn stream_loop(
     kind: Kind,
@@ -328,6 +367,7 @@ async fn stream_loop(
     cfg: ArchiveConfig,
     write_tx: mpsc::Sender<Arc<Batch>>,
     mut done_rx: mpsc::Receiver<Done>,
+    ack_tx: mpsc::Sender<AckJob>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) {
@@ -353,12 +393,22 @@ async fn stream_loop(
                         return;
                     }
                 }
-                Action::Ack(plan) => send_acks(plan, &stats).await,
+                Action::Ack(plan) => {
+                    if ack_tx.send(AckJob::Plan(plan)).await.is_err() {
+                        return;
+                    }
+                }
                 Action::Rewind => {
                     // Everything taken is committed. Re-read from the ack
-                    // floor: the missing delivery comes back, and what was
-                    // committed after the floor is skipped.
+                    // floor (once the acks before it are out): the missing
+                    // delivery comes back, and what was committed after the
+                    // floor is skipped.
                     msgs = None;
+                    let (done, acks_sent) = tokio::sync::oneshot::channel();
+                    if ack_tx.send(AckJob::Barrier(done)).await.is_err() || acks_sent.await.is_err()
+                    {
+                        return;
+                    }
                     loop {
                         match open_consumer(&js, kind, &cfg, true).await {
                             Ok(c) => {
@@ -689,7 +739,7 @@ pub async fn run(
         // One batch at a time each way: the batcher keeps the order.
         let (write_tx, write_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = mpsc::channel(1);
-        streams.push(tokio::spawn(stream_loop(
+        streams.push(tokio::spawn(stream_task(
             kind,
             js.clone(),
             c,
