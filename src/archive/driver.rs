@@ -265,8 +265,13 @@ fn take_delivery(
         progress.first_taken_unix_us.store(stream_unix_us, Relaxed);
     }
     let (msg, acker) = m.split();
-    let msg_id = msg
-        .headers
+    let async_nats::Message {
+        subject,
+        payload,
+        headers,
+        ..
+    } = msg;
+    let msg_id = headers
         .as_ref()
         .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str());
@@ -278,9 +283,9 @@ fn take_delivery(
             consumer_seq,
             delivered,
             stream_unix_us,
-            subject: msg.subject.as_str(),
+            subject: subject.as_str(),
             msg_id,
-            payload: msg.payload.clone(),
+            payload,
         },
     )
 }
