@@ -29,6 +29,8 @@ pub struct Faults {
     /// Of steps: the archiver crashes (a write outstanding may or may not
     /// have committed) and a new one starts.
     pub crash: u32,
+    /// Of steps: a drained stop (SIGTERM), then a new archiver starts.
+    pub stop: u32,
 }
 
 /// SplitMix64.
@@ -137,6 +139,9 @@ pub struct Sim {
     pub acks_sent: u64,
     pub rewinds: u64,
     pub crashes: u64,
+    /// A drained stop is under way.
+    stopping: bool,
+    pub stops: u64,
 }
 
 impl Sim {
@@ -179,6 +184,8 @@ impl Sim {
             acks_sent: 0,
             rewinds: 0,
             crashes: 0,
+            stopping: false,
+            stops: 0,
         }
     }
 
@@ -308,14 +315,9 @@ impl Sim {
         Ok(())
     }
 
-    fn crash(&mut self) {
-        self.crashes += 1;
-        // A write in flight may have committed before the crash.
-        if let Some((batch, _)) = self.writing.take()
-            && self.rng.per_mille(500)
-        {
-            let _ = self.db_write(&batch);
-        }
+    /// A new archiver process: its consumer's delivered sequence, or a
+    /// rewind first under ack policy all when deliveries are unacked.
+    fn start(&mut self) {
         self.wire.clear();
         let mut last_cseq = self.cseq;
         if self.ack == AckMode::All && !self.pending.is_empty() {
@@ -324,6 +326,18 @@ impl Sim {
             last_cseq = 0;
         }
         self.b = Batcher::new(self.cfg.clone(), last_cseq);
+    }
+
+    fn crash(&mut self) {
+        self.crashes += 1;
+        self.stopping = false;
+        // A write in flight may have committed before the crash.
+        if let Some((batch, _)) = self.writing.take()
+            && self.rng.per_mille(500)
+        {
+            let _ = self.db_write(&batch);
+        }
+        self.start();
     }
 
     fn rewind_server(&mut self) {
@@ -343,6 +357,17 @@ impl Sim {
         self.now += Duration::from_millis(1);
         if self.rng.per_mille(self.faults.crash) {
             self.crash();
+        }
+        if !self.stopping && self.rng.per_mille(self.faults.stop) {
+            self.stopping = true;
+            self.b.handle_stop();
+        }
+        if self.stopping && self.b.is_idle() && self.writing.is_none() {
+            // Drained: everything taken is committed and acked.
+            assert_eq!(self.b.held(), 0);
+            self.stopping = false;
+            self.stops += 1;
+            self.start();
         }
         for _ in 0..4 {
             self.server_deliver();

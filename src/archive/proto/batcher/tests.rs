@@ -8,6 +8,7 @@ const NONE: Faults = Faults {
     reorder: 0,
     write_fails: 0,
     crash: 0,
+    stop: 0,
 };
 
 fn cfg(ack: AckMode, batch_len_max: usize) -> BatcherConfig {
@@ -264,6 +265,38 @@ fn sim_without_faults() {
     }
 }
 
+/// The simulation is not vacuous: with every fault on, each happens (and
+/// the invariants still hold).
+#[test]
+fn sim_with_every_fault_exercises_them() {
+    let faults = Faults {
+        lose: 40,
+        duplicate: 20,
+        reorder: 40,
+        write_fails: 200,
+        crash: 2,
+        stop: 3,
+    };
+    let mut fates = vec![Fate::Row; 400];
+    for i in (7..400).step_by(53) {
+        fates[i] = Fate::Refused;
+    }
+    fates[100] = Fate::DecodeReject;
+    for ack in [AckMode::Explicit, AckMode::All] {
+        let mut s = Sim::new(ack, fates.clone(), 3, faults, 16);
+        s.run(200_000);
+        assert!(
+            s.crashes > 0 && s.stops > 0,
+            "{ack:?}: {} crashes, {} stops",
+            s.crashes,
+            s.stops
+        );
+        if ack == AckMode::All {
+            assert!(s.rewinds > 0);
+        }
+    }
+}
+
 fn fate() -> impl Strategy<Value = Fate> {
     prop_oneof![
         20 => Just(Fate::Row),
@@ -273,13 +306,14 @@ fn fate() -> impl Strategy<Value = Fate> {
 }
 
 fn faults() -> impl Strategy<Value = Faults> {
-    (0u32..80, 0u32..50, 0u32..80, 0u32..400, 0u32..3).prop_map(
-        |(lose, duplicate, reorder, write_fails, crash)| Faults {
+    (0u32..80, 0u32..50, 0u32..80, 0u32..400, 0u32..3, 0u32..5).prop_map(
+        |(lose, duplicate, reorder, write_fails, crash, stop)| Faults {
             lose,
             duplicate,
             reorder,
             write_fails,
             crash,
+            stop,
         },
     )
 }
@@ -288,7 +322,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Through lost, duplicated and reordered deliveries, redeliveries,
-    /// transient write failures, refused rows and crashes: nothing is
+    /// transient write failures, refused rows, crashes and drained stops
+    /// and restarts: nothing is
     /// acked before its row committed (checked at every ack), under ack
     /// policy all no ack covers a lost delivery, and in the end every
     /// message has exactly its row and is acked.
