@@ -553,7 +553,7 @@ async fn write_loop(
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "partition upkeep failed; next time");
+                            tracing::warn!(error = %super::db::pg_text(&e), "partition upkeep failed; next time");
                             db = None;
                         }
                     }

@@ -502,7 +502,9 @@ impl<T> Batcher<T> {
             }
             return None;
         }
-        if self.gap && !self.rewind_sent && self.open.entries.is_empty() {
+        // Stopping: no rewind; the next start rewinds a consumer with
+        // unacked deliveries anyway.
+        if self.gap && !self.rewind_sent && !self.stopping && self.open.entries.is_empty() {
             self.rewind_sent = true;
             return Some(Action::Rewind);
         }
