@@ -26,6 +26,7 @@ const FORBIDDEN: &[&str] = &[
     "tokio_postgres",
     "futures",
     "socket2",
+    "postgres",
     "libc::",
     "Instant::now",
     "SystemTime::now",

@@ -4,25 +4,9 @@
 use crate::config::limits;
 use serde::Deserialize;
 
-/// How a batch's messages are acknowledged after its commit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AckMode {
-    /// Ack policy `explicit`: every message of a committed batch is acked.
-    /// Safe across crashes, reconnects and several archivers sharing a
-    /// durable; one small NATS publish per message.
-    #[default]
-    Explicit,
-    /// Ack policy `all`: one ack per batch (its highest stream sequence)
-    /// covers every earlier delivery, including ones this process never
-    /// saw: delivered to a crashed predecessor (so at start the consumer is
-    /// rewound to its ack floor when it has unacked deliveries), or lost on
-    /// the way (a consumer-sequence gap: that batch is committed but not
-    /// acked, and the consumer is rewound to its ack floor; the re-read rows
-    /// are skipped). Needs a single archiver per durable: another client's
-    /// deliveries look like losses and cause rewinds.
-    All,
-}
+/// How a batch's messages are acknowledged after its commit: defined
+/// with the batcher that acts on it.
+pub use super::proto::AckMode;
 
 /// Where the telemetry table's time partitions come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

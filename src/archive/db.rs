@@ -7,10 +7,15 @@
 //! into place; operator rows and rejects are few and go by prepared
 //! `INSERT ... ON CONFLICT DO NOTHING`. Any error drops the session: the
 //! caller reconnects and writes the same batch again, which the unique keys
-//! make harmless.
+//! make harmless. A [`WriteError`] says whether that can help
+//! ([`WriteError::failure`]): a batch refused for good is narrowed down to
+//! its refused rows by the batcher, and those go to `tspi_rejects`.
 
-use super::copy::TELEMETRY_COLUMNS;
-use super::rows::{CommandRow, DAY_US, TagRow};
+use super::proto::commit::classify_sqlstate;
+use super::proto::copy::TELEMETRY_COLUMNS;
+use super::proto::rows::DAY_US;
+use super::proto::{Batch, CommitFailure, OpsRow, Retry, Written};
+use super::schema::MigrateError;
 use super::{ArchiveConfig, schema};
 use bytes::Bytes;
 use futures_util::SinkExt as _;
@@ -18,56 +23,76 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, NoTls, Statement};
 
-/// Where a message came from in its stream.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Origin {
-    pub subject: String,
-    pub msg_id: Option<String>,
-    pub stream_seq: u64,
-    /// When JetStream stored it, µs since the Unix epoch.
-    pub stream_unix_us: i64,
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connecting to PostgreSQL: {}", pg_text(.0))]
+    Connect(tokio_postgres::Error),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error("preparing the archive's session: {}", pg_text(.0))]
+    Prepare(tokio_postgres::Error),
 }
 
-/// A message that is not a row: why, and the body as it was.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RejectRow {
-    pub stream: &'static str,
-    pub origin: Origin,
-    pub kind: &'static str,
-    pub reason: String,
-    pub body: Bytes,
+/// Why a batch did not commit. [`WriteError::failure`] says whether the
+/// same rows can ever commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{}", pg_text(.0))]
+    Db(tokio_postgres::Error),
+    #[error("COPY took {took} of {rows} rows")]
+    CopyCount { took: u64, rows: usize },
+    /// No session: always transient (whatever the server said, it was not
+    /// about the batch's rows).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
-/// Operator rows of a batch.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OpsRow {
-    Tag(TagRow, Origin, Bytes),
-    Command(CommandRow, Origin, Bytes),
-    /// Any other archived operator message, and its JSON form if CBOR.
-    Event(Origin, Bytes, Option<String>),
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WriteError::Db(e)
+    }
 }
 
-/// What one transaction writes.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// The finished binary COPY stream of the telemetry rows (empty: none).
-    pub copy: Bytes,
-    pub copy_rows: usize,
-    /// UTC days (since 1970-01-01) of the telemetry rows, sorted, distinct.
-    pub days: Vec<i32>,
-    /// Some message was delivered before (JetStream's delivery count > 1):
-    /// rows may exist, so skip the optimistic direct COPY.
-    pub redelivered: bool,
-    pub ops: Vec<OpsRow>,
-    pub rejects: Vec<RejectRow>,
+/// A PostgreSQL error in full, as one line: `SQLSTATE code: message
+/// (detail)` when the server said something, else the client's text and
+/// its cause (`tokio_postgres::Error` alone displays only its kind, e.g.
+/// "db error"). Errors here carry this text instead of a `source`, so a
+/// `{:#}` chain does not say it twice.
+pub fn pg_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+            if let Some(d) = db.detail() {
+                s.push_str(" (");
+                s.push_str(d);
+                s.push(')');
+            }
+            s
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
-/// Rows a committed batch added (the rest were already there).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Written {
-    pub telemetry: u64,
-    pub ops: u64,
-    pub rejects: u64,
+impl WriteError {
+    /// Transient or permanent (by SQLSTATE, see
+    /// [`super::proto::commit::classify_sqlstate`]; no SQLSTATE: the
+    /// connection failed, transient), with the reason.
+    pub fn failure(&self) -> CommitFailure {
+        let retry = match self {
+            WriteError::Db(e) => e
+                .code()
+                .map_or(Retry::Transient, |c| classify_sqlstate(c.code())),
+            WriteError::CopyCount { .. } | WriteError::Connect(_) => Retry::Transient,
+        };
+        CommitFailure {
+            retry,
+            reason: self.to_string(),
+        }
+    }
 }
 
 /// Stream a finished binary COPY; returns the rows it took.
@@ -126,8 +151,10 @@ impl Drop for Db {
 
 impl Db {
     /// Connect, apply migrations, create the staging table, prepare.
-    pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> anyhow::Result<Db> {
-        let (mut client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> Result<Db, ConnectError> {
+        let (mut client, connection) = tokio_postgres::connect(dsn, NoTls)
+            .await
+            .map_err(ConnectError::Connect)?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");
@@ -140,21 +167,24 @@ impl Db {
                  CREATE TEMP TABLE IF NOT EXISTS tspi_telemetry_stage
                      (LIKE tspi_telemetry) ON COMMIT DELETE ROWS;",
             )
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         let cols = TELEMETRY_COLUMNS.join(", ");
         let insert = client
             .prepare(&format!(
                 "INSERT INTO tspi_telemetry ({cols}) SELECT {cols} FROM tspi_telemetry_stage \
                  ON CONFLICT (recv_time, msg_id) DO NOTHING"
             ))
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         let reject = client
             .prepare(
                 "INSERT INTO tspi_rejects (stream, stream_seq, stream_time, subject, msg_id, \
                  reason_kind, reason, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT DO NOTHING",
             )
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         let tag = client
             .prepare(
                 "INSERT INTO tspi_tags (id, ts, label, status, updated_ts, creator, notes, extra, \
@@ -162,20 +192,23 @@ impl Db {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12) \
                  ON CONFLICT DO NOTHING",
             )
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         let command = client
             .prepare(
                 "INSERT INTO tspi_display_commands (cmd_id, name, ts, sender, payload, body, \
                  subject, stream_seq) VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8) \
                  ON CONFLICT DO NOTHING",
             )
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         let event = client
             .prepare(
                 "INSERT INTO tspi_ops_events (subject, stream_seq, stream_time, msg_id, body, \
                  body_json) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
             )
-            .await?;
+            .await
+            .map_err(ConnectError::Prepare)?;
         Ok(Db {
             client,
             connection,
@@ -192,7 +225,7 @@ impl Db {
     }
 
     /// The partitioning mode the schema was created with.
-    pub async fn partitioning(&self) -> anyhow::Result<String> {
+    pub async fn partitioning(&self) -> Result<String, tokio_postgres::Error> {
         Ok(self
             .client
             .query_one("SELECT tspi_archive_partitioning()", &[])
@@ -202,7 +235,7 @@ impl Db {
 
     /// Make sure the partitions of these days exist (native mode; a no-op
     /// for TimescaleDB). Returns how many were created.
-    pub async fn ensure_days(&mut self, days: &[i32]) -> anyhow::Result<i32> {
+    pub async fn ensure_days(&mut self, days: &[i32]) -> Result<i32, tokio_postgres::Error> {
         let missing: Vec<i32> = days
             .iter()
             .copied()
@@ -228,7 +261,7 @@ impl Db {
         now_unix_us: i64,
         premake_days: u32,
         retention_days: u32,
-    ) -> anyhow::Result<(i32, Vec<String>)> {
+    ) -> Result<(i32, Vec<String>), tokio_postgres::Error> {
         let today = now_unix_us.div_euclid(DAY_US) as i32;
         let days: Vec<i32> = (today - 1..=today + premake_days as i32).collect();
         let created = self.ensure_days(&days).await?;
@@ -251,7 +284,7 @@ impl Db {
     }
 
     /// Write the batch in one transaction.
-    pub async fn write(&mut self, b: &Batch) -> anyhow::Result<Written> {
+    pub async fn write(&mut self, b: &Batch) -> Result<Written, WriteError> {
         if b.copy_rows > 0 {
             self.ensure_days(&b.days).await?;
         }
@@ -266,11 +299,12 @@ impl Db {
                 let sp = tx.savepoint("direct").await?;
                 match copy(&sp, &self.copy_direct_sql, &b.copy).await {
                     Ok(n) => {
-                        anyhow::ensure!(
-                            n as usize == b.copy_rows,
-                            "COPY took {n} of {}",
-                            b.copy_rows
-                        );
+                        if n as usize != b.copy_rows {
+                            return Err(WriteError::CopyCount {
+                                took: n,
+                                rows: b.copy_rows,
+                            });
+                        }
                         sp.commit().await?;
                         w.telemetry = n;
                         done = true;
@@ -287,11 +321,12 @@ impl Db {
             }
             if !done {
                 let n = copy(&tx, &self.copy_sql, &b.copy).await?;
-                anyhow::ensure!(
-                    n as usize == b.copy_rows,
-                    "COPY took {n} of {}",
-                    b.copy_rows
-                );
+                if n as usize != b.copy_rows {
+                    return Err(WriteError::CopyCount {
+                        took: n,
+                        rows: b.copy_rows,
+                    });
+                }
                 w.telemetry = tx.execute(&self.insert, &[]).await?;
             }
         }

@@ -56,11 +56,10 @@ pub fn checksum(sql: &str) -> String {
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("migration {name} failed: {source}")]
+    #[error("migration {name} failed: {}", super::db::pg_text(.cause))]
     Apply {
         name: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     #[error(
         "migration {name} was applied with checksum {recorded}, but this build's text has {ours}: \
@@ -75,8 +74,14 @@ pub enum MigrateError {
         "the database has migration {version}, newer than this build knows ({known}): run a newer tspi"
     )]
     Newer { version: i32, known: usize },
-    #[error("migrating: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error("migrating: {}", super::db::pg_text(.0))]
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        MigrateError::Db(e)
+    }
 }
 
 /// Bring the schema up to date. Returns the versions applied now.
@@ -140,9 +145,9 @@ async fn migrate_locked(
             }
             continue;
         }
-        let apply = |source| MigrateError::Apply {
+        let apply = |cause| MigrateError::Apply {
             name: m.name,
-            source,
+            cause,
         };
         let tx = client.transaction().await?;
         tx.execute(

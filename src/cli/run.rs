@@ -355,7 +355,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             rt.spawn(async move {
                 let stats = Arc::new(archive::Stats::default());
                 let r = archive::run_reporting(cfg, dsn, stats, json, prom, stop).await;
-                let _ = tx.send(Ended::Archive(r));
+                let _ = tx.send(Ended::Archive(r.map_err(anyhow::Error::from)));
             });
         }
         if roles.channels {

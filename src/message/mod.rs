@@ -6,6 +6,9 @@
 //! the body's shape is fixed (keys, order, float64 everywhere); it is checked
 //! against ciborium in the tests and measured against it in `bench/codec.rs`.
 
+pub mod ops;
+pub mod rfc3339;
+
 use crate::codec::{Frame, TICKS_PER_S, VALIDITY_NAMES};
 use serde::Serialize;
 

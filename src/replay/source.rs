@@ -7,6 +7,7 @@
 use super::time::{body_recv_ns, parse_rfc3339_ns};
 use super::{Item, ItemKind, ReplayError};
 use crate::codec;
+use crate::message::ops::BodyError;
 use crate::message::{self, RecvTime};
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
@@ -360,47 +361,26 @@ pub struct Tag {
     pub body: Bytes,
 }
 
-/// Read a tag body (CONTRACT §5): `id` text, `ts` as RFC 3339 text or a
-/// number of seconds since the epoch (an integer above 10^11 is taken as
-/// milliseconds).
-pub fn parse_tag(body: &[u8]) -> Result<Tag, String> {
-    let v: ciborium::Value = ciborium::from_reader(body).map_err(|e| format!("not CBOR: {e}"))?;
-    let map = v.as_map().ok_or("not a CBOR map")?;
-    let get = |k: &str| {
-        map.iter()
-            .find(|(key, _)| key.as_text() == Some(k))
-            .map(|(_, v)| v)
-    };
-    let id = get("id")
-        .and_then(|v| v.as_text())
-        .ok_or("no text `id`")?
-        .to_owned();
-    let ts = get("ts").ok_or("no `ts`")?;
-    let ts_ns = if let Some(t) = ts.as_text() {
-        parse_rfc3339_ns(t).map_err(|e| e.to_string())?
-    } else if let Some(f) = ts.as_float() {
-        if !(f.is_finite() && f >= 0.0) {
-            return Err(format!("ts {f} is not a time"));
-        }
-        // Seconds as float64 hold about microseconds at today's epoch:
-        // round the fraction to them.
-        let secs = f.trunc();
-        secs as u64 * 1_000_000_000 + ((f - secs) * 1e6).round() as u64 * 1_000
-    } else if let Some(i) = ts.as_integer() {
-        let i = u64::try_from(i).map_err(|_| "negative ts".to_owned())?;
-        if i > 100_000_000_000 {
-            i * 1_000_000
-        } else {
-            i * 1_000_000_000
-        }
-    } else {
-        return Err("ts is neither text nor a number".into());
-    };
-    let label = get("label").and_then(|v| v.as_text()).map(str::to_owned);
+/// Read a tag body with the one tag decoder ([`crate::message::ops`]), so
+/// a replay re-emits a tag at the moment the archive stored for it. A tag
+/// before 1970 or after 2554 (outside nanoseconds in a `u64`) cannot be
+/// replayed and is an error.
+pub fn parse_tag(body: &[u8]) -> Result<Tag, BodyError> {
+    let t = crate::message::ops::decode_tag(body)?;
+    let ts_ns = u64::try_from(t.ts_unix_us)
+        .ok()
+        .and_then(|us| us.checked_mul(1_000))
+        .ok_or_else(|| BodyError::Field {
+            field: "ts",
+            why: format!(
+                "{} µs since 1970 is outside what a replay reaches (1970..=2554)",
+                t.ts_unix_us
+            ),
+        })?;
     Ok(Tag {
-        id,
+        id: t.id,
         ts_ns,
-        label,
+        label: Some(t.label),
         body: Bytes::copy_from_slice(body),
     })
 }
@@ -720,33 +700,74 @@ mod tests {
     #[test]
     fn tag_times_in_every_form() {
         use ciborium::Value as V;
-        let id = || ("id", V::Text("t1".into()));
-        let t = parse_tag(&cbor(vec![
-            id(),
-            ("ts", V::Text("2023-11-14T22:13:20.5Z".into())),
-        ]))
-        .unwrap();
+        let tag = |ts: V| {
+            parse_tag(&cbor(vec![
+                ("id", V::Text("t1".into())),
+                ("ts", ts),
+                ("label", V::Text("Merge".into())),
+                ("updated_ts", V::Integer(1_700_000_000u64.into())),
+            ]))
+        };
+        let t = tag(V::Text("2023-11-14T22:13:20.5Z".into())).unwrap();
         assert_eq!(t.ts_ns, 1_700_000_000_500_000_000);
-        let t = parse_tag(&cbor(vec![id(), ("ts", V::Float(1_700_000_000.25))])).unwrap();
-        assert_eq!(t.ts_ns, 1_700_000_000_250_000_000);
-        let t = parse_tag(&cbor(vec![
-            id(),
-            ("ts", V::Integer(1_700_000_000u64.into())),
-        ]))
-        .unwrap();
-        assert_eq!(t.ts_ns, 1_700_000_000_000_000_000);
-        let t = parse_tag(&cbor(vec![
-            id(),
-            ("ts", V::Integer(1_700_000_000_123u64.into())),
-            ("label", V::Text("Merge".into())),
-        ]))
-        .unwrap();
-        assert_eq!(t.ts_ns, 1_700_000_000_123_000_000);
         assert_eq!(t.label.as_deref(), Some("Merge"));
+        let t = tag(V::Float(1_700_000_000.25)).unwrap();
+        assert_eq!(t.ts_ns, 1_700_000_000_250_000_000);
+        let t = tag(V::Integer(1_700_000_000u64.into())).unwrap();
+        assert_eq!(t.ts_ns, 1_700_000_000_000_000_000);
+        // An integer is seconds, never milliseconds (one meaning, as the
+        // archive reads it): this one is past 9999 and refused, saying why.
+        let e = tag(V::Integer(1_700_000_000_123u64.into())).unwrap_err();
+        assert!(e.to_string().contains("milliseconds"), "{e}");
+        // Before 1970: the archive keeps it, a replay cannot reach it.
+        assert!(tag(V::Integer((-5).into())).is_err());
+        assert!(tag(V::Bool(true)).is_err());
         assert!(parse_tag(&cbor(vec![("ts", V::Float(1.0))])).is_err());
-        assert!(parse_tag(&cbor(vec![id()])).is_err());
-        assert!(parse_tag(&cbor(vec![id(), ("ts", V::Bool(true))])).is_err());
         assert!(parse_tag(b"\xff").is_err());
+    }
+
+    /// The archive's row and the replay's re-emission of the same tag body
+    /// agree on its moment, in every form `ts` comes in, and refuse the
+    /// same bodies.
+    #[test]
+    fn archive_and_replay_read_a_tag_alike() {
+        use crate::archive::rows::decode_tag;
+        use ciborium::Value as V;
+        for ts in [
+            V::Integer(1_700_000_000u64.into()),
+            V::Integer(1_700_000_000_123u64.into()),
+            V::Integer(100_000_000_001u64.into()),
+            V::Integer(4_000_000_000u64.into()),
+            V::Float(1_700_000_000.25),
+            V::Float(1_700_000_000.000_123),
+            V::Text("2023-11-14T22:13:20.123456Z".into()),
+            V::Text("2023-11-15T00:13:20.5+02:00".into()),
+            V::Text("2023-11-14 22:13:20Z".into()),
+            V::Text("yesterday".into()),
+            V::Null,
+        ] {
+            let body = cbor(vec![
+                ("id", V::Text("t1".into())),
+                ("ts", ts.clone()),
+                ("label", V::Text("Merge".into())),
+                ("status", V::Text("active".into())),
+                ("updated_ts", V::Integer(1_700_000_000u64.into())),
+            ]);
+            match (decode_tag(&body), parse_tag(&body)) {
+                (Ok(row), Ok(replayed)) => {
+                    assert_eq!(replayed.ts_ns, row.ts_unix_us as u64 * 1_000, "{ts:?}");
+                    assert_eq!(replayed.id, row.id);
+                    assert_eq!(replayed.label.as_deref(), Some(row.label.as_str()));
+                }
+                (Err(a), Err(r)) => assert_eq!(a, r, "{ts:?}"),
+                // Year 5138 as seconds: archived, but past what a replay's
+                // u64 nanoseconds reach (2554); never read as milliseconds.
+                (Ok(row), Err(r)) if row.ts_unix_us > (u64::MAX / 1_000) as i64 => {
+                    assert!(r.to_string().contains("1970..=2554"), "{r}");
+                }
+                (a, r) => panic!("{ts:?}: archive {a:?}, replay {r:?}"),
+            }
+        }
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn tags_and_commands() {
     .unwrap();
     assert_eq!(
         tag,
-        TagRow {
+        TagBody {
             id: "t1".into(),
             ts_unix_us: 100_000_000,
             label: "Launch".into(),
@@ -265,9 +265,7 @@ fn tags_and_commands() {
     .unwrap_err();
     assert_eq!(typed.to_string(), "label: expected text, found an integer");
     assert_eq!(
-        decode_tag(&cbor_of(&Value::Array(vec![])))
-            .unwrap_err()
-            .label(),
+        Reject::from(decode_tag(&cbor_of(&Value::Array(vec![]))).unwrap_err()).label(),
         "cbor"
     );
 

@@ -132,14 +132,13 @@ fn u32v(field: &'static str, v: f64) -> Result<u32, Reject> {
 }
 
 /// RFC 3339 text to microseconds since the Unix epoch (finer digits are
-/// truncated toward the past).
+/// truncated toward the past): the encoder's own shape by a fast path,
+/// anything else by the one parser ([`crate::message::rfc3339`]).
 pub fn parse_rfc3339_us(text: &str) -> Option<i64> {
     if let Some(us) = fast::iso_us(text.as_bytes()) {
         return Some(us);
     }
-    let t =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    let ns = t.unix_timestamp_nanos();
+    let ns = crate::message::rfc3339::parse_rfc3339_ns(text).ok()?;
     i64::try_from(ns.div_euclid(1000)).ok()
 }
 
@@ -259,240 +258,17 @@ mod fast;
 
 // --- operator messages (CONTRACT §5) -----------------------------------------
 
-/// A CBOR map with text keys, as `(key, value)` pairs in body order.
-type Map = Vec<(String, ciborium::Value)>;
+pub use crate::message::ops::{
+    BodyError, CommandBody, TagBody, decode_command, decode_tag, event_json, timestamp_us, to_json,
+};
 
-fn cbor_map(body: &[u8]) -> Result<Map, Reject> {
-    let v: ciborium::Value =
-        ciborium::from_reader(body).map_err(|e| Reject::Cbor(e.to_string()))?;
-    let ciborium::Value::Map(entries) = v else {
-        return Err(Reject::Cbor("top level is not a map".into()));
-    };
-    entries
-        .into_iter()
-        .map(|(k, v)| match k {
-            ciborium::Value::Text(k) => Ok((k, v)),
-            other => Err(Reject::Cbor(format!("non-text key {other:?}"))),
-        })
-        .collect()
-}
-
-fn take(map: &mut Map, key: &str) -> Option<ciborium::Value> {
-    let i = map.iter().position(|(k, _)| k == key)?;
-    Some(map.swap_remove(i).1)
-}
-
-fn text(
-    field: &'static str,
-    v: Option<ciborium::Value>,
-    required: bool,
-) -> Result<Option<String>, Reject> {
-    match v {
-        None | Some(ciborium::Value::Null) if !required => Ok(None),
-        None | Some(ciborium::Value::Null) => Err(Reject::Field {
-            field,
-            why: "missing".into(),
-        }),
-        Some(ciborium::Value::Text(s)) => Ok(Some(s)),
-        Some(other) => Err(Reject::Field {
-            field,
-            why: format!("expected text, found {}", kind(&other)),
-        }),
-    }
-}
-
-/// `status` of a tag: text as is; a number or boolean as its JSON text.
-fn status_text(v: Option<ciborium::Value>) -> Result<Option<String>, Reject> {
-    match v {
-        None | Some(ciborium::Value::Null) => Ok(None),
-        Some(ciborium::Value::Text(s)) => Ok(Some(s)),
-        Some(
-            v
-            @ (ciborium::Value::Integer(_) | ciborium::Value::Float(_) | ciborium::Value::Bool(_)),
-        ) => Ok(Some(to_json(&v).to_string())),
-        Some(other) => Err(Reject::Field {
-            field: "status",
-            why: format!("expected text, found {}", kind(&other)),
-        }),
-    }
-}
-
-fn kind(v: &ciborium::Value) -> &'static str {
-    use ciborium::Value as V;
-    match v {
-        V::Integer(_) => "an integer",
-        V::Bytes(_) => "bytes",
-        V::Float(_) => "a float",
-        V::Text(_) => "text",
-        V::Bool(_) => "a boolean",
-        V::Null => "null",
-        V::Tag(..) => "a tagged item",
-        V::Array(_) => "an array",
-        V::Map(_) => "a map",
-        _ => "an unknown item",
-    }
-}
-
-/// Earliest and latest accepted timestamps: 1900-01-01 and 9999-12-31
-/// (well inside PostgreSQL's timestamptz range).
-const TS_UNIX_US_MIN: i64 = -2_208_988_800_000_000;
-const TS_UNIX_US_MAX: i64 = 253_402_214_400_000_000;
-
-/// A contract §5 timestamp: epoch seconds (integer or float) or RFC 3339
-/// text; anything else is a reject that says so.
-pub fn timestamp_us(field: &'static str, v: Option<ciborium::Value>) -> Result<i64, Reject> {
-    let bad = |why: String| Reject::Field { field, why };
-    let us = match v {
-        None | Some(ciborium::Value::Null) => return Err(bad("missing".into())),
-        Some(ciborium::Value::Integer(i)) => {
-            let s = i128::from(i);
-            s.checked_mul(1_000_000)
-                .and_then(|us| i64::try_from(us).ok())
-                .ok_or_else(|| bad(format!("{s} epoch seconds is out of range")))?
+impl From<BodyError> for Reject {
+    fn from(e: BodyError) -> Reject {
+        match e {
+            BodyError::Cbor(why) => Reject::Cbor(why),
+            BodyError::Field { field, why } => Reject::Field { field, why },
         }
-        Some(ciborium::Value::Float(f)) => {
-            if !f.is_finite() {
-                return Err(bad(format!("{f} is not a time")));
-            }
-            let us = (f * 1e6).round();
-            if us.abs() > 9.0e18 {
-                return Err(bad(format!("{f} epoch seconds is out of range")));
-            }
-            us as i64
-        }
-        Some(ciborium::Value::Text(s)) => parse_rfc3339_us(&s).ok_or_else(|| {
-            bad(format!(
-                "{s:?} is neither epoch seconds nor RFC 3339 text (e.g. 2024-05-01T12:00:00Z)"
-            ))
-        })?,
-        Some(other) => {
-            return Err(bad(format!(
-                "expected epoch seconds or RFC 3339 text, found {}",
-                kind(&other)
-            )));
-        }
-    };
-    if !(TS_UNIX_US_MIN..=TS_UNIX_US_MAX).contains(&us) {
-        return Err(bad(format!("{us} µs since 1970 is outside 1900..=9999")));
     }
-    Ok(us)
-}
-
-/// CBOR to JSON for `jsonb` columns: byte strings become base64 text, tags
-/// are dropped (their content kept), non-finite floats become null.
-pub fn to_json(v: &ciborium::Value) -> serde_json::Value {
-    use base64::Engine as _;
-    use ciborium::Value as V;
-    use serde_json::Value as J;
-    match v {
-        V::Integer(i) => {
-            let n = i128::from(*i);
-            if let Ok(n) = i64::try_from(n) {
-                J::from(n)
-            } else if let Ok(n) = u64::try_from(n) {
-                J::from(n)
-            } else {
-                J::String(n.to_string())
-            }
-        }
-        V::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        V::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        V::Text(s) => J::String(s.clone()),
-        V::Bool(b) => J::Bool(*b),
-        V::Null => J::Null,
-        V::Tag(_, inner) => to_json(inner),
-        V::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        V::Map(m) => J::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        V::Text(s) => s.clone(),
-                        other => to_json(other).to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-        _ => J::Null,
-    }
-}
-
-/// A tag on `tags.broadcast`: `{id, ts, label, status, updated_ts, creator?,
-/// notes?, extra?}`. Keys beyond these are kept in `body` (the whole CBOR
-/// body is stored) and otherwise ignored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TagRow {
-    pub id: String,
-    pub ts_unix_us: i64,
-    pub label: String,
-    pub status: Option<String>,
-    pub updated_unix_us: i64,
-    pub creator: Option<String>,
-    pub notes: Option<String>,
-    /// JSON text of `extra`, if present.
-    pub extra_json: Option<String>,
-}
-
-pub fn decode_tag(body: &[u8]) -> Result<TagRow, Reject> {
-    let mut m = cbor_map(body)?;
-    let id = text("id", take(&mut m, "id"), true)?.unwrap_or_default();
-    if id.is_empty() {
-        return Err(Reject::Field {
-            field: "id",
-            why: "empty".into(),
-        });
-    }
-    Ok(TagRow {
-        id,
-        ts_unix_us: timestamp_us("ts", take(&mut m, "ts"))?,
-        label: text("label", take(&mut m, "label"), true)?.unwrap_or_default(),
-        status: status_text(take(&mut m, "status"))?,
-        updated_unix_us: timestamp_us("updated_ts", take(&mut m, "updated_ts"))?,
-        creator: text("creator", take(&mut m, "creator"), false)?,
-        notes: text("notes", take(&mut m, "notes"), false)?,
-        extra_json: take(&mut m, "extra")
-            .filter(|v| !v.is_null())
-            .map(|v| to_json(&v).to_string()),
-    })
-}
-
-/// A display command on `tspi.cmd.display.<name>`: `{cmd_id, name, ts,
-/// sender, payload}`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CommandRow {
-    pub cmd_id: String,
-    pub name: String,
-    pub ts_unix_us: i64,
-    pub sender: Option<String>,
-    /// JSON text of `payload` (`null` if absent).
-    pub payload_json: String,
-}
-
-pub fn decode_command(body: &[u8]) -> Result<CommandRow, Reject> {
-    let mut m = cbor_map(body)?;
-    let cmd_id = text("cmd_id", take(&mut m, "cmd_id"), true)?.unwrap_or_default();
-    if cmd_id.is_empty() {
-        return Err(Reject::Field {
-            field: "cmd_id",
-            why: "empty".into(),
-        });
-    }
-    Ok(CommandRow {
-        cmd_id,
-        name: text("name", take(&mut m, "name"), true)?.unwrap_or_default(),
-        ts_unix_us: timestamp_us("ts", take(&mut m, "ts"))?,
-        sender: text("sender", take(&mut m, "sender"), false)?,
-        payload_json: take(&mut m, "payload")
-            .map_or(serde_json::Value::Null, |v| to_json(&v))
-            .to_string(),
-    })
-}
-
-/// Any other operator message (control, status): the body as JSON when it
-/// is CBOR, else none (the bytes are stored either way).
-pub fn event_json(body: &[u8]) -> Option<String> {
-    let v: ciborium::Value = ciborium::from_reader(body).ok()?;
-    Some(to_json(&v).to_string())
 }
 
 /// Which table an operator-stream subject goes to.

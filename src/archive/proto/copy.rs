@@ -106,6 +106,13 @@ impl CopyBuf {
         self.buf.extend_from_slice(&fields.to_be_bytes());
     }
 
+    /// Append one row already encoded (taken from another stream of the
+    /// same columns: how a bisected batch is rebuilt without decoding).
+    pub fn push_row_bytes(&mut self, row: &[u8]) {
+        self.rows += 1;
+        self.buf.extend_from_slice(row);
+    }
+
     fn field(&mut self, value: &[u8]) {
         self.buf
             .extend_from_slice(&(value.len() as i32).to_be_bytes());

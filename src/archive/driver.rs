@@ -1,0 +1,901 @@
+//! Edge: per stream, a task that owns the durable pull consumer and the
+//! clock and drives a [`Batcher`] (the pure core decides batches, acks,
+//! retries and rewinds), and a writer task that owns the PostgreSQL session
+//! and commits one batch at a time; plus the reporter.
+//!
+//! ```text
+//! TSPI ──pull──> stream task (Batcher) ──Write──> writer ──> PostgreSQL
+//!                  ^   │ Ack / Rewind              │
+//!                  └───┼──── committed / failed ───┘
+//! TSPI_OPS ─pull─> stream task ──> writer ──┘
+//! ```
+//!
+//! Back-pressure: while the database is away the batcher retries the head
+//! batch (backoff, reconnect), holds at most `batches_in_flight_max + 1`
+//! closed batches and then stops reading, and the consumer's
+//! `max_ack_pending` stops the server from delivering more. Nothing is
+//! acked, nothing is dropped.
+
+use super::db::{Db, WriteError};
+use super::proto::{
+    AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
+};
+use super::report::{self, ArchiveCounts, Lag};
+use super::{AckMode, ArchiveConfig};
+use crate::config::{Config, ConfigError, Machine, Role};
+use crate::jetstream::{STREAM_OPS, STREAM_TELEMETRY, ensure_stream, ops_stream, telemetry_stream};
+use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    message::Acker,
+};
+use futures_util::StreamExt as _;
+use hdrhistogram::Histogram;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the archiver could not start (or a stream could not be reopened).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("archive.postgres / --postgres is not a valid connection string: {}", super::db::pg_text(.0))]
+    Dsn(tokio_postgres::Error),
+    #[error("connecting to NATS: {0}")]
+    Nats(#[source] BoxError),
+    #[error("creating or updating the {stream} stream: {source}")]
+    CreateStream {
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "stream {stream} not found (start ingest, or let archive create it with stream.create = true): {source}"
+    )]
+    NoStream {
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error(
+        "durable consumer {durable} on {stream} has ack policy {found:?}, but archive.ack = {want:?}: \
+         an ack policy cannot change; set archive.ack back, or remove the consumer (it then starts \
+         again from the beginning of the stream; rows already archived are skipped)"
+    )]
+    AckPolicy {
+        durable: String,
+        stream: &'static str,
+        found: AckPolicy,
+        want: AckMode,
+    },
+    #[error("the archiver's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{what} durable consumer {durable} on {stream}: {source}")]
+    Consumer {
+        what: &'static str,
+        durable: String,
+        stream: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Subjects of `TSPI_OPS` that are archived: display and other commands,
+/// tags, control and status heartbeats. Metrics snapshots
+/// (`tspi.ops.metrics.>`) are not: they are the boxes' own reports.
+pub use crate::contract::names::OPS_SUBJECTS_ARCHIVED as OPS_SUBJECTS;
+
+/// The stream a batcher of this kind reads.
+fn stream_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Telemetry => STREAM_TELEMETRY,
+        Kind::Ops => STREAM_OPS,
+    }
+}
+
+/// Per-stream progress, for the lag.
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    /// Messages taken from the consumer, and committed.
+    pub taken: AtomicU64,
+    pub committed: AtomicU64,
+    /// Messages still in the stream for this consumer after the last one
+    /// taken (the server's `num_pending` in its reply subject).
+    pub pending: AtomicU64,
+    /// Stream time (µs) of the last committed message; of the first taken
+    /// until something committed.
+    pub committed_unix_us: AtomicI64,
+    pub first_taken_unix_us: AtomicI64,
+}
+
+impl StreamProgress {
+    /// Lag at `now_unix_us`.
+    pub fn lag(&self, now_unix_us: i64) -> Lag {
+        let taken = self.taken.load(Relaxed);
+        let committed = self.committed.load(Relaxed);
+        let messages = self.pending.load(Relaxed) + taken.saturating_sub(committed);
+        let since = if committed > 0 {
+            self.committed_unix_us.load(Relaxed)
+        } else {
+            self.first_taken_unix_us.load(Relaxed)
+        };
+        let seconds = if messages > 0 && since > 0 {
+            (now_unix_us - since).max(0) as f64 / 1e6
+        } else {
+            0.0
+        };
+        Lag { messages, seconds }
+    }
+}
+
+/// Live counters, shared by the tasks, the reporter and callers (tests,
+/// the bench) that watch progress: the [`ArchiveCounts`] counted live
+/// ([`report::ArchiveLive`], reached through `Deref`: `stats.acked`), each
+/// stream's progress and the commit latency.
+#[derive(Debug)]
+pub struct Stats {
+    pub counts: report::ArchiveLive,
+    pub telemetry: StreamProgress,
+    pub ops: StreamProgress,
+    /// Batch commit latency, ns, since the last report.
+    pub commit: Mutex<Histogram<u64>>,
+}
+
+impl std::ops::Deref for Stats {
+    type Target = report::ArchiveLive;
+    fn deref(&self) -> &report::ArchiveLive {
+        &self.counts
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            counts: report::ArchiveLive::default(),
+            telemetry: StreamProgress::default(),
+            ops: StreamProgress::default(),
+            commit: Mutex::new(new_latency_histogram()),
+        }
+    }
+}
+
+impl Stats {
+    pub fn counters(&self) -> ArchiveCounts {
+        self.counts.load()
+    }
+
+    fn progress(&self, kind: Kind) -> &StreamProgress {
+        match kind {
+            Kind::Telemetry => &self.telemetry,
+            Kind::Ops => &self.ops,
+        }
+    }
+}
+
+/// The account of a run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Account {
+    pub counters: ArchiveCounts,
+    /// Batches still unacked when the drain timed out (redelivered later).
+    pub abandoned_batches: u64,
+}
+
+fn now_unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// What the writer hands back: the batch, its outcome, how long it took.
+type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
+
+/// The batcher's configuration for a stream.
+fn batcher_config(kind: Kind, cfg: &ArchiveConfig) -> BatcherConfig {
+    BatcherConfig {
+        kind,
+        stream: stream_name(kind),
+        ack: cfg.ack,
+        batch_len_max: cfg.batch_len_max,
+        flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+        // One being written and `batches_in_flight_max` decoded ahead.
+        batches_queued_max: cfg.batches_in_flight_max + 1,
+        retry_backoff_initial: Duration::from_millis(cfg.retry_backoff_initial_ms),
+        retry_backoff_max: Duration::from_millis(cfg.retry_backoff_max_ms),
+    }
+}
+
+/// A delivery as the batcher's plain data: (what it acks with, the rest).
+fn take_delivery(
+    b: &mut Batcher<Acker>,
+    now: Duration,
+    m: jetstream::Message,
+    progress: &StreamProgress,
+) -> bool {
+    let (stream_seq, consumer_seq, delivered, stream_unix_us) = match m.info() {
+        Ok(i) => {
+            progress.pending.store(i.pending, Relaxed);
+            (
+                i.stream_sequence,
+                i.consumer_sequence,
+                u64::try_from(i.delivered).unwrap_or(1),
+                (i.published.unix_timestamp_nanos() / 1000) as i64,
+            )
+        }
+        // Not a JetStream delivery (cannot happen on a pull consumer's own
+        // inbox): archived with sequence 0 rather than dropped.
+        Err(_) => (0, 0, 2, now_unix_us()),
+    };
+    if progress.first_taken_unix_us.load(Relaxed) == 0 {
+        progress.first_taken_unix_us.store(stream_unix_us, Relaxed);
+    }
+    let (msg, acker) = m.split();
+    let async_nats::Message {
+        subject,
+        payload,
+        headers,
+        ..
+    } = msg;
+    let msg_id = headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str());
+    b.handle_delivery(
+        now,
+        Delivery {
+            token: acker,
+            stream_seq,
+            consumer_seq,
+            delivered,
+            stream_unix_us,
+            subject: subject.as_str(),
+            msg_id,
+            payload,
+        },
+    )
+}
+
+/// Work for a stream's ack task.
+enum AckJob {
+    Plan(AckPlan<Acker>),
+    /// Answered once every earlier plan is sent.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Send ack plans in order. A task of its own, as the acks were sent by
+/// the old writer task: an explicit-ack batch is thousands of small
+/// publishes, and the stream task meanwhile decodes the next batch.
+async fn ack_loop(mut rx: mpsc::Receiver<AckJob>, stats: Arc<Stats>) {
+    while let Some(job) = rx.recv().await {
+        match job {
+            AckJob::Plan(plan) => {
+                for a in plan.tokens {
+                    if let Err(e) = a.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                    }
+                }
+                stats.acked.fetch_add(plan.messages, Relaxed);
+            }
+            AckJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Count a committed batch.
+fn account_commit(stats: &Stats, progress: &StreamProgress, b: &Batch, w: Written, took: Duration) {
+    stats.telemetry_rows.fetch_add(w.telemetry, Relaxed);
+    stats
+        .telemetry_duplicate
+        .fetch_add((b.copy_rows as u64).saturating_sub(w.telemetry), Relaxed);
+    stats.ops_rows.fetch_add(w.ops, Relaxed);
+    stats
+        .ops_duplicate
+        .fetch_add((b.ops.len() as u64).saturating_sub(w.ops), Relaxed);
+    stats.rejected.fetch_add(b.rejects.len() as u64, Relaxed);
+    stats.batches.fetch_add(1, Relaxed);
+    progress.committed.fetch_add(b.messages, Relaxed);
+    progress
+        .committed_unix_us
+        .store(b.last_stream_unix_us, Relaxed);
+    if let Ok(mut h) = stats.commit.lock() {
+        h.saturating_record(took.as_nanos() as u64);
+    }
+}
+
+/// One stream: [`stream_loop`] and its ack task; returns once both are
+/// done (every batch taken committed and its acks sent).
+#[allow(clippy::too_many_arguments)]
+async fn stream_task(
+    kind: Kind,
+    js: jetstream::Context,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    cfg: ArchiveConfig,
+    write_tx: mpsc::Sender<Arc<Batch>>,
+    done_rx: mpsc::Receiver<Done>,
+    stop: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let (ack_tx, ack_rx) = mpsc::channel(cfg.batches_in_flight_max + 2);
+    let acks = tokio::spawn(ack_loop(ack_rx, stats.clone()));
+    stream_loop(
+        kind, js, consumer, cfg, write_tx, done_rx, ack_tx, stop, stats,
+    )
+    .await;
+    let _ = acks.await;
+}
+
+/// Read the consumer into the batcher, carry out its actions, feed it the
+/// writer's outcomes and the clock. Returns once stopped and drained, or if
+/// the writer is gone.
+#[allow(clippy::too_many_arguments)]
+async fn stream_loop(
+    kind: Kind,
+    js: jetstream::Context,
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    cfg: ArchiveConfig,
+    write_tx: mpsc::Sender<Arc<Batch>>,
+    mut done_rx: mpsc::Receiver<Done>,
+    ack_tx: mpsc::Sender<AckJob>,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let stream = stream_name(kind);
+    let progress = stats.progress(kind);
+    let origin = tokio::time::Instant::now();
+    let now = || origin.elapsed();
+    let mut b: Batcher<Acker> = Batcher::new(
+        batcher_config(kind, &cfg),
+        consumer.cached_info().delivered.consumer_sequence,
+    );
+    let backoff_initial = Duration::from_millis(cfg.retry_backoff_initial_ms);
+    let backoff_max = Duration::from_millis(cfg.retry_backoff_max_ms);
+    let mut backoff = backoff_initial;
+    let mut msgs = None;
+    let mut reopen_at = origin;
+    let mut stopping = false;
+    loop {
+        while let Some(action) = b.poll() {
+            match action {
+                Action::Write(batch) => {
+                    if write_tx.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Ack(plan) => {
+                    if ack_tx.send(AckJob::Plan(plan)).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Rewind => {
+                    // Everything taken is committed. Re-read from the ack
+                    // floor (once the acks before it are out): the missing
+                    // delivery comes back, and what was committed after the
+                    // floor is skipped.
+                    msgs = None;
+                    let (done, acks_sent) = tokio::sync::oneshot::channel();
+                    if ack_tx.send(AckJob::Barrier(done)).await.is_err() || acks_sent.await.is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        match open_consumer(&js, kind, &cfg, true).await {
+                            Ok(c) => {
+                                consumer = c;
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(stream, error = %e, "rewind failed; retrying");
+                                tokio::select! {
+                                    () = tokio::time::sleep(backoff) => {}
+                                    _ = stop.wait_for(|s| *s) => return,
+                                }
+                                backoff = (backoff * 2).min(backoff_max);
+                            }
+                        }
+                    }
+                    b.handle_rewound(consumer.cached_info().delivered.consumer_sequence);
+                    stats.rewinds.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if stopping && b.is_idle() {
+            return;
+        }
+        let reading = !stopping && b.wants_deliveries();
+        if reading && msgs.is_none() && tokio::time::Instant::now() >= reopen_at {
+            match consumer
+                .stream()
+                .max_messages_per_batch(cfg.batch_len_max.min(10_000))
+                .messages()
+                .await
+            {
+                Ok(s) => msgs = Some(s),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "pull consumer: retrying");
+                    reopen_at = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(backoff_max);
+                }
+            }
+        }
+        let deadline = b.poll_timeout().map(|d| origin + d);
+        tokio::select! {
+            biased;
+            done = done_rx.recv() => {
+                let Some((batch, result, took)) = done else { return };
+                match result {
+                    Ok(w) => {
+                        account_commit(&stats, progress, &batch, w, took);
+                        b.handle_committed(now());
+                    }
+                    Err(e) => {
+                        stats.db_errors.fetch_add(1, Relaxed);
+                        let failure = e.failure();
+                        match b.handle_failed(now(), failure) {
+                            Outcome::RetryAt(at) => tracing::warn!(
+                                stream,
+                                error = %e,
+                                retry_in_ms = at.saturating_sub(now()).as_millis() as u64,
+                                "batch not written; not acked, retrying"
+                            ),
+                            Outcome::Split { messages } => tracing::warn!(
+                                stream,
+                                error = %e,
+                                messages,
+                                "batch refused for good; writing its halves to find the refused rows"
+                            ),
+                            Outcome::Refused { stream_seq } => tracing::warn!(
+                                stream,
+                                stream_seq,
+                                error = %e,
+                                "message refused by the database; archived in tspi_rejects"
+                            ),
+                        }
+                    }
+                }
+            }
+            m = async {
+                match msgs.as_mut() {
+                    Some(m) => m.next().await,
+                    None => std::future::pending().await,
+                }
+            }, if reading => match m {
+                Some(Ok(m)) => {
+                    if take_delivery(&mut b, now(), m, progress) {
+                        stats.messages.fetch_add(1, Relaxed);
+                        progress.taken.fetch_add(1, Relaxed);
+                    }
+                    backoff = backoff_initial;
+                }
+                Some(Err(e)) => tracing::debug!(stream, error = %e, "pull consumer"),
+                None => msgs = None,
+            },
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => b.handle_timeout(now()),
+            () = tokio::time::sleep_until(reopen_at), if reading && msgs.is_none() => {}
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                msgs = None;
+                b.handle_stop();
+            }
+        }
+    }
+}
+
+/// Commit batches one at a time, in the order given; report each outcome.
+/// Reconnects as needed; a failed connect is a transient failure of the
+/// batch. With `maintain`, also keeps the partitions between batches.
+async fn write_loop(
+    dsn: String,
+    cfg: ArchiveConfig,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
+    done: mpsc::Sender<Done>,
+    stats: Arc<Stats>,
+    maintain: bool,
+) {
+    let mut db: Option<Db> = None;
+    let mut upkeep = tokio::time::interval(Duration::from_secs(cfg.maintenance_interval_s));
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return,
+            },
+            _ = upkeep.tick(), if maintain => {
+                if let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
+                    match d.maintain(now_unix_us(), cfg.partition_premake_days, cfg.retention_days).await {
+                        Ok((created, dropped)) => {
+                            stats.partitions_created.fetch_add(created.max(0) as u64, Relaxed);
+                            stats.partitions_dropped.fetch_add(dropped.len() as u64, Relaxed);
+                            if !dropped.is_empty() {
+                                tracing::info!(?dropped, retention_days = cfg.retention_days, "retention dropped partitions");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %super::db::pg_text(&e), "partition upkeep failed; next time");
+                            db = None;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let t0 = Instant::now();
+        let result = match connected(&mut db, &dsn, &cfg, &stats).await {
+            Ok(d) => d.write(&batch).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result
+            && e.failure().retry == super::proto::Retry::Transient
+        {
+            // The session may be broken: start a fresh one next time.
+            db = None;
+        }
+        if done.send((batch, result, t0.elapsed())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The session, connecting (once) if there is none. A failed connect is
+/// logged and returned as a (transient) write error.
+async fn connected<'a>(
+    db: &'a mut Option<Db>,
+    dsn: &str,
+    cfg: &ArchiveConfig,
+    stats: &Stats,
+) -> Result<&'a mut Db, WriteError> {
+    if db.is_none() {
+        match Db::connect(dsn, cfg).await {
+            Ok(d) => {
+                tracing::info!("postgres connected, schema up to date");
+                *db = Some(d);
+            }
+            Err(e) => {
+                stats.db_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "postgres unavailable; retrying");
+                return Err(WriteError::Connect(e));
+            }
+        }
+    }
+    Ok(db.as_mut().unwrap_or_else(|| unreachable!()))
+}
+
+/// Create (or update) the durable pull consumer. Under ack policy all it
+/// is rewound to its ack floor when it has unacked deliveries (at start:
+/// a predecessor's), or always with `rewind` (a delivery went missing).
+async fn open_consumer(
+    js: &jetstream::Context,
+    kind: Kind,
+    cfg: &ArchiveConfig,
+    rewind: bool,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ArchiveError> {
+    let name = stream_name(kind);
+    let stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| ArchiveError::NoStream {
+            stream: name,
+            source: e.into(),
+        })?;
+    let durable = match kind {
+        Kind::Telemetry => cfg.durable.clone(),
+        Kind::Ops => cfg.durable_ops.clone(),
+    };
+    let ack_policy = match cfg.ack {
+        AckMode::All => AckPolicy::All,
+        AckMode::Explicit => AckPolicy::Explicit,
+    };
+    let mut config = pull::Config {
+        durable_name: Some(durable.clone()),
+        description: Some("tspi archive".into()),
+        ack_policy,
+        ack_wait: Duration::from_secs(cfg.ack_wait_s),
+        max_ack_pending: cfg.max_ack_pending(),
+        filter_subjects: match kind {
+            Kind::Telemetry => Vec::new(),
+            Kind::Ops => OPS_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
+        },
+        ..Default::default()
+    };
+    if let Ok(info) = stream.consumer_info(&durable).await {
+        if info.config.ack_policy != ack_policy {
+            return Err(ArchiveError::AckPolicy {
+                durable,
+                stream: name,
+                found: info.config.ack_policy,
+                want: cfg.ack,
+            });
+        }
+        // Keep where it was told to start (updates may not change it).
+        config.deliver_policy = info.config.deliver_policy;
+        if cfg.ack == AckMode::All && (rewind || info.num_ack_pending > 0) {
+            // Messages delivered to a predecessor and never acked. Under
+            // ack policy all, our first ack would cover them before they
+            // are redelivered: rewind to the ack floor instead. What the
+            // predecessor committed after the floor is skipped by the
+            // unique keys.
+            let start = info.ack_floor.stream_sequence + 1;
+            tracing::warn!(
+                consumer = %durable,
+                unacked = info.num_ack_pending,
+                start_sequence = start,
+                "ack policy all: rewinding the consumer to its ack floor"
+            );
+            stream
+                .delete_consumer(&durable)
+                .await
+                .map_err(|e| ArchiveError::Consumer {
+                    what: "removing (to rewind it) the",
+                    durable: durable.clone(),
+                    stream: name,
+                    source: e.into(),
+                })?;
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            };
+        }
+    }
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| ArchiveError::Consumer {
+            what: "creating or updating the",
+            durable,
+            stream: name,
+            source: e.into(),
+        })
+}
+
+/// Run until `stop` resolves, then drain: each stream task stops reading,
+/// writes its partial batch and commits and acks what it holds (up to
+/// `archive.drain_timeout_s`), then the NATS client is flushed.
+pub async fn run(
+    cfg: Config,
+    dsn: String,
+    stats: Arc<Stats>,
+    json: bool,
+    stop: impl Future<Output = ()>,
+) -> Result<Account, ArchiveError> {
+    run_reporting(cfg, dsn, stats, json, None, stop).await
+}
+
+/// [`run`], sending each report's Prometheus text to `prometheus` instead
+/// of serving `metrics.addr` itself when it is given (`tspi run` serves
+/// every role on one endpoint: see [`crate::metrics::Exposition`]).
+pub async fn run_reporting(
+    cfg: Config,
+    dsn: String,
+    stats: Arc<Stats>,
+    json: bool,
+    prometheus: Option<watch::Sender<String>>,
+    stop: impl Future<Output = ()>,
+) -> Result<Account, ArchiveError> {
+    let a = cfg.archive.clone();
+    // Everything before the first request to a server (this may update the
+    // shared TSPI stream below).
+    cfg.validate_for(&[Role::Archive], &Machine::current())?;
+    dsn.parse::<tokio_postgres::Config>()
+        .map_err(ArchiveError::Dsn)?;
+    let client = crate::nats::connect(&cfg.nats)
+        .await
+        .map_err(|e| ArchiveError::Nats(e.into()))?;
+    let js = jetstream::new(client.clone());
+    if cfg.stream.create {
+        let settings = cfg.stream.telemetry_settings();
+        ensure_stream(
+            &js,
+            telemetry_stream(&cfg.nats.subject_prefix, &settings),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| ArchiveError::CreateStream {
+            stream: STREAM_TELEMETRY,
+            source: e.into(),
+        })?;
+        if a.ops {
+            ensure_stream(&js, ops_stream(&settings), Duration::from_secs(30))
+                .await
+                .map_err(|e| ArchiveError::CreateStream {
+                    stream: STREAM_OPS,
+                    source: e.into(),
+                })?;
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Told when the writers are done, so the last report counts everything.
+    let (report_done_tx, report_done_rx) = watch::channel(false);
+    let mut kinds = vec![Kind::Telemetry];
+    if a.ops {
+        kinds.push(Kind::Ops);
+    }
+    let mut streams = Vec::new();
+    let mut writers = Vec::new();
+    for kind in kinds {
+        let c = open_consumer(&js, kind, &a, false).await?;
+        // One batch at a time each way: the batcher keeps the order.
+        let (write_tx, write_rx) = mpsc::channel(1);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        streams.push(tokio::spawn(stream_task(
+            kind,
+            js.clone(),
+            c,
+            a.clone(),
+            write_tx,
+            done_rx,
+            stop_rx.clone(),
+            stats.clone(),
+        )));
+        writers.push(tokio::spawn(write_loop(
+            dsn.clone(),
+            a.clone(),
+            write_rx,
+            done_tx,
+            stats.clone(),
+            kind == Kind::Telemetry,
+        )));
+    }
+    tracing::info!(
+        durable = %a.durable,
+        batch_len_max = a.batch_len_max,
+        flush_interval_ms = a.flush_interval_ms,
+        ack = ?a.ack,
+        "archiving"
+    );
+    let reporter = tokio::spawn(report_loop(
+        cfg.clone(),
+        client.clone(),
+        stats.clone(),
+        json,
+        prometheus,
+        report_done_rx,
+    ));
+
+    stop.await;
+    tracing::info!("stopping: draining batches in flight");
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.drain_timeout_s);
+    let mut abandoned = 0;
+    for mut s in streams {
+        if tokio::time::timeout_at(deadline, &mut s).await.is_err() {
+            s.abort();
+            abandoned += 1;
+            tracing::warn!("drain timed out: batches left unacked (redelivered and skipped later)");
+        }
+    }
+    // The stream tasks are done (or aborted): their writers see the
+    // channel close and end (an abandoned one may be mid-transaction).
+    for mut w in writers {
+        if tokio::time::timeout(Duration::from_secs(1), &mut w)
+            .await
+            .is_err()
+        {
+            w.abort();
+        }
+    }
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "flushing the last acks failed; those batches will be redelivered and skipped");
+    }
+    // The reporter emits a last report and returns: nothing it prints can
+    // come after the caller's final account.
+    let _ = report_done_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
+    Ok(Account {
+        counters: stats.counters(),
+        abandoned_batches: abandoned,
+    })
+}
+
+async fn report_loop(
+    cfg: Config,
+    client: async_nats::Client,
+    stats: Arc<Stats>,
+    json: bool,
+    prometheus: Option<watch::Sender<String>>,
+    mut done: watch::Receiver<bool>,
+) {
+    let m = &cfg.metrics;
+    let (prom_tx, prom_rx) = match prometheus {
+        Some(shared) => (shared, None),
+        None => {
+            let (tx, rx) = watch::channel(String::new());
+            (tx, Some(rx))
+        }
+    };
+    if let (Some(addr), Some(prom_rx)) = (m.addr, prom_rx) {
+        match serve_prometheus(addr, prom_rx).await {
+            Ok((bound, _task)) => tracing::info!(%bound, "prometheus /metrics"),
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
+        }
+    }
+    let host = hostname();
+    let mut cumulative = new_latency_histogram();
+    let mut previous = ArchiveCounts::default();
+    let mut previous_unix_ms = (now_unix_us() / 1000) as u64;
+    let mut previous_mono = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(m.interval_s));
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = done.wait_for(|d| *d) => true,
+        };
+        let interval = match stats.commit.lock() {
+            Ok(mut h) => std::mem::replace(&mut *h, new_latency_histogram()),
+            Err(_) => new_latency_histogram(),
+        };
+        let _ = cumulative.add(&interval);
+        let counters = stats.counters();
+        let now_us = now_unix_us();
+        let r = report::Report {
+            start_unix_ms: previous_unix_ms,
+            at_unix_ms: (now_us / 1000) as u64,
+            interval_s: previous_mono.elapsed().as_secs_f64(),
+            counters,
+            delta: counters.delta_since(&previous),
+            telemetry_lag: stats.telemetry.lag(now_us),
+            ops_lag: stats.ops.lag(now_us),
+            commit: &interval,
+            commit_cumulative: &cumulative,
+        };
+        tracing::info!("{}", report::render_log_line(&r));
+        if json {
+            println!("{}", report::render_json_line(&r));
+        }
+        prom_tx.send_replace(report::render_prometheus(&r));
+        if m.nats_snapshot {
+            let (subject, body) = report::snapshot_message(&r, &host);
+            if let Err(e) = client.publish(subject, body.into()).await {
+                tracing::warn!(error = %e, "metrics snapshot not published");
+            }
+        }
+        if last {
+            return;
+        }
+        previous = counters;
+        previous_unix_ms = r.at_unix_ms;
+        previous_mono = Instant::now();
+    }
+}
+
+/// The archiver running as a task of the current runtime (tests, bench).
+#[derive(Debug)]
+pub struct Handle {
+    pub stats: Arc<Stats>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Account, ArchiveError>>,
+}
+
+impl Handle {
+    pub fn spawn(cfg: Config, dsn: String) -> Handle {
+        let stats = Arc::new(Stats::default());
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(cfg, dsn, stats.clone(), false, async move {
+            let _ = stop_rx.await;
+        }));
+        Handle { stats, stop, task }
+    }
+
+    /// True once `run` has returned (an error at start, for instance).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stop as SIGTERM does and return the account.
+    pub async fn stop(self) -> Result<Account, ArchiveError> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
