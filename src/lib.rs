@@ -6,8 +6,6 @@
 //!
 //! Edges:
 //! - [`decode`]: the operator's capture reader behind `tspi decode`;
-//! - [`harness`]: real nats-server and PostgreSQL processes on loopback for
-//!   tests and `tspi demo`;
 //! - [`jetstream`]: stream definitions of CONTRACT §3.
 
 // Lets shared test helpers name this crate `tspi` from unit tests too.
@@ -19,8 +17,6 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod decode;
-pub mod fleet;
-pub mod harness;
 pub mod hex;
 pub mod ingest;
 pub mod jetstream;

@@ -1,0 +1,4 @@
+//! The `tspi` binary as an operator runs it.
+
+mod decode;
+mod validate;
