@@ -36,16 +36,15 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 use tspi::archive::{AckMode, Handle, Partitioning};
-#[path = "common/mod.rs"]
-mod common;
 
-use tspi::codec::{Frame, Payload, Spherical};
+use tspi::codec::Frame;
 use tspi::config::Config;
-use tspi::harness::{NatsServer, PgCluster};
 use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
 use tspi::message::{Message, Record, RecvTime, utc_day_ticks};
+use tspi_testkit::harness::{NatsServer, PgCluster};
 
-const SENSORS: u64 = 500;
+use tspi_testkit::frames::frame;
+
 /// 2024-05-01T20:00:00Z; N messages spread over 8 h cross midnight.
 const BASE_NS: u64 = 1_714_593_600_000_000_000;
 const SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
@@ -53,26 +52,11 @@ const SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
 fn message(i: u64, n: u64) -> Message {
     let recv = RecvTime::from_unix_ns(BASE_NS + i * (SPREAD_NS / n.max(1)));
     let (day, time_ticks) = utc_day_ticks(recv.unix_ns);
-    let payload = if i % 4 == 3 {
-        Payload::Spherical(Spherical {
-            range: 1_234_567 + (i % 1000) as i32,
-            azimuth: 45_000_000 + i as u32 % 7919,
-            elevation: 10_000_000,
-            azimuth_rate: 12,
-            elevation_rate: -3,
-            range_rate: 250,
-            ..Spherical::default()
-        })
-    } else {
-        common::geocentric(i)
-    };
+    // The shared test frame, at its receive time (so days cross midnight).
     let f = Frame {
-        sensor_id: (i % SENSORS) as u16,
         day,
         time_ticks,
-        status: 0xFF,
-        status_flags: 0x01,
-        payload,
+        ..frame(i)
     };
     Message::encode("tspi", &f, recv)
 }

@@ -22,14 +22,10 @@ const BATCH_LEN: usize = 1024;
 const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_456_789);
 
 fn frames() -> Vec<Frame> {
-    // A small LCG so the inputs vary but the bench is reproducible.
-    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        s = s
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (s >> 33) as u32
-    };
+    // The tests' seeded generator, so the inputs vary but the bench is
+    // reproducible.
+    let mut rng = tspi_testkit::frames::Rng(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || (rng.next() >> 32) as u32;
     (0..BATCH_LEN)
         .map(|i| {
             let payload = if i % 4 == 3 {

@@ -39,45 +39,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-#[path = "common/mod.rs"]
-mod common;
-
-use tspi::codec::{DATAGRAM_LEN, Frame, Payload, Spherical};
-use tspi::harness::NatsServer;
+use tspi::codec::{DATAGRAM_LEN, Frame};
 use tspi::jetstream::{StreamSettings, ensure_stream, telemetry_stream};
 use tspi::message::{self, RecvTime};
-use tspi::send::{DatagramSender, Pacer};
+use tspi::send::DatagramSender;
+use tspi_loadgen::Pacer;
+use tspi_testkit::harness::NatsServer;
+// Datagram i is sensor `i % SENSORS` at tick `i / SENSORS`; `index_of`
+// inverts a message id.
+use tspi_testkit::frames::{frame, index_of};
 
-/// Sensors per tick: datagram i is sensor `i % SENSORS` at tick `i / SENSORS`.
-const SENSORS: u64 = 500;
-const DAY: u16 = 200;
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
-
-fn frame(i: u64) -> Frame {
-    let sensor_id = (i % SENSORS) as u16;
-    let time_ticks = (i / SENSORS) as u32;
-    let payload = if i % 4 == 3 {
-        Payload::Spherical(Spherical {
-            range: 1_234_567 + i as i32 % 1000,
-            azimuth: 45_000_000,
-            elevation: 10_000_000,
-            azimuth_rate: 12,
-            elevation_rate: -3,
-            range_rate: 250,
-            ..Spherical::default()
-        })
-    } else {
-        common::geocentric(i)
-    };
-    Frame {
-        sensor_id,
-        day: DAY,
-        time_ticks,
-        status: 0xFF,
-        status_flags: 0x01,
-        payload,
-    }
-}
 
 /// Publish `f`'s contract message (subject, `Nats-Msg-Id`, CBOR body) as a
 /// bare client would.
@@ -92,16 +64,6 @@ async fn publish_contract(
     js.publish_with_headers(m.subject, h, Bytes::from(m.body))
         .await
         .expect("publish")
-}
-
-/// The datagram index a message id names.
-fn index_of(msg_id: &str) -> Option<u64> {
-    let mut it = msg_id.split(':');
-    let sensor: u64 = it.next()?.parse().ok()?;
-    let _day = it.next()?;
-    let (s, frac) = it.next()?.split_once('.')?;
-    let ticks = s.parse::<u64>().ok()? * 10_000 + frac.parse::<u64>().ok()?;
-    Some(ticks * SENSORS + sensor)
 }
 
 /// Run `pacer`'s open-loop schedule on this thread: sleep (at most 200 µs

@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
-use tspi::fleet::drive::{self, Clock, SendStats};
-use tspi::fleet::{Fleet, FleetConfig, Generator, Schedule, Style};
+use tspi_loadgen::drive::{self, Clock, SendStats};
+use tspi_loadgen::{Fleet, FleetConfig, Generator, Schedule, Style};
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");

@@ -34,11 +34,7 @@ use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-#[path = "common/mod.rs"]
-mod common;
 
-use tspi::codec::Frame;
-use tspi::harness::NatsServer;
 use tspi::jetstream::{StreamSettings, ensure_stream, replay_stream, telemetry_stream};
 use tspi::message::{Message, RecvTime};
 use tspi::replay::channels::ChannelId;
@@ -47,21 +43,11 @@ use tspi::replay::sink::{ChannelSink, Sink, SinkLimits, SinkStats};
 use tspi::replay::source::{Source, SourceStats, StartAt, StreamSource};
 use tspi::replay::time::body_recv_ns;
 use tspi::replay::{Item, ItemKind, ReplayError};
+use tspi_testkit::frames::frame;
+use tspi_testkit::harness::NatsServer;
 
 const RATE_PER_S: u64 = 20_000;
 const STEP_NS: u64 = 1_000_000_000 / RATE_PER_S;
-const SENSORS: u64 = 200;
-
-fn frame(i: u64) -> Frame {
-    Frame {
-        sensor_id: (i % SENSORS) as u16,
-        day: 200,
-        time_ticks: (i / SENSORS) as u32,
-        status: 0xFF,
-        status_flags: 1,
-        payload: common::geocentric(i),
-    }
-}
 
 /// The recording, generated as it is played (no 1.2M-item list in memory):
 /// message `i` received at `t0 + i × 50 µs`.

@@ -9,8 +9,6 @@
 //!
 //! Edges:
 //! - [`decode`]: the operator's capture reader behind `tspi decode`;
-//! - [`harness`]: real nats-server and PostgreSQL processes on loopback for
-//!   tests and `tspi demo`;
 //! - [`jetstream`]: stream definitions of CONTRACT §3;
 //! - [`nats`]: the `[nats]` section and the one way every role connects.
 
@@ -26,8 +24,6 @@ pub mod codec;
 pub mod config;
 pub mod contract;
 pub mod decode;
-pub mod fleet;
-pub mod harness;
 pub mod hex;
 pub mod ingest;
 pub mod jetstream;

@@ -1,8 +1,9 @@
 //! Sending datagrams fast: UDP generic segmentation offload (one `send` of
-//! up to 64 × 37 bytes becomes 64 datagrams) with a plain-`send` fallback,
-//! and an open-loop pacer. Used by the benchmarks and the load generator.
+//! up to 64 × 37 bytes becomes 64 datagrams) with a plain-`send` fallback.
+//! Used by the replay's UDP sink, and by the benchmarks and the load
+//! generator (whose open-loop pacer lives in `tspi-loadgen`).
 //!
-//! NOTES.md: on loopback the sender's core does the receive softirq work;
+//! Measured on the 2-core development box: on loopback the sender's core does the receive softirq work;
 //! `sendmmsg` × 64 tops out near 0.3 Mpps per core, a GSO sender at
 //! 0.8–1.5 Mpps, so the sender is not the bottleneck of a capacity test.
 
@@ -10,7 +11,7 @@ use crate::codec::DATAGRAM_LEN;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Segments per GSO send (the kernel's `UDP_MAX_SEGMENTS` is at least 64).
 pub const GSO_SEGMENTS_MAX: usize = 64;
@@ -166,54 +167,9 @@ impl DatagramSender {
     }
 }
 
-/// Open-loop schedule: datagram `i` is due at `start + i / rate`. The pacer
-/// never slows down to hide that the sender fell behind: it reports the lag.
-#[derive(Clone, Copy, Debug)]
-pub struct Pacer {
-    start: Instant,
-    rate_per_s: f64,
-    total: u64,
-}
-
-impl Pacer {
-    pub fn new(start: Instant, rate_per_s: f64, total: u64) -> Self {
-        assert!(rate_per_s > 0.0);
-        Pacer {
-            start,
-            rate_per_s,
-            total,
-        }
-    }
-
-    /// Datagrams due by `now` (capped at the total).
-    pub fn due(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
-        ((elapsed * self.rate_per_s) as u64 + 1).min(self.total)
-    }
-
-    /// When datagram `i` is due.
-    pub fn due_at(&self, i: u64) -> Instant {
-        self.start + Duration::from_secs_f64(i as f64 / self.rate_per_s)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pacer_schedule() {
-        let t0 = Instant::now();
-        let p = Pacer::new(t0, 1000.0, 5000);
-        assert_eq!(p.due(t0), 1);
-        assert_eq!(p.due(t0 + Duration::from_millis(10)), 11);
-        assert_eq!(p.due(t0 + Duration::from_secs(100)), 5000);
-        assert_eq!(p.due_at(1000), t0 + Duration::from_secs(1));
-    }
 
     #[test]
     fn sends_every_datagram_over_loopback() {

@@ -3,7 +3,7 @@
 //! latency from each datagram's intended send time; search for capacity.
 //!
 //! A thin command-line layer: the fleet, schedule, measurement and plots
-//! live in `tspi::fleet` (shared with `tspi demo`).
+//! live in the `tspi_loadgen` library (shared with `tspi-demo`).
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -13,10 +13,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
-use tspi::fleet::capacity::{CapacitySearch, Objective, SearchConfig};
-use tspi::fleet::drive::{self, Clock, Output as DriveOutput, SendStats, Source};
-use tspi::fleet::{Fleet, FleetConfig, Generator, Geodetic, Output, Schedule, Style};
 use tspi::send::MulticastOut;
+use tspi_loadgen::capacity::{CapacitySearch, Objective, SearchConfig};
+use tspi_loadgen::drive::{self, Clock, Output as DriveOutput, SendStats, Source};
+use tspi_loadgen::{Fleet, FleetConfig, Generator, Geodetic, Output, Schedule, Style};
 
 /// Airshow fleet generator for TSPI v4 ingest capacity tests.
 #[derive(Debug, Parser)]
@@ -477,9 +477,9 @@ async fn single(
 
 fn write_reports(
     r: &RunArgs,
-    summary: &tspi::fleet::report::Summary,
-    h: &tspi::fleet::ledger::LatencyHistogram,
-    timeline: &[tspi::fleet::ledger::TimePoint],
+    summary: &tspi_loadgen::report::Summary,
+    h: &tspi_loadgen::ledger::LatencyHistogram,
+    timeline: &[tspi_loadgen::ledger::TimePoint],
 ) -> anyhow::Result<()> {
     let write = |p: &PathBuf, s: &str| {
         std::fs::write(p, s).with_context(|| format!("writing {}", p.display()))
@@ -488,12 +488,12 @@ fn write_reports(
         write(p, &summary.json())?;
     }
     if let Some(p) = &r.hgrm {
-        write(p, &tspi::fleet::report::hgrm(h, 1e6))?;
+        write(p, &tspi_loadgen::report::hgrm(h, 1e6))?;
     }
     if let Some(p) = &r.svg {
         write(
             p,
-            &tspi::fleet::svg::latency_vs_time(
+            &tspi_loadgen::svg::latency_vs_time(
                 timeline,
                 &format!(
                     "{:.0} datagrams/s offered: latency over time",
@@ -523,12 +523,12 @@ async fn capacity(
         },
     })?;
     let f = fleet(a, a.tracks)?;
-    if c.max_rate / f64::from(f.tracks()) > tspi::fleet::RATE_HZ_MAX {
+    if c.max_rate / f64::from(f.tracks()) > tspi_loadgen::RATE_HZ_MAX {
         bail!(
             "--max-rate {} over {} tracks is above {} Hz per track: use more --tracks",
             c.max_rate,
             f.tracks(),
-            tspi::fleet::RATE_HZ_MAX
+            tspi_loadgen::RATE_HZ_MAX
         );
     }
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
@@ -585,7 +585,7 @@ async fn capacity(
         .await?;
         std::fs::write(
             c.out.join(format!("step-{n}.hgrm")),
-            tspi::fleet::report::hgrm(res.ledger.latency(), 1e6),
+            tspi_loadgen::report::hgrm(res.ledger.latency(), 1e6),
         )?;
         let step = search.record(res.summary);
         eprintln!(
@@ -612,7 +612,7 @@ async fn capacity(
     );
     std::fs::write(
         c.out.join("capacity.svg"),
-        tspi::fleet::svg::latency_vs_rate(&result, &title),
+        tspi_loadgen::svg::latency_vs_rate(&result, &title),
     )?;
     eprintln!(
         "wrote capacity.md, capacity.json, capacity.svg and step-N.hgrm to {}",

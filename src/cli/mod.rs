@@ -3,7 +3,6 @@
 mod archive;
 mod channels;
 mod decode;
-mod demo;
 mod ingest;
 mod replay;
 mod run;
@@ -78,9 +77,6 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Check a configuration file: unknown keys and bad values name their line.
     Validate(ingest::ValidateArgs),
-    /// Start a local JetStream cluster, push a generated fleet through the
-    /// codec and encoder into it, and show the latency report.
-    Demo(demo::DemoArgs),
     /// Archive the TSPI and TSPI_OPS streams into PostgreSQL.
     Archive(archive::ArchiveArgs),
     /// Replay recorded telemetry at its original pace into a channel or UDP.
@@ -108,7 +104,6 @@ pub fn init_logging(filter: Option<&str>) {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Decode(a) => decode::run(a),
-        Command::Demo(a) => demo::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Validate(a) => ingest::validate(a),
         Command::Archive(a) => archive::run(a),

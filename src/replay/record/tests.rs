@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 // The shared frame strategies; codec's unit tests load the same file.
 #[allow(clippy::duplicate_mod)]
-#[path = "../../../tests/common/arb.rs"]
+#[path = "../../../testkit/src/arb.rs"]
 mod arb;
 
 proptest! {

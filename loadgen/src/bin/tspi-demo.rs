@@ -1,0 +1,360 @@
+//! `tspi-demo` (what `./demo` runs): the main job, end to end on this
+//! machine.
+//!
+//! Starts a three-node JetStream cluster on loopback, runs `tspi ingest` on
+//! it (in this process: the same receive threads, publisher and reporter),
+//! flies an airshow fleet (`tspi_loadgen`, the same generator as
+//! `tspi-loadgen`) at it as real UDP datagrams on an open-loop schedule
+//! while measuring every arrival at a consumer of the stream, repeats the
+//! first update of every track as a redundant sender would, and shows the
+//! operator's view: live progress, then the latency report (end-to-end from
+//! each datagram's intended send time, and receive→ack from the ingest's
+//! HdrHistogram snapshots) and the account of every datagram. Ctrl-C stops
+//! the fleet, drains ingest and stops the servers.
+//!
+//! A binary of its own rather than a `tspi-loadgen demo` subcommand: the
+//! load generator's fleet flags are global (`--tracks`, `--seed`, ...) with
+//! other ranges and meanings, and the demo keeps exactly the flags
+//! `./demo` has always passed through. It is tooling (it starts servers
+//! through `tspi-testkit`), so the appliance binary does not carry it.
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tspi::codec;
+use tspi::config::Config;
+use tspi::ingest;
+use tspi::send::DatagramSender;
+use tspi_loadgen::{Fleet, FleetConfig, Generator, Style, drive};
+use tspi_testkit::harness::{HarnessError, NatsCluster, NatsServer};
+
+/// Start a local JetStream cluster, run `tspi ingest` on it, fly a
+/// generated airshow fleet at it over UDP, and show the latency report and
+/// the account of every datagram.
+#[derive(Debug, Parser)]
+#[command(name = "tspi-demo", version, about)]
+struct DemoArgs {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tspi=debug`.
+    /// Defaults to `$RUST_LOG`, else `info`.
+    #[arg(long)]
+    log: Option<String>,
+    /// Tracks in the generated fleet.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..=5000))]
+    tracks: u16,
+    /// Updates per second per track.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rate_hz: u32,
+    /// How long to generate for.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    duration_s: u32,
+    /// JetStream nodes to start (3: a cluster with replicated stream; 1: single server).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    nodes: u8,
+    /// Seconds between progress lines (and the ingest's report lines).
+    #[arg(long, default_value_t = 2)]
+    interval_s: u64,
+    /// Fleet seed: same seed, same datagrams.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// One server, or a cluster of several.
+enum Servers {
+    One(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Servers {
+    fn start(nodes: usize) -> Result<Self, HarnessError> {
+        Ok(if nodes == 1 {
+            Servers::One(Box::new(NatsServer::start()?))
+        } else {
+            Servers::Cluster(NatsCluster::start(nodes)?)
+        })
+    }
+
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Servers::One(s) => vec![s.url()],
+            Servers::Cluster(c) => c.urls(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = DemoArgs::parse();
+    init_logging(args.log.as_deref());
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tspi-demo: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The same logging as `tspi`'s: ingest's report lines go to stderr.
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(demo(a))
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no samples".into();
+    }
+    let ms = |v: u64| v as f64 / 1e6;
+    format!(
+        "p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  (n={})",
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.90)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        h.len()
+    )
+}
+
+async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    println!("== tspi demo ==");
+    println!(
+        "starting {} JetStream node(s) on loopback (temporary directories)...",
+        a.nodes
+    );
+    let started = Instant::now();
+    let servers = tokio::task::spawn_blocking({
+        let nodes = usize::from(a.nodes);
+        move || Servers::start(nodes)
+    })
+    .await??;
+    let urls = servers.urls();
+    println!(
+        "  up in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        urls.join(", ")
+    );
+
+    // tspi ingest, in this process, on a free loopback port.
+    let mut cfg = Config::default();
+    cfg.nats.servers = urls.clone();
+    cfg.nats.name = "tspi-demo-ingest".into();
+    cfg.ingest.udp = vec!["127.0.0.1:0".parse()?];
+    cfg.stream.replicas = usize::from(a.nodes);
+    cfg.metrics.interval_s = a.interval_s;
+    let ingest = ingest::Handle::spawn(cfg, Duration::from_secs(60))
+        .await
+        .context("starting tspi ingest")?;
+    let udp = ingest.addrs[0];
+    println!(
+        "tspi ingest listening on udp://{udp}, publishing to stream TSPI (replicas {})",
+        a.nodes
+    );
+
+    // The operator's tools: the measurement (in drive::measured_run), and
+    // the ingest's HdrHistogram snapshots merged into one histogram.
+    let client = async_nats::ConnectOptions::new()
+        .name("tspi-demo-operator")
+        .connect(urls.as_slice())
+        .await?;
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("TSPI").await.context("stream TSPI")?;
+    let mut snapshots = client.subscribe("tspi.ops.metrics.ingest.>").await?;
+    let (collector_stop, mut collector_stopped) = oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut recv_to_ack =
+            Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
+        loop {
+            tokio::select! {
+                Some(s) = snapshots.next() => {
+                    if let Ok(snap) = serde_json::from_slice::<tspi::metrics::Snapshot>(&s.payload)
+                        && let Ok(h) = tspi::metrics::decode_hdr_snapshot(&snap.histograms.receive_to_ack)
+                    {
+                        let _ = recv_to_ack.add(&h);
+                    }
+                }
+                _ = &mut collector_stopped => break,
+            }
+        }
+        recv_to_ack
+    });
+
+    let fleet = Fleet::new(FleetConfig::new(
+        Style::Airshow,
+        u32::from(a.tracks),
+        a.seed,
+    ))?;
+    let total = u64::from(a.tracks) * u64::from(a.rate_hz) * u64::from(a.duration_s);
+    println!(
+        "flying an airshow fleet of {} tracks (formation teams over {} show box(es): loops, rolls, opposing passes, vertical climbs) x {} Hz x {} s = {} datagrams at it over UDP",
+        a.tracks,
+        u32::from(a.tracks).div_ceil(44),
+        a.rate_hz,
+        a.duration_s,
+        total
+    );
+    println!(
+        "  open-loop schedule; each datagram's time is its intended send time; measuring at stream TSPI (Ctrl-C stops cleanly)"
+    );
+    println!();
+    println!("== live ==");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctrl_c = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                println!("interrupted: stopping the fleet, draining ingest, stopping the servers");
+                stop.store(true, Relaxed);
+            }
+        }
+    });
+    let run = drive::measured_run(
+        fleet.clone(),
+        f64::from(a.rate_hz),
+        f64::from(a.duration_s),
+        drive::Output::Udp {
+            targets: vec![udp],
+            // Wake at most every 0.2 ms: the demo shares two cores with
+            // three servers and ingest; the latency includes this.
+            coalesce_ns: 200_000,
+            multicast: Default::default(),
+        },
+        &client,
+        &drive::Source::Stream("TSPI".into()),
+        Duration::from_secs(10),
+        Duration::from_secs(a.interval_s.max(1)),
+        stop.clone(),
+        |p| println!("{}", p.line()),
+    )
+    .await;
+    let interrupted = stop.load(Relaxed);
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ingest.stop().await;
+            return Err(e.context("measured run"));
+        }
+    };
+    // A redundant sender repeats the first update of every track: JetStream
+    // drops the copies by Nats-Msg-Id.
+    let mut first_tick: Vec<[u8; codec::DATAGRAM_LEN]> = Vec::new();
+    if !interrupted {
+        let mut g = Generator::new(fleet, *run.ledger.schedule());
+        first_tick = g
+            .by_ref()
+            .take(usize::from(a.tracks))
+            .map(|(_, d)| d)
+            .collect();
+        DatagramSender::connect(udp)?.send(&first_tick)?;
+    }
+    let expected = run.summary.sent;
+
+    // Let the last acks land, then stop ingest the way SIGTERM does.
+    let deadline = Instant::now() + Duration::from_secs(if interrupted { 3 } else { 30 });
+    let mut stored = 0;
+    while Instant::now() < deadline {
+        stored = js.get_stream("TSPI").await?.info().await?.state.messages;
+        if stored >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The repeated datagrams are in flight through ingest: give them a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let account = ingest.stop().await.context("tspi ingest")?;
+    // The final snapshot is in flight: let it land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = collector_stop.send(());
+    let recv_to_ack = collector.await?;
+    ctrl_c.abort();
+    let c = &account.counters;
+
+    println!();
+    println!("== latency report ==");
+    println!("end to end: intended send time -> delivered by a consumer of stream TSPI");
+    print!("{}", run.summary.table());
+    println!(
+        "receive -> JetStream ack (ingest HdrHistogram)   {}",
+        percentiles(&recv_to_ack)
+    );
+    println!(
+        "sender: worst lag behind schedule {:.3} ms, {} batches more than 5 ms late",
+        run.lag_max_ms, run.behind_batches
+    );
+    println!();
+    println!(
+        "== account of every datagram ({} backend) ==",
+        account.backend
+    );
+    println!(
+        "sent {} + {} repeated = ingest received {}",
+        run.summary.sent,
+        first_tick.len(),
+        c.received
+    );
+    println!(
+        "received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}  [{}]",
+        c.received,
+        c.rejected_total(),
+        c.filtered,
+        c.ring_dropped,
+        c.acked,
+        c.failed,
+        if account.balanced() {
+            "balanced"
+        } else {
+            "UNBALANCED"
+        }
+    );
+    println!(
+        "duplicate acks {} (the {} repeated datagrams), retried {}, kernel_dropped {}",
+        c.duplicate,
+        first_tick.len(),
+        c.retried,
+        c.kernel_dropped
+    );
+    println!(
+        "stream TSPI holds {stored} messages (expected {expected}: one per unique datagram); the measurement matched {} of them, lost {}, duplicated {}",
+        run.summary.received, run.summary.lost, run.summary.duplicated
+    );
+    drop(servers);
+    if interrupted {
+        println!("stopped early by Ctrl-C; everything sent is accounted for above");
+        return Ok(ExitCode::from(130));
+    }
+    if !account.balanced()
+        || stored != expected
+        || expected != total
+        || run.summary.lost != 0
+        || run.out_of_range != 0
+        || c.failed > 0
+        || c.duplicate != first_tick.len() as u64
+        || c.received != total + first_tick.len() as u64
+    {
+        bail!(
+            "demo check failed: {account:?}, stored {stored} of {total}, {:?}",
+            run.summary
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

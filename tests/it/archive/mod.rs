@@ -1,0 +1,414 @@
+//! `tspi archive` against a real nats-server and a real PostgreSQL: every
+//! unique message becomes exactly one row whose values are the codec's and
+//! whose `raw` is the original datagram; operator messages land in their
+//! tables; what does not decode lands in `tspi_rejects`.
+
+mod failures;
+mod ingest;
+mod permanent;
+mod reports;
+mod systemd;
+
+use crate::kit::*;
+use ciborium::Value;
+use std::time::Duration;
+use tokio::task::block_in_place;
+use tspi::archive::Handle;
+use tspi_testkit::harness::{NatsServer, PgCluster};
+
+fn cbor(entries: Vec<(&str, Value)>) -> Vec<u8> {
+    let map = Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
+    );
+    let mut out = Vec::new();
+    ciborium::into_writer(&map, &mut out).unwrap();
+    out
+}
+
+const SEED: u64 = 7;
+/// Crosses UTC midnight (see BASE_NS): rows land in two day partitions.
+const N: u64 = 6_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_duplicates_ops_and_rejects() {
+    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
+    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let js = js(&nats.url()).await;
+
+    let mut msgs = telemetry(0, N, SEED);
+    // Duplicates JetStream stores (no Nats-Msg-Id, as a second ingest box
+    // outside the duplicate window would look): the archive must skip them.
+    let mut dups: Vec<_> = msgs.iter().step_by(97).cloned().collect();
+    for d in &mut dups {
+        d.1 = None;
+    }
+    let dup_count = dups.len() as u64;
+    // Duplicates JetStream itself drops (same Nats-Msg-Id in the window).
+    let js_dups: Vec<_> = msgs.iter().step_by(101).cloned().collect();
+    msgs.extend(dups);
+    msgs.extend(js_dups);
+    // Two telemetry messages that do not decode.
+    msgs.push((
+        "tspi.geocentric.1".into(),
+        Some("1:1:0.0001".into()),
+        b"not cbor".to_vec(),
+    ));
+    let (f, recv) = random_frame(0, SEED);
+    let mut lying = tspi::message::Message::encode("tspi", &f, recv);
+    lying.subject = "tspi.spherical.9".into(); // body says otherwise
+    msgs.push((lying.subject, Some("lie".into()), lying.body));
+    let stored = publish_all(&js, &msgs).await;
+    assert_eq!(
+        stored,
+        N + dup_count + 2,
+        "JetStream stored the header-less duplicates"
+    );
+
+    // Operator traffic: ts as epoch seconds (int and float) and RFC 3339.
+    let ops = vec![
+        (
+            "tags.broadcast".to_owned(),
+            Some("tag-1".to_owned()),
+            cbor(vec![
+                ("id", Value::Text("tag-1".into())),
+                ("ts", Value::Integer(1_700_000_100.into())),
+                ("label", Value::Text("Weapons release".into())),
+                ("status", Value::Text("active".into())),
+                ("updated_ts", Value::Float(1_700_000_100.25)),
+                ("creator", Value::Text("range-control".into())),
+                (
+                    "extra",
+                    Value::Map(vec![(Value::Text("pass".into()), Value::Integer(3.into()))]),
+                ),
+            ]),
+        ),
+        (
+            "tags.broadcast".to_owned(),
+            Some("tag-2".to_owned()),
+            cbor(vec![
+                ("id", Value::Text("tag-2".into())),
+                ("ts", Value::Text("2023-11-14T22:15:00.5Z".into())),
+                ("label", Value::Text("Splash".into())),
+                ("status", Value::Text("final".into())),
+                (
+                    "updated_ts",
+                    Value::Text("2023-11-14T22:15:01+00:00".into()),
+                ),
+            ]),
+        ),
+        // ts neither epoch seconds nor RFC 3339: a reject.
+        (
+            "tags.broadcast".to_owned(),
+            Some("tag-3".to_owned()),
+            cbor(vec![
+                ("id", Value::Text("tag-3".into())),
+                ("ts", Value::Text("yesterday".into())),
+                ("label", Value::Text("x".into())),
+                ("status", Value::Text("x".into())),
+                ("updated_ts", Value::Integer(1.into())),
+            ]),
+        ),
+        (
+            "tspi.cmd.display.units".to_owned(),
+            Some("cmd-1".to_owned()),
+            cbor(vec![
+                ("cmd_id", Value::Text("cmd-1".into())),
+                ("name", Value::Text("units".into())),
+                ("ts", Value::Float(1_700_000_200.5)),
+                ("sender", Value::Text("op1".into())),
+                ("payload", Value::Text("imperial".into())),
+            ]),
+        ),
+        (
+            "tspi.cmd.display.session_metadata".to_owned(),
+            Some("cmd-2".to_owned()),
+            cbor(vec![
+                ("cmd_id", Value::Text("cmd-2".into())),
+                ("name", Value::Text("session_metadata".into())),
+                ("ts", Value::Text("2023-11-14T22:20:00Z".into())),
+                ("sender", Value::Text("op1".into())),
+                (
+                    "payload",
+                    Value::Map(vec![
+                        (Value::Text("name".into()), Value::Text("Sortie 4".into())),
+                        (Value::Text("id".into()), Value::Text("S4".into())),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "tspi.ops.ctrl".to_owned(),
+            None,
+            cbor(vec![
+                ("type", Value::Text("GroupReplayStop".into())),
+                ("channel_id", Value::Text("replay.x".into())),
+            ]),
+        ),
+        // Metrics snapshots are not archived.
+        ("tspi.ops.metrics.ingest.h".to_owned(), None, b"{}".to_vec()),
+    ];
+    publish_all(&js, &ops).await;
+
+    let dsn = pg.dsn();
+    let mut cfg = config(&nats.url());
+    // No redelivery by timeout, however loaded the box: the duplicate and
+    // reject counts below are exact.
+    cfg.archive.ack_wait_s = 120;
+    let archiver = Handle::spawn(cfg, dsn.clone());
+    wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(120)).await;
+    wait_rows(&dsn, "tspi_rejects", 3, Duration::from_secs(30)).await;
+    wait_rows(&dsn, "tspi_ops_events", 1, Duration::from_secs(30)).await;
+    // Everything delivered has been committed and acked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while archiver.stats.counters().acked < stored + 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            archiver.stats.counters()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let account = archiver.stop().await.expect("archiver ran");
+    let c = account.counters;
+    assert_eq!(c.telemetry_rows, N);
+    assert_eq!(c.telemetry_duplicate, dup_count);
+    assert_eq!(c.rejected, 3);
+    assert_eq!(c.ops_rows, 5);
+    assert_eq!(c.db_errors, 0);
+    assert_eq!(account.abandoned_batches, 0);
+
+    check_telemetry(&dsn, 0, N, SEED).await;
+    let client = pg_connect(&dsn).await;
+    // Two day partitions got rows (plus those made ahead of time).
+    let parts: i64 = client
+        .query_one("SELECT count(DISTINCT tableoid) FROM tspi_telemetry", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(parts, 2);
+    let mode: String = client
+        .query_one("SELECT tspi_archive_partitioning()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "native");
+
+    let rejects = client
+        .query(
+            "SELECT subject, reason_kind, reason, body FROM tspi_rejects ORDER BY subject",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = rejects.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("tags.broadcast".into(), "field".into()),
+            ("tspi.geocentric.1".into(), "cbor".into()),
+            ("tspi.spherical.9".into(), "subject".into()),
+        ]
+    );
+    assert!(rejects[0].get::<_, String>(2).contains("yesterday"));
+    assert_eq!(rejects[1].get::<_, Vec<u8>>(3), b"not cbor");
+
+    let tags = client
+        .query(
+            "SELECT id, extract(epoch FROM ts)::float8, label, status, extract(epoch FROM updated_ts)::float8,
+                    creator, extra::text, body FROM tspi_tags ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 2);
+    assert_eq!(tags[0].get::<_, String>(0), "tag-1");
+    assert_eq!(tags[0].get::<_, f64>(1), 1_700_000_100.0);
+    assert_eq!(tags[0].get::<_, f64>(4), 1_700_000_100.25);
+    assert_eq!(
+        tags[0].get::<_, Option<String>>(5).as_deref(),
+        Some("range-control")
+    );
+    assert_eq!(
+        tags[0].get::<_, Option<String>>(6).as_deref(),
+        Some(r#"{"pass": 3}"#)
+    );
+    assert_eq!(tags[0].get::<_, Vec<u8>>(7), ops[0].2, "body kept as sent");
+    assert_eq!(tags[1].get::<_, f64>(1), 1_700_000_100.5);
+    assert_eq!(tags[1].get::<_, f64>(4), 1_700_000_101.0);
+    assert_eq!(tags[1].get::<_, Option<String>>(5), None);
+
+    let cmds = client
+        .query(
+            "SELECT cmd_id, name, extract(epoch FROM ts)::float8, sender, payload::text, body, subject
+             FROM tspi_display_commands ORDER BY cmd_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cmds.len(), 2);
+    assert_eq!(cmds[0].get::<_, f64>(2), 1_700_000_200.5);
+    assert_eq!(
+        cmds[0].get::<_, Option<String>>(4).as_deref(),
+        Some(r#""imperial""#)
+    );
+    assert_eq!(cmds[0].get::<_, Vec<u8>>(5), ops[3].2);
+    assert_eq!(cmds[1].get::<_, f64>(2), 1_700_000_400.0);
+    assert_eq!(
+        cmds[1].get::<_, Option<String>>(4).as_deref(),
+        Some(r#"{"id": "S4", "name": "Sortie 4"}"#)
+    );
+    assert_eq!(
+        cmds[1].get::<_, String>(6),
+        "tspi.cmd.display.session_metadata"
+    );
+    let ev: (String, Option<String>) = {
+        let r = client
+            .query_one("SELECT subject, body_json::text FROM tspi_ops_events", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(ev.0, "tspi.ops.ctrl");
+    assert!(ev.1.unwrap().contains("GroupReplayStop"));
+
+    // A second archiver run on the same stream and database: the durable
+    // consumer resumes after its acks, nothing new is written.
+    let again = Handle::spawn(config(&nats.url()), dsn.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a2 = again.stop().await.unwrap();
+    // (Only a delivery whose ack_wait ran out under load could come back;
+    // it must then be skipped, never written twice.)
+    assert_eq!(
+        (a2.counters.telemetry_rows, a2.counters.ops_rows),
+        (0, 0),
+        "{a2:?}"
+    );
+    assert_eq!(count(&dsn, "tspi_telemetry").await, N as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_recorded_once_and_retention_drops_old_days() {
+    let pg = block_in_place(PgCluster::start).expect("postgres");
+    let dsn = pg.dsn();
+    let cfg = tspi::archive::ArchiveConfig {
+        partitioning: tspi::archive::Partitioning::Native,
+        ..Default::default()
+    };
+    let mut db = tspi::archive::db::Db::connect(&dsn, &cfg)
+        .await
+        .expect("migrate");
+    drop(db);
+    // Connecting again applies nothing twice.
+    db = tspi::archive::db::Db::connect(&dsn, &cfg)
+        .await
+        .expect("again");
+    let client = pg_client(&dsn).await;
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM tspi_schema_migrations ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+
+    // Upkeep at 2024-03-10 12:00 UTC: yesterday .. today + 3 exist.
+    let day_us: i64 = 86_400_000_000;
+    let now = 1_710_072_000_000_000;
+    let (created, dropped) = db.maintain(now, 3, 0).await.unwrap();
+    assert_eq!((created, dropped.len()), (5, 0));
+    let names = partitions(&client).await;
+    assert_eq!(
+        names,
+        [
+            "tspi_telemetry_p20240309",
+            "tspi_telemetry_p20240310",
+            "tspi_telemetry_p20240311",
+            "tspi_telemetry_p20240312",
+            "tspi_telemetry_p20240313"
+        ]
+    );
+    // Ten days later with a 2-day retention: days ending at or before
+    // 2024-03-18 12:00 go, i.e. everything up to and including the 17th.
+    let later = now + 10 * day_us;
+    let (created, dropped) = db.maintain(later, 1, 2).await.unwrap();
+    assert_eq!(created, 3, "19th, 20th, 21st");
+    assert_eq!(dropped.len(), 5, "{dropped:?}");
+    assert_eq!(
+        partitions(&client).await,
+        [
+            "tspi_telemetry_p20240319",
+            "tspi_telemetry_p20240320",
+            "tspi_telemetry_p20240321"
+        ]
+    );
+}
+
+/// Partitioning choice on a server without TimescaleDB (Debian's
+/// PostgreSQL has no package for it): `timescaledb` is refused with the
+/// reason and nothing is half-created; `auto` falls back to native day
+/// partitions and records that choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_timescaledb_auto_is_native_and_timescaledb_is_refused() {
+    let pg = block_in_place(PgCluster::start).expect("postgres");
+    let dsn = pg.dsn();
+    let client = pg_client(&dsn).await;
+    let have: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!have, "this test is about a server without TimescaleDB");
+    let refused = match tspi::archive::db::Db::connect(
+        &dsn,
+        &tspi::archive::ArchiveConfig {
+            partitioning: tspi::archive::Partitioning::Timescaledb,
+            ..Default::default()
+        },
+    )
+    .await
+    {
+        Ok(_) => panic!("timescaledb without the extension must fail"),
+        Err(e) => e,
+    };
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("timescaledb extension is not installed"),
+        "{text}"
+    );
+    let telemetry: Option<String> = client
+        .query_one("SELECT to_regclass('tspi_telemetry')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(telemetry, None, "the failed migration left no table");
+
+    let db = tspi::archive::db::Db::connect(&dsn, &tspi::archive::ArchiveConfig::default())
+        .await
+        .expect("auto migrates");
+    assert_eq!(db.partitioning().await.unwrap(), "native");
+}
+
+async fn pg_client(dsn: &str) -> tokio_postgres::Client {
+    pg_connect(dsn).await
+}
+
+async fn partitions(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'tspi_telemetry'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -1,0 +1,5 @@
+//! The `tspi` binary as an operator runs it.
+
+mod decode;
+mod roles;
+mod validate;

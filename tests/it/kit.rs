@@ -1,0 +1,333 @@
+//! The integration tests' kit: contract traffic published straight into
+//! JetStream (archive, replay and channels tests), a recorded session, tags,
+//! and checks of what the database holds. Frames come from
+//! `tspi_testkit::frames`, servers from `tspi_testkit::harness`.
+
+#![allow(dead_code)] // each stage's tests use their own subset
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+use tspi::codec::{self, Frame, Payload};
+use tspi::config::Config;
+use tspi::jetstream::{StreamSettings, ensure_stream, ops_stream, replay_stream, telemetry_stream};
+use tspi::message::{Message, RecvTime};
+pub use tspi_testkit::frames::{BASE_NS, frame, random_frame};
+use tspi_testkit::harness::NatsServer;
+
+pub fn settings() -> StreamSettings {
+    StreamSettings {
+        duplicate_window: Duration::from_secs(30),
+        ..StreamSettings::default()
+    }
+}
+
+pub async fn js(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url).await.expect("connect to nats");
+    let js = jetstream::new(client);
+    ensure_stream(
+        &js,
+        telemetry_stream("tspi", &settings()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    ensure_stream(&js, ops_stream(&settings()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    js
+}
+
+/// Publish `(subject, msg_id, body)` messages, 512 acks in flight; returns
+/// how many JetStream stored (not flagged duplicate).
+pub async fn publish_all(
+    js: &jetstream::Context,
+    msgs: &[(String, Option<String>, Vec<u8>)],
+) -> u64 {
+    let mut stored = 0;
+    for chunk in msgs.chunks(512) {
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(chunk.len());
+        for (subject, id, body) in chunk {
+            let mut h = HeaderMap::new();
+            if let Some(id) = id {
+                h.insert("Nats-Msg-Id", id.as_str());
+            }
+            acks.push(
+                js.publish_with_headers(subject.clone(), h, body.clone().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for a in acks {
+            if !a.await.expect("publish ack").duplicate {
+                stored += 1;
+            }
+        }
+    }
+    stored
+}
+
+/// Telemetry messages `from..to` as the ingest appliance publishes them.
+pub fn telemetry(from: u64, to: u64, seed: u64) -> Vec<(String, Option<String>, Vec<u8>)> {
+    (from..to)
+        .map(|i| {
+            let (f, recv) = random_frame(i, seed);
+            let m = Message::encode("tspi", &f, recv);
+            (m.subject, Some(m.msg_id), m.body)
+        })
+        .collect()
+}
+
+pub async fn pg_connect(dsn: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .expect("connect to postgres");
+    tokio::spawn(conn);
+    client
+}
+
+/// Rows in a table (0 if the table does not exist yet).
+pub async fn count(dsn: &str, table: &str) -> i64 {
+    let Ok((client, conn)) = tokio_postgres::connect(dsn, NoTls).await else {
+        return -1;
+    };
+    tokio::spawn(conn);
+    match client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+    {
+        Ok(r) => r.get(0),
+        Err(_) => 0,
+    }
+}
+
+/// Poll until `table` has `want` rows (or panic after `within`).
+pub async fn wait_rows(dsn: &str, table: &str, want: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = count(dsn, table).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{table} has {n} rows after {within:?}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every telemetry row equals the codec's decode of its frame, its `raw`
+/// equals the original datagram, and ids are unique: exactly `from..to`.
+pub async fn check_telemetry(dsn: &str, from: u64, to: u64, seed: u64) {
+    let client = pg_connect(dsn).await;
+    let rows = client
+        .query(
+            "SELECT msg_id, raw, (extract(epoch FROM recv_time) * 1000000)::bigint, recv_epoch_ms,
+                    sensor_id, msg_type, day, time_s, status, status_flags,
+                    x_m, y_m, z_m, vx_mps, vy_mps, vz_mps, ax_mps2, ay_mps2, az_mps2,
+                    range_m, azimuth_deg, elevation_deg, azimuth_rate_dps, elevation_rate_dps,
+                    range_rate_mps, azimuth_accel_dps2, elevation_accel_dps2, range_accel_mps2,
+                    stream_seq
+             FROM tspi_telemetry",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut want: BTreeMap<String, (Frame, RecvTime)> = BTreeMap::new();
+    for i in from..to {
+        let (f, recv) = random_frame(i, seed);
+        let mut id = String::new();
+        tspi::message::write_msg_id(&f, &mut id);
+        want.insert(id, (f, recv));
+    }
+    assert_eq!(rows.len(), want.len(), "exactly one row per unique message");
+    let mut seen = std::collections::HashSet::new();
+    for row in &rows {
+        let id: String = row.get(0);
+        assert!(seen.insert(id.clone()), "{id} archived twice");
+        let (f, recv) = want
+            .get(&id)
+            .unwrap_or_else(|| panic!("unexpected row {id}"));
+        let raw: Vec<u8> = row.get(1);
+        assert_eq!(
+            raw,
+            f.encode().to_vec(),
+            "{id}: raw is the original datagram"
+        );
+        let decoded = codec::parse(&raw).unwrap();
+        assert_eq!(&decoded, f);
+        assert_eq!(
+            row.get::<_, i64>(2),
+            recv.epoch_us() as i64,
+            "{id}: recv_time"
+        );
+        assert_eq!(row.get::<_, i64>(3), recv.epoch_ms() as i64);
+        assert_eq!(row.get::<_, i32>(4), i32::from(f.sensor_id));
+        assert_eq!(row.get::<_, String>(5), f.frame_type().name());
+        assert_eq!(row.get::<_, i16>(6), f.day as i16);
+        assert_eq!(row.get::<_, f64>(7).to_bits(), f.time_s().to_bits());
+        assert_eq!(row.get::<_, i16>(8), i16::from(f.status));
+        assert_eq!(row.get::<_, i32>(9), i32::from(f.status_flags));
+        let values = f.values();
+        let (mine, other) = match f.payload {
+            Payload::Geocentric(_) => (10, 19),
+            Payload::Spherical(_) => (19, 10),
+        };
+        for (k, want) in values.iter().enumerate() {
+            let v: Option<f64> = row.get(mine + k);
+            assert_eq!(
+                v.map(f64::to_bits),
+                Some(want.to_bits()),
+                "{id}: {}",
+                f.value_names()[k]
+            );
+            assert_eq!(row.get::<_, Option<f64>>(other + k), None);
+        }
+        assert!(row.get::<_, i64>(28) > 0);
+    }
+}
+
+/// A config for an in-process archiver on these servers.
+pub fn config(nats_url: &str) -> Config {
+    let mut c = Config::default();
+    c.nats.servers = vec![nats_url.to_owned()];
+    c.metrics.interval_s = 1;
+    c.stream.duplicate_window_s = 30;
+    c.archive.batch_len_max = 500;
+    c.archive.flush_interval_ms = 50;
+    c.archive.ack_wait_s = 3;
+    c.archive.retry_backoff_initial_ms = 50;
+    c.archive.retry_backoff_max_ms = 500;
+    c.archive.partitioning = tspi::archive::Partitioning::Native;
+    c
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// 2023-11-14T22:13:20Z: the recording's first receive time.
+pub const T0_NS: u64 = BASE_NS;
+
+/// Messages received at `T0_NS + offsets[i]`.
+pub fn recording(offsets_ns: &[u64]) -> Vec<(RecvTime, Message, Frame)> {
+    offsets_ns
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| {
+            let f = frame(i as u64);
+            let recv = RecvTime::from_unix_ns(T0_NS + o);
+            (recv, Message::encode("tspi", &f, recv), f)
+        })
+        .collect()
+}
+
+/// `n` offsets `step_ns` apart.
+pub fn even(n: u64, step_ns: u64) -> Vec<u64> {
+    (0..n).map(|i| i * step_ns).collect()
+}
+
+/// A real nats-server with the contract's streams, and a client on it.
+pub async fn nats_with_streams() -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    streams(&js).await;
+    (nats, client, js)
+}
+
+pub async fn streams(js: &jetstream::Context) {
+    let s = StreamSettings::default();
+    for cfg in [
+        telemetry_stream("tspi", &s),
+        replay_stream(&s),
+        ops_stream(&s),
+    ] {
+        ensure_stream(js, cfg, WAIT).await.expect("stream");
+    }
+}
+
+/// Publish with `Nats-Msg-Id`, pipelined, every ack awaited.
+pub async fn publish(js: &jetstream::Context, msgs: &[(String, String, Vec<u8>)]) {
+    let mut acks = Vec::new();
+    for (subject, id, body) in msgs {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", id.as_str());
+        acks.push(
+            js.publish_with_headers(subject.clone(), h, body.clone().into())
+                .await
+                .expect("publish"),
+        );
+    }
+    for a in acks {
+        a.await.expect("ack");
+    }
+}
+
+pub async fn publish_recording(js: &jetstream::Context, rec: &[(RecvTime, Message, Frame)]) {
+    let msgs: Vec<_> = rec
+        .iter()
+        .map(|(_, m, _)| (m.subject.clone(), m.msg_id.clone(), m.body.clone()))
+        .collect();
+    publish(js, &msgs).await;
+}
+
+/// A tag body as the toolkit sends it: `{id, ts, label, status, updated_ts}`.
+pub fn tag_body(id: &str, ts_ns: u64, label: &str) -> Vec<u8> {
+    use ciborium::Value as V;
+    let iso = String::from_utf8(RecvTime::from_unix_ns(ts_ns).iso().to_vec()).unwrap();
+    let v = V::Map(vec![
+        (V::Text("id".into()), V::Text(id.into())),
+        (V::Text("ts".into()), V::Text(iso.clone())),
+        (V::Text("label".into()), V::Text(label.into())),
+        (V::Text("status".into()), V::Text("active".into())),
+        (V::Text("updated_ts".into()), V::Text(iso)),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).unwrap();
+    out
+}
+
+pub async fn publish_tags(js: &jetstream::Context, tags: &[(&str, u64, &str)]) {
+    let msgs: Vec<_> = tags
+        .iter()
+        .map(|(id, ts, label)| {
+            (
+                "tags.broadcast".to_owned(),
+                (*id).to_owned(),
+                tag_body(id, *ts, label),
+            )
+        })
+        .collect();
+    publish(js, &msgs).await;
+}
+
+/// Messages on a subscription until `n` arrived or `within` passed, with
+/// their arrival time (monotonic ns).
+pub async fn collect(
+    sub: &mut async_nats::Subscriber,
+    n: usize,
+    within: Duration,
+) -> Vec<(u64, async_nats::Message)> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(m)) => out.push((tspi::clock::mono_ns(), m)),
+            _ => break,
+        }
+    }
+    out
+}
+
+pub fn header(m: &async_nats::Message, name: &str) -> Option<String> {
+    m.headers.as_ref()?.get(name).map(|v| v.to_string())
+}
+
+/// Messages stored in a stream.
+pub async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    s.info().await.expect("info").state.messages
+}

@@ -1,0 +1,20 @@
+//! The integration tests, one binary (each test binary relinks the whole
+//! crate; one link instead of seventeen keeps the build short). One module
+//! per stage, run against real nats-server and PostgreSQL processes from
+//! `tspi_testkit::harness`; `cargo test --test it <stage>::` runs a stage.
+//!
+//! A test that needs what a machine may lack (io_uring, root for a network
+//! namespace) says so: `SKIPPED: <test>: <reason>` on stderr, or a failure
+//! under `TSPI_TEST_NO_SKIP=1` (`scripts/test` sets it).
+
+mod archive;
+mod channels;
+mod cli;
+mod harness;
+mod ingest;
+mod kit;
+mod metrics;
+mod receive;
+mod replay;
+mod run;
+mod schema;

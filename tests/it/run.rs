@@ -1,0 +1,375 @@
+//! `tspi run`: ingest, archive and channels from one file in one process,
+//! against a real nats-server and a real PostgreSQL. Datagrams sent over
+//! loopback UDP reach the `TSPI` stream and the archive table, the channels
+//! directory answers and plays a group replay, one `/metrics` endpoint shows every role's counters,
+//! and SIGTERM stops every role with its account printed and exit 0.
+
+use crate::kit::*;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::block_in_place;
+use tspi::replay::channels::{DirectoryEntry, GroupReplayRequest, ReplaySpec};
+use tspi::replay::service;
+use tspi_testkit::harness::{NatsServer, PgCluster};
+
+/// How long the whole run may take at most, start to stop, on a loaded box.
+const BOUND: Duration = Duration::from_secs(120);
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of an unlabelled sample, if the exposition has it.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `Cpus_allowed_list` (`0-2,5`) as cores.
+fn cpu_list(s: &str) -> Vec<usize> {
+    s.trim()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
+            None => r.parse().unwrap()..=r.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// Each thread of process `pid`: its name and the cores it may run on.
+fn threads(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_owned())
+        };
+        if let (Some(name), Some(cpus)) = (field("Name:"), field("Cpus_allowed_list:")) {
+            out.push((name, cpu_list(&cpus)));
+        }
+    }
+    out
+}
+
+/// Collects what a child writes on a pipe, so it never blocks on a full one.
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let out = Arc::new(Mutex::new(String::new()));
+    let o = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    out
+}
+
+/// Kills the child if the test fails before it stops it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_archive_and_channels_in_one_process() {
+    const N: u64 = 600;
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if cores.len() < 2 {
+        eprintln!(
+            "SKIPPED LOUDLY: tspi run needs a core beside the receive core; this process may \
+             use {cores:?}"
+        );
+        return;
+    }
+    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
+    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (udp, metrics) = (free_udp_port(), free_tcp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[nats]\nservers = [{nats:?}]\n\
+             [stream]\nduplicate_window_s = 30\n\
+             [ingest]\nudp = [\"127.0.0.1:{udp}\"]\nbackend = \"recvmmsg\"\ncores = [{core}]\n\
+             [metrics]\ninterval_s = 1\naddr = \"127.0.0.1:{metrics}\"\n\
+             [archive]\npostgres = {dsn:?}\nbatch_len_max = 500\nflush_interval_ms = 50\n\
+             ack_wait_s = 3\npartitioning = \"native\"\n\
+             [channels]\nenabled = true\n",
+            nats = nats.url(),
+            dsn = pg.dsn(),
+            core = cores[0],
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--json", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut running = Running(Some(child));
+    let log = || stderr.lock().unwrap().clone();
+
+    // Receiving once ingest has reported (its reporter starts after the
+    // receive threads); the other roles' families come with their reports.
+    let text = loop {
+        if let Some(t) = block_in_place(|| scrape(metrics))
+            && t.contains("tspi_ingest_received_total")
+        {
+            break t;
+        }
+        assert!(started.elapsed() < BOUND, "no ingest report:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..N {
+        let (f, _) = random_frame(i, 7);
+        sock.send_to(&f.encode(), ("127.0.0.1", udp)).unwrap();
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    // Into the stream and the archive table.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    loop {
+        let mut s = js.get_stream("TSPI").await.unwrap();
+        if s.info().await.unwrap().state.messages == N {
+            break;
+        }
+        assert!(started.elapsed() < BOUND, "TSPI short:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_rows(&pg.dsn(), "tspi_telemetry", N as i64, BOUND).await;
+
+    // The channels directory answers.
+    let directory = loop {
+        if let Ok(d) = service::list_channels(&client, Duration::from_millis(500)).await {
+            break d;
+        }
+        assert!(started.elapsed() < BOUND, "no directory:\n{}", log());
+    };
+    assert_eq!(directory, [DirectoryEntry::livestream()]);
+
+    // A group replay of what ingest stored: its pacing thread is placed off
+    // the receive core (channels.pacing_cores filled by tspi run) and runs.
+    let spec = ReplaySpec {
+        start: Some("1".into()),
+        rate: 1.0,
+        ..ReplaySpec::default()
+    };
+    let channel = service::group_channel_id(Some("run"), &spec).unwrap();
+    let req = GroupReplayRequest::new(&channel, "run".into(), spec);
+    service::request_group_replay(&client, &req, Duration::from_secs(30))
+        .await
+        .expect("group replay started");
+    while !log().contains("group replay over") {
+        assert!(started.elapsed() < BOUND, "replay never ended:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!log().contains("replay failed"), "{}", log());
+
+    // One endpoint, every role's counters, up to date.
+    loop {
+        let text = block_in_place(|| scrape(metrics)).unwrap_or_default();
+        if sample(&text, "tspi_ingest_acked_total") == Some(N)
+            && sample(&text, "tspi_archive_telemetry_rows_total") == Some(N)
+            && sample(&text, "tspi_channels_livestream_messages_total").is_some()
+            && sample(&text, "tspi_channels_groups_started_total") == Some(1)
+        {
+            assert_eq!(text.matches("# TYPE tspi_ingest_acked_total ").count(), 1);
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "metrics never showed every role:\n{text}\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Nothing but the receive thread may run on the receive core.
+    let receive_core = cores[0];
+    let placed = threads(running.0.as_ref().unwrap().id());
+    assert!(
+        placed
+            .iter()
+            .any(|(n, c)| n.starts_with("tspi-rx-") && c == &[receive_core]),
+        "{placed:?}"
+    );
+    assert!(
+        placed.iter().any(|(n, _)| n.starts_with("tspi-service")),
+        "{placed:?}"
+    );
+    for (name, allowed) in &placed {
+        if !name.starts_with("tspi-rx-") {
+            assert!(
+                !allowed.contains(&receive_core) && !allowed.is_empty(),
+                "{name} may run on the receive core {receive_core}: {placed:?}"
+            );
+        }
+    }
+
+    // SIGTERM: one drained stop, every role's account, exit 0.
+    let mut child = running.0.take().unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // reaped, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("stopped within 60 s of SIGTERM")
+    .unwrap();
+    // Let the readers take the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = log();
+    assert!(status.success(), "{status:?}\n{err}");
+    for account in [
+        "tspi ingest: final account",
+        "tspi archive: final account",
+        "tspi channels: final account",
+    ] {
+        assert!(err.contains(account), "{account} in:\n{err}");
+    }
+    assert!(!err.contains("UNBALANCED"), "{err}");
+    let out = stdout.lock().unwrap().clone();
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("final_accounts"))
+        .unwrap_or_else(|| panic!("no final_accounts line:\n{out}"));
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let a = &v["final_accounts"];
+    assert_eq!(a["ingest"]["account"]["counters"]["acked"], N);
+    assert_eq!(a["ingest"]["balanced"], true);
+    assert_eq!(a["archive"]["account"]["counters"]["telemetry_rows"], N);
+    assert!(a["channels"]["account"]["livestream_messages"].is_u64());
+    assert_eq!(a["channels"]["account"]["groups_started"], 1);
+}
+
+#[test]
+fn a_file_that_enables_no_role_is_refused_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.toml");
+    std::fs::write(&path, "[nats]\nservers = [\"nats://127.0.0.1:1\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--duration-s", "1", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["[ingest] udp", "[archive] postgres", "[channels] enabled"] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+}
+
+#[test]
+fn the_unit_runs_tspi_run_and_verifies() {
+    let unit = include_str!("../../systemd/tspi.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/tspi run --config /etc/tspi/tspi.toml"));
+    assert!(
+        unit.contains("ExecStartPre=/usr/local/bin/tspi validate --config /etc/tspi/tspi.toml")
+    );
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("SKIPPED LOUDLY: systemd-analyze is not installed; unit file not verified");
+        return;
+    };
+    assert!(probe.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/tspi", env!("CARGO_BIN_EXE_tspi")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("tspi.service"),
+        "warnings about the unit:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_role_that_fails_makes_the_exit_status_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.toml");
+    // Not a connection string: the archive role fails as it starts.
+    std::fs::write(
+        &path,
+        "[nats]\nservers = [\"nats://127.0.0.1:1\"]\n[archive]\npostgres = \"port=none\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--duration-s", "30", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tspi archive: failed"), "{err}");
+    assert!(err.contains("FAILED"), "{err}");
+}
