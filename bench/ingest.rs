@@ -216,7 +216,7 @@ impl Bench {
         let cpu0 = cpu_seconds(std::process::id());
         let (rate, n) = self.rt.block_on(async {
             let js = self.fresh_telemetry_stream().await;
-            // Pre-encode one second's worth at the NOTES.md ceiling, reused
+            // Pre-encode one second's worth at the machine facts' ceiling (bench/README.md), reused
             // with fresh ids.
             let recv = RecvTime::now();
             let window = 2048;

@@ -9,7 +9,7 @@
 //! thread pinned to the first core sends [`ROUND_LEN`] valid 37-byte
 //! datagrams with UDP GSO (one `send` of 64 × 37 bytes with `UDP_SEGMENT` =
 //! 37; on loopback the sender's core also does the receive softirq work,
-//! NOTES.md), keeping at most [`WINDOW_LEN`] in flight (sent, not yet counted
+//! bench/README.md, machine facts), keeping at most [`WINDOW_LEN`] in flight (sent, not yet counted
 //! `received` by the worker; well inside the socket buffer, so the kernel
 //! drops nothing), and stops the clock when the worker has counted them
 //! all or [`ROUND_TIME_MAX`] passed. The ring is emptied between
@@ -37,7 +37,7 @@ const SEGMENTS: usize = 64;
 /// Datagrams per iteration.
 const ROUND_LEN: u64 = 64 * 1024;
 /// Datagrams sent but not yet read, at most: a 4 MiB socket buffer holds
-/// ~5000 (NOTES.md: ~830 bytes each).
+/// ~5000 (bench/README.md, machine facts: ~830 bytes each).
 const WINDOW_LEN: u64 = 2048;
 /// Longest one iteration may take.
 const ROUND_TIME_MAX: Duration = Duration::from_secs(2);

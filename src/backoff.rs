@@ -44,6 +44,22 @@ impl Backoff {
             .min(self.max)
     }
 
+    /// The wait before the next try of something already tried `attempts`
+    /// times (1: `initial`; 0 counts as 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tspi::backoff::Backoff;
+    /// let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    /// assert_eq!(b.after(1), Duration::from_millis(10));
+    /// assert_eq!(b.after(2), Duration::from_millis(20));
+    /// assert_eq!(b.after(4), Duration::from_millis(50));
+    /// assert_eq!(b.after(u32::MAX), Duration::from_millis(50));
+    /// ```
+    pub fn after(&self, attempts: u32) -> Duration {
+        self.delay(attempts.saturating_sub(1))
+    }
+
     /// The wait after one of `current`: double it, at most `max`.
     pub fn next(&self, current: Duration) -> Duration {
         current.checked_mul(2).unwrap_or(self.max).min(self.max)

@@ -1,5 +1,7 @@
 //! `tspi ingest`: the receive threads, the publisher and the reporter,
 //! wired together, with a drained stop and a final account.
+//!
+#![doc = include_str!("../docs/ingest.md")]
 
 use crate::config::{Config, Machine, PublishMode, Role};
 use crate::jetstream::{ensure_stream, telemetry_stream};

@@ -1,16 +1,28 @@
-//! `tspi`: the telemetry data plane for test and training ranges.
+//! `tspi`: the telemetry appliance for test and training ranges.
 //!
-//! Pure core (no I/O, no clock; time and buffers are arguments):
-//! - [`codec`]: the 37-byte TSPI v4 datagram (CONTRACT §1);
-//! - [`message`]: subject, `Nats-Msg-Id` and CBOR/JSON body (CONTRACT §2);
-//! - [`contract::names`]: every stream name and subject, spelled once;
-//! - [`config`]: assembles the file from the stages' own sections; every
-//!   bound in [`config::limits`].
+//! The datagram's path (`ARCHITECTURE.md` has the whole map and the
+//! invariants):
 //!
-//! Edges:
-//! - [`decode`]: the operator's capture reader behind `tspi decode`;
-//! - [`jetstream`]: stream definitions of CONTRACT §3;
-//! - [`nats`]: the `[nats]` section and the one way every role connects.
+//! ```text
+//! UDP ─► receive (pinned threads, io_uring | recvmmsg) ─► contract::codec::parse
+//!     ─► SPSC ring per receive core ─► publish (proto: the exactly-once decisions;
+//!        driver: the async-nats client) ─► JetStream TSPI
+//!     ─► archive (proto: batches and acks; driver: consumer + PostgreSQL COPY)
+//!     ─► replay (pacer: the schedule; sources, sinks) ─► channels (directory; service)
+//! ```
+//!
+//! Pure cores (no I/O, no clock; time and buffers are arguments; kept so by
+//! a test that reads their sources): [`contract`] ([`codec`], [`message`],
+//! [`contract::names`]), [`publish::proto`], [`archive::proto`],
+//! [`replay::pacer`], the [`channels`] directory, messages and client state
+//! machine, [`backoff`].
+//!
+//! Roles (each a subcommand, all of them in one process under `tspi run`):
+//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`].
+//! Around them: [`config`] (assembles the stages' own sections; every bound
+//! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
+//! NATS and the contract's streams), [`metrics`], [`decode`] (captures
+//! behind `tspi decode`), [`clock`].
 
 // Lets shared test helpers name this crate `tspi` from unit tests too.
 #[cfg(test)]
@@ -20,14 +32,13 @@ pub mod archive;
 pub mod backoff;
 pub mod channels;
 pub mod clock;
-pub mod codec;
 pub mod config;
 pub mod contract;
+pub use contract::{codec, message};
 pub mod decode;
 pub mod hex;
 pub mod ingest;
 pub mod jetstream;
-pub mod message;
 pub mod metrics;
 pub mod nats;
 pub mod publish;

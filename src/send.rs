@@ -41,23 +41,25 @@ pub struct MulticastOut {
     pub no_loop: bool,
 }
 
+/// `--multicast-if` names no interface of this machine.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: not an IPv4 address, an interface index or the name of an interface here")]
+pub struct InterfaceError(pub String);
+
 impl MulticastOut {
     /// Parse an interface for `--multicast-if`: an IPv4 address, or an IPv6
     /// interface by index or name (`eth0`).
-    pub fn with_interface(mut self, text: &str) -> Result<Self, String> {
+    pub fn with_interface(mut self, text: &str) -> Result<Self, InterfaceError> {
         if let Ok(a) = text.parse::<Ipv4Addr>() {
             self.interface_v4 = Some(a);
         } else if let Ok(i) = text.parse::<u32>() {
             self.interface_v6 = Some(i);
         } else {
-            let name = std::ffi::CString::new(text)
-                .map_err(|_| format!("{text:?} is not an interface name"))?;
+            let name = std::ffi::CString::new(text).map_err(|_| InterfaceError(text.to_owned()))?;
             // SAFETY: if_nametoindex(3) reads a NUL-terminated string.
             let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
             if i == 0 {
-                return Err(format!(
-                    "{text:?}: not an IPv4 address, an interface index or the name of an interface here"
-                ));
+                return Err(InterfaceError(text.to_owned()));
             }
             self.interface_v6 = Some(i);
         }

@@ -23,6 +23,8 @@
 //!
 //! Edge (threads, sockets, NATS): [`drive`], shared by the `tspi-loadgen`
 //! and `tspi-demo` binaries.
+//!
+#![doc = include_str!("../../docs/loadgen.md")]
 
 pub mod capacity;
 pub mod drive;

@@ -355,9 +355,11 @@ async fn stream_loop(
         batcher_config(kind, &cfg),
         consumer.cached_info().delivered.consumer_sequence,
     );
-    let backoff_initial = Duration::from_millis(cfg.retry_backoff_initial_ms);
-    let backoff_max = Duration::from_millis(cfg.retry_backoff_max_ms);
-    let mut backoff = backoff_initial;
+    let backoffs = crate::backoff::Backoff::new(
+        Duration::from_millis(cfg.retry_backoff_initial_ms),
+        Duration::from_millis(cfg.retry_backoff_max_ms),
+    );
+    let mut backoff = backoffs.initial();
     let mut msgs = None;
     let mut reopen_at = origin;
     let mut stopping = false;
@@ -397,7 +399,7 @@ async fn stream_loop(
                                     () = tokio::time::sleep(backoff) => {}
                                     _ = stop.wait_for(|s| *s) => return,
                                 }
-                                backoff = (backoff * 2).min(backoff_max);
+                                backoff = backoffs.next(backoff);
                             }
                         }
                     }
@@ -421,7 +423,7 @@ async fn stream_loop(
                 Err(e) => {
                     tracing::warn!(stream, error = %e, "pull consumer: retrying");
                     reopen_at = tokio::time::Instant::now() + backoff;
-                    backoff = (backoff * 2).min(backoff_max);
+                    backoff = backoffs.next(backoff);
                 }
             }
         }
@@ -472,7 +474,7 @@ async fn stream_loop(
                         stats.messages.fetch_add(1, Relaxed);
                         progress.taken.fetch_add(1, Relaxed);
                     }
-                    backoff = backoff_initial;
+                    backoff = backoffs.initial();
                 }
                 Some(Err(e)) => tracing::debug!(stream, error = %e, "pull consumer"),
                 None => msgs = None,

@@ -29,6 +29,8 @@
 //! PostgreSQL refuses for good (a value out of range, a constraint) is
 //! bisected down to the refused messages, which go to `tspi_rejects` with the
 //! server's reason; the stream never stalls on them.
+//!
+#![doc = include_str!("../../docs/archive.md")]
 
 pub mod config;
 pub mod db;

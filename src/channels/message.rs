@@ -88,8 +88,8 @@ impl ChannelId {
     /// The JetStream stream holding the channel's messages.
     pub fn stream(&self) -> &'static str {
         match self {
-            ChannelId::Livestream => crate::jetstream::STREAM_TELEMETRY,
-            _ => crate::jetstream::STREAM_REPLAY,
+            ChannelId::Livestream => crate::contract::names::STREAM_TELEMETRY,
+            _ => crate::contract::names::STREAM_REPLAY,
         }
     }
 
@@ -275,7 +275,7 @@ impl DirectoryEntry {
             subject: SUBJECT_LIVESTREAM.into(),
             display_name: "Live".into(),
             kind: Kind::Livestream,
-            stream: crate::jetstream::STREAM_TELEMETRY.into(),
+            stream: crate::contract::names::STREAM_TELEMETRY.into(),
             identifier: None,
         }
     }

@@ -372,8 +372,8 @@ impl Driver {
                     .find(|t| &t.id == tag)
                     .ok_or_else(|| format!("no tag {tag:?} in TSPI_OPS"))?;
                 let c = &self.opts.channels;
-                let from = t.ts_ns.saturating_sub(c.tag_before_s * 1_000_000_000);
-                let to = end.unwrap_or(t.ts_ns + c.tag_after_s * 1_000_000_000);
+                let from = t.ts_ns.saturating_sub(c.tag_before_ns());
+                let to = end.unwrap_or(t.ts_ns.saturating_add(c.tag_after_ns()));
                 Ok((StartAt::Time(from), Some(to), tag.clone()))
             }
             _ => Err("give exactly one of start and tag".into()),

@@ -15,7 +15,7 @@ pub struct StreamSettings {
     /// 1 on a single server, 3 on a cluster.
     pub replicas: usize,
     /// How long JetStream remembers a `Nats-Msg-Id`. Costs about 180 bytes of
-    /// server memory per message held (NOTES.md).
+    /// server memory per message held (bench/README.md, machine facts).
     pub duplicate_window: Duration,
     /// Retention by age; zero keeps messages until limits remove them.
     pub max_age: Duration,

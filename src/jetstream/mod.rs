@@ -77,7 +77,9 @@ pub async fn ensure_stream(
         config.duplicate_window
     );
     let deadline = Instant::now() + wait;
-    let mut backoff = Duration::from_millis(50);
+    let backoffs =
+        crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    let mut backoff = backoffs.initial();
     loop {
         match js.create_or_update_stream(config.clone()).await {
             Ok(info) if config.num_replicas > 1 => {
@@ -87,7 +89,7 @@ pub async fn ensure_stream(
             Err(e) if Instant::now() < deadline && is_transient(&e) => {
                 tracing::debug!(stream = %config.name, error = %e, "stream not ready, retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = backoffs.next(backoff);
             }
             Err(e) => return Err(e),
         }

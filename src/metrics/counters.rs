@@ -60,11 +60,6 @@ crate::counter_set! {
     }
 }
 
-/// Deprecated: the old name of [`IngestCounts`], kept while the integration
-/// tests still use it (an `#[deprecated]` attribute would fail their
-/// `-D warnings` build). Use `IngestCounts`.
-pub type Counters = IngestCounts;
-
 impl IngestCounts {
     /// Rejections of every reason together.
     pub fn rejected_total(&self) -> u64 {

@@ -65,7 +65,6 @@ pub use counter_set::{
     render_counter_families, write_counter_families, write_family, write_gauge_family,
     write_histogram_family,
 };
-pub use counters::Counters;
 pub use counters::{Gauges, IngestCounts, REJECT_REASON_LABELS, REJECT_REASONS_LEN};
 pub use host::hostname;
 pub use http::{

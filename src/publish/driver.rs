@@ -67,10 +67,7 @@ impl Publisher {
             batch_len_max = fc.batch_len_max,
             "publishing in fast-ingest batches"
         );
-        let backoff = Backoff {
-            initial: self.cfg.retry_backoff_initial,
-            max: self.cfg.retry_backoff_max,
-        };
+        let backoff = Backoff::new(self.cfg.retry_backoff_initial, self.cfg.retry_backoff_max);
         let mut m = FastBatcher::new(
             prefix,
             fc.clone(),

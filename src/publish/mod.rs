@@ -231,10 +231,8 @@ impl Publisher {
     async fn run_pipelined(mut self, adopted: Vec<Queued<Pending>>) -> PublisherCounts {
         // What the fast mode counted before falling back (zero otherwise).
         let base = self.stats.snapshot();
-        let backoff = proto::Backoff {
-            initial: self.cfg.retry_backoff_initial,
-            max: self.cfg.retry_backoff_max,
-        };
+        let backoff =
+            proto::Backoff::new(self.cfg.retry_backoff_initial, self.cfg.retry_backoff_max);
         let mut m = Pipeline::new(
             self.cfg.acks_in_flight_max,
             backoff,

@@ -169,12 +169,12 @@ pub enum Backend {
     /// reason is logged).
     Auto,
     /// Multishot `RECVMSG` with a provided buffer ring: one system call per
-    /// wake-up for any number of sockets and datagrams (NOTES.md: 1.31 Mpps
+    /// wake-up for any number of sockets and datagrams (bench/README.md, machine facts: 1.31 Mpps
     /// per core on loopback). Starting fails if the kernel or a sandbox
     /// refuses io_uring.
     IoUring,
     /// Batched `recvmmsg` over pre-allocated buffers, `poll` across sockets
-    /// when idle. Works everywhere (NOTES.md: 1.18 Mpps per core).
+    /// when idle. Works everywhere (bench/README.md, machine facts: 1.18 Mpps per core).
     Recvmmsg,
 }
 

@@ -17,6 +17,8 @@
 //! `replay::channels`, `replay::client_state` and `replay::service` are
 //! re-exports of `channels::message`, `channels::client_state` and
 //! `channels::service` kept for existing callers.
+//!
+#![doc = include_str!("../../docs/replay.md")]
 
 pub mod archive;
 pub mod config;

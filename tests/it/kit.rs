@@ -331,3 +331,42 @@ pub async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream");
     s.info().await.expect("info").state.messages
 }
+
+/// `systemd-analyze verify` of a shipped unit (`text`, written as `name`),
+/// with its `/usr/local/bin/tspi` pointed at the binary this build made: it
+/// must pass with no warning about the unit. Skips loudly (a failure under
+/// `TSPI_TEST_NO_SKIP`) where systemd-analyze is not installed.
+pub fn verify_unit(test: &str, name: &str, text: &str) {
+    use std::process::Command;
+    let probe = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("systemd-analyze is not installed ({e}); unit file not verified"))
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("systemd-analyze --version: {}", o.status))
+        });
+    if !tspi_testkit::skip::require(test, probe) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(
+        &path,
+        text.replace("/usr/local/bin/tspi", env!("CARGO_BIN_EXE_tspi")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify {name} failed:\n{stderr}"
+    );
+    assert!(!stderr.contains(name), "warnings about the unit:\n{stderr}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tspi::metrics::{
-    self, Counters, Gauges, Latencies, METRICS_SUBJECT_ALL, ReportTime, Reporter, Snapshot,
+    self, Gauges, IngestCounts, Latencies, METRICS_SUBJECT_ALL, ReportTime, Reporter, Snapshot,
 };
 use tspi_testkit::harness::NatsServer;
 
@@ -45,12 +45,12 @@ fn with_report<T>(f: impl FnOnce(&metrics::Report<'_>) -> T) -> T {
         }
     });
     worker.join().unwrap();
-    let counters = Counters {
+    let counters = IngestCounts {
         received: 510,
         rejected: [0, 0, 2, 0, 0],
         published: 500,
         acked: 500,
-        ..Counters::default()
+        ..IngestCounts::default()
     };
     let now = ReportTime {
         unix_ms: t0.unix_ms + 10_000,
@@ -168,11 +168,11 @@ async fn snapshot_reaches_a_subscriber_and_decodes() {
             rec.record_receive_to_ack(265_000 + i * 50);
         }
         drop(rec);
-        let counters = Counters {
+        let counters = IngestCounts {
             received: 1000,
             published: 1000,
             acked: 999,
-            ..Counters::default()
+            ..IngestCounts::default()
         };
         let now = ReportTime {
             unix_ms: t0.unix_ms + 10_000,

@@ -117,11 +117,12 @@ async fn ingest_archive_and_channels_in_one_process() {
         .into_iter()
         .map(|c| c.id)
         .collect();
-    if cores.len() < 2 {
-        eprintln!(
-            "SKIPPED LOUDLY: tspi run needs a core beside the receive core; this process may \
-             use {cores:?}"
-        );
+    if !tspi_testkit::skip::require(
+        "ingest_archive_and_channels_in_one_process",
+        (cores.len() >= 2).then_some(()).ok_or_else(|| {
+            format!("tspi run needs a core beside the receive core; this process may use {cores:?}")
+        }),
+    ) {
         return;
     }
     let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
@@ -325,32 +326,7 @@ fn the_unit_runs_tspi_run_and_verifies() {
     assert!(
         unit.contains("ExecStartPre=/usr/local/bin/tspi validate --config /etc/tspi/tspi.toml")
     );
-    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("SKIPPED LOUDLY: systemd-analyze is not installed; unit file not verified");
-        return;
-    };
-    assert!(probe.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tspi.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/tspi", env!("CARGO_BIN_EXE_tspi")),
-    )
-    .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("tspi.service"),
-        "warnings about the unit:\n{stderr}"
-    );
+    crate::kit::verify_unit("the_unit_runs_tspi_run_and_verifies", "tspi.service", unit);
 }
 
 #[test]

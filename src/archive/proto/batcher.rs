@@ -625,7 +625,11 @@ impl<T> Batcher<T> {
             return Outcome::Refused { stream_seq };
         }
         let at = now + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.cfg.retry_backoff_max);
+        self.backoff = crate::backoff::Backoff::new(
+            self.cfg.retry_backoff_initial,
+            self.cfg.retry_backoff_max,
+        )
+        .next(self.backoff);
         f.state = State::RetryAt(at);
         self.queue.push_front(f);
         Outcome::RetryAt(at)

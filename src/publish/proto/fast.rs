@@ -132,7 +132,7 @@ pub enum EndReason {
         description: String,
     },
     /// A reply this client cannot read (a protocol change?).
-    BadReply(String),
+    BadReply(super::wire::ReplyError),
 }
 
 impl fmt::Display for EndReason {
@@ -149,7 +149,7 @@ impl fmt::Display for EndReason {
                 code,
                 description,
             } => write!(f, "server error {code} at {seq:?}: {description}"),
-            EndReason::BadReply(e) => f.write_str(e),
+            EndReason::BadReply(e) => std::fmt::Display::fmt(e, f),
         }
     }
 }
@@ -778,7 +778,7 @@ impl<F: Frame> FastBatcher<F> {
     fn end_batch(&mut self, now: Nanos, reason: EndReason) {
         let Some(b) = self.batch.take() else { return };
         let attempts = self.unacked.front().map_or(1, |s| s.attempts);
-        let due = now.saturating_add(nanos(self.backoff.delay(attempts)));
+        let due = now.saturating_add(nanos(self.backoff.after(attempts)));
         let requeued = self.requeue(due);
         self.counts.retried += requeued;
         self.events.push_back(Event::Ended {

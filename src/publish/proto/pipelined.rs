@@ -308,7 +308,7 @@ impl<F> Pipeline<F> {
     fn retry(&mut self, now: Nanos, token: Token, reason: String) {
         let s = self.release(token);
         self.counts.retried += 1;
-        let due = now.saturating_add(nanos(self.backoff.delay(s.attempts)));
+        let due = now.saturating_add(nanos(self.backoff.after(s.attempts)));
         self.events.push_back(Event::Retrying {
             attempts: s.attempts,
             reason,
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn any_order_of_acks_and_failures_balances() {
         proptest!(|(max in 1..40usize, steps in prop::collection::vec(step(), 0..200), adopted in 0..10u64)| {
-            let backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(100) };
+            let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
             let mut m = Pipeline::new(max, backoff, Duration::from_secs(3_600),
                 (0..adopted).map(|i| Queued { due: 0, attempts: 1, frame: 1_000_000 + i }));
             let mut now = 0;

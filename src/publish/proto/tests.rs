@@ -245,10 +245,7 @@ fn case(faulty: bool) -> impl Strategy<Value = Case> {
                     ack_timeout: Duration::from_millis(200),
                     stream: "SIM".into(),
                 },
-                backoff: Backoff {
-                    initial: Duration::from_millis(10),
-                    max: Duration::from_millis(200),
-                },
+                backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
                 frames,
                 faults,
             },
@@ -347,10 +344,7 @@ fn drain_timeout_fails_what_is_left() {
         ack_timeout: Duration::from_millis(200),
         stream: "SIM".into(),
     };
-    let backoff = Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(200),
-    };
+    let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
     let mut m =
         FastBatcher::<SimFrame>::new(PREFIX.into(), cfg, backoff, Duration::from_secs(1), 0);
     assert_eq!(m.poll_event(), Some(Event::StreamPositionWanted));

@@ -113,14 +113,38 @@ struct Raw {
     count: Option<u64>,
 }
 
-/// Classify one reply payload. An unknown shape is an error naming it, so
-/// a protocol change shows up in the log rather than as a silent stall.
-pub fn classify(payload: &[u8]) -> Result<Reply, String> {
-    let raw: Raw = serde_json::from_slice(payload).map_err(|e| {
-        format!(
-            "fast-batch reply is not JSON ({e}): {}",
-            String::from_utf8_lossy(payload)
-        )
+/// A reply payload this client does not understand: a protocol change
+/// shows up in the log rather than as a silent stall. What it quotes of the
+/// payload is bounded ([`QUOTE_LEN_MAX`] bytes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("fast-batch reply is not JSON ({detail}): {quoted}")]
+    NotJson { detail: String, quoted: String },
+    #[error("fast-batch error reply without an error: {quoted}")]
+    ErrorWithoutError { quoted: String },
+    #[error("unknown fast-batch reply type {0:?}")]
+    UnknownType(String),
+    #[error("unrecognised fast-batch reply: {quoted}")]
+    Unrecognised { quoted: String },
+}
+
+/// The most of a payload an error quotes.
+pub const QUOTE_LEN_MAX: usize = 256;
+
+fn quote(payload: &[u8]) -> String {
+    let cut = &payload[..payload.len().min(QUOTE_LEN_MAX)];
+    let mut q = String::from_utf8_lossy(cut).into_owned();
+    if payload.len() > QUOTE_LEN_MAX {
+        q.push('…');
+    }
+    q
+}
+
+/// Classify one reply payload.
+pub fn classify(payload: &[u8]) -> Result<Reply, ReplyError> {
+    let raw: Raw = serde_json::from_slice(payload).map_err(|e| ReplyError::NotJson {
+        detail: e.to_string(),
+        quoted: quote(payload),
     })?;
     let error = |seq, e: ApiError| Reply::Error {
         seq,
@@ -138,12 +162,11 @@ pub fn classify(payload: &[u8]) -> Result<Reply, String> {
         }),
         Some("err") => match raw.error {
             Some(e) => Ok(error(raw.seq, e)),
-            None => Err(format!(
-                "fast-batch error reply without an error: {}",
-                String::from_utf8_lossy(payload)
-            )),
+            None => Err(ReplyError::ErrorWithoutError {
+                quoted: quote(payload),
+            }),
         },
-        Some(other) => Err(format!("unknown fast-batch reply type {other:?}")),
+        Some(other) => Err(ReplyError::UnknownType(other.chars().take(64).collect())),
         None => {
             if let Some(e) = raw.error {
                 return Ok(error(raw.seq, e));
@@ -152,10 +175,9 @@ pub fn classify(payload: &[u8]) -> Result<Reply, String> {
                 (Some(_), Some(_), Some(stream_seq), Some(count)) => {
                     Ok(Reply::Committed { stream_seq, count })
                 }
-                _ => Err(format!(
-                    "unrecognised fast-batch reply: {}",
-                    String::from_utf8_lossy(payload)
-                )),
+                _ => Err(ReplyError::Unrecognised {
+                    quoted: quote(payload),
+                }),
             }
         }
     }

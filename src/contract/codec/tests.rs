@@ -2,7 +2,7 @@ use super::vectors::{self, bytes};
 use super::*;
 use proptest::prelude::*;
 
-#[path = "../../testkit/src/arb.rs"]
+#[path = "../../../testkit/src/arb.rs"]
 pub(crate) mod arb;
 pub(crate) use arb::arb_frame;
 
