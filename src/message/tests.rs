@@ -52,11 +52,12 @@ fn msg_id_uses_integer_ticks() {
 fn contract_receive_time_rendering() {
     let t = RecvTime::from_unix_ns(RECV_EXAMPLE_UNIX_NS);
     assert_eq!(t.epoch_ms(), 1_700_000_000_123);
-    assert_eq!(t.iso().as_str(), "2023-11-14T22:13:20.123400+00:00");
+    assert_eq!(t.iso().as_str(), vectors::RECV_EXAMPLE_ISO);
     // A zero microsecond part has no fraction, as the toolkit writes it.
-    let whole = RecvTime::from_unix_ns(1_700_000_000_000_000_000);
+    let whole = RecvTime::from_unix_ns(vectors::RECV_WHOLE_UNIX_NS);
     assert_eq!(whole.epoch_ms(), 1_700_000_000_000);
-    assert_eq!(whole.iso().as_str(), "2023-11-14T22:13:20+00:00");
+    assert_eq!(whole.iso().as_str(), vectors::RECV_WHOLE_ISO);
+    assert_eq!(whole.iso().len(), ISO_LEN_WHOLE);
     // Sub-microsecond rounding down to a whole second drops the fraction;
     // one microsecond past keeps all six digits.
     assert_eq!(
