@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tspi::decode::{CaptureFilter, Decoder, Format};
+use tspi::decode::{CaptureFilter, Decoder, Format, Summary};
 use tspi::message::RecvTime;
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +27,9 @@ pub struct DecodeArgs {
 
     /// Captures only: every UDP packet to this destination port is a
     /// datagram (wrong lengths are rejected); other packets are skipped.
-    /// Without it, UDP payloads of exactly 37 bytes are datagrams.
+    /// Without it, UDP payloads of exactly 37 bytes are datagrams. Payloads
+    /// of several datagrams glued together (a GSO send captured on the
+    /// sending host) are split into their datagrams either way.
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
 
@@ -63,6 +65,10 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => {
             eprintln!("tspi decode: {summary}");
             Ok(ExitCode::from(summary.exit_code()))
+        }
+        Err(e) if summary == Summary::default() => {
+            eprintln!("tspi decode: {e}");
+            Ok(ExitCode::from(2))
         }
         Err(e) => {
             eprintln!("tspi decode: {e} (so far: {summary})");

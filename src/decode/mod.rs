@@ -5,6 +5,11 @@
 //! record, or as a rejection with its reason and position. Reading is split
 //! from reporting: [`read`] turns any input into [`Event`]s, [`Decoder`]
 //! counts and renders them.
+//!
+//! What an operator needs to know (limits, coalesced packets, exit
+//! statuses) follows, from `docs/decode.md`.
+//!
+#![doc = include_str!("../../docs/decode.md")]
 
 pub mod pcap;
 
@@ -37,6 +42,9 @@ pub enum Position {
     Line(u64),
     /// 1-based packet of a capture (Wireshark's frame number).
     Packet(u64),
+    /// The `datagram`-th (1-based) of the datagrams glued together in one
+    /// capture packet (see [`Event::Coalesced`]).
+    Coalesced { packet: u64, datagram: u32 },
 }
 
 impl fmt::Display for Position {
@@ -45,6 +53,9 @@ impl fmt::Display for Position {
             Position::Record { number, offset } => write!(f, "record {number} (byte {offset})"),
             Position::Line(n) => write!(f, "line {n}"),
             Position::Packet(n) => write!(f, "packet {n}"),
+            Position::Coalesced { packet, datagram } => {
+                write!(f, "packet {packet} datagram {datagram}")
+            }
         }
     }
 }
@@ -64,6 +75,11 @@ pub enum Event<'a> {
     /// A packet of a capture that carries no TSPI datagram (not UDP, another
     /// port, another length).
     Skipped { at: Position, reason: SkipReason },
+    /// A capture packet whose UDP payload is `datagrams` (2 or more)
+    /// datagrams glued together: a capture on the sending host sees a GSO
+    /// send before it is cut into datagrams. Its datagrams follow as
+    /// [`Event::Datagram`]s at [`Position::Coalesced`].
+    Coalesced { at: Position, datagrams: u32 },
 }
 
 /// Why a capture packet is not a datagram.
@@ -73,8 +89,8 @@ pub enum SkipReason {
     NotUdp,
     /// A non-first IP fragment, or a fragmented datagram.
     Fragment,
-    /// UDP whose payload is not 37 bytes (without `--port`), or to another
-    /// port (with `--port`).
+    /// UDP whose payload is neither 37 bytes nor datagrams glued together
+    /// (without `--port`), or to another port (with `--port`).
     OtherUdp,
     /// Headers that do not parse (cut by the snap length, corrupt).
     Malformed,
@@ -98,11 +114,35 @@ impl SkipReason {
     }
 }
 
+/// Longest line of hex input, in bytes, line ending (`\n` or `\r\n`)
+/// excluded. A datagram is 74 hex digits, so this leaves ample room for
+/// spacing and comments. A longer line is rejected as unreadable with its
+/// line number, and reading resumes at the next line: the reader never
+/// holds more than this much of one line.
+pub const HEX_LINE_MAX: usize = 4096;
+
+/// Most bytes of input quoted in any message; longer input is cut with an
+/// ellipsis (`…`), so a message stays short whatever the input holds.
+pub const QUOTE_MAX: usize = 64;
+
+/// `bytes` as hex for a message: at most [`QUOTE_MAX`] bytes, then `…` and
+/// the full length.
+pub fn quote(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(QUOTE_MAX)];
+    let mut s = crate::hex::encode(shown);
+    if bytes.len() > QUOTE_MAX {
+        s.push_str(&format!("… ({} bytes)", bytes.len()));
+    }
+    s
+}
+
 /// Input that cannot be used at all (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("cannot read input: {0}")]
     Io(#[from] io::Error),
+    #[error("input is empty (0 bytes): nothing to decode")]
+    Empty,
     #[error("not a pcap or pcapng capture: {0}")]
     NotCapture(String),
     #[error("cannot write output: {0}")]
@@ -114,7 +154,9 @@ pub enum InputError {
 pub struct CaptureFilter {
     /// Only UDP to this destination port carries datagrams; every payload to
     /// it is a datagram (wrong lengths are rejected, not skipped). Without a
-    /// port, UDP payloads of exactly 37 bytes are datagrams.
+    /// port, UDP payloads of exactly 37 bytes are datagrams. Either way a
+    /// payload that is an exact multiple of 37 bytes whose every chunk
+    /// parses is split into its datagrams (see [`Event::Coalesced`]).
     pub udp_port: Option<u16>,
 }
 
@@ -127,6 +169,9 @@ pub fn read<R: Read + Send>(
     sink: &mut dyn FnMut(Event<'_>) -> Result<(), InputError>,
 ) -> Result<(), InputError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
+    if fill_buf(&mut input)?.is_empty() {
+        return Err(InputError::Empty);
+    }
     let format = match format {
         Format::Auto => sniff(&mut input)?,
         f => f,
@@ -141,7 +186,7 @@ pub fn read<R: Read + Send>(
 
 /// Guess the format from the first bytes without consuming them.
 fn sniff<R: Read>(input: &mut BufReader<R>) -> Result<Format, InputError> {
-    let head = input.fill_buf()?;
+    let head = fill_buf(input)?;
     if head.len() >= 4 && pcap::is_capture_magic(&head[..4]) {
         return Ok(Format::Pcap);
     }
@@ -188,19 +233,77 @@ fn read_raw<R: Read>(
     }
 }
 
+/// `fill_buf`, retried when interrupted.
+fn fill_buf<R: BufRead>(input: &mut R) -> io::Result<&[u8]> {
+    loop {
+        match input.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Reborrow through a second call: the borrow checker does not
+            // let the first call's borrow out of the loop.
+            Ok(_) => return input.fill_buf(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One line of input into `line`, holding at most `HEX_LINE_MAX + 1` bytes
+/// of it (the `+ 1` for a `\r`). Returns `None` at the end of input, else
+/// the line's length without its ending; `line` then holds the line
+/// without its ending when that length is at most [`HEX_LINE_MAX`].
+fn next_line<R: BufRead>(input: &mut R, line: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    line.clear();
+    let mut len = 0u64;
+    let mut last = None;
+    let mut any = false;
+    loop {
+        let buf = fill_buf(input)?;
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let (content, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = (HEX_LINE_MAX + 1).saturating_sub(line.len());
+        line.extend_from_slice(&content[..content.len().min(room)]);
+        len += content.len() as u64;
+        if let Some(&b) = content.last() {
+            last = Some(b);
+        }
+        input.consume(used);
+        if done {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    if last == Some(b'\r') {
+        len -= 1;
+    }
+    if len <= HEX_LINE_MAX as u64 {
+        line.truncate(len as usize);
+    }
+    Ok(Some(len))
+}
+
 fn read_hex<R: BufRead>(
     mut input: R,
     sink: &mut dyn FnMut(Event<'_>) -> Result<(), InputError>,
 ) -> Result<(), InputError> {
-    let mut line = Vec::new();
+    let mut line = Vec::with_capacity(HEX_LINE_MAX + 1);
     let mut number = 0u64;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
+    while let Some(len) = next_line(&mut input, &mut line)? {
         number += 1;
         let at = Position::Line(number);
+        if len > HEX_LINE_MAX as u64 {
+            sink(Event::Unreadable {
+                at,
+                reason: format!("line of {len} bytes is longer than {HEX_LINE_MAX}"),
+            })?;
+            continue;
+        }
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t.trim(),
             Err(_) => {
@@ -226,6 +329,7 @@ fn read_hex<R: BufRead>(
             })?,
         }
     }
+    Ok(())
 }
 
 /// Counts of one decode run.
@@ -238,6 +342,11 @@ pub struct Summary {
     pub unreadable: u64,
     /// Capture packets carrying no datagram, by reason.
     pub skipped: [u64; SkipReason::ALL.len()],
+    /// Capture packets that carried several datagrams glued together (a
+    /// GSO send captured on the sender).
+    pub coalesced_packets: u64,
+    /// Datagrams split out of those packets (counted in `decoded` too).
+    pub split_datagrams: u64,
 }
 
 impl Summary {
@@ -284,6 +393,13 @@ impl fmt::Display for Summary {
             .collect();
         if !skipped.is_empty() {
             write!(f, " ({})", skipped.join(", "))?;
+        }
+        if self.coalesced_packets > 0 {
+            write!(
+                f,
+                ", {} split from {} coalesced packets",
+                self.split_datagrams, self.coalesced_packets
+            )?;
         }
         Ok(())
     }
@@ -337,6 +453,14 @@ impl<O: Write, D: Write> Decoder<O, D> {
                 self.summary.skipped[reason as usize] += 1;
                 if self.verbose {
                     writeln!(self.diag, "{at}: skipped ({})", reason.label())
+                        .map_err(InputError::Output)?;
+                }
+            }
+            Event::Coalesced { at, datagrams } => {
+                self.summary.coalesced_packets += 1;
+                self.summary.split_datagrams += u64::from(datagrams);
+                if self.verbose {
+                    writeln!(self.diag, "{at}: split into {datagrams} datagrams")
                         .map_err(InputError::Output)?;
                 }
             }

@@ -1,7 +1,8 @@
 //! pcap/pcapng reading (containers by `pcap-parser`, headers by
 //! `etherparse`), and a small pcap writer for tests and the load generator.
 
-use super::{CaptureFilter, Event, InputError, Position, SkipReason};
+use super::{CaptureFilter, Event, InputError, Position, SkipReason, quote};
+use crate::codec::DATAGRAM_LEN;
 use crate::message::RecvTime;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_parser::pcapng::Block;
@@ -9,9 +10,15 @@ use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-/// The reader's buffer: larger than the largest snap length in use (256 KiB)
-/// so one record always fits.
-const READ_BUFFER_LEN: usize = 1 << 20;
+/// Largest capture record (pcap record or pcapng block, its headers
+/// included) that is read, in bytes: above the largest snap length in use
+/// (256 KiB). A larger one ends the read with an error naming this limit.
+pub const RECORD_LEN_MAX: usize = 1 << 20;
+
+/// The reader's buffer. `pcap-parser` calls a record too large when the
+/// record's length *equals* its buffer's capacity, so the buffer is one byte
+/// longer than the largest record it must hold.
+const READ_BUFFER_LEN: usize = RECORD_LEN_MAX + 1;
 
 /// pcap (µs and ns, either byte order) and pcapng magic numbers.
 pub(super) fn is_capture_magic(head: &[u8]) -> bool {
@@ -45,7 +52,7 @@ pub(super) fn read<R: Read + Send>(
         Err(PcapError::ReadError) => {
             return Err(InputError::NotCapture("read error at the start".into()));
         }
-        Err(e) => return Err(InputError::NotCapture(format!("{e}"))),
+        Err(e) => return Err(InputError::NotCapture(describe(&e))),
     };
     let mut legacy: Option<(Linktype, bool)> = None;
     let mut interfaces: Vec<Interface> = Vec::new();
@@ -105,6 +112,23 @@ pub(super) fn read<R: Read + Send>(
                     number += 1;
                     let at = Position::Packet(number);
                     match udp_payload(linktype, data, filter) {
+                        Ok(bytes) if is_coalesced(bytes) => {
+                            let chunks = bytes.chunks_exact(DATAGRAM_LEN);
+                            sink(Event::Coalesced {
+                                at,
+                                datagrams: chunks.len() as u32,
+                            })?;
+                            for (i, chunk) in chunks.enumerate() {
+                                sink(Event::Datagram {
+                                    at: Position::Coalesced {
+                                        packet: number,
+                                        datagram: i as u32 + 1,
+                                    },
+                                    bytes: chunk,
+                                    recv,
+                                })?;
+                            }
+                        }
                         Ok(bytes) => sink(Event::Datagram { at, bytes, recv })?,
                         Err(reason) => sink(Event::Skipped { at, reason })?,
                     }
@@ -117,22 +141,58 @@ pub(super) fn read<R: Read + Send>(
                 if reader.reader_exhausted() {
                     return truncated(number, sink);
                 }
-                reader
-                    .refill()
-                    .map_err(|e| InputError::NotCapture(format!("refill failed: {e}")))?;
+                reader.refill().map_err(|e| {
+                    InputError::NotCapture(format!("refill failed: {}", describe(&e)))
+                })?;
             }
             Err(PcapError::BufferTooSmall) => {
                 return Err(InputError::NotCapture(format!(
-                    "a record after packet {number} is larger than {READ_BUFFER_LEN} bytes"
+                    "a record after packet {number} is larger than {RECORD_LEN_MAX} bytes"
                 )));
             }
             Err(e) => {
                 return Err(InputError::NotCapture(format!(
-                    "corrupt capture after packet {number}: {e}"
+                    "corrupt capture after packet {number}: {}",
+                    describe(&e)
                 )));
             }
         }
     }
+}
+
+/// A `pcap-parser` error for a message. Its own `Display` quotes all of the
+/// unparsed input (megabytes for a block of length zero); this quotes at
+/// most [`super::QUOTE_MAX`] bytes.
+fn describe<I: AsRef<[u8]>>(e: &PcapError<I>) -> String {
+    match e {
+        PcapError::NomError(input, kind) => {
+            format!("parser error {kind:?} at {}", quote(input.as_ref()))
+        }
+        PcapError::OwnedNomError(input, kind) => {
+            format!("parser error {kind:?} at {}", quote(input))
+        }
+        PcapError::Eof => "end of file".into(),
+        PcapError::BufferTooSmall => {
+            format!("a record is larger than {RECORD_LEN_MAX} bytes")
+        }
+        PcapError::UnexpectedEof => "unexpected end of file".into(),
+        PcapError::ReadError => "read error".into(),
+        PcapError::Incomplete(n) => format!("incomplete record ({n} more bytes needed)"),
+        PcapError::HeaderNotRecognized => "header not recognized as pcap or pcapng".into(),
+    }
+}
+
+/// A UDP payload of several datagrams glued together, as a capture on the
+/// sending host sees a GSO send (before the kernel or NIC cuts it): an exact
+/// multiple (2 or more) of 37 bytes whose every 37-byte chunk parses. A
+/// payload with any chunk that does not parse stays one payload (skipped, or
+/// rejected by its length with `--port`).
+fn is_coalesced(payload: &[u8]) -> bool {
+    payload.len() > DATAGRAM_LEN
+        && payload.len().is_multiple_of(DATAGRAM_LEN)
+        && payload
+            .chunks_exact(DATAGRAM_LEN)
+            .all(|c| crate::codec::parse(c).is_ok())
 }
 
 /// Input ended inside a record: a capture cut short (a killed tcpdump). What
@@ -191,7 +251,7 @@ fn udp_payload(
     match filter.udp_port {
         Some(port) if udp.destination_port() == port => Ok(payload),
         Some(_) => Err(SkipReason::OtherUdp),
-        None if payload.len() == crate::codec::DATAGRAM_LEN => Ok(payload),
+        None if payload.len() == DATAGRAM_LEN || is_coalesced(payload) => Ok(payload),
         None => Err(SkipReason::OtherUdp),
     }
 }

@@ -200,8 +200,246 @@ fn unusable_input_is_an_error() {
         "{:?}",
         err.err()
     );
-    let err = decode(b"", Format::Pcap, CaptureFilter::default());
-    assert!(matches!(err, Err(InputError::NotCapture(_))));
+    // Empty input is unusable whatever the format (auto used to read it
+    // as zero raw records and exit 0).
+    for format in [Format::Auto, Format::Raw, Format::Hex, Format::Pcap] {
+        let err = decode(b"", format, CaptureFilter::default());
+        assert!(matches!(err, Err(InputError::Empty)), "{format:?}");
+    }
+    assert_eq!(
+        InputError::Empty.to_string(),
+        "input is empty (0 bytes): nothing to decode"
+    );
+}
+
+/// A hex line of `len` bytes: vector 1 padded with spaces.
+fn padded_line(len: usize) -> String {
+    let mut l = vectors::GEOCENTRIC_1.to_owned();
+    while l.len() < len {
+        l.push(' ');
+    }
+    l
+}
+
+#[test]
+fn hex_line_limit_both_sides() {
+    let at_limit = padded_line(HEX_LINE_MAX);
+    let over = padded_line(HEX_LINE_MAX + 1);
+    let text = format!(
+        "{at_limit}\n{at_limit}\r\n{over}\n{over}\r\n{}\n{at_limit}",
+        vectors::SPHERICAL_2
+    );
+    let run = decode(text.as_bytes(), Format::Hex, CaptureFilter::default()).unwrap();
+    let g = expected(vectors::GEOCENTRIC_1, RECV);
+    let s = expected(vectors::SPHERICAL_2, RECV);
+    assert_eq!(records(&run.out), [g.clone(), g.clone(), s, g]);
+    assert_eq!(
+        run.diag,
+        "line 3: rejected (unreadable): line of 4097 bytes is longer than 4096\n\
+         line 4: rejected (unreadable): line of 4097 bytes is longer than 4096\n"
+    );
+    assert_eq!(run.summary.unreadable, 2);
+}
+
+#[test]
+fn a_line_without_end_is_not_held() {
+    // 3 MB of hex digits without a newline, then a good line.
+    let mut input = vec![b'a'; 3_000_000];
+    input.push(b'\n');
+    input.extend_from_slice(vectors::GEOCENTRIC_1.as_bytes());
+    let mut reader = std::io::BufReader::new(&input[..]);
+    let mut line = Vec::with_capacity(HEX_LINE_MAX + 1);
+    assert_eq!(next_line(&mut reader, &mut line).unwrap(), Some(3_000_000));
+    assert_eq!(line.capacity(), HEX_LINE_MAX + 1, "the buffer never grew");
+    assert_eq!(next_line(&mut reader, &mut line).unwrap(), Some(74));
+    assert_eq!(line, vectors::GEOCENTRIC_1.as_bytes());
+    assert_eq!(next_line(&mut reader, &mut line).unwrap(), None);
+    let run = decode(&input, Format::Auto, CaptureFilter::default()).unwrap();
+    assert_eq!(run.summary.decoded, 1);
+    assert_eq!(
+        run.diag,
+        "line 1: rejected (unreadable): line of 3000000 bytes is longer than 4096\n"
+    );
+}
+
+#[test]
+fn quotes_are_bounded() {
+    assert_eq!(quote(&[0xAB; 3]), "ababab");
+    assert_eq!(quote(&[1; QUOTE_MAX]), "01".repeat(QUOTE_MAX));
+    assert_eq!(
+        quote(&[1; QUOTE_MAX + 1]),
+        format!("{}… (65 bytes)", "01".repeat(QUOTE_MAX))
+    );
+}
+
+/// A pcapng section header block.
+fn ng_section() -> Vec<u8> {
+    let mut shb = vec![];
+    shb.extend_from_slice(&le32(0x1A2B_3C4D));
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    ng_block(0x0A0D_0D0A, &shb)
+}
+
+#[test]
+fn corrupt_capture_message_is_bounded() {
+    // A block whose length is zero, followed by 3 MB: pcap-parser's own
+    // message quoted all of it.
+    let mut file = ng_section();
+    file.extend_from_slice(&le32(6));
+    file.extend_from_slice(&le32(0));
+    file.extend(std::iter::repeat_n(0x5Au8, 3_000_000));
+    let err = decode(&file, Format::Auto, CaptureFilter::default())
+        .err()
+        .expect("a zero block length is corrupt");
+    let msg = err.to_string();
+    assert!(matches!(err, InputError::NotCapture(_)), "{msg}");
+    assert!(msg.len() < 300, "{} bytes: {msg:.300}", msg.len());
+    assert!(msg.starts_with("not a pcap or pcapng capture: "), "{msg}");
+}
+
+/// A pcap whose one record (16-byte header included) is `len` bytes.
+fn pcap_with_record(len: usize) -> Vec<u8> {
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    w.write_frame(1, &vec![0u8; len - 16]).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn capture_record_limit_both_sides() {
+    let run = decode(
+        &pcap_with_record(pcap::RECORD_LEN_MAX),
+        Format::Pcap,
+        CaptureFilter::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        run.summary.skipped_total(),
+        1,
+        "a record at the limit is read"
+    );
+    let err = decode(
+        &pcap_with_record(pcap::RECORD_LEN_MAX + 1),
+        Format::Pcap,
+        CaptureFilter::default(),
+    )
+    .err()
+    .expect("one byte over the limit");
+    assert_eq!(
+        err.to_string(),
+        "not a pcap or pcapng capture: a record after packet 0 is larger than 1048576 bytes"
+    );
+    // The same for a pcapng block.
+    let ng = |len: usize| {
+        let mut file = ng_section();
+        file.extend(ng_block(0xDEAD, &vec![0u8; len - 12]));
+        file.extend(ng_block(0xDEAD, &[]));
+        file
+    };
+    assert!(
+        decode(
+            &ng(pcap::RECORD_LEN_MAX),
+            Format::Pcap,
+            CaptureFilter::default()
+        )
+        .is_ok()
+    );
+    let err = decode(
+        &ng(pcap::RECORD_LEN_MAX + 4),
+        Format::Pcap,
+        CaptureFilter::default(),
+    )
+    .err()
+    .expect("over the limit");
+    assert!(
+        err.to_string().contains("larger than 1048576 bytes"),
+        "{err}"
+    );
+}
+
+/// Packets as a capture on a GSO sender shows them: 3 datagrams glued in one
+/// UDP packet, then a 74-byte payload whose second chunk does not parse,
+/// then one lone datagram.
+fn gso_pcap() -> Vec<u8> {
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    let (src, dst) = (v4("127.0.0.1:40000"), v4("127.0.0.1:5000"));
+    let glued: Vec<u8> = vectors::ACCEPTED[..3]
+        .iter()
+        .flat_map(|h| vectors::bytes(h))
+        .collect();
+    w.write_udp(1_700_000_000_000_000_000, src, dst, &glued)
+        .unwrap();
+    let mut bad = vectors::bytes(vectors::GEOCENTRIC_1);
+    bad.extend(vectors::bytes(
+        &vectors::GEOCENTRIC_1.replacen("c104", "c103", 1),
+    ));
+    w.write_udp(1_700_000_001_000_000_000, src, dst, &bad)
+        .unwrap();
+    w.write_udp(
+        1_700_000_002_000_000_000,
+        src,
+        dst,
+        &vectors::bytes(vectors::ACCEPTED[3]),
+    )
+    .unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn coalesced_datagrams_are_split() {
+    let input = gso_pcap();
+    let run = decode(&input, Format::Pcap, CaptureFilter::default()).unwrap();
+    let t0 = RecvTime::from_unix_ns(1_700_000_000_000_000_000);
+    let mut want: Vec<_> = vectors::ACCEPTED[..3]
+        .iter()
+        .map(|h| expected(h, t0))
+        .collect();
+    want.push(expected(
+        vectors::ACCEPTED[3],
+        RecvTime::from_unix_ns(1_700_000_002_000_000_000),
+    ));
+    assert_eq!(records(&run.out), want);
+    assert_eq!(run.summary.decoded, 4);
+    assert_eq!(run.summary.coalesced_packets, 1);
+    assert_eq!(run.summary.split_datagrams, 3);
+    assert_eq!(run.summary.skipped[SkipReason::OtherUdp as usize], 1);
+    assert_eq!(
+        run.diag,
+        "packet 1: split into 3 datagrams
+packet 2: skipped (other UDP)
+"
+    );
+    assert_eq!(
+        run.summary.to_string(),
+        "4 decoded, 0 rejected, 1 skipped (other UDP 1), 3 split from 1 coalesced packets"
+    );
+    // With the port, the payload with a bad chunk is one datagram of the
+    // wrong length; the glued one is still split.
+    let run = decode(
+        &input,
+        Format::Pcap,
+        CaptureFilter {
+            udp_port: Some(5000),
+        },
+    )
+    .unwrap();
+    assert_eq!(run.summary.decoded, 4);
+    assert_eq!(run.summary.split_datagrams, 3);
+    assert_eq!(run.summary.rejected[RejectReason::Length.index()], 1);
+    assert!(
+        run.diag.contains("packet 2: rejected (length)"),
+        "{}",
+        run.diag
+    );
+    assert_eq!(
+        Position::Coalesced {
+            packet: 7,
+            datagram: 2
+        }
+        .to_string(),
+        "packet 7 datagram 2"
+    );
 }
 
 fn le32(v: u32) -> [u8; 4] {
@@ -220,12 +458,6 @@ fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn pcapng_with_nanosecond_interface_and_linux_cooked_v1() {
-    // Section header.
-    let mut shb = vec![];
-    shb.extend_from_slice(&le32(0x1A2B_3C4D));
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&(-1i64).to_le_bytes());
     // Interface 0: Linux cooked (113), if_tsresol = 9 (nanoseconds).
     let mut idb = vec![];
     idb.extend_from_slice(&113u16.to_le_bytes());
@@ -252,12 +484,7 @@ fn pcapng_with_nanosecond_interface_and_linux_cooked_v1() {
     epb.extend_from_slice(&le32(sll.len() as u32));
     epb.extend_from_slice(&le32(sll.len() as u32));
     epb.extend_from_slice(&sll);
-    let file = [
-        ng_block(0x0A0D_0D0A, &shb),
-        ng_block(1, &idb),
-        ng_block(6, &epb),
-    ]
-    .concat();
+    let file = [ng_section(), ng_block(1, &idb), ng_block(6, &epb)].concat();
     let run = decode(&file, Format::Auto, CaptureFilter::default()).unwrap();
     assert_eq!(
         records(&run.out),

@@ -1,6 +1,6 @@
 //! Time text and receive-time arithmetic for replay. Pure.
 
-use crate::message::RecvTime;
+use crate::message::{ISO_LEN, ISO_LEN_WHOLE, RecvTime};
 
 /// A time that cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +33,7 @@ pub fn parse_rfc3339_ns(text: &str) -> Result<u64, TimeError> {
 /// start time (CONTRACT §4).
 pub fn compact_utc(unix_ns: u64) -> String {
     let iso = RecvTime::from_unix_ns(unix_ns - unix_ns % 1_000_000_000).iso();
-    // iso is `YYYY-MM-DDTHH:MM:SS.ffffff+00:00`.
+    // iso is `YYYY-MM-DDTHH:MM:SS+00:00` (a whole second: no fraction).
     let i = |r: std::ops::Range<usize>| String::from_utf8_lossy(&iso[r]).into_owned();
     format!(
         "{}{}{}T{}{}{}Z",
@@ -79,13 +79,15 @@ pub fn recv_time_from_stored(epoch_us: u64, epoch_ms: u64) -> Option<RecvTime> {
 
 /// The receive time a telemetry body carries, in nanoseconds: `recv_iso`
 /// (microseconds), else `recv_epoch_ms`. Looks for the key's bytes first
-/// (the encoder's fixed layout: text key, then a 32-byte text), and falls
-/// back to decoding the CBOR map.
+/// (the encoder's fixed layout: text key, then a 32-byte text, or 25 bytes
+/// for a whole second), and falls back to decoding the CBOR map.
 pub fn body_recv_ns(body: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = b"\x68recv_iso\x78\x20";
+    const KEY: &[u8] = b"\x68recv_iso\x78";
     if let Some(at) = body.windows(KEY.len()).position(|w| w == KEY) {
-        let start = at + KEY.len();
-        if let Some(text) = body.get(start..start + 32)
+        let start = at + KEY.len() + 1;
+        if let Some(&len) = body.get(start - 1)
+            && (len == ISO_LEN as u8 || len == ISO_LEN_WHOLE as u8)
+            && let Some(text) = body.get(start..start + usize::from(len))
             && let Ok(text) = std::str::from_utf8(text)
             && let Ok(ns) = parse_rfc3339_ns(text)
         {
@@ -184,6 +186,12 @@ mod tests {
         crate::message::encode_cbor(&frame, recv, &mut body);
         assert_eq!(body_recv_ns(&body), Some(1_700_000_000_123_457_000));
         assert_eq!(body_recv_ns(b"not cbor"), None);
+        // A whole second: the 25-byte `recv_iso` without a fraction.
+        let whole = RecvTime::from_unix_ns(1_700_000_000_000_000_000);
+        let mut body = Vec::new();
+        crate::message::encode_cbor(&frame, whole, &mut body);
+        assert!(body.windows(25).any(|w| w == b"2023-11-14T22:13:20+00:00"));
+        assert_eq!(body_recv_ns(&body), Some(whole.unix_ns));
         // Another encoder's layout (a map without the fast-path bytes).
         let mut other = Vec::new();
         ciborium::into_writer(
@@ -226,7 +234,7 @@ mod tests {
         #[test]
         fn rfc3339_round_trips_the_encoders_text(ns in 0u64..4_000_000_000_000_000_000) {
             let r = RecvTime::from_unix_ns(ns);
-            let text = String::from_utf8(r.iso().to_vec()).unwrap();
+            let text = r.iso().as_str().to_owned();
             prop_assert_eq!(parse_rfc3339_ns(&text).unwrap(), r.epoch_us() * 1000);
         }
     }

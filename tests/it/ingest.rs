@@ -110,7 +110,14 @@ fn assert_body_is_encoders(f: &Frame, body: &[u8]) {
     let iso = &stored.recv_iso;
     let us: u64 = {
         let secs = chrono_like_secs(iso);
-        secs * 1_000_000 + iso[20..26].parse::<u64>().unwrap()
+        // A whole second has no fraction (CONTRACT §2).
+        let micros = iso.get(19..20) == Some(".");
+        secs * 1_000_000
+            + if micros {
+                iso[20..26].parse::<u64>().unwrap()
+            } else {
+                0
+            }
     };
     let recv = RecvTime::from_unix_ns(us * 1000);
     let mut want = Vec::new();

@@ -68,6 +68,20 @@ fn contract_vectors_validate() {
     }
 }
 
+/// A whole-second receive time has no fraction (CONTRACT §2, as the
+/// toolkit's `datetime.isoformat()` writes it); the six-zero form still
+/// validates, since readers accept both.
+#[test]
+fn whole_second_recv_iso_validates_in_both_forms() {
+    let v = validator();
+    let f = codec::parse(&vectors::bytes(vectors::GEOCENTRIC_1)).unwrap();
+    let mut rec = record_json(&f, RecvTime::from_unix_ns(vectors::RECV_WHOLE_UNIX_NS));
+    assert_eq!(rec["recv_iso"], json!(vectors::RECV_WHOLE_ISO));
+    assert_eq!(errors(&v, &rec), Vec::<String>::new());
+    rec["recv_iso"] = json!("2023-11-14T22:13:20.000000+00:00");
+    assert_eq!(errors(&v, &rec), Vec::<String>::new());
+}
+
 #[test]
 fn schema_rejects_what_the_contract_forbids() {
     let v = validator();
@@ -139,9 +153,15 @@ fn schema_rejects_what_the_contract_forbids() {
             }),
         ),
         (
-            "iso without micros",
+            "iso with milliseconds only",
             Box::new(|r| {
-                r["recv_iso"] = json!("2023-11-14T22:13:20+00:00");
+                r["recv_iso"] = json!("2023-11-14T22:13:20.123+00:00");
+            }),
+        ),
+        (
+            "iso in another zone",
+            Box::new(|r| {
+                r["recv_iso"] = json!("2023-11-14T22:13:20Z");
             }),
         ),
         (

@@ -25,3 +25,10 @@ pub fn bytes(hex: &str) -> Vec<u8> {
 
 /// The contract's receive time for the rendering example: 1700000000.1234 s.
 pub const RECV_EXAMPLE_UNIX_NS: u64 = 1_700_000_000_123_400_000;
+/// `recv_iso` of [`RECV_EXAMPLE_UNIX_NS`].
+pub const RECV_EXAMPLE_ISO: &str = "2023-11-14T22:13:20.123400+00:00";
+/// The contract's whole-second receive time, 1700000000.0 s: its `recv_iso`
+/// has no fraction, as the existing tools write it.
+pub const RECV_WHOLE_UNIX_NS: u64 = 1_700_000_000_000_000_000;
+/// `recv_iso` of [`RECV_WHOLE_UNIX_NS`].
+pub const RECV_WHOLE_ISO: &str = "2023-11-14T22:13:20+00:00";

@@ -56,8 +56,12 @@ impl RecvTime {
     }
 
     /// `recv_iso`: RFC 3339 UTC with microseconds,
-    /// `2023-11-14T22:13:20.123400+00:00` (always 32 ASCII bytes).
-    pub fn iso(self) -> [u8; ISO_LEN] {
+    /// `2023-11-14T22:13:20.123400+00:00` (32 ASCII bytes), or without the
+    /// fraction when the microsecond part is zero,
+    /// `2023-11-14T22:13:20+00:00` (25 bytes), as Python's
+    /// `datetime.isoformat()` in the existing toolkit writes it (CONTRACT
+    /// §2: consumers compare these strings). No allocation.
+    pub fn iso(self) -> IsoTime {
         let us = self.epoch_us();
         let secs = us / 1_000_000;
         let micros = (us % 1_000_000) as u32;
@@ -71,8 +75,56 @@ impl RecvTime {
         put_digits(&mut b[11..13], sod / 3600);
         put_digits(&mut b[14..16], sod / 60 % 60);
         put_digits(&mut b[17..19], sod % 60);
+        if micros == 0 {
+            b.copy_within(26..32, 19);
+            return IsoTime {
+                buf: b,
+                len: ISO_LEN_WHOLE as u8,
+            };
+        }
         put_digits(&mut b[20..26], micros);
-        b
+        IsoTime {
+            buf: b,
+            len: ISO_LEN as u8,
+        }
+    }
+}
+
+/// `recv_iso` text as [`RecvTime::iso`] renders it: [`ISO_LEN`] or
+/// [`ISO_LEN_WHOLE`] ASCII bytes, held inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IsoTime {
+    buf: [u8; ISO_LEN],
+    len: u8,
+}
+
+impl IsoTime {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // ASCII digits and punctuation by construction.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for IsoTime {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for IsoTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for IsoTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -100,8 +152,10 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Length of [`RecvTime::iso`].
+/// Length of [`RecvTime::iso`] with a fraction (the longest).
 pub const ISO_LEN: usize = 32;
+/// Length of [`RecvTime::iso`] for a whole second (no fraction).
+pub const ISO_LEN_WHOLE: usize = 25;
 
 /// Zero-padded decimal of `v` into all of `out`.
 fn put_digits(out: &mut [u8], mut v: u32) {
@@ -233,8 +287,9 @@ pub fn encode_cbor(frame: &Frame, recv: RecvTime, out: &mut Vec<u8>) {
     put_text(out, "recv_epoch_ms");
     put_head(out, MAJOR_UINT, recv.epoch_ms());
     put_text(out, "recv_iso");
-    put_head(out, MAJOR_TEXT, ISO_LEN as u64);
-    out.extend_from_slice(&recv.iso());
+    let iso = recv.iso();
+    put_head(out, MAJOR_TEXT, iso.len() as u64);
+    out.extend_from_slice(&iso);
     put_text(out, "payload");
     put_head(out, MAJOR_MAP, 9);
     for (name, v) in frame.value_names().iter().zip(frame.values()) {
@@ -416,7 +471,7 @@ impl Record {
             status: frame.status,
             status_flags: StatusFlags::from(f),
             recv_epoch_ms: recv.epoch_ms(),
-            recv_iso: String::from_utf8_lossy(&recv.iso()).into_owned(),
+            recv_iso: recv.iso().as_str().to_owned(),
             payload,
         }
     }

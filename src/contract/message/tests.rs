@@ -52,7 +52,26 @@ fn msg_id_uses_integer_ticks() {
 fn contract_receive_time_rendering() {
     let t = RecvTime::from_unix_ns(RECV_EXAMPLE_UNIX_NS);
     assert_eq!(t.epoch_ms(), 1_700_000_000_123);
-    assert_eq!(&t.iso(), b"2023-11-14T22:13:20.123400+00:00");
+    assert_eq!(t.iso().as_str(), vectors::RECV_EXAMPLE_ISO);
+    // A zero microsecond part has no fraction, as the toolkit writes it.
+    let whole = RecvTime::from_unix_ns(vectors::RECV_WHOLE_UNIX_NS);
+    assert_eq!(whole.epoch_ms(), 1_700_000_000_000);
+    assert_eq!(whole.iso().as_str(), vectors::RECV_WHOLE_ISO);
+    assert_eq!(whole.iso().len(), ISO_LEN_WHOLE);
+    // Sub-microsecond rounding down to a whole second drops the fraction;
+    // one microsecond past keeps all six digits.
+    assert_eq!(
+        RecvTime::from_unix_ns(1_700_000_000_000_000_499)
+            .iso()
+            .as_str(),
+        "2023-11-14T22:13:20+00:00"
+    );
+    assert_eq!(
+        RecvTime::from_unix_ns(1_700_000_000_000_001_000)
+            .iso()
+            .as_str(),
+        "2023-11-14T22:13:20.000001+00:00"
+    );
 }
 
 #[test]
@@ -64,10 +83,10 @@ fn receive_time_rounds_half_even() {
     assert_eq!(ms(2_500_001), 3);
     // Microsecond rounding carries into the seconds and the date.
     let t = RecvTime::from_unix_ns(86_400_000_000_000 - 1);
-    assert_eq!(&t.iso(), b"1970-01-02T00:00:00.000000+00:00");
+    assert_eq!(t.iso().as_str(), "1970-01-02T00:00:00+00:00");
     assert_eq!(
-        &RecvTime::from_unix_ns(0).iso(),
-        b"1970-01-01T00:00:00.000000+00:00"
+        RecvTime::from_unix_ns(0).iso().as_str(),
+        "1970-01-01T00:00:00+00:00"
     );
 }
 
@@ -296,8 +315,11 @@ fn contract_json_of_vector_2() {
 }
 
 fn arb_recv() -> impl Strategy<Value = RecvTime> {
-    // 1970 to 2200.
-    (0u64..7_258_118_400_000_000_000).prop_map(RecvTime::from_unix_ns)
+    // 1970 to 2200; whole seconds too, whose `recv_iso` has no fraction.
+    prop_oneof![
+        (0u64..7_258_118_400_000_000_000).prop_map(RecvTime::from_unix_ns),
+        (0u64..7_258_118_400).prop_map(|s| RecvTime::from_unix_ns(s * 1_000_000_000)),
+    ]
 }
 
 proptest! {

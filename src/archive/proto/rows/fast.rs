@@ -145,20 +145,20 @@ pub(super) fn record(body: &[u8]) -> Option<Record> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` (exactly; 1970..=9999, a valid
-/// date, seconds below 60) to µs since the Unix epoch.
+/// `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` or `YYYY-MM-DDTHH:MM:SS+00:00` (the
+/// two shapes [`crate::message::RecvTime::iso`] and the toolkit write;
+/// exactly; 1970..=9999, a valid date, seconds below 60) to µs since the
+/// Unix epoch.
 pub(super) fn iso_us(t: &[u8]) -> Option<i64> {
-    if t.len() != 32 || &t[26..] != b"+00:00" {
+    let fraction = match t.len() {
+        32 if t[19] == b'.' => true,
+        25 => false,
+        _ => return None,
+    };
+    if &t[t.len() - 6..] != b"+00:00" {
         return None;
     }
-    let punct = [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-    ];
+    let punct = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
     if punct.iter().any(|&(i, ch)| t[i] != ch) {
         return None;
     }
@@ -168,7 +168,8 @@ pub(super) fn iso_us(t: &[u8]) -> Option<i64> {
         })
     };
     let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hh, mm, ss, us) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?);
+    let us = if fraction { num(20, 26)? } else { 0 };
+    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let month_days = [
         31,
@@ -218,7 +219,9 @@ mod tests {
 
         /// Same record as the general decoder, for everything our encoder writes.
         #[test]
-        fn agrees_with_ciborium(f in arb::arb_frame(), ns in any::<u64>()) {
+        fn agrees_with_ciborium(f in arb::arb_frame(), ns in any::<u64>(), whole in any::<bool>()) {
+            // Whole seconds too: their `recv_iso` has no fraction.
+            let ns = if whole { ns - ns % 1_000_000_000 } else { ns };
             let body = Message::encode("tspi", &f, RecvTime::from_unix_ns(ns)).body;
             let fast = record(&body);
             prop_assert_eq!(fast.as_ref(), Some(&slow(&body)));
@@ -295,6 +298,15 @@ mod tests {
             iso_us(b"2024-02-29T00:00:00.000000+00:00"),
             Some(1_709_164_800_000_000)
         );
+        // The toolkit's whole-second shape, and the same instant with zeros.
+        assert_eq!(
+            iso_us(b"2023-11-14T22:13:20+00:00"),
+            Some(1_700_000_000_000_000)
+        );
+        assert_eq!(
+            iso_us(b"2023-11-14T22:13:20.000000+00:00"),
+            Some(1_700_000_000_000_000)
+        );
         for bad in [
             &b"2023-02-29T00:00:00.000000+00:00"[..],
             b"2023-13-01T00:00:00.000000+00:00",
@@ -305,6 +317,11 @@ mod tests {
             b"1969-12-31T23:59:59.000000+00:00",
             b"2023-11-14 22:13:20.123400+00:00",
             b"2023-1a-14T22:13:20.123400+00:00",
+            b"2023-11-14T22:13:20x123400+00:00",
+            b"2023-11-14T22:13:20+01:00",
+            b"2023-11-14T22:13:2a+00:00",
+            b"2023-11-14T22:13:20.123+00:00",
+            b"2023-02-29T00:00:00+00:00",
         ] {
             assert_eq!(iso_us(bad), None, "{}", String::from_utf8_lossy(bad));
         }
