@@ -89,9 +89,9 @@ impl DirectoryConfig {
         let Some(t) = token else {
             return false;
         };
-        self.operator_tokens
-            .iter()
-            .fold(false, |found, k| found | same_secret(k.as_bytes(), t.as_bytes()))
+        self.operator_tokens.iter().fold(false, |found, k| {
+            found | same_secret(k.as_bytes(), t.as_bytes())
+        })
     }
 }
 
@@ -584,7 +584,10 @@ impl Directory {
             return Err((Refusal::Stopping, STOPPING.into()));
         }
         if self.replays.contains_key(name) {
-            return Err((Refusal::AlreadyRunning, format!("{name} is already running")));
+            return Err((
+                Refusal::AlreadyRunning,
+                format!("{name} is already running"),
+            ));
         }
         let mine = self
             .replays
@@ -817,7 +820,11 @@ impl Directory {
 
     /// A group request's channel, if it names a group replay and the
     /// request carries an operator's token.
-    fn group_channel(&self, channel_id: &str, token: Option<&str>) -> Result<ChannelId, (Refusal, String)> {
+    fn group_channel(
+        &self,
+        channel_id: &str,
+        token: Option<&str>,
+    ) -> Result<ChannelId, (Refusal, String)> {
         let channel =
             ChannelId::parse(channel_id).map_err(|e| (Refusal::Identifier, e.to_string()))?;
         if channel.kind() != Kind::GroupReplay {
@@ -827,7 +834,11 @@ impl Directory {
             ));
         }
         if !self.config.is_operator(token) {
-            let why = if token.is_some() { "is not valid" } else { "is missing" };
+            let why = if token.is_some() {
+                "is not valid"
+            } else {
+                "is missing"
+            };
             return Err((
                 Refusal::NotOperator,
                 format!("group replays are for operators: the operator token {why}"),
@@ -843,7 +854,10 @@ impl Directory {
         }
         let name = channel.to_string();
         if self.replays.contains_key(&name) {
-            return Err((Refusal::AlreadyRunning, format!("{name} is already running")));
+            return Err((
+                Refusal::AlreadyRunning,
+                format!("{name} is already running"),
+            ));
         }
         let groups = self.slots_taken(Kind::GroupReplay);
         if groups >= self.config.group_max {

@@ -635,7 +635,10 @@ pub async fn stop_group_replay(
         match Ctrl::decode(&m.payload) {
             Ok(Ctrl::Stop(s)) if s.channel_id == channel_id => return Ok(s),
             Ok(Ctrl::Error(e)) if e.channel_id == channel_id => {
-                anyhow::bail!("the channels service refused to stop {channel_id}: {}", e.error)
+                anyhow::bail!(
+                    "the channels service refused to stop {channel_id}: {}",
+                    e.error
+                )
             }
             _ => {}
         }

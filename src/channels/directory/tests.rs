@@ -268,7 +268,10 @@ fn private_requests_are_answered_and_limited() {
             .contains("channels.private_max")
     );
     assert!(refused(reply(&mut d, &private("dave", "s1", None))).contains("needs a spec"));
-    assert!(refused(reply(&mut d, &private("a.b", "s1", Some(spec(1.0))))).contains("client_id contains"));
+    assert!(
+        refused(reply(&mut d, &private("a.b", "s1", Some(spec(1.0)))))
+            .contains("client_id contains")
+    );
     assert!(!refused(reply(&mut d, b"\xff")).is_empty());
     let mut odd = private("erin", "s1", None);
     odd = {
@@ -595,6 +598,16 @@ enum Op {
     PrivateStop {
         who: usize,
     },
+    /// Someone else tries to stop `who`'s private replay through the group
+    /// stop, with or without an operator token.
+    ForeignStop {
+        who: usize,
+        token: bool,
+    },
+    /// A group stop without the token.
+    GroupStopNoToken {
+        name: usize,
+    },
     Heartbeat {
         who: usize,
     },
@@ -619,6 +632,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..CLIENTS.len(), prop::bool::weighted(0.8), any::<bool>())
             .prop_map(|(who, ok, reply)| Op::Private { who, ok, reply }),
         1 => (0..CLIENTS.len()).prop_map(|who| Op::PrivateStop { who }),
+        1 => (0..CLIENTS.len(), any::<bool>()).prop_map(|(who, token)| Op::ForeignStop { who, token }),
+        1 => (0..GROUPS.len()).prop_map(|name| Op::GroupStopNoToken { name }),
         3 => (0..CLIENTS.len()).prop_map(|who| Op::Heartbeat { who }),
         4 => Just(Op::Resolve),
         2 => (0..8usize).prop_map(|k| Op::End { k }),
@@ -649,12 +664,30 @@ struct Sim {
     group_answers: u64,
     private_inboxes: u64,
     private_answers: BTreeMap<String, u32>,
+    /// The channel a rightful stop of this step may stop (the owner's
+    /// `PrivateReplayStop`, or an operator's group stop).
+    may_stop: Option<String>,
+    /// Refusals answered in this step.
+    refusals_seen: u64,
+    /// This step is a group stop request (its refusal answers no start).
+    stop_op: bool,
 }
 
 impl Sim {
     fn new() -> Sim {
         Sim {
-            d: Directory::new(config(2, 3)),
+            d: Directory::new(DirectoryConfig {
+                private_per_client_max: 2,
+                rate_overall: RateLimit {
+                    burst: 3,
+                    per_min: 120,
+                },
+                rate_client: RateLimit {
+                    burst: 2,
+                    per_min: 60,
+                },
+                ..config(2, 3)
+            }),
             now: Instant::now(),
             pending: VecDeque::new(),
             alive: BTreeMap::new(),
@@ -664,6 +697,9 @@ impl Sim {
             group_answers: 0,
             private_inboxes: 0,
             private_answers: BTreeMap::new(),
+            may_stop: None,
+            refusals_seen: 0,
+            stop_op: false,
         }
     }
 
@@ -683,18 +719,31 @@ impl Sim {
                         .unwrap_or_else(|| panic!("stop for {id} {channel}: no such runner"));
                     assert_eq!(r.channel, channel);
                     assert_eq!(r.stop, None, "{channel} told to stop twice");
+                    if reason == StopReason::Requested {
+                        // Never a stop by someone other than the owner or
+                        // an operator.
+                        assert_eq!(self.may_stop.as_deref(), Some(channel.as_str()));
+                    }
                     if reason == StopReason::Expired {
                         let idle = self.now - self.seen[&channel];
                         assert!(idle >= IDLE, "{channel} expired after {idle:?}");
                     }
                     r.stop = Some(reason);
                 }
-                Action::Announce(Announcement::Start(_) | Announcement::Error(_)) => {
-                    self.group_answers += 1
+                Action::Announce(Announcement::Start(_)) => self.group_answers += 1,
+                Action::Announce(Announcement::Error(e)) => {
+                    // A refused stop is no answer to a start request.
+                    let stop_refused = self.stop_op
+                        && matches!(e.reason.as_deref(), Some("not_owner" | "not_operator"));
+                    if !stop_refused {
+                        self.group_answers += 1;
+                    }
+                    self.refusals_seen += 1;
                 }
                 Action::Announce(Announcement::Stop(_)) => {}
                 Action::ReplyDirectory { entries, .. } => assert_eq!(entries, self.d.directory()),
-                Action::ReplyPrivate { to, .. } => {
+                Action::ReplyPrivate { to, reply } => {
+                    self.refusals_seen += u64::from(!reply.ok);
                     let n = self.private_answers.entry(to).or_default();
                     *n += 1;
                     assert_eq!(*n, 1, "a private request answered twice");
@@ -726,6 +775,28 @@ impl Sim {
 
     fn step(&mut self, op: &Op) {
         let before = self.d.directory();
+        let refused_before = self.d.counts().requests_refused;
+        self.refusals_seen = 0;
+        self.stop_op = matches!(
+            op,
+            Op::GroupStop { .. } | Op::ForeignStop { .. } | Op::GroupStopNoToken { .. }
+        );
+        self.may_stop = match *op {
+            Op::GroupStop { name } => Some(format!("replay.{}", GROUPS[name])),
+            Op::PrivateStop { who } => {
+                Some(format!("client.{}.{}", CLIENTS[who].0, CLIENTS[who].1))
+            }
+            _ => None,
+        };
+        // Ops whose every refusal is answered (a private request without a
+        // reply subject, or one refused later, may be counted unanswered).
+        let mut answered = matches!(
+            op,
+            Op::Group { .. }
+                | Op::GroupStop { .. }
+                | Op::ForeignStop { .. }
+                | Op::GroupStopNoToken { .. }
+        );
         match *op {
             Op::Group { name, ok } => {
                 self.group_requests += 1;
@@ -738,6 +809,7 @@ impl Sim {
             Op::GroupStop { name } => self.d.handle_ctrl(self.now, group_stop(GROUPS[name])),
             Op::Private { who, ok, reply } => {
                 let (c, s) = CLIENTS[who];
+                answered = reply;
                 let reply = reply.then(|| {
                     self.private_inboxes += 1;
                     format!("_INBOX.{}", self.private_inboxes)
@@ -759,6 +831,20 @@ impl Sim {
                     .cloned()
                     .collect();
                 assert_eq!(self.d.directory(), expect);
+            }
+            Op::ForeignStop { who, token } => {
+                let (c, s) = CLIENTS[who];
+                let token = token.then_some(TOKEN);
+                self.d
+                    .handle_ctrl(self.now, stop_as(&format!("client.{c}.{s}"), token));
+                self.act();
+                assert_eq!(self.d.directory(), before);
+            }
+            Op::GroupStopNoToken { name } => {
+                self.d
+                    .handle_ctrl(self.now, stop_as(&format!("replay.{}", GROUPS[name]), None));
+                self.act();
+                assert_eq!(self.d.directory(), before);
             }
             Op::Heartbeat { who } => {
                 let (c, s) = CLIENTS[who];
@@ -795,6 +881,16 @@ impl Sim {
             Op::Shutdown => self.d.shutdown(),
         }
         self.act();
+        // Every refusal is counted, by reason and in total; one without a
+        // reply subject is counted unanswered.
+        let c = self.d.counts();
+        assert_eq!(c.refused.iter().sum::<u64>(), c.requests_refused);
+        let counted = c.requests_refused - refused_before;
+        assert!(
+            counted >= self.refusals_seen && (!answered || counted == self.refusals_seen),
+            "{op:?}: counted {counted}, answered {}",
+            self.refusals_seen
+        );
         self.check();
     }
 
@@ -900,9 +996,16 @@ fn answer(d: &mut Directory, now: Instant, payload: &[u8]) -> PrivateReplayReply
         d.replay_started(now, s.id, "from".into());
         actions = drain(d);
     }
-    match actions.as_slice() {
-        [Action::ReplyPrivate { reply, .. }] => reply.clone(),
-        other => panic!("{other:?}"),
+    let replies: Vec<&PrivateReplayReply> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReplyPrivate { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .collect();
+    match replies.as_slice() {
+        [r] => (*r).clone(),
+        _ => panic!("{actions:?}"),
     }
 }
 
@@ -928,7 +1031,14 @@ fn a_long_or_odd_client_id_is_refused_before_any_subject_is_built() {
         let r = answer(&mut d, t0, &private("alice", bad, Some(spec(1.0))));
         assert_eq!(r.reason.as_deref(), Some("identifier"), "{bad:?}");
     }
-    assert!(answer(&mut d, t0, &private(&"a".repeat(64), "s_1-X", Some(spec(1.0)))).ok);
+    assert!(
+        answer(
+            &mut d,
+            t0,
+            &private(&"a".repeat(64), "s_1-X", Some(spec(1.0)))
+        )
+        .ok
+    );
     assert_eq!(d.counts().refused[Refusal::Identifier as usize], 8);
     assert_eq!(d.counts().requests_refused, 8);
     // A group id too.
@@ -958,6 +1068,7 @@ fn only_the_owner_stops_a_private_replay_and_operators_group_ones() {
     assert!(e.error.contains("not valid") && !e.error.contains("0002"));
     d.handle_ctrl(t0, group("g"));
     started(&mut d, t0);
+    drain(&mut d);
     let e = ctrl_error(&mut d, t0, stop_as("replay.g", None));
     assert_eq!(e.reason.as_deref(), Some("not_operator"));
     assert_eq!(d.counts().refused[Refusal::NotOwner as usize], 2);
@@ -1013,7 +1124,10 @@ fn clients_are_limited_per_id_and_by_rate() {
     assert_eq!(d.counts().refused[Refusal::RateOverall as usize], 98);
     assert_eq!(d.counts().refused[Refusal::RateClient as usize], 1);
     assert_eq!(d.counts().refused[Refusal::ClientMax as usize], 1);
-    assert_eq!(d.counts().refused.iter().sum::<u64>(), d.counts().requests_refused);
+    assert_eq!(
+        d.counts().refused.iter().sum::<u64>(),
+        d.counts().requests_refused
+    );
 }
 
 proptest! {
