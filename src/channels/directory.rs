@@ -127,7 +127,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// The bucket's state if a request at `now` is admitted; `None`: refuse.
-    /// Nothing changes until [`Bucket::commit`].
+    /// `self` is unchanged: the caller keeps the result to commit it.
     pub fn check(&self, limit: RateLimit, now: Instant) -> Option<Bucket> {
         let t = limit.interval();
         let tolerance = t * limit.burst.max(1).saturating_sub(1);

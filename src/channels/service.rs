@@ -23,7 +23,12 @@
 //! - **Private replays**: a client's request on `tspi.channel.private.req`
 //!   starts `tspi.channel.client.<client>.<session>`; it is stopped and
 //!   removed once no status heartbeat naming it came for
-//!   `private_idle_s`, or at its end.
+//!   `private_idle_s`, at its end, or by its owner's `PrivateReplayStop`.
+//! - **Who may**: the [`Directory`] refuses bad ids (before any subject
+//!   exists), foreign stops, group control without an operator token,
+//!   clients over their limit or rate; the driver publishes its answers and
+//!   the refusal counts by reason (`requests_refused{reason}`), and warns at
+//!   start when no operator token is configured.
 //! - **Directory**: requests on `tspi.channel.list.req` get a CBOR array of
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.

@@ -255,11 +255,12 @@ pub const CHANNELS_REQUESTS_BURST: Bound = Bound::new(1, 10_000, 8);
 pub const CHANNELS_CLIENT_REQUESTS_PER_MIN: Bound = Bound::new(1, 60_000, 12);
 /// `channels.client_requests_burst`.
 pub const CHANNELS_CLIENT_REQUESTS_BURST: Bound = Bound::new(1, 1_000, 3);
-/// `channels.operator_tokens` (with `operator_token`): how many.
-pub const CHANNELS_OPERATOR_TOKENS: Bound = Bound::new(0, 64, 0);
+/// `channels.operator_tokens` (with `operator_token`): how many at most.
+pub const CHANNELS_OPERATOR_TOKENS_MAX: usize = 64;
 /// Each operator token's length in bytes: 16 at least, so a token is not a
 /// word; 256 at most, so every control message stays small.
-pub const CHANNELS_OPERATOR_TOKEN_LEN: Bound = Bound::new(16, 256, 32);
+pub const CHANNELS_OPERATOR_TOKEN_LEN_MIN: usize = 16;
+pub const CHANNELS_OPERATOR_TOKEN_LEN_MAX: usize = 256;
 
 const _: () = assert!(CHANNELS_REPLAY_AGE_MAX_H.max * S_PER_H * NS_PER_S <= JETSTREAM_NS_MAX);
 // A tag's moment (now about 1.8e18 ns since 1970) plus the window stays in

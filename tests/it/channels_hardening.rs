@@ -300,12 +300,9 @@ async fn group_control_needs_the_operator_token_when_one_is_configured() {
         v
     };
     let no_token = args(&[]);
-    let out = tokio::task::spawn_blocking({
-        let run = run.clone();
-        move || run(no_token)
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || run(no_token))
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("operator token"),
@@ -313,12 +310,9 @@ async fn group_control_needs_the_operator_token_when_one_is_configured() {
         String::from_utf8_lossy(&out.stderr)
     );
     let with_token = args(&["--operator-token", TOKEN]);
-    let out = tokio::task::spawn_blocking({
-        let run = run.clone();
-        move || run(with_token)
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::spawn_blocking(move || run(with_token))
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
