@@ -756,5 +756,5 @@ fn operator_tokens_are_checked_without_being_shown() {
         Some("a-good-operator-token")
     );
     c.channels.operator_tokens = vec!["x".repeat(16); 65];
-    assert!(problems(&c).join("; ").contains("65 tokens"));
+    assert!(problems(&c).join("; ").contains("66 tokens"));
 }
