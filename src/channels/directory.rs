@@ -876,10 +876,11 @@ impl Directory {
         let channel = match self.group_channel(&req.channel_id, req.operator_token.as_deref()) {
             Ok(c) => c,
             Err((why, error)) => {
-                let why = if why == Refusal::NotGroup {
-                    Refusal::NotOwner
+                let (why, error) = if why == Refusal::NotGroup {
+                    let owner = "a private replay is stopped only by its owner (PrivateReplayStop)";
+                    (Refusal::NotOwner, format!("{error}: {owner}"))
                 } else {
-                    why
+                    (why, error)
                 };
                 self.count_refusal(why);
                 return self.announce_error(req.channel_id, why, error);

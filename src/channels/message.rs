@@ -515,6 +515,33 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_subjects_are_bounded() {
+        assert_eq!(check_id("client_id", &"a".repeat(ID_LEN_MAX)), Ok(()));
+        assert_eq!(
+            check_id("client_id", &"a".repeat(10_000)),
+            Err(IdError::TooLong {
+                what: "client_id",
+                len: 10_000
+            })
+        );
+        assert!(matches!(
+            check_id("session_id", "a.b"),
+            Err(IdError::BadChar { bad: '.', .. })
+        ));
+        assert!(matches!(check_id("x", ""), Err(IdError::Empty { .. })));
+        let huge = format!("client.{}.s", "a".repeat(10_000));
+        let e = ChannelId::parse(&huge).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        assert!(publishable("tspi.channel.client.a.b"));
+        assert!(publishable("_INBOX.abc.def"));
+        for bad in ["", "a..b", "a.*", "a.>", "a b", "a.\u{0}", ".a", "a."] {
+            assert!(!publishable(bad), "{bad:?}");
+        }
+        assert!(!publishable(&"a".repeat(SUBJECT_LEN_MAX + 1)));
+        assert_eq!(clip("abcé", 4), "abc…");
+    }
+
+    #[test]
     fn slugs() {
         assert_eq!(
             slug("Sortie 12: Merge!").as_deref(),

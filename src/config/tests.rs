@@ -748,7 +748,10 @@ fn operator_tokens_are_checked_without_being_shown() {
         "{p}"
     );
     assert!(!p.contains("token 3 of 3"), "{p}");
-    assert!(!p.contains("short-secret") && !p.contains("with spaces"), "{p}");
+    assert!(
+        !p.contains("short-secret") && !p.contains("with spaces"),
+        "{p}"
+    );
     c.channels.operator_tokens.clear();
     assert_eq!(problems(&c), Vec::<String>::new());
     assert_eq!(
