@@ -22,11 +22,37 @@
 //! Each start gets a fresh [`ReplayId`], so a late report about a replay
 //! already removed (an expired private replay whose runner ends later) never
 //! touches a newer replay of the same channel.
+//!
+//! Who may do what (every refusal answered with a reason and counted by it,
+//! [`Refusal`]):
+//! - **Identifiers** are checked before anything else, before any subject
+//!   is built: a client id, a session id and a group replay's id are 1 to
+//!   [`ID_LEN_MAX`] bytes of `[A-Za-z0-9_-]` ([`check_id`]), so no request
+//!   can make the driver publish to an over-long or malformed subject.
+//! - **Private replays** belong to the request's `client_id`: only a
+//!   `PrivateReplayStop` with that `client_id` stops one (a
+//!   `GroupReplayStopRequest` naming a private channel is refused). A client
+//!   id holds at most `private_per_client_max` replays, and private *starts*
+//!   pass two token buckets ([`Bucket`], GCRA): one per client id and one
+//!   for all clients, so a flood of invented client ids takes at most the
+//!   overall budget of slots, and the slots it took expire without
+//!   heartbeats. Stops are never rate-limited (they free slots).
+//! - **Group replays** are started and stopped by operators: a request
+//!   carries `operator_token`, checked against `operator_tokens`. With none
+//!   configured, group control is open (the driver warns at start).
+//!
+//! The client id is what the client says it is: ownership keeps honest
+//! clients from stopping each other's replays by mistake or by a buggy
+//! tool, not a client that lies about its id; that needs NATS accounts or
+//! permissions on `tspi.channel.private.req`. Likewise an operator token is
+//! a bearer secret sent on `tspi.ops.ctrl`, which `TSPI_OPS` stores: whoever
+//! may read that subject or stream may learn it (restrict them with NATS
+//! permissions where that matters).
 
 use super::message::{
     ChannelId, Ctrl, DirectoryEntry, GroupReplayError, GroupReplayRequest, GroupReplayStart,
-    GroupReplayStop, GroupReplayStopRequest, Kind, PrivateReplayReply, PrivateReplayRequest,
-    ReplaySpec, from_cbor, to_cbor,
+    GroupReplayStop, GroupReplayStopRequest, ID_LEN_MAX, Kind, PrivateReplayReply,
+    PrivateReplayRequest, ReplaySpec, check_id, clip, from_cbor, to_cbor,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -43,6 +69,178 @@ pub struct DirectoryConfig {
     pub private_idle: Duration,
     /// Where group replays emit their tags again.
     pub group_tag_subject: String,
+    /// Private replays one client id may hold at once (starting included).
+    pub private_per_client_max: usize,
+    /// Private replay starts, all clients together.
+    pub rate_overall: RateLimit,
+    /// Private replay starts, per client id.
+    pub rate_client: RateLimit,
+    /// Operator credentials for group replay control; empty: open.
+    pub operator_tokens: Vec<String>,
+}
+
+impl DirectoryConfig {
+    /// Whether `token` is an operator's (always, when none is configured).
+    /// Compared without an early exit on the first differing byte.
+    pub fn is_operator(&self, token: Option<&str>) -> bool {
+        if self.operator_tokens.is_empty() {
+            return true;
+        }
+        let Some(t) = token else {
+            return false;
+        };
+        self.operator_tokens.iter().fold(false, |found, k| {
+            found | same_secret(k.as_bytes(), t.as_bytes())
+        })
+    }
+}
+
+/// Equal byte strings, in time that depends on the lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// A rate: `burst` requests at once, then one every `60 s / per_min`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_min: u32,
+}
+
+impl RateLimit {
+    /// The time one request's token takes to come back.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_min.max(1)
+    }
+}
+
+/// A token bucket as the generic cell rate algorithm: one instant, the
+/// theoretical arrival time (`tat`) of the next request if the bucket were
+/// empty. Over any window of length `w`, at most `burst + w / interval`
+/// requests are admitted (exact integer time, no float drift); a bucket
+/// whose `tat` has passed is full, like a new one. Pure: time is an
+/// argument.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    tat: Option<Instant>,
+}
+
+impl Bucket {
+    /// The bucket's state if a request at `now` is admitted; `None`: refuse.
+    /// `self` is unchanged: the caller keeps the result to commit it.
+    pub fn check(&self, limit: RateLimit, now: Instant) -> Option<Bucket> {
+        let t = limit.interval();
+        let tolerance = t * limit.burst.max(1).saturating_sub(1);
+        let tat = self.tat.filter(|&x| x > now).unwrap_or(now);
+        if tat.duration_since(now) > tolerance {
+            return None;
+        }
+        Some(Bucket { tat: Some(tat + t) })
+    }
+
+    /// Admit a request at `now` if the rate allows.
+    pub fn admit(&mut self, limit: RateLimit, now: Instant) -> bool {
+        match self.check(limit, now) {
+            Some(b) => {
+                *self = b;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Full at `now`: the same as a new bucket.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tat.is_none_or(|t| t <= now)
+    }
+}
+
+/// Client buckets kept at most; full ones are dropped first (they equal a
+/// new one). The overall rate bounds how many can be non-full at once.
+pub const CLIENT_BUCKETS_MAX: usize = 4096;
+
+/// Why a request was refused; counted by [`Refusal::label`] and named in
+/// the answer (`reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// Not a readable request (CBOR, fields).
+    Malformed,
+    /// A client, session or replay id that cannot be a subject token.
+    Identifier,
+    /// A request `type` this service does not handle.
+    UnknownType,
+    /// A `PrivateReplayRequest` without a spec.
+    NoSpec,
+    /// The service is stopping.
+    Stopping,
+    /// That channel is already running.
+    AlreadyRunning,
+    /// `group_max` group replays hold their slots.
+    GroupMax,
+    /// `private_max` private replays hold their slots.
+    PrivateMax,
+    /// This client id holds `private_per_client_max` private replays.
+    ClientMax,
+    /// This client id's start rate is spent.
+    RateClient,
+    /// The start rate of all clients together is spent.
+    RateOverall,
+    /// A stop from someone other than the replay's owner.
+    NotOwner,
+    /// Group control without a valid operator token.
+    NotOperator,
+    /// A group request naming a channel that is no group replay.
+    NotGroup,
+    /// The driver could not start it (a bad rate, an unknown tag, ...).
+    StartFailed,
+}
+
+/// How many [`Refusal`]s there are.
+pub const REFUSALS_LEN: usize = 15;
+
+/// [`Refusal::label`] of each, in declaration order (the metric's `reason`).
+pub const REFUSAL_LABELS: [&str; REFUSALS_LEN] = [
+    "malformed",
+    "identifier",
+    "unknown_type",
+    "no_spec",
+    "stopping",
+    "already_running",
+    "group_max",
+    "private_max",
+    "client_max",
+    "rate_client",
+    "rate_overall",
+    "not_owner",
+    "not_operator",
+    "not_group",
+    "start_failed",
+];
+
+impl Refusal {
+    /// Every refusal, in declaration order.
+    pub const ALL: [Refusal; REFUSALS_LEN] = [
+        Refusal::Malformed,
+        Refusal::Identifier,
+        Refusal::UnknownType,
+        Refusal::NoSpec,
+        Refusal::Stopping,
+        Refusal::AlreadyRunning,
+        Refusal::GroupMax,
+        Refusal::PrivateMax,
+        Refusal::ClientMax,
+        Refusal::RateClient,
+        Refusal::RateOverall,
+        Refusal::NotOwner,
+        Refusal::NotOperator,
+        Refusal::NotGroup,
+        Refusal::StartFailed,
+    ];
+
+    /// Its name in metrics and answers.
+    pub fn label(self) -> &'static str {
+        REFUSAL_LABELS[self as usize]
+    }
 }
 
 /// One replay this directory started, unique for the directory's life.
@@ -144,8 +342,11 @@ pub struct DirectoryCounts {
     pub groups_started: u64,
     pub privates_started: u64,
     pub privates_expired: u64,
-    /// Requests answered with a refusal (group: `GroupReplayError`).
+    /// Requests answered with a refusal (group: `GroupReplayError`), or
+    /// refused without an answer (no reply subject).
     pub requests_refused: u64,
+    /// The same, by [`Refusal`] (index: `Refusal as usize`).
+    pub refused: [u64; REFUSALS_LEN],
 }
 
 /// The refusal of every request once [`Directory::shutdown`] was called.
@@ -171,6 +372,8 @@ struct Replay {
     last_seen: Instant,
     /// `identifier` is filled in when it starts.
     entry: DirectoryEntry,
+    /// A private replay's owner: the request's `client_id`.
+    owner: Option<String>,
 }
 
 impl Replay {
@@ -198,6 +401,9 @@ pub struct Directory {
     closing: bool,
     actions: VecDeque<Action>,
     counts: DirectoryCounts,
+    /// Private starts of all clients, and of each client id.
+    bucket_overall: Bucket,
+    buckets: BTreeMap<String, Bucket>,
 }
 
 impl Directory {
@@ -211,6 +417,8 @@ impl Directory {
             closing: false,
             actions: VecDeque::new(),
             counts: DirectoryCounts::default(),
+            bucket_overall: Bucket::default(),
+            buckets: BTreeMap::new(),
         }
     }
 
@@ -260,9 +468,7 @@ impl Directory {
     pub fn handle_ctrl(&mut self, now: Instant, ctrl: Ctrl) {
         match ctrl {
             Ctrl::Request(r) => self.group_request(now, r),
-            Ctrl::StopRequest(GroupReplayStopRequest { channel_id, .. }) => {
-                self.stop_request(&channel_id)
-            }
+            Ctrl::StopRequest(r) => self.stop_request(r),
             // Our own announcements and other tools' traffic.
             Ctrl::Start(_) | Ctrl::Stop(_) | Ctrl::Error(_) | Ctrl::Other(_) => {}
         }
@@ -301,43 +507,56 @@ impl Directory {
 
     /// A request on `tspi.channel.private.req` (CBOR): start or stop the
     /// client's private replay. The answer goes to `reply` when there is one.
+    /// The ids are checked before any subject is built from them.
     pub fn handle_private_request(&mut self, now: Instant, payload: &[u8], reply: Option<String>) {
         let req: PrivateReplayRequest = match from_cbor(payload) {
             Ok(r) => r,
-            Err(e) => return self.refuse_private(reply, e.to_string()),
+            Err(e) => {
+                let why = clip(&e.to_string(), 4 * ID_LEN_MAX);
+                return self.refuse_private(reply, Refusal::Malformed, why);
+            }
         };
-        let channel =
-            match ChannelId::parse(&format!("client.{}.{}", req.client_id, req.session_id)) {
-                Ok(c) => c,
-                Err(e) => return self.refuse_private(reply, e.to_string()),
-            };
+        if let Err(e) = check_id("client_id", &req.client_id)
+            .and_then(|()| check_id("session_id", &req.session_id))
+        {
+            return self.refuse_private(reply, Refusal::Identifier, e.to_string());
+        }
+        let channel = ChannelId::Client {
+            client: req.client_id.clone(),
+            session: req.session_id.clone(),
+        };
         let name = channel.to_string();
         match req.kind.as_str() {
             "PrivateReplayStop" => {
+                if let Some(r) = self.replays.get(&name)
+                    && r.owner.as_deref() != Some(req.client_id.as_str())
+                {
+                    // Unreachable while a channel's name holds its owner's
+                    // id; kept so ownership never rests on naming alone.
+                    return self.refuse_private(
+                        reply,
+                        Refusal::NotOwner,
+                        format!("{name} belongs to another client"),
+                    );
+                }
                 self.remove_private(&name, StopReason::Requested);
                 self.answer_private(reply, accepted(&channel));
             }
             "PrivateReplayRequest" => {
                 let Some(spec) = req.spec else {
-                    return self
-                        .refuse_private(reply, "a PrivateReplayRequest needs a spec".into());
-                };
-                if self.closing {
-                    return self.refuse_private(reply, STOPPING.into());
-                }
-                if self.replays.contains_key(&name) {
-                    return self.refuse_private(reply, format!("{name} is already running"));
-                }
-                let n = self.slots_taken(Kind::PrivateReplay);
-                if n >= self.config.private_max {
                     return self.refuse_private(
                         reply,
-                        format!("{n} private replays are running (channels.private_max)"),
+                        Refusal::NoSpec,
+                        "a PrivateReplayRequest needs a spec".into(),
                     );
+                };
+                if let Err((why, error)) = self.admit_private(now, &req.client_id, &name) {
+                    return self.refuse_private(reply, why, error);
                 }
                 let tag_subject = format!("tags.client.{}.{}", req.client_id, req.session_id);
                 let display_name = format!("{} (private)", req.client_id);
                 let id = self.reserve(now, &channel, display_name, reply);
+                self.replays.get_mut(&name).expect("just reserved").owner = Some(req.client_id);
                 self.actions.push_back(Action::Start(StartReplay {
                     id,
                     channel,
@@ -345,8 +564,78 @@ impl Directory {
                     tag_subject,
                 }));
             }
-            other => self.refuse_private(reply, format!("unknown request type {other:?}")),
+            other => self.refuse_private(
+                reply,
+                Refusal::UnknownType,
+                format!("unknown request type {:?}", clip(other, ID_LEN_MAX)),
+            ),
         }
+    }
+
+    /// Whether `client` may start private replay `name` now; on success
+    /// both rate buckets have taken the request.
+    fn admit_private(
+        &mut self,
+        now: Instant,
+        client: &str,
+        name: &str,
+    ) -> Result<(), (Refusal, String)> {
+        if self.closing {
+            return Err((Refusal::Stopping, STOPPING.into()));
+        }
+        if self.replays.contains_key(name) {
+            return Err((
+                Refusal::AlreadyRunning,
+                format!("{name} is already running"),
+            ));
+        }
+        let mine = self
+            .replays
+            .values()
+            .filter(|r| r.owner.as_deref() == Some(client))
+            .count();
+        if mine >= self.config.private_per_client_max {
+            return Err((
+                Refusal::ClientMax,
+                format!(
+                    "client {client} holds {mine} private replays (channels.private_per_client_max)"
+                ),
+            ));
+        }
+        let n = self.slots_taken(Kind::PrivateReplay);
+        if n >= self.config.private_max {
+            return Err((
+                Refusal::PrivateMax,
+                format!("{n} private replays are running (channels.private_max)"),
+            ));
+        }
+        // The client's bucket is only looked at until the overall one
+        // admits, so refused requests of invented ids leave no entry.
+        let rate_busy = |what: &str, limit: RateLimit| {
+            format!(
+                "too many requests {what}: {} at once, then {} a minute; retry later",
+                limit.burst, limit.per_min
+            )
+        };
+        let mine = self.buckets.get(client).copied().unwrap_or_default();
+        let Some(mine) = mine.check(self.config.rate_client, now) else {
+            return Err((
+                Refusal::RateClient,
+                rate_busy("from this client", self.config.rate_client),
+            ));
+        };
+        if !self.buckets.contains_key(client) && self.buckets.len() >= CLIENT_BUCKETS_MAX {
+            self.buckets.retain(|_, b| !b.is_full(now));
+        }
+        let full = !self.buckets.contains_key(client) && self.buckets.len() >= CLIENT_BUCKETS_MAX;
+        if full || !self.bucket_overall.admit(self.config.rate_overall, now) {
+            return Err((
+                Refusal::RateOverall,
+                rate_busy("from all clients", self.config.rate_overall),
+            ));
+        }
+        self.buckets.insert(client.to_owned(), mine);
+        Ok(())
     }
 
     /// The driver started replay `id`; `identifier` says what it starts
@@ -406,7 +695,7 @@ impl Directory {
             return;
         }
         let r = self.replays.remove(&name).expect("name_of found it");
-        self.refuse_pending(r, error);
+        self.refuse_pending(r, Refusal::StartFailed, error);
     }
 
     /// Runner `id` ended (data over, stopped, failed). A group replay's end
@@ -464,7 +753,7 @@ impl Directory {
                     });
                 }
                 Phase::Stopping => {}
-                Phase::Starting { .. } => self.abandon(&name, STOPPING),
+                Phase::Starting { .. } => self.abandon(&name, Refusal::Stopping, STOPPING),
             }
         }
     }
@@ -505,6 +794,7 @@ impl Directory {
                 started: 0,
                 last_seen: now,
                 entry,
+                owner: None,
             },
         );
         id
@@ -521,40 +811,83 @@ impl Directory {
                     tag_subject: self.config.group_tag_subject.clone(),
                 }));
             }
-            Err(error) => {
-                self.counts.requests_refused += 1;
-                self.announce_error(r.channel_id, error);
+            Err((why, error)) => {
+                self.count_refusal(why);
+                self.announce_error(r.channel_id, why, error);
             }
         }
     }
 
-    fn admit_group(&self, r: &GroupReplayRequest) -> Result<ChannelId, String> {
-        if self.closing {
-            return Err(STOPPING.into());
-        }
-        let channel = ChannelId::parse(&r.channel_id).map_err(|e| e.to_string())?;
+    /// A group request's channel, if it names a group replay and the
+    /// request carries an operator's token.
+    fn group_channel(
+        &self,
+        channel_id: &str,
+        token: Option<&str>,
+    ) -> Result<ChannelId, (Refusal, String)> {
+        let channel =
+            ChannelId::parse(channel_id).map_err(|e| (Refusal::Identifier, e.to_string()))?;
         if channel.kind() != Kind::GroupReplay {
-            return Err(format!(
-                "{} is not a group replay channel (replay.<id>)",
-                r.channel_id
+            return Err((
+                Refusal::NotGroup,
+                format!("{channel} is not a group replay channel (replay.<id>)"),
             ));
         }
-        let name = channel.to_string();
-        if self.replays.contains_key(&name) {
-            return Err(format!("{name} is already running"));
-        }
-        let groups = self.slots_taken(Kind::GroupReplay);
-        if groups >= self.config.group_max {
-            return Err(format!(
-                "{groups} group replays are running (channels.group_max)"
+        if !self.config.is_operator(token) {
+            let why = if token.is_some() {
+                "is not valid"
+            } else {
+                "is missing"
+            };
+            return Err((
+                Refusal::NotOperator,
+                format!("group replays are for operators: the operator token {why}"),
             ));
         }
         Ok(channel)
     }
 
-    /// `GroupReplayStopRequest`: stop the replay on `name` (whatever its
-    /// kind, as before), keeping it listed until its end.
-    fn stop_request(&mut self, name: &str) {
+    fn admit_group(&self, r: &GroupReplayRequest) -> Result<ChannelId, (Refusal, String)> {
+        let channel = self.group_channel(&r.channel_id, r.operator_token.as_deref())?;
+        if self.closing {
+            return Err((Refusal::Stopping, STOPPING.into()));
+        }
+        let name = channel.to_string();
+        if self.replays.contains_key(&name) {
+            return Err((
+                Refusal::AlreadyRunning,
+                format!("{name} is already running"),
+            ));
+        }
+        let groups = self.slots_taken(Kind::GroupReplay);
+        if groups >= self.config.group_max {
+            return Err((
+                Refusal::GroupMax,
+                format!("{groups} group replays are running (channels.group_max)"),
+            ));
+        }
+        Ok(channel)
+    }
+
+    /// `GroupReplayStopRequest` from an operator: stop the group replay on
+    /// its channel, keeping it listed until its end. A private replay is
+    /// stopped only by its owner (`PrivateReplayStop`): refused here.
+    fn stop_request(&mut self, req: GroupReplayStopRequest) {
+        let channel = match self.group_channel(&req.channel_id, req.operator_token.as_deref()) {
+            Ok(c) => c,
+            Err((why, error)) => {
+                let (why, error) = if why == Refusal::NotGroup {
+                    let owner = "a private replay is stopped only by its owner (PrivateReplayStop)";
+                    (Refusal::NotOwner, format!("{error}: {owner}"))
+                } else {
+                    (why, error)
+                };
+                self.count_refusal(why);
+                return self.announce_error(req.channel_id, why, error);
+            }
+        };
+        let name = channel.to_string();
+        let name = name.as_str();
         let Some(r) = self.replays.get_mut(name) else {
             tracing::info!(channel = %name, "stop for a replay that is not running");
             return;
@@ -571,16 +904,13 @@ impl Directory {
             }
             Phase::Stopping => {}
             Phase::Starting { .. } => {
-                let group = r.kind() == Kind::GroupReplay;
-                self.abandon(name, "stopped while starting");
-                if group {
-                    // The stop's requester waits for this.
-                    self.actions
-                        .push_back(Action::Announce(Announcement::Stop(GroupReplayStop {
-                            kind: "GroupReplayStop".into(),
-                            channel_id: name.to_owned(),
-                        })));
-                }
+                self.abandon(name, Refusal::Stopping, "stopped while starting");
+                // The stop's requester waits for this.
+                self.actions
+                    .push_back(Action::Announce(Announcement::Stop(GroupReplayStop {
+                        kind: "GroupReplayStop".into(),
+                        channel_id: name.to_owned(),
+                    })));
             }
         }
     }
@@ -603,43 +933,53 @@ impl Directory {
             Phase::Stopping => {
                 self.replays.remove(name);
             }
-            Phase::Starting { .. } => self.abandon(name, "stopped while starting"),
+            Phase::Starting { .. } => {
+                self.abandon(name, Refusal::Stopping, "stopped while starting")
+            }
         }
     }
 
     /// Drop a starting replay: its request is refused with `why`, and its
     /// runner stopped once it reports its start.
-    fn abandon(&mut self, name: &str, why: &str) {
+    fn abandon(&mut self, name: &str, why: Refusal, error: &str) {
         let r = self.replays.remove(name).expect("a starting replay");
         self.abandoned.insert(r.id, name.to_owned());
-        self.refuse_pending(r, why.to_owned());
+        self.refuse_pending(r, why, error.to_owned());
     }
 
     /// Refuse the request that asked for starting replay `r`.
-    fn refuse_pending(&mut self, r: Replay, error: String) {
+    fn refuse_pending(&mut self, r: Replay, why: Refusal, error: String) {
         let Phase::Starting { reply } = r.phase else {
             unreachable!("only a starting replay has a pending request");
         };
         match r.entry.kind {
             Kind::GroupReplay => {
-                self.counts.requests_refused += 1;
-                self.announce_error(r.entry.channel_id, error);
+                self.count_refusal(why);
+                self.announce_error(r.entry.channel_id, why, error);
             }
-            _ => self.refuse_private(reply, error),
+            _ => self.refuse_private(reply, why, error),
         }
     }
 
-    fn announce_error(&mut self, channel_id: String, error: String) {
+    fn count_refusal(&mut self, why: Refusal) {
+        self.counts.requests_refused += 1;
+        self.counts.refused[why as usize] += 1;
+    }
+
+    /// Announce a refused group request; the channel id as given, clipped
+    /// (it is only payload, but a refusal never echoes a huge input).
+    fn announce_error(&mut self, channel_id: String, why: Refusal, error: String) {
         self.actions
             .push_back(Action::Announce(Announcement::Error(GroupReplayError {
                 kind: "GroupReplayError".into(),
-                channel_id,
+                channel_id: clip(&channel_id, 3 * ID_LEN_MAX),
                 error,
+                reason: Some(why.label().into()),
             })));
     }
 
-    fn refuse_private(&mut self, reply: Option<String>, error: String) {
-        self.counts.requests_refused += 1;
+    fn refuse_private(&mut self, reply: Option<String>, why: Refusal, error: String) {
+        self.count_refusal(why);
         self.answer_private(
             reply,
             PrivateReplayReply {
@@ -647,6 +987,7 @@ impl Directory {
                 channel_id: None,
                 subject: None,
                 error: Some(error),
+                reason: Some(why.label().into()),
             },
         );
     }
@@ -665,6 +1006,7 @@ fn accepted(channel: &ChannelId) -> PrivateReplayReply {
         channel_id: Some(channel.to_string()),
         subject: Some(channel.subject()),
         error: None,
+        reason: None,
     }
 }
 

@@ -27,13 +27,99 @@ pub enum Kind {
     PrivateReplay,
 }
 
-/// A channel id that cannot be used.
+/// The longest identifier that becomes a subject token (a group replay's
+/// id, a client id, a session id), in bytes. The longest channel subject is
+/// then `tspi.channel.client.` + 64 + `.` + 64 = 149 bytes, and the longest
+/// tag subject about as long: far below nats-server's control line (4 KiB
+/// by default), which a 10,023-byte subject once exceeded, failing the
+/// service's only connection in a loop.
+pub const ID_LEN_MAX: usize = 64;
+
+/// Whether `c` may appear in an identifier: `[A-Za-z0-9_-]`.
+///
+/// Why this set and not "anything NATS allows in a token": an identifier
+/// becomes a subject token (`tspi.channel.client.<client>.<session>`,
+/// `tags.client.<client>.<session>`), part of a JetStream consumer name
+/// (`REPLAY_<channel>`, where `.`, `*`, `>`, `/`, `\` and whitespace are
+/// refused too) and of every replayed `Nats-Msg-Id`. ASCII letters, digits,
+/// `_` and `-` are safe in all three; keeping to ASCII also makes the byte
+/// bound exact and rules out ids that look alike but differ in bytes
+/// (Unicode normalisation, look-alike letters, invisible characters).
+pub fn id_char_ok(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Why an identifier cannot become a subject token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+    #[error("{what} is {len} bytes long: at most {ID_LEN_MAX}")]
+    TooLong { what: &'static str, len: usize },
+    #[error("{what} contains {bad:?}: use only A-Z, a-z, 0-9, `_` and `-`")]
+    BadChar { what: &'static str, bad: char },
+}
+
+/// Check one identifier (`what` names it in the error); the length is
+/// checked first, so a huge id costs one comparison.
+pub fn check_id(what: &'static str, id: &str) -> Result<(), IdError> {
+    if id.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if id.len() > ID_LEN_MAX {
+        return Err(IdError::TooLong {
+            what,
+            len: id.len(),
+        });
+    }
+    match id.chars().find(|&c| !id_char_ok(c)) {
+        Some(bad) => Err(IdError::BadChar { what, bad }),
+        None => Ok(()),
+    }
+}
+
+/// The longest subject the service publishes to, in bytes: a reply inbox
+/// (`_INBOX.` + 22 + `.` + 22 with async-nats) or a channel subject fits
+/// many times over; nats-server's control line (4 KiB by default) holds
+/// the whole `PUB` line.
+pub const SUBJECT_LEN_MAX: usize = 512;
+
+/// Whether the service may publish to `subject`: 1 to [`SUBJECT_LEN_MAX`]
+/// bytes, tokens non-empty, no wildcard, whitespace or control character.
+/// A last guard in the driver; every subject built from a request's ids is
+/// valid by [`check_id`] already.
+pub fn publishable(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= SUBJECT_LEN_MAX
+        && subject.split('.').all(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != '*' && c != '>')
+        })
+}
+
+/// A channel id that cannot be used. Holds at most the first
+/// [`ID_LEN_MAX`] * 3 bytes of what was given, so an error never carries
+/// (or echoes into a reply) a huge input.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "channel {0:?} is not valid: use `replay.<id>`, `client.<client>.<session>` or `livestream`; \
-     each token non-empty, without spaces, dots, `*` or `>`"
+     each id 1 to 64 of A-Z, a-z, 0-9, `_`, `-`"
 )]
 pub struct ChannelIdError(pub String);
+
+/// At most `max` bytes of `s`, cut at a character boundary, `…` marking a
+/// cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
 
 /// A channel: `livestream`, `replay.<id>` or `client.<client>.<session>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,15 +130,17 @@ pub enum ChannelId {
 }
 
 fn token_ok(t: &str) -> bool {
-    !t.is_empty()
-        && t.chars()
-            .all(|c| !c.is_whitespace() && !matches!(c, '.' | '*' | '>') && !c.is_control())
+    check_id("id", t).is_ok()
 }
 
 impl ChannelId {
     /// Parse a channel id; a single bare token `<id>` means `replay.<id>`.
     pub fn parse(s: &str) -> Result<ChannelId, ChannelIdError> {
-        let bad = || ChannelIdError(s.to_owned());
+        let bad = || ChannelIdError(clip(s, 3 * ID_LEN_MAX));
+        // Longer than any valid id: refused before it is split.
+        if s.len() > "client..".len() + 2 * ID_LEN_MAX {
+            return Err(bad());
+        }
         let parts: Vec<&str> = s.split('.').collect();
         let id = match parts.as_slice() {
             ["livestream"] => ChannelId::Livestream,
@@ -125,13 +213,17 @@ impl std::str::FromStr for ChannelId {
     }
 }
 
-/// A group replay's id for a tag or label: lower case, every run of
-/// non-alphanumerics one `-`, none at the ends. `None` when nothing is left.
+/// A group replay's id for a tag or label: ASCII lower case, every run of
+/// other characters one `-`, none at the ends, at most [`ID_LEN_MAX`]
+/// bytes. `None` when nothing is left. Always a valid id ([`check_id`]).
 pub fn slug(label: &str) -> Option<String> {
-    let mut out = String::with_capacity(label.len());
-    for c in label.chars().flat_map(char::to_lowercase) {
-        if c.is_alphanumeric() {
-            out.push(c);
+    let mut out = String::with_capacity(label.len().min(ID_LEN_MAX));
+    for c in label.chars() {
+        if out.len() >= ID_LEN_MAX {
+            break;
+        }
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
         } else if !out.is_empty() && !out.ends_with('-') {
             out.push('-');
         }
@@ -198,6 +290,11 @@ pub struct GroupReplayRequest {
     pub channel_id: String,
     pub display_name: String,
     pub spec: ReplaySpec,
+    /// The operator's credential, checked against `[channels]
+    /// operator_tokens` (added after the first release: absent when none is
+    /// given, so the map is the old one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
 }
 
 impl GroupReplayRequest {
@@ -208,6 +305,7 @@ impl GroupReplayRequest {
             channel_id: channel.to_string(),
             display_name,
             spec,
+            operator_token: None,
         }
     }
 }
@@ -219,6 +317,9 @@ pub struct GroupReplayStopRequest {
     #[serde(rename = "type")]
     pub kind: String,
     pub channel_id: String,
+    /// As in [`GroupReplayRequest::operator_token`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
 }
 
 /// A request the service could not carry out, announced on `tspi.ops.ctrl`.
@@ -228,6 +329,9 @@ pub struct GroupReplayError {
     pub kind: String,
     pub channel_id: String,
     pub error: String,
+    /// The refusal's reason as counted (added after the first release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A client's private replay request on [`SUBJECT_PRIVATE_REQ`]:
@@ -253,6 +357,11 @@ pub struct PrivateReplayReply {
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With a refusal: its reason as counted (`identifier`, `rate_client`,
+    /// `not_owner`, ...; see `directory::Refusal`), for programs to act on.
+    /// Added after the first release, absent on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One directory entry: `{channel_id, subject, display_name, kind, stream,
@@ -392,6 +501,9 @@ mod tests {
             "replay.a*",
             "replay.a b",
             "client..s",
+            "replay.über",
+            "client.a\u{0}.s",
+            "client.a\t.s",
         ] {
             assert!(ChannelId::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -403,13 +515,42 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_subjects_are_bounded() {
+        assert_eq!(check_id("client_id", &"a".repeat(ID_LEN_MAX)), Ok(()));
+        assert_eq!(
+            check_id("client_id", &"a".repeat(10_000)),
+            Err(IdError::TooLong {
+                what: "client_id",
+                len: 10_000
+            })
+        );
+        assert!(matches!(
+            check_id("session_id", "a.b"),
+            Err(IdError::BadChar { bad: '.', .. })
+        ));
+        assert!(matches!(check_id("x", ""), Err(IdError::Empty { .. })));
+        let huge = format!("client.{}.s", "a".repeat(10_000));
+        let e = ChannelId::parse(&huge).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+        assert!(publishable("tspi.channel.client.a.b"));
+        assert!(publishable("_INBOX.abc.def"));
+        for bad in ["", "a..b", "a.*", "a.>", "a b", "a.\u{0}", ".a", "a."] {
+            assert!(!publishable(bad), "{bad:?}");
+        }
+        assert!(!publishable(&"a".repeat(SUBJECT_LEN_MAX + 1)));
+        assert_eq!(clip("abcé", 4), "abc…");
+    }
+
+    #[test]
     fn slugs() {
         assert_eq!(
             slug("Sortie 12: Merge!").as_deref(),
             Some("sortie-12-merge")
         );
         assert_eq!(slug("  --A__b--  ").as_deref(), Some("a-b"));
-        assert_eq!(slug("Überflug #3").as_deref(), Some("überflug-3"));
+        // ASCII only (see `id_char_ok`).
+        assert_eq!(slug("Überflug #3").as_deref(), Some("berflug-3"));
+        assert_eq!(slug(&"x".repeat(10_000)).unwrap().len(), ID_LEN_MAX);
         assert_eq!(slug("***"), None);
         let s = slug("a.b*c>d e").unwrap();
         assert!(ChannelId::parse(&format!("replay.{s}")).is_ok());

@@ -18,7 +18,14 @@
 //!   `tspi.ops.ctrl`, answer a request) and `poll_timeout` (the next private
 //!   replay to expire). It owns the limits (`group_max`, `private_max`,
 //!   counting replays still starting) and the expiry of private replays
-//!   without heartbeats. Its unit and property tests run in milliseconds.
+//!   without heartbeats, and who may do what: identifiers bounded before
+//!   any subject is built (1 to 64 of `[A-Za-z0-9_-]`), private replays
+//!   stopped only by their owner's `client_id`, group control for operator
+//!   tokens (`[channels] operator_tokens`; open with a warning when none),
+//!   a per-client limit and token-bucket rate limits (per client id and
+//!   overall, time passed in), every refusal answered with and counted by
+//!   its reason (`directory::Refusal`). Its unit and property tests run in
+//!   milliseconds.
 //! - [`client_state`]: the client state machine operator tools follow
 //!   (`FOLLOWING_LIVESTREAM`, `FOLLOWING_GROUP_REPLAY`,
 //!   `FOLLOWING_PRIVATE_REPLAY`, `LIVE_OVERRIDE`).
@@ -31,14 +38,17 @@
 //!   what arrives and hands it to the directory with the time it read,
 //!   carries out the directory's actions (spawning paced replays via
 //!   [`crate::replay::driver`] or JetStream-native consumers, stopping them,
-//!   publishing), sleeps until the directory's next timeout, runs the
+//!   publishing, never to a subject [`message::publishable`] refuses: one
+//!   bad subject would cost the service its only NATS connection), sleeps
+//!   until the directory's next timeout, runs the
 //!   `LIVE_MAIN` livestream consumer, and offers the operator's side
 //!   (`request_group_replay`, `stop_group_replay`, `list_channels`,
 //!   `private_request`).
 //!
 //! A message's path: `tspi.channel.private.req` → the driver decodes nothing
 //! but the NATS envelope → `Directory::handle_private_request` checks the
-//! request and the limits and queues `Start` → the driver starts the runner
+//! ids, the owner, the rates and the limits and queues `Start` (or the
+//! refusal's reply) → the driver starts the runner
 //! and reports `replay_started` → the directory lists the replay and queues
 //! the reply → the driver publishes it.
 

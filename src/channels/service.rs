@@ -23,7 +23,12 @@
 //! - **Private replays**: a client's request on `tspi.channel.private.req`
 //!   starts `tspi.channel.client.<client>.<session>`; it is stopped and
 //!   removed once no status heartbeat naming it came for
-//!   `private_idle_s`, or at its end.
+//!   `private_idle_s`, at its end, or by its owner's `PrivateReplayStop`.
+//! - **Who may**: the [`Directory`] refuses bad ids (before any subject
+//!   exists), foreign stops, group control without an operator token,
+//!   clients over their limit or rate; the driver publishes its answers and
+//!   the refusal counts by reason (`requests_refused{reason}`), and warns at
+//!   start when no operator token is configured.
 //! - **Directory**: requests on `tspi.channel.list.req` get a CBOR array of
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.
@@ -35,7 +40,8 @@
 //! until [`Directory::poll_timeout`] when nothing else comes.
 
 use super::directory::{
-    Action, Announcement, Directory, DirectoryConfig, ReplayId, StartReplay, StopReason,
+    Action, Announcement, Directory, DirectoryConfig, REFUSAL_LABELS, REFUSALS_LEN, RateLimit,
+    ReplayId, StartReplay, StopReason,
 };
 use super::message::{
     self, ChannelId, Ctrl, DirectoryEntry, GroupReplayRequest, GroupReplayStart, GroupReplayStop,
@@ -53,6 +59,7 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -76,10 +83,45 @@ crate::counter_set! {
         groups_started => "Group replays started",
         privates_started => "Private replays started",
         privates_expired => "Private replays stopped for want of a heartbeat",
-        requests_refused => "Replay requests refused",
+        requests_refused [by "reason": REFUSAL_LABELS] => "Replay requests refused, by reason",
     }
-    /// Counts the service keeps, live ([`ServiceStats::load`] reads them).
-    live pub struct ServiceStats;
+}
+
+/// Counts the service keeps, live ([`ServiceStats::load`] reads them).
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    pub livestream_messages: AtomicU64,
+    pub groups_started: AtomicU64,
+    pub privates_started: AtomicU64,
+    pub privates_expired: AtomicU64,
+    /// By `directory::Refusal as usize`.
+    pub requests_refused: [AtomicU64; REFUSALS_LEN],
+}
+
+impl ServiceStats {
+    /// Every count now (each read `Relaxed`, one after another).
+    pub fn load(&self) -> ChannelsCounts {
+        ChannelsCounts {
+            livestream_messages: self.livestream_messages.load(Relaxed),
+            groups_started: self.groups_started.load(Relaxed),
+            privates_started: self.privates_started.load(Relaxed),
+            privates_expired: self.privates_expired.load(Relaxed),
+            requests_refused: std::array::from_fn(|i| self.requests_refused[i].load(Relaxed)),
+        }
+    }
+
+    /// Refusals counted so far, all reasons together.
+    pub fn refused_total(&self) -> u64 {
+        self.requests_refused.iter().map(|a| a.load(Relaxed)).sum()
+    }
+
+    /// Refusals counted for `label` (a `directory::REFUSAL_LABELS` entry).
+    pub fn refused(&self, label: &str) -> u64 {
+        REFUSAL_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.requests_refused[i].load(Relaxed))
+    }
 }
 
 impl DirectoryConfig {
@@ -90,6 +132,16 @@ impl DirectoryConfig {
             private_max: c.private_max,
             private_idle: Duration::from_secs(c.private_idle_s),
             group_tag_subject: c.tag_subject.clone(),
+            private_per_client_max: c.private_per_client_max,
+            rate_overall: RateLimit {
+                burst: c.requests_burst,
+                per_min: c.requests_per_min,
+            },
+            rate_client: RateLimit {
+                burst: c.client_requests_burst,
+                per_min: c.client_requests_per_min,
+            },
+            operator_tokens: c.all_operator_tokens(),
         }
     }
 }
@@ -136,6 +188,11 @@ pub async fn serve(
         "invalid [channels]: {}",
         problems.join("; ")
     );
+    if opts.channels.all_operator_tokens().is_empty() {
+        tracing::warn!(
+            "no [channels] operator_tokens: anyone on NATS may start and stop group replays"
+        );
+    }
     let js = jetstream::new(client.clone());
     if opts.channels.create_streams {
         let mut s = opts.streams.clone();
@@ -284,10 +341,13 @@ impl Driver {
                 }
                 Action::Announce(a) => self.announce(&a).await,
                 Action::ReplyDirectory { to, entries } => {
-                    let _ = self.client.publish(to, to_cbor(&entries).into()).await;
+                    self.reply(to, to_cbor(&entries)).await;
                 }
                 Action::ReplyPrivate { to, reply } => {
-                    let _ = self.client.publish(to, to_cbor(&reply).into()).await;
+                    if let Some(reason) = &reply.reason {
+                        tracing::debug!(%reason, error = ?reply.error, "private request refused");
+                    }
+                    self.reply(to, to_cbor(&reply)).await;
                 }
             }
         }
@@ -296,7 +356,20 @@ impl Driver {
         s.groups_started.store(c.groups_started, Relaxed);
         s.privates_started.store(c.privates_started, Relaxed);
         s.privates_expired.store(c.privates_expired, Relaxed);
-        s.requests_refused.store(c.requests_refused, Relaxed);
+        for (a, &n) in s.requests_refused.iter().zip(&c.refused) {
+            a.store(n, Relaxed);
+        }
+    }
+
+    /// Answer on a requester's reply subject. The server accepted that
+    /// subject from the requester, but it is checked once more: a subject
+    /// the server refuses would cost this service its connection.
+    async fn reply(&self, to: String, payload: Vec<u8>) {
+        if !message::publishable(&to) {
+            tracing::warn!(len = to.len(), "reply subject not usable: not answered");
+            return;
+        }
+        let _ = self.client.publish(to, payload.into()).await;
     }
 
     fn on_ended(&mut self, e: Ended) {
@@ -536,10 +609,13 @@ pub async fn request_group_replay(
     }
 }
 
-/// Ask the service to stop a group replay and wait for its `GroupReplayStop`.
+/// Ask the service to stop a group replay and wait for its `GroupReplayStop`
+/// (or its `GroupReplayError`). `operator_token`: see
+/// [`GroupReplayRequest::operator_token`].
 pub async fn stop_group_replay(
     client: &async_nats::Client,
     channel_id: &str,
+    operator_token: Option<String>,
     wait: Duration,
 ) -> anyhow::Result<GroupReplayStop> {
     let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
@@ -547,6 +623,7 @@ pub async fn stop_group_replay(
     let req = GroupReplayStopRequest {
         kind: "GroupReplayStopRequest".into(),
         channel_id: channel_id.to_owned(),
+        operator_token,
     };
     client.publish(SUBJECT_CTRL, to_cbor(&req).into()).await?;
     client.flush().await?;
@@ -560,10 +637,15 @@ pub async fn stop_group_replay(
                 )
             })?
             .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        if let Ok(Ctrl::Stop(s)) = Ctrl::decode(&m.payload)
-            && s.channel_id == channel_id
-        {
-            return Ok(s);
+        match Ctrl::decode(&m.payload) {
+            Ok(Ctrl::Stop(s)) if s.channel_id == channel_id => return Ok(s),
+            Ok(Ctrl::Error(e)) if e.channel_id == channel_id => {
+                anyhow::bail!(
+                    "the channels service refused to stop {channel_id}: {}",
+                    e.error
+                )
+            }
+            _ => {}
         }
     }
 }

@@ -28,6 +28,23 @@ pub struct Conn {
     pub wait_s: u64,
 }
 
+/// The operator's credential for group replay control.
+#[derive(Debug, clap::Args)]
+pub struct Operator {
+    /// Operator token, one of the service's `[channels] operator_tokens`
+    /// (default: the file's `[channels] operator_token`, which keeps it out
+    /// of the process list).
+    #[arg(long, value_name = "TOKEN")]
+    pub operator_token: Option<String>,
+}
+
+impl Operator {
+    fn token(self, cfg: &Config) -> Option<String> {
+        self.operator_token
+            .or_else(|| cfg.channels.client_operator_token())
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ChannelsCommand {
     /// Run the channels service: livestream, group and private replays,
@@ -64,6 +81,8 @@ pub enum ChannelsCommand {
         /// Let the server pace it (push consumer, ReplayPolicy::Original).
         #[arg(long)]
         jetstream_native: bool,
+        #[command(flatten)]
+        operator: Operator,
     },
     /// Stop a group replay; prints its GroupReplayStop.
     StopReplay {
@@ -72,6 +91,8 @@ pub enum ChannelsCommand {
         /// The channel id, `replay.<id>` (or just `<id>`).
         #[arg(long, value_name = "CHANNEL-ID")]
         channel: ChannelId,
+        #[command(flatten)]
+        operator: Operator,
     },
     /// List the active channels (livestream first), one JSON line each.
     List {
@@ -137,6 +158,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             name,
             rate,
             jetstream_native,
+            operator,
         } => {
             let cfg = config(&conn)?;
             let spec = ReplaySpec {
@@ -150,7 +172,8 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             let channel =
                 service::group_channel_id(id.as_deref(), &spec).map_err(anyhow::Error::msg)?;
             let display = name.unwrap_or_else(|| channel.to_string());
-            let req = GroupReplayRequest::new(&channel, display, spec);
+            let mut req = GroupReplayRequest::new(&channel, display, spec);
+            req.operator_token = operator.token(&cfg);
             let rt = runtime()?;
             let start = rt.block_on(async {
                 let client = tspi::nats::connect(&cfg.nats).await?;
@@ -159,14 +182,20 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&start)?);
             Ok(ExitCode::SUCCESS)
         }
-        ChannelsCommand::StopReplay { conn, channel } => {
+        ChannelsCommand::StopReplay {
+            conn,
+            channel,
+            operator,
+        } => {
             let cfg = config(&conn)?;
+            let token = operator.token(&cfg);
             let rt = runtime()?;
             let stop = rt.block_on(async {
                 let client = tspi::nats::connect(&cfg.nats).await?;
                 service::stop_group_replay(
                     &client,
                     &channel.to_string(),
+                    token,
                     Duration::from_secs(conn.wait_s),
                 )
                 .await

@@ -560,6 +560,8 @@ mod tests {
         let text = render_channels(&s);
         assert!(text.contains("# TYPE tspi_channels_groups_started_total counter\n"));
         assert!(text.contains("\ntspi_channels_groups_started_total 3\n"));
-        assert_eq!(text.lines().count(), 15);
+        // HELP and TYPE per family; one line per scalar, one per reason.
+        let reasons = tspi::channels::directory::REFUSALS_LEN;
+        assert_eq!(text.lines().count(), 5 * 2 + 4 + reasons);
     }
 }

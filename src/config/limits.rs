@@ -243,6 +243,24 @@ pub const CHANNELS_SINK_QUEUE_LEN: Bound = Bound::new(1, 1_048_576, 16_384);
 pub const CHANNELS_SPIN_US: Bound = Bound::new(0, 10_000, 200);
 /// `channels.pacing_realtime_priority`: 0 off, else a `SCHED_FIFO` priority.
 pub const CHANNELS_PACING_REALTIME_PRIORITY: Bound = Bound::new(0, 99, 0);
+/// `channels.private_per_client_max`: at most `private_max`'s bound.
+pub const CHANNELS_PRIVATE_PER_CLIENT_MAX: Bound = Bound::new(1, 256, 2);
+/// `channels.requests_per_min`: private replay starts of all clients. At
+/// the default (1 a second after a burst of 8) a flood of invented client
+/// ids takes 8 slots at once and one a second after.
+pub const CHANNELS_REQUESTS_PER_MIN: Bound = Bound::new(1, 600_000, 60);
+/// `channels.requests_burst`.
+pub const CHANNELS_REQUESTS_BURST: Bound = Bound::new(1, 10_000, 8);
+/// `channels.client_requests_per_min`: private replay starts of one client.
+pub const CHANNELS_CLIENT_REQUESTS_PER_MIN: Bound = Bound::new(1, 60_000, 12);
+/// `channels.client_requests_burst`.
+pub const CHANNELS_CLIENT_REQUESTS_BURST: Bound = Bound::new(1, 1_000, 3);
+/// `channels.operator_tokens` (with `operator_token`): how many at most.
+pub const CHANNELS_OPERATOR_TOKENS_MAX: usize = 64;
+/// Each operator token's length in bytes: 16 at least, so a token is not a
+/// word; 256 at most, so every control message stays small.
+pub const CHANNELS_OPERATOR_TOKEN_LEN_MIN: usize = 16;
+pub const CHANNELS_OPERATOR_TOKEN_LEN_MAX: usize = 256;
 
 const _: () = assert!(CHANNELS_REPLAY_AGE_MAX_H.max * S_PER_H * NS_PER_S <= JETSTREAM_NS_MAX);
 // A tag's moment (now about 1.8e18 ns since 1970) plus the window stays in

@@ -479,6 +479,20 @@ fn numeric_keys() -> Vec<Key> {
             channels.pacing_realtime_priority,
             CHANNELS_PACING_REALTIME_PRIORITY
         ),
+        key!(
+            channels.private_per_client_max,
+            CHANNELS_PRIVATE_PER_CLIENT_MAX
+        ),
+        key!(channels.requests_per_min, CHANNELS_REQUESTS_PER_MIN),
+        key!(channels.requests_burst, CHANNELS_REQUESTS_BURST),
+        key!(
+            channels.client_requests_per_min,
+            CHANNELS_CLIENT_REQUESTS_PER_MIN
+        ),
+        key!(
+            channels.client_requests_burst,
+            CHANNELS_CLIENT_REQUESTS_BURST
+        ),
     ]
 }
 
@@ -597,7 +611,7 @@ proptest! {
     /// nanoseconds).
     #[test]
     fn any_u64_is_refused_by_name_or_converted_exactly(
-        index in 0usize..42,
+        index in 0usize..64,
         v in prop_oneof![
             any::<u64>(),
             0u64..100_000,
@@ -720,4 +734,30 @@ fn sections_do_no_io_and_config_imports_only_sections() {
             );
         }
     }
+}
+
+#[test]
+fn operator_tokens_are_checked_without_being_shown() {
+    let mut c = Config::default();
+    udp(&mut c);
+    c.channels.operator_tokens = vec!["short-secret".into(), "a long secret with spaces".into()];
+    c.channels.operator_token = Some("a-good-operator-token".into());
+    let p = problems(&c).join("; ");
+    assert!(
+        p.contains("token 1 of 3") && p.contains("token 2 of 3"),
+        "{p}"
+    );
+    assert!(!p.contains("token 3 of 3"), "{p}");
+    assert!(
+        !p.contains("short-secret") && !p.contains("with spaces"),
+        "{p}"
+    );
+    c.channels.operator_tokens.clear();
+    assert_eq!(problems(&c), Vec::<String>::new());
+    assert_eq!(
+        c.channels.client_operator_token().as_deref(),
+        Some("a-good-operator-token")
+    );
+    c.channels.operator_tokens = vec!["x".repeat(16); 65];
+    assert!(problems(&c).join("; ").contains("66 tokens"));
 }

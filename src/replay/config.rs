@@ -57,6 +57,25 @@ pub struct ChannelsConfig {
     /// Run pacing threads under `SCHED_FIFO` at this priority (1-99; needs
     /// `CAP_SYS_NICE`); 0: ordinary scheduling.
     pub pacing_realtime_priority: u8,
+    /// Private replays one client id may hold at once.
+    pub private_per_client_max: usize,
+    /// Private replay starts of all clients together: `requests_burst` at
+    /// once, then `requests_per_min`. Bounds how fast invented client ids
+    /// can take private slots.
+    pub requests_per_min: u32,
+    pub requests_burst: u32,
+    /// The same per client id.
+    pub client_requests_per_min: u32,
+    pub client_requests_burst: u32,
+    /// Operator credentials: a group replay request or stop must carry one
+    /// of these (`tspi channels start-replay --operator-token`). Empty (and
+    /// no `operator_token`): group control is open to anyone, with a
+    /// warning at start.
+    pub operator_tokens: Vec<String>,
+    /// A single operator token: added to `operator_tokens`, and the one
+    /// `tspi channels start-replay`/`stop-replay` send when no
+    /// `--operator-token` is given.
+    pub operator_token: Option<String>,
 }
 
 impl Default for ChannelsConfig {
@@ -80,6 +99,13 @@ impl Default for ChannelsConfig {
             spin_us: CHANNELS_SPIN_US.default,
             pacing_cores: Vec::new(),
             pacing_realtime_priority: CHANNELS_PACING_REALTIME_PRIORITY.default as u8,
+            private_per_client_max: CHANNELS_PRIVATE_PER_CLIENT_MAX.default as usize,
+            requests_per_min: CHANNELS_REQUESTS_PER_MIN.default as u32,
+            requests_burst: CHANNELS_REQUESTS_BURST.default as u32,
+            client_requests_per_min: CHANNELS_CLIENT_REQUESTS_PER_MIN.default as u32,
+            client_requests_burst: CHANNELS_CLIENT_REQUESTS_BURST.default as u32,
+            operator_tokens: Vec::new(),
+            operator_token: None,
         }
     }
 }
@@ -115,6 +141,45 @@ impl ChannelsConfig {
             self.pacing_realtime_priority,
             &mut p,
         );
+        CHANNELS_PRIVATE_PER_CLIENT_MAX.check(
+            &k("private_per_client_max"),
+            self.private_per_client_max,
+            &mut p,
+        );
+        CHANNELS_REQUESTS_PER_MIN.check(&k("requests_per_min"), self.requests_per_min, &mut p);
+        CHANNELS_REQUESTS_BURST.check(&k("requests_burst"), self.requests_burst, &mut p);
+        CHANNELS_CLIENT_REQUESTS_PER_MIN.check(
+            &k("client_requests_per_min"),
+            self.client_requests_per_min,
+            &mut p,
+        );
+        CHANNELS_CLIENT_REQUESTS_BURST.check(
+            &k("client_requests_burst"),
+            self.client_requests_burst,
+            &mut p,
+        );
+        let tokens = self.all_operator_tokens();
+        if tokens.len() > CHANNELS_OPERATOR_TOKENS_MAX {
+            p.push(format!(
+                "channels.operator_tokens: {} tokens: at most {CHANNELS_OPERATOR_TOKENS_MAX}",
+                tokens.len()
+            ));
+        }
+        let lens = CHANNELS_OPERATOR_TOKEN_LEN_MIN..=CHANNELS_OPERATOR_TOKEN_LEN_MAX;
+        for (i, t) in tokens.iter().enumerate() {
+            let len_ok = lens.contains(&t.len());
+            if !len_ok || !t.chars().all(|c| c.is_ascii_graphic()) {
+                // Never the token itself: it is a secret.
+                p.push(format!(
+                    "channels.operator_tokens: token {} of {}: must be {}..={} printable ASCII \
+                     characters without spaces",
+                    i + 1,
+                    tokens.len(),
+                    CHANNELS_OPERATOR_TOKEN_LEN_MIN,
+                    CHANNELS_OPERATOR_TOKEN_LEN_MAX
+                ));
+            }
+        }
         if self.tag_subject.is_empty()
             || self.tag_subject.contains(['*', '>', ' '])
             || self.tag_subject.starts_with('.')
@@ -126,6 +191,21 @@ impl ChannelsConfig {
             ));
         }
         p
+    }
+
+    /// `operator_tokens` and `operator_token` together.
+    pub fn all_operator_tokens(&self) -> Vec<String> {
+        let mut t = self.operator_tokens.clone();
+        t.extend(self.operator_token.iter().cloned());
+        t
+    }
+
+    /// The token the operator's commands send when none is given on the
+    /// command line: `operator_token`, else the first of `operator_tokens`.
+    pub fn client_operator_token(&self) -> Option<String> {
+        self.operator_token
+            .clone()
+            .or_else(|| self.operator_tokens.first().cloned())
     }
 
     /// `TSPI_REPLAY`'s retention.

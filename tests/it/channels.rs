@@ -428,6 +428,7 @@ async fn the_jetstream_native_mode_delivers_and_ends() {
             jetstream_native: true,
             ..spec("1")
         },
+        operator_token: None,
     };
     service::request_group_replay(&client, &req, WAIT)
         .await

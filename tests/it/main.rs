@@ -9,6 +9,7 @@
 
 mod archive;
 mod channels;
+mod channels_hardening;
 mod cli;
 mod harness;
 mod ingest;

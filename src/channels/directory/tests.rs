@@ -10,12 +10,26 @@ use std::collections::BTreeSet;
 
 const IDLE: Duration = Duration::from_secs(1);
 
+const TOKEN: &str = "operator-secret-0001";
+
+/// Limits that never bind in the rule tests (rate, per client, operator:
+/// the token the helpers send).
 fn config(group_max: usize, private_max: usize) -> DirectoryConfig {
     DirectoryConfig {
         group_max,
         private_max,
         private_idle: IDLE,
         group_tag_subject: SUBJECT_TAGS.into(),
+        private_per_client_max: 256,
+        rate_overall: RateLimit {
+            burst: 10_000,
+            per_min: 600_000,
+        },
+        rate_client: RateLimit {
+            burst: 10_000,
+            per_min: 600_000,
+        },
+        operator_tokens: vec![TOKEN.into()],
     }
 }
 
@@ -27,19 +41,30 @@ fn spec(rate: f64) -> ReplaySpec {
     }
 }
 
-fn group(id: &str) -> Ctrl {
-    Ctrl::Request(GroupReplayRequest::new(
+fn group_as(id: &str, token: Option<&str>) -> Ctrl {
+    let mut r = GroupReplayRequest::new(
         &ChannelId::Replay(id.into()),
         format!("Group {id}"),
         spec(1.0),
-    ))
+    );
+    r.operator_token = token.map(str::to_owned);
+    Ctrl::Request(r)
+}
+
+fn group(id: &str) -> Ctrl {
+    group_as(id, Some(TOKEN))
+}
+
+fn stop_as(channel_id: &str, token: Option<&str>) -> Ctrl {
+    Ctrl::StopRequest(GroupReplayStopRequest {
+        kind: "GroupReplayStopRequest".into(),
+        channel_id: channel_id.into(),
+        operator_token: token.map(str::to_owned),
+    })
 }
 
 fn group_stop(id: &str) -> Ctrl {
-    Ctrl::StopRequest(GroupReplayStopRequest {
-        kind: "GroupReplayStopRequest".into(),
-        channel_id: format!("replay.{id}"),
-    })
+    stop_as(&format!("replay.{id}"), Some(TOKEN))
 }
 
 fn private(client: &str, session: &str, spec: Option<ReplaySpec>) -> Vec<u8> {
@@ -229,6 +254,7 @@ fn private_requests_are_answered_and_limited() {
             channel_id: Some("client.alice.s1".into()),
             subject: Some("tspi.channel.client.alice.s1".into()),
             error: None,
+            reason: None,
         }
     );
     let refused = |r: PrivateReplayReply| {
@@ -242,7 +268,10 @@ fn private_requests_are_answered_and_limited() {
             .contains("channels.private_max")
     );
     assert!(refused(reply(&mut d, &private("dave", "s1", None))).contains("needs a spec"));
-    assert!(refused(reply(&mut d, &private("a.b", "s1", Some(spec(1.0))))).contains("not valid"));
+    assert!(
+        refused(reply(&mut d, &private("a.b", "s1", Some(spec(1.0)))))
+            .contains("client_id contains")
+    );
     assert!(!refused(reply(&mut d, b"\xff")).is_empty());
     let mut odd = private("erin", "s1", None);
     odd = {
@@ -392,6 +421,7 @@ fn a_failed_start_frees_its_slot_and_refuses_the_request() {
             kind: "GroupReplayError".into(),
             channel_id: "replay.a".into(),
             error: "bad window".into(),
+            reason: Some("start_failed".into()),
         }))]
     );
     d.handle_private_request(t0, &private("a", "b", Some(spec(1.0))), Some("_I".into()));
@@ -568,6 +598,16 @@ enum Op {
     PrivateStop {
         who: usize,
     },
+    /// Someone else tries to stop `who`'s private replay through the group
+    /// stop, with or without an operator token.
+    ForeignStop {
+        who: usize,
+        token: bool,
+    },
+    /// A group stop without the token.
+    GroupStopNoToken {
+        name: usize,
+    },
     Heartbeat {
         who: usize,
     },
@@ -592,6 +632,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..CLIENTS.len(), prop::bool::weighted(0.8), any::<bool>())
             .prop_map(|(who, ok, reply)| Op::Private { who, ok, reply }),
         1 => (0..CLIENTS.len()).prop_map(|who| Op::PrivateStop { who }),
+        1 => (0..CLIENTS.len(), any::<bool>()).prop_map(|(who, token)| Op::ForeignStop { who, token }),
+        1 => (0..GROUPS.len()).prop_map(|name| Op::GroupStopNoToken { name }),
         3 => (0..CLIENTS.len()).prop_map(|who| Op::Heartbeat { who }),
         4 => Just(Op::Resolve),
         2 => (0..8usize).prop_map(|k| Op::End { k }),
@@ -622,12 +664,30 @@ struct Sim {
     group_answers: u64,
     private_inboxes: u64,
     private_answers: BTreeMap<String, u32>,
+    /// The channel a rightful stop of this step may stop (the owner's
+    /// `PrivateReplayStop`, or an operator's group stop).
+    may_stop: Option<String>,
+    /// Refusals answered in this step.
+    refusals_seen: u64,
+    /// This step is a group stop request (its refusal answers no start).
+    stop_op: bool,
 }
 
 impl Sim {
     fn new() -> Sim {
         Sim {
-            d: Directory::new(config(2, 3)),
+            d: Directory::new(DirectoryConfig {
+                private_per_client_max: 2,
+                rate_overall: RateLimit {
+                    burst: 3,
+                    per_min: 120,
+                },
+                rate_client: RateLimit {
+                    burst: 2,
+                    per_min: 60,
+                },
+                ..config(2, 3)
+            }),
             now: Instant::now(),
             pending: VecDeque::new(),
             alive: BTreeMap::new(),
@@ -637,6 +697,9 @@ impl Sim {
             group_answers: 0,
             private_inboxes: 0,
             private_answers: BTreeMap::new(),
+            may_stop: None,
+            refusals_seen: 0,
+            stop_op: false,
         }
     }
 
@@ -656,18 +719,31 @@ impl Sim {
                         .unwrap_or_else(|| panic!("stop for {id} {channel}: no such runner"));
                     assert_eq!(r.channel, channel);
                     assert_eq!(r.stop, None, "{channel} told to stop twice");
+                    if reason == StopReason::Requested {
+                        // Never a stop by someone other than the owner or
+                        // an operator.
+                        assert_eq!(self.may_stop.as_deref(), Some(channel.as_str()));
+                    }
                     if reason == StopReason::Expired {
                         let idle = self.now - self.seen[&channel];
                         assert!(idle >= IDLE, "{channel} expired after {idle:?}");
                     }
                     r.stop = Some(reason);
                 }
-                Action::Announce(Announcement::Start(_) | Announcement::Error(_)) => {
-                    self.group_answers += 1
+                Action::Announce(Announcement::Start(_)) => self.group_answers += 1,
+                Action::Announce(Announcement::Error(e)) => {
+                    // A refused stop is no answer to a start request.
+                    let stop_refused = self.stop_op
+                        && matches!(e.reason.as_deref(), Some("not_owner" | "not_operator"));
+                    if !stop_refused {
+                        self.group_answers += 1;
+                    }
+                    self.refusals_seen += 1;
                 }
                 Action::Announce(Announcement::Stop(_)) => {}
                 Action::ReplyDirectory { entries, .. } => assert_eq!(entries, self.d.directory()),
-                Action::ReplyPrivate { to, .. } => {
+                Action::ReplyPrivate { to, reply } => {
+                    self.refusals_seen += u64::from(!reply.ok);
                     let n = self.private_answers.entry(to).or_default();
                     *n += 1;
                     assert_eq!(*n, 1, "a private request answered twice");
@@ -699,6 +775,28 @@ impl Sim {
 
     fn step(&mut self, op: &Op) {
         let before = self.d.directory();
+        let refused_before = self.d.counts().requests_refused;
+        self.refusals_seen = 0;
+        self.stop_op = matches!(
+            op,
+            Op::GroupStop { .. } | Op::ForeignStop { .. } | Op::GroupStopNoToken { .. }
+        );
+        self.may_stop = match *op {
+            Op::GroupStop { name } => Some(format!("replay.{}", GROUPS[name])),
+            Op::PrivateStop { who } => {
+                Some(format!("client.{}.{}", CLIENTS[who].0, CLIENTS[who].1))
+            }
+            _ => None,
+        };
+        // Ops whose every refusal is answered (a private request without a
+        // reply subject, or one refused later, may be counted unanswered).
+        let mut answered = matches!(
+            op,
+            Op::Group { .. }
+                | Op::GroupStop { .. }
+                | Op::ForeignStop { .. }
+                | Op::GroupStopNoToken { .. }
+        );
         match *op {
             Op::Group { name, ok } => {
                 self.group_requests += 1;
@@ -711,6 +809,7 @@ impl Sim {
             Op::GroupStop { name } => self.d.handle_ctrl(self.now, group_stop(GROUPS[name])),
             Op::Private { who, ok, reply } => {
                 let (c, s) = CLIENTS[who];
+                answered = reply;
                 let reply = reply.then(|| {
                     self.private_inboxes += 1;
                     format!("_INBOX.{}", self.private_inboxes)
@@ -732,6 +831,20 @@ impl Sim {
                     .cloned()
                     .collect();
                 assert_eq!(self.d.directory(), expect);
+            }
+            Op::ForeignStop { who, token } => {
+                let (c, s) = CLIENTS[who];
+                let token = token.then_some(TOKEN);
+                self.d
+                    .handle_ctrl(self.now, stop_as(&format!("client.{c}.{s}"), token));
+                self.act();
+                assert_eq!(self.d.directory(), before);
+            }
+            Op::GroupStopNoToken { name } => {
+                self.d
+                    .handle_ctrl(self.now, stop_as(&format!("replay.{}", GROUPS[name]), None));
+                self.act();
+                assert_eq!(self.d.directory(), before);
             }
             Op::Heartbeat { who } => {
                 let (c, s) = CLIENTS[who];
@@ -768,6 +881,16 @@ impl Sim {
             Op::Shutdown => self.d.shutdown(),
         }
         self.act();
+        // Every refusal is counted, by reason and in total; one without a
+        // reply subject is counted unanswered.
+        let c = self.d.counts();
+        assert_eq!(c.refused.iter().sum::<u64>(), c.requests_refused);
+        let counted = c.requests_refused - refused_before;
+        assert!(
+            counted >= self.refusals_seen && (!answered || counted == self.refusals_seen),
+            "{op:?}: counted {counted}, answered {}",
+            self.refusals_seen
+        );
         self.check();
     }
 
@@ -861,5 +984,201 @@ proptest! {
             sim.step(op);
         }
         sim.finish();
+    }
+}
+
+// --- hardening: identifiers, ownership, operators, rates ----------------------
+
+fn answer(d: &mut Directory, now: Instant, payload: &[u8]) -> PrivateReplayReply {
+    d.handle_private_request(now, payload, Some("_INBOX.h".into()));
+    let mut actions = drain(d);
+    if let [Action::Start(s)] = actions.as_slice() {
+        d.replay_started(now, s.id, "from".into());
+        actions = drain(d);
+    }
+    let replies: Vec<&PrivateReplayReply> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReplyPrivate { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .collect();
+    match replies.as_slice() {
+        [r] => (*r).clone(),
+        _ => panic!("{actions:?}"),
+    }
+}
+
+fn ctrl_error(d: &mut Directory, now: Instant, ctrl: Ctrl) -> GroupReplayError {
+    d.handle_ctrl(now, ctrl);
+    match drain(d).as_slice() {
+        [Action::Announce(Announcement::Error(e))] => e.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_long_or_odd_client_id_is_refused_before_any_subject_is_built() {
+    let t0 = Instant::now();
+    let mut d = Directory::new(config(4, 32));
+    let long = "x".repeat(10_000);
+    let r = answer(&mut d, t0, &private(&long, "s1", Some(spec(1.0))));
+    assert!(!r.ok);
+    assert_eq!(r.reason.as_deref(), Some("identifier"));
+    let e = r.error.unwrap();
+    assert!(e.contains("10000 bytes") && e.len() < 200, "{e}");
+    for bad in ["a b", "a*", "a>", "a\u{0}", "ü", "", "a.b"] {
+        let r = answer(&mut d, t0, &private("alice", bad, Some(spec(1.0))));
+        assert_eq!(r.reason.as_deref(), Some("identifier"), "{bad:?}");
+    }
+    assert!(
+        answer(
+            &mut d,
+            t0,
+            &private(&"a".repeat(64), "s_1-X", Some(spec(1.0)))
+        )
+        .ok
+    );
+    assert_eq!(d.counts().refused[Refusal::Identifier as usize], 8);
+    assert_eq!(d.counts().requests_refused, 8);
+    // A group id too.
+    let e = ctrl_error(&mut d, t0, group(&long));
+    assert_eq!(e.reason.as_deref(), Some("identifier"));
+    assert!(e.channel_id.len() < 300);
+}
+
+#[test]
+fn only_the_owner_stops_a_private_replay_and_operators_group_ones() {
+    let t0 = Instant::now();
+    let mut d = Directory::new(config(4, 32));
+    assert!(answer(&mut d, t0, &private("alice", "s1", Some(spec(1.0)))).ok);
+    // Another client, through the group stop, with or without a token.
+    for token in [None, Some(TOKEN)] {
+        let e = ctrl_error(&mut d, t0, stop_as("client.alice.s1", token));
+        assert_eq!(e.reason.as_deref(), Some("not_owner"));
+    }
+    // Bob's own stop names his channel, not Alice's.
+    assert!(answer(&mut d, t0, &private_stop("bob", "s1")).ok);
+    assert_eq!(listed(&d), ["livestream", "client.alice.s1"]);
+    // Group control needs the token.
+    let e = ctrl_error(&mut d, t0, group_as("g", None));
+    assert_eq!(e.reason.as_deref(), Some("not_operator"));
+    assert!(e.error.contains("missing"));
+    let e = ctrl_error(&mut d, t0, group_as("g", Some("operator-secret-0002")));
+    assert!(e.error.contains("not valid") && !e.error.contains("0002"));
+    d.handle_ctrl(t0, group("g"));
+    started(&mut d, t0);
+    drain(&mut d);
+    let e = ctrl_error(&mut d, t0, stop_as("replay.g", None));
+    assert_eq!(e.reason.as_deref(), Some("not_operator"));
+    assert_eq!(d.counts().refused[Refusal::NotOwner as usize], 2);
+    assert_eq!(d.counts().refused[Refusal::NotOperator as usize], 3);
+    // The owner stops hers.
+    assert!(answer(&mut d, t0, &private_stop("alice", "s1")).ok);
+    assert_eq!(listed(&d), ["livestream", "replay.g"]);
+    // Without configured tokens, group control is open.
+    let mut open = config(4, 32);
+    open.operator_tokens.clear();
+    let mut d = Directory::new(open);
+    d.handle_ctrl(t0, group_as("g", None));
+    started(&mut d, t0);
+}
+
+#[test]
+fn clients_are_limited_per_id_and_by_rate() {
+    let t0 = Instant::now();
+    let mut c = config(4, 32);
+    c.private_per_client_max = 2;
+    c.rate_client = RateLimit {
+        burst: 3,
+        per_min: 60,
+    };
+    c.rate_overall = RateLimit {
+        burst: 5,
+        per_min: 60,
+    };
+    let mut d = Directory::new(c);
+    let ok = |d: &mut Directory, now, who: &str, s: &str| {
+        answer(d, now, &private(who, s, Some(spec(1.0))))
+            .reason
+            .unwrap_or_else(|| "ok".into())
+    };
+    assert_eq!(ok(&mut d, t0, "al", "1"), "ok");
+    assert_eq!(ok(&mut d, t0, "al", "2"), "ok");
+    assert_eq!(ok(&mut d, t0, "al", "3"), "client_max");
+    assert!(answer(&mut d, t0, &private_stop("al", "2")).ok);
+    assert_eq!(ok(&mut d, t0, "al", "3"), "ok");
+    assert!(answer(&mut d, t0, &private_stop("al", "3")).ok);
+    // Al's burst of 3 is spent; the bucket refills one a second.
+    assert_eq!(ok(&mut d, t0, "al", "4"), "rate_client");
+    // A flood of invented ids takes what is left of the overall burst.
+    let flood: Vec<String> = (0..100)
+        .map(|i| ok(&mut d, t0, &format!("x{i}"), "1"))
+        .collect();
+    assert_eq!(flood.iter().filter(|r| *r == "ok").count(), 2);
+    assert_eq!(flood.iter().filter(|r| *r == "rate_overall").count(), 98);
+    // ...and leaves no bucket behind for the refused ones.
+    assert_eq!(d.buckets.len(), 3);
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(ok(&mut d, t1, "bo", "1"), "ok");
+    assert_eq!(d.counts().refused[Refusal::RateOverall as usize], 98);
+    assert_eq!(d.counts().refused[Refusal::RateClient as usize], 1);
+    assert_eq!(d.counts().refused[Refusal::ClientMax as usize], 1);
+    assert_eq!(
+        d.counts().refused.iter().sum::<u64>(),
+        d.counts().requests_refused
+    );
+}
+
+proptest! {
+    /// Over any window between two requests, a bucket admits at most
+    /// `burst + window / interval` of them.
+    #[test]
+    fn a_bucket_never_admits_more_than_its_budget(
+        burst in 1u32..6,
+        per_min in 1u32..600,
+        gaps in prop::collection::vec(0u64..400, 1..200),
+    ) {
+        let limit = RateLimit { burst, per_min };
+        let t0 = Instant::now();
+        let mut b = Bucket::default();
+        let mut now = t0;
+        let mut admitted = Vec::new();
+        for g in gaps {
+            now += Duration::from_millis(g);
+            if b.admit(limit, now) {
+                admitted.push(now);
+            }
+        }
+        let t = limit.interval();
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let n = (j - i + 1) as u128;
+                let w = (admitted[j] - admitted[i]).as_nanos();
+                prop_assert!(n <= u128::from(burst) + w / t.as_nanos());
+            }
+        }
+    }
+
+    /// Whatever the ids, a request is refused for its identifier or starts
+    /// a replay whose subjects are short and valid.
+    #[test]
+    fn no_id_makes_a_bad_subject(client in ".{0,80}", session in "\\PC{0,80}") {
+        let t0 = Instant::now();
+        let mut d = Directory::new(config(4, 32));
+        d.handle_private_request(t0, &private(&client, &session, Some(spec(1.0))), Some("_I.1".into()));
+        for a in drain(&mut d) {
+            match a {
+                Action::Start(s) => {
+                    prop_assert!(crate::channels::message::publishable(&s.channel.subject()));
+                    prop_assert!(crate::channels::message::publishable(&s.tag_subject));
+                    prop_assert!(s.channel.subject().len() <= 20 + 2 * ID_LEN_MAX + 1);
+                }
+                Action::ReplyPrivate { reply, .. } => {
+                    prop_assert_eq!(reply.reason.as_deref(), Some("identifier"));
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 }
