@@ -50,18 +50,19 @@ fn is_auth_event(e: &async_nats::Event) -> bool {
 }
 
 /// What to tell an operator whose credentials were refused.
-fn auth_hint(n: &NatsConfig) -> String {
-    let how = if n.credentials_file.is_some() {
-        "nats.credentials_file"
-    } else if n.token.is_some() {
-        "the token (nats.token or nats://TOKEN@host)"
-    } else if n.user.is_some() {
-        "the user and password (nats.user/nats.password or nats://USER:PASS@host)"
+fn auth_hint(n: &NatsConfig, auth: &Auth) -> String {
+    let what = if n.credentials_file.is_some() {
+        "check nats.credentials_file"
+    } else if auth.token.is_some() {
+        "check the token (nats.token, or nats://TOKEN@host)"
+    } else if auth.user.is_some() {
+        "check the user and password (nats.user and nats.password, or nats://USER:PASS@host)"
     } else {
-        "credentials: none were given (set nats.user/nats.password, nats.token or \
-         nats.credentials_file, or put them in the URL)"
+        return "none were given: set nats.user and nats.password, nats.token or \
+                nats.credentials_file, or write them in the URL"
+            .to_owned();
     };
-    format!("check {how} against the server's authorization settings")
+    format!("{what}, against the server's authorization settings")
 }
 
 /// The `[nats]` options, with `auth` (already resolved from the config and
@@ -116,17 +117,20 @@ async fn options(n: &NatsConfig, auth: &Auth) -> anyhow::Result<async_nats::Conn
 /// errors met then are retried, logged and counted ([`auth_errors`]).
 pub async fn connect(n: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let (servers, auth) = n.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let shown: Vec<String> = servers.iter().map(|s| redact_url(s)).collect();
+    let shown: Vec<String> = n.servers.iter().map(|s| redact_url(s)).collect();
     let shown = shown.join(", ");
     match options(n, &auth).await?.connect(servers.as_slice()).await {
-        Ok(client) => Ok(client),
+        Ok(client) => {
+            tracing::info!(servers = %shown, "connected to NATS");
+            Ok(client)
+        }
         Err(e) => match e.kind() {
             ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                 AUTH_ERRORS.fetch_add(1, Ordering::Relaxed);
                 anyhow::bail!(
                     "NATS authorization failed at {shown}: the server refused the \
                      credentials ({e}); {}",
-                    auth_hint(n)
+                    auth_hint(n, &auth)
                 )
             }
             ConnectErrorKind::ServerParse => {

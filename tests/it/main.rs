@@ -14,6 +14,7 @@ mod harness;
 mod ingest;
 mod kit;
 mod metrics;
+mod nats_auth;
 mod receive;
 mod replay;
 mod run;
