@@ -394,6 +394,9 @@ async fn single(
             "sender: worst lag behind schedule {:.3} ms, {} late batches, {} failed publishes, {} values out of range",
             res.lag_max_ms, res.behind_batches, res.failed_publishes, res.out_of_range
         );
+        if !res.failures.is_empty() {
+            eprintln!("tspi-loadgen: {}", res.failures);
+        }
         write_reports(
             r,
             &res.summary,
@@ -472,6 +475,15 @@ async fn single(
         stats.behind_batches.load(Relaxed),
         stats.failed.load(Relaxed)
     );
+    let failures = stats.failure_line();
+    if !failures.is_empty() {
+        eprintln!("tspi-loadgen: {failures}");
+    }
+    if sent > 0 && stats.failed.load(Relaxed) >= sent {
+        // JetStream stored nothing: the run measured nothing.
+        eprintln!("tspi-loadgen: JetStream stored none of the {sent} messages");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
