@@ -33,6 +33,20 @@ pub fn auth_errors() -> u64 {
     AUTH_ERRORS.load(Ordering::Relaxed)
 }
 
+/// The `nats_auth_errors` counter as a Prometheus family,
+/// `tspi_nats_auth_errors_total`: one per process, whatever roles it runs.
+pub fn render_prometheus() -> String {
+    let mut s = String::new();
+    crate::metrics::write_family(
+        &mut s,
+        "tspi_nats_auth_errors_total",
+        "Connections the NATS server refused for their credentials.",
+        "counter",
+    );
+    s.push_str(&format!("tspi_nats_auth_errors_total {}\n", auth_errors()));
+    s
+}
+
 /// The connection timeout of one attempt to one server.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -150,5 +164,32 @@ pub async fn connect(n: &NatsConfig) -> anyhow::Result<async_nats::Client> {
                     .with_context(|| format!("connecting to NATS {shown}"))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::{ClientError, Event, ServerError};
+
+    #[test]
+    fn refusals_are_told_from_other_events() {
+        assert!(is_auth_event(&Event::ServerError(
+            ServerError::AuthorizationViolation
+        )));
+        assert!(is_auth_event(&Event::ClientError(ClientError::Other(
+            ConnectErrorKind::AuthorizationViolation.to_string()
+        ))));
+        assert!(!is_auth_event(&Event::ClientError(ClientError::Other(
+            ConnectErrorKind::Io.to_string()
+        ))));
+        assert!(!is_auth_event(&Event::Disconnected));
+    }
+
+    #[test]
+    fn the_counter_renders_as_one_prometheus_family() {
+        let text = render_prometheus();
+        assert!(text.contains("# TYPE tspi_nats_auth_errors_total counter\n"));
+        assert!(text.contains("\ntspi_nats_auth_errors_total "));
     }
 }
