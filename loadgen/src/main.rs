@@ -292,12 +292,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Connect to `url`; credentials written in it (`nats://user:pass@host`,
+/// `nats://token@host`) are used, and never shown.
 async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("tspi-loadgen")
-        .connect(url)
+    let shown = tspi::nats::redact_url(url);
+    let cfg = tspi::nats::NatsConfig {
+        servers: vec![url.to_owned()],
+        ..Default::default()
+    };
+    let (servers, auth) = cfg.resolve().map_err(|e| anyhow::anyhow!("--nats: {e}"))?;
+    let mut o = async_nats::ConnectOptions::new().name("tspi-loadgen");
+    if let (Some(u), Some(p)) = (auth.user, auth.password) {
+        o = o.user_and_password(u, p);
+    }
+    if let Some(t) = auth.token {
+        o = o.token(t);
+    }
+    o.connect(servers.as_slice())
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .with_context(|| format!("connecting to NATS at {shown}"))
 }
 
 async fn single(

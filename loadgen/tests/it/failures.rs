@@ -98,3 +98,30 @@ fn the_command_line_reports_send_errors_and_exits_zero() {
     assert!(err.contains("UDP send errors"), "{err}");
     assert!(err.contains("is the receiver running?"), "{err}");
 }
+
+#[test]
+fn credentials_in_the_nats_url_are_used_and_not_shown() {
+    use tspi_testkit::harness::ServerAuth;
+    let server = NatsServer::start_with_auth(Some(ServerAuth::UserPassword {
+        user: "load".into(),
+        password: "Pa55wordInUrl".into(),
+    }))
+    .expect("nats-server");
+    let run = |password: &str| {
+        let url = format!("nats://load:{password}@127.0.0.1:{}", server.port());
+        let out = Command::new(env!("CARGO_BIN_EXE_tspi-loadgen"))
+            .args(["--tracks", "2", "--rate-hz", "10", "--duration-s", "1"])
+            .args(["--nats", &url])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        assert!(!err.contains(password), "{err}");
+        err
+    };
+    // Accepted: the publishes reach JetStream (which has no stream here).
+    let err = run("Pa55wordInUrl");
+    assert!(err.contains("no stream captures subject"), "{err}");
+    let err = run("Wr0ngInUrl");
+    assert!(err.contains("authorization"), "{err}");
+}
