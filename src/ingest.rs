@@ -205,6 +205,9 @@ pub async fn run(
     let input_closed = publisher.input_closed();
     let publishing = tokio::spawn(publisher.run());
 
+    // Serving its own endpoint, ingest also shows the process's NATS
+    // counters (`tspi run` registers them once for every role).
+    let own_endpoint = hooks.prometheus.is_none();
     let (prom_tx, prom_rx) = match hooks.prometheus {
         Some(shared) => (shared, None),
         None => {
@@ -224,7 +227,11 @@ pub async fn run(
         if hooks.json {
             println!("{}", metrics::render_json_line(report));
         }
-        let _ = prom_tx.send(metrics::render_prometheus(report));
+        let mut text = metrics::render_prometheus(report);
+        if own_endpoint {
+            text.push_str(&crate::nats::render_prometheus());
+        }
+        let _ = prom_tx.send(text);
     };
 
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.metrics.interval_s));

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, FuturesUnordered};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tspi::codec::{DATAGRAM_LEN, FrameType};
 use tspi::message::{Message, RecvTime};
@@ -56,11 +56,51 @@ pub struct SendStats {
     pub behind_batches: AtomicU64,
     /// Publishes JetStream refused or did not ack (direct NATS output).
     pub failed: AtomicU64,
+    /// UDP sends that failed with an error a restarting receiver causes
+    /// (`connection refused` after an ICMP port-unreachable, host or network
+    /// unreachable): counted, the schedule kept.
+    pub send_errors: AtomicU64,
+    /// Datagrams in those failed sends (not sent).
+    pub unsent: AtomicU64,
+    /// Why the first failed publish or send failed, and what to do about it.
+    pub first_failure: OnceLock<String>,
     /// The sender has finished (or stopped).
     pub done: AtomicBool,
 }
 
 impl SendStats {
+    /// Keep `why` if it is the first failure.
+    pub fn note_failure(&self, why: impl FnOnce() -> String) {
+        if self.first_failure.get().is_none() {
+            let _ = self.first_failure.set(why());
+        }
+    }
+
+    /// The end-of-run account of failures: empty when there were none.
+    pub fn failure_line(&self) -> String {
+        let (failed, errors) = (self.failed.load(Relaxed), self.send_errors.load(Relaxed));
+        if failed == 0 && errors == 0 {
+            return String::new();
+        }
+        let mut s = String::new();
+        if failed > 0 {
+            s.push_str(&format!("{failed} failed publishes"));
+        }
+        if errors > 0 {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            s.push_str(&format!(
+                "{errors} UDP send errors ({} datagrams not sent)",
+                self.unsent.load(Relaxed)
+            ));
+        }
+        if let Some(why) = self.first_failure.get() {
+            s.push_str(&format!("; the first: {why}"));
+        }
+        s
+    }
+
     fn note_lag(&self, lag_ns: u64) {
         self.lag_ns.store(lag_ns, Relaxed);
         self.lag_max_ns.fetch_max(lag_ns, Relaxed);
@@ -137,8 +177,18 @@ pub fn send_udp(
             }
             stats.note_lag(now.saturating_sub(generator.schedule().intended_unix_ns(first)));
             on_batch(now, first, n);
-            for s in &mut senders {
-                s.send(&buf[..n])?;
+            for (s, target) in senders.iter_mut().zip(targets) {
+                if let Err(e) = s.send(&buf[..n]) {
+                    if !is_transient_send_error(&e) {
+                        return Err(e);
+                    }
+                    // A receiver being restarted: keep the schedule, count.
+                    stats.send_errors.fetch_add(1, Relaxed);
+                    stats.unsent.fetch_add(n as u64, Relaxed);
+                    stats.note_failure(|| {
+                        format!("UDP send to {target}: {e} (is the receiver running?)")
+                    });
+                }
             }
             stats.sent.fetch_add(n as u64, Relaxed);
         }
@@ -146,6 +196,34 @@ pub fn send_udp(
     })();
     stats.done.store(true, Relaxed);
     result
+}
+
+/// Errors a UDP send meets while the receiver (or its host, or the route)
+/// is away for a while: on a connected socket an ICMP port-unreachable for
+/// an earlier datagram comes back as `ECONNREFUSED` on the next send.
+fn is_transient_send_error(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | HostUnreachable | NetworkUnreachable
+    )
+}
+
+/// Why a JetStream publish failed, and what to do about it.
+pub fn publish_failure(subject: &str, e: &async_nats::jetstream::context::PublishError) -> String {
+    use async_nats::jetstream::context::PublishErrorKind;
+    match e.kind() {
+        PublishErrorKind::StreamNotFound => format!(
+            "no stream captures subject {subject} (JetStream answered \"no responders\"): \
+             start `tspi ingest` against this server once (it creates the TSPI stream), or \
+             create a stream whose subjects include {subject}"
+        ),
+        PublishErrorKind::TimedOut => format!(
+            "publish to {subject}: {e} (the stream's leader is slow or away; a smaller \
+             --window or a lower rate may help)"
+        ),
+        _ => format!("publish to {subject}: {e}"),
+    }
 }
 
 trait IoContext<T> {
@@ -233,13 +311,15 @@ pub async fn publish_jetstream(
             let m = Message::encode(&prefix, &frame, recv);
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", m.msg_id.as_str());
+            let subject = m.subject.clone();
             match js
                 .publish_with_headers(m.subject, headers, m.body.into())
                 .await
             {
-                Ok(ack) => in_flight.push(ack.into_future()),
-                Err(_) => {
+                Ok(ack) => in_flight.push(async move { (subject, ack.into_future().await) }),
+                Err(e) => {
                     stats.failed.fetch_add(1, Relaxed);
+                    stats.note_failure(|| publish_failure(&subject, &e));
                 }
             }
             while in_flight.len() >= window {
@@ -256,9 +336,16 @@ pub async fn publish_jetstream(
     stats.done.store(true, Relaxed);
 }
 
-fn note_ack<T, E>(stats: &SendStats, r: Result<T, E>) {
-    if r.is_err() {
+fn note_ack<T>(
+    stats: &SendStats,
+    (subject, r): (
+        String,
+        Result<T, async_nats::jetstream::context::PublishError>,
+    ),
+) {
+    if let Err(e) = r {
         stats.failed.fetch_add(1, Relaxed);
+        stats.note_failure(|| publish_failure(&subject, &e));
     }
 }
 
@@ -397,6 +484,10 @@ pub struct RunResult {
     pub lag_max_ms: f64,
     pub behind_batches: u64,
     pub failed_publishes: u64,
+    /// UDP sends that failed (receiver away) and were skipped.
+    pub send_errors: u64,
+    /// The failures, with the first one's reason (empty: none).
+    pub failures: String,
     pub out_of_range: u64,
 }
 
@@ -531,6 +622,8 @@ pub async fn measured_run(
         lag_max_ms: stats.lag_max_ns.load(Relaxed) as f64 / 1e6,
         behind_batches: stats.behind_batches.load(Relaxed),
         failed_publishes: stats.failed.load(Relaxed),
+        send_errors: stats.send_errors.load(Relaxed),
+        failures: stats.failure_line(),
         out_of_range,
     })
 }

@@ -292,12 +292,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Connect to `url`; credentials written in it (`nats://user:pass@host`,
+/// `nats://token@host`) are used, and never shown.
 async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("tspi-loadgen")
-        .connect(url)
+    let shown = tspi::nats::redact_url(url);
+    let cfg = tspi::nats::NatsConfig {
+        servers: vec![url.to_owned()],
+        ..Default::default()
+    };
+    let (servers, auth) = cfg.resolve().map_err(|e| anyhow::anyhow!("--nats: {e}"))?;
+    let mut o = async_nats::ConnectOptions::new().name("tspi-loadgen");
+    if let (Some(u), Some(p)) = (auth.user, auth.password) {
+        o = o.user_and_password(u, p);
+    }
+    if let Some(t) = auth.token {
+        o = o.token(t);
+    }
+    o.connect(servers.as_slice())
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .with_context(|| format!("connecting to NATS at {shown}"))
 }
 
 async fn single(
@@ -394,6 +407,9 @@ async fn single(
             "sender: worst lag behind schedule {:.3} ms, {} late batches, {} failed publishes, {} values out of range",
             res.lag_max_ms, res.behind_batches, res.failed_publishes, res.out_of_range
         );
+        if !res.failures.is_empty() {
+            eprintln!("tspi-loadgen: {}", res.failures);
+        }
         write_reports(
             r,
             &res.summary,
@@ -472,6 +488,15 @@ async fn single(
         stats.behind_batches.load(Relaxed),
         stats.failed.load(Relaxed)
     );
+    let failures = stats.failure_line();
+    if !failures.is_empty() {
+        eprintln!("tspi-loadgen: {failures}");
+    }
+    if sent > 0 && stats.failed.load(Relaxed) >= sent {
+        // JetStream stored nothing: the run measured nothing.
+        eprintln!("tspi-loadgen: JetStream stored none of the {sent} messages");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

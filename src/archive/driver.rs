@@ -809,6 +809,9 @@ async fn report_loop(
     mut done: watch::Receiver<bool>,
 ) {
     let m = &cfg.metrics;
+    // Serving its own endpoint, the archive also shows the process's NATS
+    // counters (`tspi run` registers them once for every role).
+    let own_endpoint = prometheus.is_none();
     let (prom_tx, prom_rx) = match prometheus {
         Some(shared) => (shared, None),
         None => {
@@ -856,7 +859,11 @@ async fn report_loop(
         if json {
             println!("{}", report::render_json_line(&r));
         }
-        prom_tx.send_replace(report::render_prometheus(&r));
+        let mut text = report::render_prometheus(&r);
+        if own_endpoint {
+            text.push_str(&crate::nats::render_prometheus());
+        }
+        prom_tx.send_replace(text);
         if m.nats_snapshot {
             let (subject, body) = report::snapshot_message(&r, &host);
             if let Err(e) = client.publish(subject, body.into()).await {

@@ -309,6 +309,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .clone();
 
     let exposition = Exposition::new();
+    exposition.register(tspi::nats::render_prometheus);
     if let Some(addr) = cfg.metrics.addr {
         let (bound, _task) = home
             .block_on(tspi::metrics::serve_exposition(addr, exposition.clone()))

@@ -15,6 +15,7 @@ mod harness;
 mod ingest;
 mod kit;
 mod metrics;
+mod nats_auth;
 mod receive;
 mod replay;
 mod run;

@@ -22,7 +22,9 @@ mod nats;
 mod postgres;
 mod process;
 
-pub use nats::{NATS_MIN_VERSION, NatsCluster, NatsServer, nats_server_binary, parse_nats_version};
+pub use nats::{
+    NATS_MIN_VERSION, NatsCluster, NatsServer, ServerAuth, nats_server_binary, parse_nats_version,
+};
 pub use postgres::{PG_USER, PgCluster, pg_bindir};
 
 use std::io;

@@ -112,10 +112,21 @@ struct ClusterConfig {
     routes: Vec<u16>,
 }
 
+/// The credentials a server requires of its clients
+/// (its `authorization { }` block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerAuth {
+    /// `authorization { user, password }`.
+    UserPassword { user: String, password: String },
+    /// `authorization { token }`.
+    Token(String),
+}
+
 /// Everything a node's configuration file says.
 #[derive(Clone, Debug, PartialEq)]
 struct NodeConfig {
     server_name: String,
+    auth: Option<ServerAuth>,
     port: u16,
     http_port: u16,
     store_dir: PathBuf,
@@ -151,6 +162,17 @@ impl NodeConfig {
             quote(&self.log_file.to_string_lossy())
         ));
         s.push_str("logtime: true\n");
+        match &self.auth {
+            None => {}
+            Some(ServerAuth::UserPassword { user, password }) => s.push_str(&format!(
+                "authorization {{\n  user: {}\n  password: {}\n}}\n",
+                quote(user),
+                quote(password)
+            )),
+            Some(ServerAuth::Token(t)) => {
+                s.push_str(&format!("authorization {{\n  token: {}\n}}\n", quote(t)))
+            }
+        }
         s.push_str("jetstream {\n");
         s.push_str(&format!(
             "  store_dir: {}\n",
@@ -189,10 +211,18 @@ impl NatsServer {
     /// A single node with JetStream, on free loopback ports; returns once it
     /// answers `/healthz?js-enabled-only=true`.
     pub fn start() -> Result<NatsServer, HarnessError> {
+        NatsServer::start_with_auth(None)
+    }
+
+    /// [`NatsServer::start`], the server requiring `auth` of every client
+    /// (`None`: anyone may connect).
+    pub fn start_with_auth(auth: Option<ServerAuth>) -> Result<NatsServer, HarnessError> {
         let mut log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let p = free_ports(2)?;
             let mut node = NatsServer::prepare("tspi-nats".to_owned(), p[0], p[1], None)?;
+            node.config.auth = auth.clone();
+            node.write_config()?;
             match node.spawn().and_then(|()| node.wait_ready()) {
                 Ok(()) => return Ok(node),
                 Err(e) if e.is_port_in_use() => log = node.log_tail(40),
@@ -219,6 +249,7 @@ impl NatsServer {
             .map_err(|e| HarnessError::io("creating a temporary directory for nats-server", e))?;
         let config = NodeConfig {
             server_name,
+            auth: None,
             port,
             http_port,
             store_dir: dir.path().join("store"),
@@ -226,15 +257,28 @@ impl NatsServer {
             cluster,
         };
         let config_path = dir.path().join("nats.conf");
-        std::fs::write(&config_path, config.render())
-            .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
-        Ok(NatsServer {
+        let node = NatsServer {
             label: format!("nats-server {} (127.0.0.1:{port})", config.server_name),
             config,
             config_path,
             child: None,
             dir,
-        })
+        };
+        node.write_config()?;
+        Ok(node)
+    }
+
+    fn write_config(&self) -> Result<(), HarnessError> {
+        std::fs::write(&self.config_path, self.config.render())
+            .map_err(|e| HarnessError::io(format!("writing {}", self.config_path.display()), e))
+    }
+
+    /// Require `auth` of clients from the next start on (`None`: anyone);
+    /// then [`NatsServer::restart`] it, as an operator changing the
+    /// server's authorization would.
+    pub fn set_auth(&mut self, auth: Option<ServerAuth>) -> Result<(), HarnessError> {
+        self.config.auth = auth;
+        self.write_config()
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
@@ -541,6 +585,7 @@ mod tests {
     fn single_node_config() {
         let cfg = NodeConfig {
             server_name: "s".into(),
+            auth: None,
             port: 4222,
             http_port: 8222,
             store_dir: "/tmp/x/jetstream".into(),
@@ -562,6 +607,7 @@ mod tests {
     fn cluster_node_config() {
         let cfg = NodeConfig {
             server_name: "n1".into(),
+            auth: Some(ServerAuth::Token("t".into())),
             port: 1,
             http_port: 2,
             store_dir: "/s".into(),
@@ -574,6 +620,7 @@ mod tests {
         };
         let text = cfg.render();
         assert!(text.contains("cluster {\n  name: \"c\"\n  listen: \"127.0.0.1:3\"\n"));
+        assert!(text.contains("authorization {\n  token: \"t\"\n}\n"));
         assert!(text.contains("\"nats-route://127.0.0.1:10\"\n"));
         assert!(text.contains("\"nats-route://127.0.0.1:11\"\n"));
         assert_eq!(text.matches('{').count(), text.matches('}').count());
