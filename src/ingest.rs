@@ -12,8 +12,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+/// How long the stop waits for the last metrics snapshot and the final
+/// flush, each: the server may be the reason the drain timed out.
+const FINAL_FLUSH_MAX: Duration = Duration::from_secs(1);
+/// How long past the drain timeout the stop waits for the publisher task
+/// before it abandons it (it ends at the drain deadline by itself; this is
+/// the bound if it does not).
+const PUBLISHER_GRACE: Duration = Duration::from_secs(3);
+
 /// The final account of a run. After a drained stop:
 /// `received = rejected + filtered + ring_dropped + acked + failed`.
+///
+/// `failed` counts the frames not published: those JetStream had not
+/// acknowledged when the drain timeout (`publish.drain_timeout_s`) ended
+/// the stop, whether still in the rings, waiting to be published again or
+/// published without an answer. [`Account::failed_reason`] says so.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Account {
     pub backend: String,
@@ -22,6 +35,9 @@ pub struct Account {
     /// Fast-ingest batches committed.
     pub batches: u64,
     pub counters: IngestCounts,
+    /// Why `counters.failed` frames were not published (`None` when none
+    /// failed).
+    pub failed_reason: Option<String>,
 }
 
 impl Account {
@@ -243,10 +259,19 @@ pub async fn run(
                 // recorder: keep it off the async workers' hot loop.
                 let report = tokio::task::block_in_place(|| reporter.report(c, gauges));
                 emit(&report);
-                if cfg.metrics.nats_snapshot
-                    && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
-                {
-                    tracing::warn!(error = %e, "metrics snapshot not published");
+                // Bounded: with the server not reading, an unbounded wait
+                // here would keep the stop from being noticed.
+                if cfg.metrics.nats_snapshot {
+                    match tokio::time::timeout(
+                        FINAL_FLUSH_MAX,
+                        metrics::publish_snapshot(&client, &report, &host),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "metrics snapshot not published"),
+                        Err(_) => tracing::warn!("metrics snapshot not published: NATS not reading"),
+                    }
                 }
             }
         }
@@ -257,24 +282,59 @@ pub async fn run(
     let kernel_dropped = receivers.kernel_drops();
     let rx_final = receivers.stop();
     input_closed.store(true, Relaxed);
-    let p = publishing.await.context("publisher task")?;
+    // The publisher ends by the drain deadline by itself (its machine
+    // decides, and every send it waits on is bounded by that deadline);
+    // this bound is for a wait nobody foresaw, so the stop always ends.
+    let drain_timeout = Duration::from_secs(cfg.publish.drain_timeout_s);
+    let mut publishing = publishing;
+    let p = match tokio::time::timeout(drain_timeout + PUBLISHER_GRACE, &mut publishing).await {
+        Ok(p) => p.context("publisher task")?,
+        Err(_) => {
+            publishing.abort();
+            let mut p = pstats.snapshot();
+            let accounted = p.acked + p.failed;
+            let unanswered = rx_final.accepted.saturating_sub(accounted);
+            tracing::error!(
+                frames = unanswered,
+                "the publisher did not end by the drain deadline: abandoned, its unacknowledged frames counted as failed"
+            );
+            p.failed += unanswered;
+            p
+        }
+    };
     let counters = counters(&rx_final, &p, kernel_dropped);
     let report = tokio::task::block_in_place(|| reporter.report(counters, Gauges::default()));
     emit(&report);
     // The last interval goes to operator tools too, so merged histograms
     // cover the whole run.
-    if cfg.metrics.nats_snapshot
-        && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
-    {
-        tracing::warn!(error = %e, "final metrics snapshot not published");
+    if cfg.metrics.nats_snapshot {
+        match tokio::time::timeout(
+            FINAL_FLUSH_MAX,
+            metrics::publish_snapshot(&client, &report, &host),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final metrics snapshot not published"),
+            Err(_) => tracing::warn!("final metrics snapshot not published: NATS not reading"),
+        }
     }
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "final flush");
+    match tokio::time::timeout(FINAL_FLUSH_MAX, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush"),
+        Err(_) => tracing::warn!("final flush: NATS not reading"),
     }
+    let failed_reason = (counters.failed > 0).then(|| {
+        format!(
+            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop              (never published, or published without an answer)",
+            cfg.publish.drain_timeout_s
+        )
+    });
     Ok(Account {
         backend: backend.name().into(),
         publish_mode: if p.fast { "fast" } else { "pipelined" }.into(),
         batches: p.batches,
         counters,
+        failed_reason,
     })
 }

@@ -216,6 +216,12 @@ pub(super) fn print_account(account: &ingest::Account) {
         c.retried,
         c.kernel_dropped
     );
+    if let Some(why) = &account.failed_reason {
+        eprintln!(
+            "tspi ingest: {} frames not published (counted as failed): {why}",
+            c.failed
+        );
+    }
 }
 
 /// SIGINT, SIGTERM, or the duration.

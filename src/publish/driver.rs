@@ -211,7 +211,7 @@ impl Publisher {
                 return progressed;
             };
             progressed = true;
-            let sent = match t {
+            let send = match t {
                 Transmit::Message {
                     frame,
                     reply,
@@ -228,17 +228,29 @@ impl Publisher {
                             frame.headers.clone(),
                             frame.body.clone(),
                         )
-                        .await
+                        .left_future()
                 }
-                Transmit::Control { subject, reply, .. } => {
-                    client
-                        .publish_with_reply(
-                            subject.clone(),
-                            Subject::from(reply),
-                            bytes::Bytes::new(),
-                        )
-                        .await
+                Transmit::Control { subject, reply, .. } => client
+                    .publish_with_reply(subject.clone(), Subject::from(reply), bytes::Bytes::new())
+                    .right_future(),
+            };
+            // Moved into the check as unique borrows: a shared borrow of
+            // the rings (not `Sync`) would make the future not `Send`.
+            let rings = &mut self.rings;
+            let machine = &mut *m;
+            let input_closed = &self.input_closed;
+            let sent = super::bounded_send(send, move |now| {
+                if input_closed.load(Relaxed) {
+                    machine.close_input(now);
                 }
+                machine.handle_timeout(now, Self::ring_frames(rings));
+                machine.is_done()
+            })
+            .await;
+            let Some(sent) = sent else {
+                // The drain deadline passed with the server not reading:
+                // the machine has given the send up with the rest.
+                return true;
             };
             m.handle_send_result(now, sent.map_err(|e| e.to_string()));
         }

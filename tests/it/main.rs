@@ -12,6 +12,7 @@ mod channels;
 mod cli;
 mod harness;
 mod ingest;
+mod ingest_drain;
 mod kit;
 mod metrics;
 mod receive;
