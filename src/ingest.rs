@@ -2,7 +2,7 @@
 //! wired together, with a drained stop and a final account.
 
 use crate::config::{Config, Machine, PublishMode, Role};
-use crate::jetstream::{ensure_stream, telemetry_stream};
+use crate::jetstream::{Existing, ensure_stream_with, telemetry_required, telemetry_stream};
 use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{ReceiveConfig, ReceiverCounts, Receivers};
@@ -177,21 +177,36 @@ pub async fn run(
         .timeout(Duration::from_millis(cfg.publish.ack_timeout_ms))
         .max_ack_inflight(cfg.publish.acks_in_flight_max + 64)
         .build(client.clone());
+    let mut pc = publisher_config(&cfg);
     if cfg.stream.create {
         let settings = cfg.stream.telemetry_settings();
-        let info = ensure_stream(
+        let info = ensure_stream_with(
             &js,
             telemetry_stream(&cfg.nats.subject_prefix, &settings),
+            &Existing {
+                update: settings.update,
+                required: Some(telemetry_required(&cfg.nats.subject_prefix)),
+            },
             Duration::from_secs(30),
         )
         .await
-        .context("creating or updating the TSPI stream")?;
+        .context("the TSPI stream")?;
         tracing::info!(
             stream = %info.config.name,
             replicas = info.config.num_replicas,
             duplicate_window_s = info.config.duplicate_window.as_secs(),
             "stream ready"
         );
+        // A stream left as someone made it may refuse fast batches: publish
+        // pipelined from the start rather than have the first batch refused.
+        if pc.fast.is_some() && !info.config.allow_batch_publish {
+            tracing::warn!(
+                stream = %info.config.name,
+                "the stream does not allow batched publishing (allow_batched = false): \
+                 publishing pipelined (stream.update = true or --update-stream allows it)"
+            );
+            pc.fast = None;
+        }
     }
 
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -211,7 +226,7 @@ pub async fn run(
     let publisher = Publisher::new(
         js,
         receivers.take_consumers(),
-        publisher_config(&cfg),
+        pc,
         reporter.recorder(),
         wake,
     );

@@ -19,3 +19,4 @@ mod receive;
 mod replay;
 mod run;
 mod schema;
+mod stream_settings;
