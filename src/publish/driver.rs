@@ -89,8 +89,24 @@ impl Publisher {
             while let Some(e) = m.poll_event() {
                 match e {
                     Event::StreamPositionWanted => {
-                        let last = self.stream_last_sequence(&fc.stream).await;
-                        m.handle_stream_position(last);
+                        // Bounded like a send: a request to a server that
+                        // stopped reading waits on the client's buffer.
+                        let ask = stream_last_sequence(self.js.clone(), &fc.stream);
+                        let rings = &mut self.rings;
+                        let machine = &mut m;
+                        let input_closed = &self.input_closed;
+                        let last = super::bounded_send(ask, move |now| {
+                            if input_closed.load(Relaxed) {
+                                machine.close_input(now);
+                            }
+                            machine.handle_timeout(now, Self::ring_frames(rings));
+                            machine.is_done()
+                        })
+                        .await;
+                        // None: given up at the drain deadline; its events follow.
+                        if let Some(last) = last {
+                            m.handle_stream_position(last);
+                        }
                     }
                     Event::Committed {
                         batch,
@@ -297,13 +313,12 @@ impl Publisher {
         s.batches.store(c.batches, Relaxed);
         s.in_flight.store(m.in_flight(), Relaxed);
     }
+}
 
-    /// The stream's last sequence now (for the duplicate count), if the
-    /// server answers.
-    async fn stream_last_sequence(&mut self, stream: &str) -> Option<u64> {
-        let js = self.js.clone();
-        let mut s = js.get_stream(stream).await.ok()?;
-        let info = s.info().await.ok()?;
-        Some(info.state.last_sequence)
-    }
+/// The stream's last sequence now (for the duplicate count), if the server
+/// answers.
+async fn stream_last_sequence(js: async_nats::jetstream::Context, stream: &str) -> Option<u64> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    let info = s.info().await.ok()?;
+    Some(info.state.last_sequence)
 }

@@ -15,6 +15,8 @@ const DRAIN_TIMEOUT_S: u64 = 2;
 /// waiting send every 50 ms; the final snapshot and flush wait at most
 /// 1 s each; the rest is the process starting to exit.
 const MARGIN: Duration = Duration::from_secs(4);
+/// How long the server has been paused when SIGTERM comes.
+const OUTAGE_BEFORE_STOP: Duration = Duration::from_secs(15);
 
 fn drain_bounded_with_the_server_paused(mode: &str) {
     let mut server = NatsServer::start().expect("nats-server");
@@ -62,7 +64,11 @@ fn drain_bounded_with_the_server_paused(mode: &str) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for retries to fill the client's buffer to the paused
+    // server: its sends and requests then never return (with 0.5 s here
+    // the stop ended in time even without the fix; with 15 s the
+    // pipelined stop ran past 36 s and the fast one past its bound).
+    std::thread::sleep(OUTAGE_BEFORE_STOP);
     let stopped = Instant::now();
     // SAFETY: kill(2) on our own child's pid with a valid signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -101,6 +107,12 @@ fn drain_bounded_with_the_server_paused(mode: &str) {
         "{mode}: stopped in {took:?}, bound {bound:?}\n{stderr}"
     );
     assert_eq!(status.code(), Some(0), "{stderr}");
+    // Ended by the publisher's own drain deadline, not by the stop's
+    // last-resort bound on the publisher task.
+    assert!(
+        !stderr.contains("did not end by the drain deadline"),
+        "{stderr}"
+    );
     let last = stdout.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last).expect("final account JSON line");
     assert_eq!(v["balanced"], true, "{v}");
