@@ -4,7 +4,7 @@
 #![doc = include_str!("../docs/ingest.md")]
 
 use crate::config::{Config, Machine, PublishMode, Role};
-use crate::jetstream::{ensure_stream, telemetry_stream};
+use crate::jetstream::{Existing, ensure_stream_with, telemetry_required, telemetry_stream};
 use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{ReceiveConfig, ReceiverCounts, Receivers};
@@ -14,8 +14,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+/// How long the stop waits for the last metrics snapshot and the final
+/// flush, each: the server may be the reason the drain timed out.
+const FINAL_FLUSH_MAX: Duration = Duration::from_secs(1);
+/// How long past the drain timeout the stop waits for the publisher task
+/// before it abandons it (it ends at the drain deadline by itself; this is
+/// the bound if it does not).
+const PUBLISHER_GRACE: Duration = Duration::from_secs(3);
+
 /// The final account of a run. After a drained stop:
 /// `received = rejected + filtered + ring_dropped + acked + failed`.
+///
+/// `failed` counts the frames not published: those JetStream had not
+/// acknowledged when the drain timeout (`publish.drain_timeout_s`) ended
+/// the stop, whether still in the rings, waiting to be published again or
+/// published without an answer. [`Account::failed_reason`] says so.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Account {
     pub backend: String,
@@ -24,6 +37,9 @@ pub struct Account {
     /// Fast-ingest batches committed.
     pub batches: u64,
     pub counters: IngestCounts,
+    /// Why `counters.failed` frames were not published (`None` when none
+    /// failed).
+    pub failed_reason: Option<String>,
 }
 
 impl Account {
@@ -163,21 +179,36 @@ pub async fn run(
         .timeout(Duration::from_millis(cfg.publish.ack_timeout_ms))
         .max_ack_inflight(cfg.publish.acks_in_flight_max + 64)
         .build(client.clone());
+    let mut pc = publisher_config(&cfg);
     if cfg.stream.create {
         let settings = cfg.stream.telemetry_settings();
-        let info = ensure_stream(
+        let info = ensure_stream_with(
             &js,
             telemetry_stream(&cfg.nats.subject_prefix, &settings),
+            &Existing {
+                update: settings.update,
+                required: Some(telemetry_required(&cfg.nats.subject_prefix)),
+            },
             Duration::from_secs(30),
         )
         .await
-        .context("creating or updating the TSPI stream")?;
+        .context("the TSPI stream")?;
         tracing::info!(
             stream = %info.config.name,
             replicas = info.config.num_replicas,
             duplicate_window_s = info.config.duplicate_window.as_secs(),
             "stream ready"
         );
+        // A stream left as someone made it may refuse fast batches: publish
+        // pipelined from the start rather than have the first batch refused.
+        if pc.fast.is_some() && !info.config.allow_batch_publish {
+            tracing::warn!(
+                stream = %info.config.name,
+                "the stream does not allow batched publishing (allow_batched = false): \
+                 publishing pipelined (stream.update = true or --update-stream allows it)"
+            );
+            pc.fast = None;
+        }
     }
 
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -197,7 +228,7 @@ pub async fn run(
     let publisher = Publisher::new(
         js,
         receivers.take_consumers(),
-        publisher_config(&cfg),
+        pc,
         reporter.recorder(),
         wake,
     );
@@ -252,10 +283,19 @@ pub async fn run(
                 // recorder: keep it off the async workers' hot loop.
                 let report = tokio::task::block_in_place(|| reporter.report(c, gauges));
                 emit(&report);
-                if cfg.metrics.nats_snapshot
-                    && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
-                {
-                    tracing::warn!(error = %e, "metrics snapshot not published");
+                // Bounded: with the server not reading, an unbounded wait
+                // here would keep the stop from being noticed.
+                if cfg.metrics.nats_snapshot {
+                    match tokio::time::timeout(
+                        FINAL_FLUSH_MAX,
+                        metrics::publish_snapshot(&client, &report, &host),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "metrics snapshot not published"),
+                        Err(_) => tracing::warn!("metrics snapshot not published: NATS not reading"),
+                    }
                 }
             }
         }
@@ -266,24 +306,59 @@ pub async fn run(
     let kernel_dropped = receivers.kernel_drops();
     let rx_final = receivers.stop();
     input_closed.store(true, Relaxed);
-    let p = publishing.await.context("publisher task")?;
+    // The publisher ends by the drain deadline by itself (its machine
+    // decides, and every send it waits on is bounded by that deadline);
+    // this bound is for a wait nobody foresaw, so the stop always ends.
+    let drain_timeout = Duration::from_secs(cfg.publish.drain_timeout_s);
+    let mut publishing = publishing;
+    let p = match tokio::time::timeout(drain_timeout + PUBLISHER_GRACE, &mut publishing).await {
+        Ok(p) => p.context("publisher task")?,
+        Err(_) => {
+            publishing.abort();
+            let mut p = pstats.snapshot();
+            let accounted = p.acked + p.failed;
+            let unanswered = rx_final.accepted.saturating_sub(accounted);
+            tracing::error!(
+                frames = unanswered,
+                "the publisher did not end by the drain deadline: abandoned, its unacknowledged frames counted as failed"
+            );
+            p.failed += unanswered;
+            p
+        }
+    };
     let counters = counters(&rx_final, &p, kernel_dropped);
     let report = tokio::task::block_in_place(|| reporter.report(counters, Gauges::default()));
     emit(&report);
     // The last interval goes to operator tools too, so merged histograms
     // cover the whole run.
-    if cfg.metrics.nats_snapshot
-        && let Err(e) = metrics::publish_snapshot(&client, &report, &host).await
-    {
-        tracing::warn!(error = %e, "final metrics snapshot not published");
+    if cfg.metrics.nats_snapshot {
+        match tokio::time::timeout(
+            FINAL_FLUSH_MAX,
+            metrics::publish_snapshot(&client, &report, &host),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final metrics snapshot not published"),
+            Err(_) => tracing::warn!("final metrics snapshot not published: NATS not reading"),
+        }
     }
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "final flush");
+    match tokio::time::timeout(FINAL_FLUSH_MAX, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush"),
+        Err(_) => tracing::warn!("final flush: NATS not reading"),
     }
+    let failed_reason = (counters.failed > 0).then(|| {
+        format!(
+            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop              (never published, or published without an answer)",
+            cfg.publish.drain_timeout_s
+        )
+    });
     Ok(Account {
         backend: backend.name().into(),
         publish_mode: if p.fast { "fast" } else { "pipelined" }.into(),
         batches: p.batches,
         counters,
+        failed_reason,
     })
 }

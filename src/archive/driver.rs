@@ -23,7 +23,10 @@ use super::proto::{
 use super::report::{self, ArchiveCounts, Lag};
 use super::{AckMode, ArchiveConfig};
 use crate::config::{Config, ConfigError, Machine, Role};
-use crate::jetstream::{STREAM_OPS, STREAM_TELEMETRY, ensure_stream, ops_stream, telemetry_stream};
+use crate::jetstream::{
+    Existing, STREAM_OPS, STREAM_TELEMETRY, ensure_stream_with, ops_stream, telemetry_required,
+    telemetry_stream,
+};
 use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
 use async_nats::jetstream::{
     self,
@@ -697,9 +700,13 @@ pub async fn run_reporting(
     let js = jetstream::new(client.clone());
     if cfg.stream.create {
         let settings = cfg.stream.telemetry_settings();
-        ensure_stream(
+        ensure_stream_with(
             &js,
             telemetry_stream(&cfg.nats.subject_prefix, &settings),
+            &Existing {
+                update: settings.update,
+                required: Some(telemetry_required(&cfg.nats.subject_prefix)),
+            },
             Duration::from_secs(30),
         )
         .await
@@ -708,12 +715,17 @@ pub async fn run_reporting(
             source: e.into(),
         })?;
         if a.ops {
-            ensure_stream(&js, ops_stream(&settings), Duration::from_secs(30))
-                .await
-                .map_err(|e| ArchiveError::CreateStream {
-                    stream: STREAM_OPS,
-                    source: e.into(),
-                })?;
+            ensure_stream_with(
+                &js,
+                ops_stream(&settings),
+                &Existing::update(settings.update),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| ArchiveError::CreateStream {
+                stream: STREAM_OPS,
+                source: e.into(),
+            })?;
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -48,7 +48,7 @@ use super::message::{
     GroupReplayStopRequest, PrivateReplayReply, PrivateReplayRequest, ReplaySpec, SUBJECT_CTRL,
     SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ, SUBJECT_STATUS, from_cbor, to_cbor,
 };
-use crate::jetstream::{StreamSettings, ensure_stream, ops_stream, replay_stream};
+use crate::jetstream::{Existing, StreamSettings, ensure_stream_with, ops_stream, replay_stream};
 use crate::replay::ChannelsConfig;
 use crate::replay::driver::Job;
 use crate::replay::pacer::{Control, Rate};
@@ -197,10 +197,11 @@ pub async fn serve(
     if opts.channels.create_streams {
         let mut s = opts.streams.clone();
         s.max_age = opts.channels.replay_age_max();
-        ensure_stream(&js, replay_stream(&s), Duration::from_secs(30)).await?;
+        let existing = Existing::update(s.update);
+        ensure_stream_with(&js, replay_stream(&s), &existing, Duration::from_secs(30)).await?;
         let mut o = opts.streams.clone();
         o.max_age = Duration::ZERO;
-        ensure_stream(&js, ops_stream(&o), Duration::from_secs(30)).await?;
+        ensure_stream_with(&js, ops_stream(&o), &existing, Duration::from_secs(30)).await?;
     }
     let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
     let mut list = client.subscribe(SUBJECT_LIST_REQ).await?;

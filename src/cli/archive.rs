@@ -39,6 +39,11 @@ pub struct ArchiveArgs {
     /// Do not create or update the TSPI and TSPI_OPS streams at start.
     #[arg(long)]
     pub no_create_stream: bool,
+    /// Update a stream that exists and differs to this appliance's settings
+    /// (`stream.update = true`); without it, it is left as it is and each
+    /// difference logged.
+    #[arg(long)]
+    pub update_stream: bool,
 }
 
 fn apply(a: &ArchiveArgs, cfg: &mut Config) {
@@ -63,6 +68,9 @@ fn apply(a: &ArchiveArgs, cfg: &mut Config) {
     a.metrics.apply(&mut cfg.metrics);
     if a.no_create_stream {
         cfg.stream.create = false;
+    }
+    if a.update_stream {
+        cfg.stream.update = true;
     }
     if cfg.nats.name == "tspi-ingest" {
         cfg.nats.name = "tspi-archive".into();

@@ -116,6 +116,7 @@ pub(super) fn service_options(cfg: &Config) -> ServiceOptions {
         streams: tspi::jetstream::StreamSettings {
             replicas: cfg.stream.replicas,
             duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
+            update: cfg.stream.update,
             ..Default::default()
         },
         channels: cfg.channels.clone(),

@@ -46,6 +46,11 @@ pub struct IngestArgs {
     /// Do not create or update the TSPI stream at start.
     #[arg(long)]
     pub no_create_stream: bool,
+    /// Update a stream that exists and differs to this appliance's settings
+    /// (`stream.update = true`); without it, it is left as it is and each
+    /// difference logged.
+    #[arg(long)]
+    pub update_stream: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,6 +135,9 @@ fn apply(a: &IngestArgs, cfg: &mut Config) {
     }
     if a.no_create_stream {
         cfg.stream.create = false;
+    }
+    if a.update_stream {
+        cfg.stream.update = true;
     }
 }
 
@@ -216,6 +224,12 @@ pub(super) fn print_account(account: &ingest::Account) {
         c.retried,
         c.kernel_dropped
     );
+    if let Some(why) = &account.failed_reason {
+        eprintln!(
+            "tspi ingest: {} frames not published (counted as failed): {why}",
+            c.failed
+        );
+    }
 }
 
 /// SIGINT, SIGTERM, or the duration.

@@ -183,10 +183,12 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
                     duplicate_window: Duration::from_secs(cfg.stream.duplicate_window_s),
                     max_age: ch.replay_age_max(),
                     allow_batch_publish: false,
+                    update: cfg.stream.update,
                 };
-                rt.block_on(tspi::jetstream::ensure_stream(
+                rt.block_on(tspi::jetstream::ensure_stream_with(
                     &js,
                     tspi::jetstream::replay_stream(&settings),
+                    &tspi::jetstream::Existing::update(settings.update),
                     Duration::from_secs(30),
                 ))
                 .context("creating the TSPI_REPLAY stream")?;

@@ -24,6 +24,10 @@ pub struct StreamSettings {
     /// creates or updates `TSPI` must not switch it off under a running
     /// ingest box (that box would fall back to pipelined publishing).
     pub allow_batch_publish: bool,
+    /// Bring a stream that exists already to these settings. Off (the
+    /// default): leave it as it is, logging each difference (the stream is
+    /// shared: the last box started must not decide for everyone).
+    pub update: bool,
 }
 
 impl Default for StreamSettings {
@@ -33,6 +37,7 @@ impl Default for StreamSettings {
             duplicate_window: DUPLICATE_WINDOW_DEFAULT,
             max_age: Duration::ZERO,
             allow_batch_publish: true,
+            update: false,
         }
     }
 }
@@ -41,8 +46,8 @@ impl Default for StreamSettings {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
-    /// Create or update the stream at start (idempotent). Off when an
-    /// administrator manages streams.
+    /// Create the stream at start if it does not exist (see `update` for
+    /// one that does). Off when an administrator manages streams.
     pub create: bool,
     /// 1 on a single server, 3 on a cluster.
     pub replicas: usize,
@@ -56,6 +61,13 @@ pub struct StreamConfig {
     /// Was `max_age_s`.
     #[serde(alias = "max_age_s")]
     pub age_max_s: u64,
+    /// Update a stream that exists (`TSPI`, and `TSPI_OPS` / `TSPI_REPLAY`
+    /// where the archive and channels make them) to these settings where it
+    /// differs. Off by default: a stream made by someone else (the range
+    /// toolkit, an administrator, another box) is left as it is and each
+    /// difference logged; start is refused only when its subjects do not
+    /// capture what the appliance publishes. `--update-stream` sets it.
+    pub update: bool,
 }
 
 impl Default for StreamConfig {
@@ -65,6 +77,7 @@ impl Default for StreamConfig {
             replicas: limits::STREAM_REPLICAS.default as usize,
             duplicate_window_s: limits::STREAM_DUPLICATE_WINDOW_S.default,
             age_max_s: limits::STREAM_AGE_MAX_S.default,
+            update: false,
         }
     }
 }
@@ -110,6 +123,7 @@ impl StreamConfig {
             duplicate_window: secs("duplicate_window_s", self.duplicate_window_s),
             max_age: secs("age_max_s", self.age_max_s),
             allow_batch_publish: true,
+            update: self.update,
         }
     }
 }

@@ -86,8 +86,24 @@ impl Publisher {
             while let Some(e) = m.poll_event() {
                 match e {
                     Event::StreamPositionWanted => {
-                        let last = self.stream_last_sequence(&fc.stream).await;
-                        m.handle_stream_position(last);
+                        // Bounded like a send: a request to a server that
+                        // stopped reading waits on the client's buffer.
+                        let ask = stream_last_sequence(self.js.clone(), &fc.stream);
+                        let rings = &mut self.rings;
+                        let machine = &mut m;
+                        let input_closed = &self.input_closed;
+                        let last = super::bounded_send(ask, move |now| {
+                            if input_closed.load(Relaxed) {
+                                machine.close_input(now);
+                            }
+                            machine.handle_timeout(now, Self::ring_frames(rings));
+                            machine.is_done()
+                        })
+                        .await;
+                        // None: given up at the drain deadline; its events follow.
+                        if let Some(last) = last {
+                            m.handle_stream_position(last);
+                        }
                     }
                     Event::Committed {
                         batch,
@@ -208,7 +224,7 @@ impl Publisher {
                 return progressed;
             };
             progressed = true;
-            let sent = match t {
+            let send = match t {
                 Transmit::Message {
                     frame,
                     reply,
@@ -225,17 +241,29 @@ impl Publisher {
                             frame.headers.clone(),
                             frame.body.clone(),
                         )
-                        .await
+                        .left_future()
                 }
-                Transmit::Control { subject, reply, .. } => {
-                    client
-                        .publish_with_reply(
-                            subject.clone(),
-                            Subject::from(reply),
-                            bytes::Bytes::new(),
-                        )
-                        .await
+                Transmit::Control { subject, reply, .. } => client
+                    .publish_with_reply(subject.clone(), Subject::from(reply), bytes::Bytes::new())
+                    .right_future(),
+            };
+            // Moved into the check as unique borrows: a shared borrow of
+            // the rings (not `Sync`) would make the future not `Send`.
+            let rings = &mut self.rings;
+            let machine = &mut *m;
+            let input_closed = &self.input_closed;
+            let sent = super::bounded_send(send, move |now| {
+                if input_closed.load(Relaxed) {
+                    machine.close_input(now);
                 }
+                machine.handle_timeout(now, Self::ring_frames(rings));
+                machine.is_done()
+            })
+            .await;
+            let Some(sent) = sent else {
+                // The drain deadline passed with the server not reading:
+                // the machine has given the send up with the rest.
+                return true;
             };
             m.handle_send_result(now, sent.map_err(|e| e.to_string()));
         }
@@ -282,13 +310,12 @@ impl Publisher {
         s.batches.store(c.batches, Relaxed);
         s.in_flight.store(m.in_flight(), Relaxed);
     }
+}
 
-    /// The stream's last sequence now (for the duplicate count), if the
-    /// server answers.
-    async fn stream_last_sequence(&mut self, stream: &str) -> Option<u64> {
-        let js = self.js.clone();
-        let mut s = js.get_stream(stream).await.ok()?;
-        let info = s.info().await.ok()?;
-        Some(info.state.last_sequence)
-    }
+/// The stream's last sequence now (for the duplicate count), if the server
+/// answers.
+async fn stream_last_sequence(js: async_nats::jetstream::Context, stream: &str) -> Option<u64> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    let info = s.info().await.ok()?;
+    Some(info.state.last_sequence)
 }

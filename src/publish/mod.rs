@@ -134,6 +134,33 @@ struct Pending {
 /// A pipelined publish's ack, named by the token the machine gave it.
 type AckFuture = Pin<Box<dyn Future<Output = (Token, Result<PublishAck, PublishError>)> + Send>>;
 
+/// How often a send the client has not finished looks at the input and
+/// the drain deadline.
+const SEND_CHECK: Duration = Duration::from_millis(50);
+
+/// Await a send (the client's buffer may be full because the server
+/// stopped reading, for any time). Every [`SEND_CHECK`], `check(now)` lets
+/// the machine see the input close and its drain deadline pass; when it
+/// says the machine is done, the send is dropped: `None`. The decision is
+/// the machine's; this only keeps asking it.
+async fn bounded_send<T>(
+    send: impl Future<Output = T>,
+    mut check: impl FnMut(u64) -> bool,
+) -> Option<T> {
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut send => return Some(r),
+            () = tokio::time::sleep(SEND_CHECK) => {
+                if check(mono_ns()) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Pipelined-mode warnings: at most one line per this long.
 const WARN_INTERVAL_NS: u64 = 5_000_000_000;
 
@@ -356,14 +383,29 @@ impl Publisher {
                     .record_receive_to_publish(now.saturating_sub(t.frame.recv_mono_ns));
             }
             let token = t.token;
-            let r = self
-                .js
-                .publish_with_headers(
-                    t.frame.subject.clone(),
-                    t.frame.headers.clone(),
-                    t.frame.body.clone(),
-                )
-                .await;
+            let send = self.js.publish_with_headers(
+                t.frame.subject.clone(),
+                t.frame.headers.clone(),
+                t.frame.body.clone(),
+            );
+            // Moved into the check as unique borrows: a shared borrow of
+            // the rings (not `Sync`) would make the future not `Send`.
+            let rings = &mut self.rings;
+            let machine = &mut *m;
+            let input_closed = &self.input_closed;
+            let r = bounded_send(send, move |now| {
+                if input_closed.load(Relaxed) {
+                    machine.close_input(now);
+                }
+                machine.handle_timeout(now, Self::ring_frames(rings));
+                machine.is_done()
+            })
+            .await;
+            let Some(r) = r else {
+                // The drain deadline passed with the server not reading:
+                // the machine has given the send up with the rest.
+                return true;
+            };
             match r {
                 Ok(ack) => {
                     m.handle_send_result(now, Ok(()));

@@ -633,8 +633,20 @@ impl<F: Frame> FastBatcher<F> {
     /// Check the timers: a batch the server has gone quiet on ends; the
     /// drain ends, done or timed out. `ring_frames` as for
     /// [`Self::poll_transmit`].
+    ///
+    /// A send the driver has handed to the client and not finished (the
+    /// server stopped reading: the client's buffer is full) waits, except
+    /// past the drain deadline: then the machine gives up on it with the
+    /// rest, and the driver drops that send (see [`Self::is_done`]).
     pub fn handle_timeout(&mut self, now: Nanos, ring_frames: u64) {
-        if self.state != State::Running || self.sending.is_some() {
+        if self.state != State::Running {
+            return;
+        }
+        if self.sending.is_some() {
+            if self.drain_deadline.is_some_and(|d| now >= d) {
+                self.sending = None;
+                self.give_up(ring_frames);
+            }
             return;
         }
         if let Some(b) = &self.batch
@@ -666,19 +678,37 @@ impl<F: Frame> FastBatcher<F> {
             self.state = State::Done;
             self.events.push_back(Event::Done);
         } else if now >= deadline {
-            let failed = self.in_flight() + self.queued() + ring_frames;
-            self.unacked.clear();
-            self.retries.clear();
-            self.offered = None;
-            self.batch = None;
-            self.counts.failed += failed;
-            // Frames still in the rings were never taken: count them as
-            // taken so taken = acked + failed holds.
-            self.counts.taken += ring_frames;
-            self.state = State::Done;
-            self.events.push_back(Event::DrainTimedOut { failed });
-            self.events.push_back(Event::Done);
+            self.give_up(ring_frames);
         }
+    }
+
+    /// The drain deadline has passed: everything in hand and in the rings
+    /// is counted failed, and the machine is done.
+    fn give_up(&mut self, ring_frames: u64) {
+        let failed = self.in_flight() + self.queued() + ring_frames;
+        self.unacked.clear();
+        self.retries.clear();
+        self.offered = None;
+        self.batch = None;
+        self.counts.failed += failed;
+        // Frames still in the rings were never taken: count them as
+        // taken so taken = acked + failed holds.
+        self.counts.taken += ring_frames;
+        self.state = State::Done;
+        self.events.push_back(Event::DrainTimedOut { failed });
+        self.events.push_back(Event::Done);
+    }
+
+    /// When the drain ends whatever happens: set by
+    /// [`Self::close_input`].
+    pub fn drain_deadline(&self) -> Option<Nanos> {
+        self.drain_deadline
+    }
+
+    /// Finished (drained, timed out or fallen back): a send still awaited
+    /// is to be dropped, its result not handed in.
+    pub fn is_done(&self) -> bool {
+        self.state != State::Running
     }
 
     /// The earliest time something may be due without any input: a retry,

@@ -256,27 +256,55 @@ impl<F> Pipeline<F> {
         let Some(deadline) = self.drain_deadline else {
             return;
         };
-        if self.done || self.sending.is_some() {
+        if self.done {
+            return;
+        }
+        if self.sending.is_some() {
+            // A send the client has not finished (the server stopped
+            // reading) waits, except past the drain deadline: then it is
+            // given up with the rest and the driver drops it.
+            if now >= deadline {
+                self.sending = None;
+                self.give_up(ring_frames);
+            }
             return;
         }
         if ring_frames == 0 && self.in_flight_len == 0 && self.queued() == 0 {
             self.done = true;
             self.events.push_back(Event::Done);
         } else if now >= deadline {
-            let failed = self.in_flight() + self.queued() + ring_frames;
-            self.in_flight.clear();
-            self.free.clear();
-            self.in_flight_len = 0;
-            self.retries.clear();
-            self.offered = None;
-            self.counts.failed += failed;
-            // Ring frames were never taken: count them so taken = acked +
-            // failed holds.
-            self.counts.taken += ring_frames;
-            self.done = true;
-            self.events.push_back(Event::DrainTimedOut { failed });
-            self.events.push_back(Event::Done);
+            self.give_up(ring_frames);
         }
+    }
+
+    /// The drain deadline has passed: everything in hand and in the rings
+    /// is counted failed, and the machine is done.
+    fn give_up(&mut self, ring_frames: u64) {
+        let failed = self.in_flight() + self.queued() + ring_frames;
+        self.in_flight.clear();
+        self.free.clear();
+        self.in_flight_len = 0;
+        self.retries.clear();
+        self.offered = None;
+        self.counts.failed += failed;
+        // Ring frames were never taken: count them so taken = acked +
+        // failed holds.
+        self.counts.taken += ring_frames;
+        self.done = true;
+        self.events.push_back(Event::DrainTimedOut { failed });
+        self.events.push_back(Event::Done);
+    }
+
+    /// When the drain ends whatever happens: set by
+    /// [`Self::close_input`].
+    pub fn drain_deadline(&self) -> Option<Nanos> {
+        self.drain_deadline
+    }
+
+    /// Finished (drained or timed out): a send still awaited is to be
+    /// dropped, its result not handed in.
+    pub fn is_done(&self) -> bool {
+        self.done
     }
 
     /// The earliest due retry or the drain deadline.
@@ -344,6 +372,65 @@ mod tests {
             (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(n, ok)| Step::Ack(n, ok)),
             (1..300u16).prop_map(Step::Wait),
         ]
+    }
+
+    /// The server goes away with frames in hand and in the rings: acks
+    /// never come, and a send may never return (the client's buffer is
+    /// full). The drain ends by its deadline, whatever is not acknowledged
+    /// counted failed (rings included), the account balanced throughout.
+    #[test]
+    fn drain_with_the_server_gone_ends_by_the_deadline() {
+        proptest!(|(max in 1..40usize, frames in 0..200u64, ring in 0..20_000u64,
+                    acked_first in 0..50u64, hang_after in prop::option::of(0..40u32),
+                    drain_ms in 1..3_000u64, tick_ms in 1..60u64)| {
+            let backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(100) };
+            let mut m = Pipeline::new(max, backoff, Duration::from_millis(drain_ms), []);
+            let total = frames + ring;
+            let (mut now, mut next, mut sends) = (0, 0u64, 0u32);
+            let mut hanging = false;
+            // The server answers the first `acked_first` publishes, then is gone.
+            let mut answered = 0u64;
+            m.close_input(now);
+            let deadline = m.drain_deadline().expect("closed");
+            loop {
+                m.handle_timeout(now, total - next);
+                if m.is_done() {
+                    hanging = false;
+                }
+                let mut done = false;
+                while let Some(e) = m.poll_event() {
+                    done |= e == Event::Done;
+                }
+                if done {
+                    break;
+                }
+                while !hanging {
+                    if m.wants_frame() && next < total {
+                        m.push(next);
+                        next += 1;
+                    }
+                    let Some(t) = m.poll_transmit(now) else { break };
+                    let token = t.token;
+                    if hang_after.is_some_and(|k| sends >= k) {
+                        hanging = true;
+                    } else {
+                        sends += 1;
+                        m.handle_send_result(now, Ok(()));
+                        if answered < acked_first {
+                            answered += 1;
+                            m.handle_ack(now, token, Ok(false));
+                        }
+                    }
+                }
+                while m.poll_acked().is_some() {}
+                prop_assert!(m.balanced(), "{:?}", m.counts());
+                now += tick_ms * MS;
+                prop_assert!(now <= deadline + 2 * tick_ms * MS, "not done by the deadline");
+            }
+            let c = m.counts();
+            prop_assert_eq!(c.acked + c.failed, total, "{:?}", c);
+            prop_assert_eq!(c.taken, total);
+        });
     }
 
     /// Publishes fail, acks come in any order or as errors: the account

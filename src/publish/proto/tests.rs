@@ -393,3 +393,116 @@ fn drain_timeout_fails_what_is_left() {
         assert!(now < 10_000 * MS, "no end");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The server goes away (SIGSTOP) with frames in hand and in the
+    /// rings: its sends vanish, or the client's buffer fills and one send
+    /// never returns. The drain still ends by its deadline (plus the one
+    /// check interval the driver polls at), with every frame not
+    /// acknowledged counted failed, rings included, and the account
+    /// balanced at every step.
+    #[test]
+    fn drain_with_the_server_gone_ends_by_the_deadline(
+        frames in 0..400u64,
+        ring in 0..20_000u64,
+        up_ms in 0..150u64,
+        hang_after in prop::option::of(0..40u32),
+        drain_ms in 1..3_000u64,
+        close_after_ms in 0..100u64,
+        tick_ms in 1..60u64,
+    ) {
+        let cfg = FastConfig {
+            flow: 4,
+            ack_interval: Duration::ZERO,
+            outstanding: 2,
+            batch_len_max: 100,
+            batch_age_max: Duration::from_millis(50),
+            idle_commit: Duration::from_millis(5),
+            ack_timeout: Duration::from_millis(200),
+            stream: "SIM".into(),
+        };
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(200),
+        };
+        let mut m = FastBatcher::<SimFrame>::new(
+            PREFIX.into(),
+            cfg,
+            backoff,
+            Duration::from_millis(drain_ms),
+            0,
+        );
+        let mut sim = Sim::new(Faults::default(), DUP_WINDOW);
+        let total = frames + ring;
+        let gone_at = up_ms * MS;
+        let close_at = gone_at + close_after_ms * MS;
+        let (mut now, mut next, mut gone_sends, mut acked) = (0, 0u64, 0u32, 0u64);
+        let mut hanging = false;
+        let mut deadline = None;
+        loop {
+            let mut done = false;
+            while let Some(e) = m.poll_event() {
+                match e {
+                    Event::StreamPositionWanted => {
+                        let p = if now < gone_at { sim.position(now) } else { None };
+                        m.handle_stream_position(p);
+                    }
+                    Event::FellBack { reason } => panic!("fell back: {reason}"),
+                    Event::Done => done = true,
+                    _ => {}
+                }
+            }
+            if done {
+                break;
+            }
+            if now < gone_at {
+                while let Some((s, p)) = sim.poll_reply(now) {
+                    m.handle_reply(now, &s, &p);
+                }
+            }
+            if deadline.is_none() && now >= close_at {
+                m.close_input(now);
+                deadline = m.drain_deadline();
+            }
+            m.handle_timeout(now, total - next);
+            if m.is_done() {
+                // The driver drops the send it was waiting on.
+                hanging = false;
+            }
+            while !hanging {
+                if m.wants_frame() && next < total {
+                    m.push(now, SimFrame { idx: next, id: next, body: body_of(next) });
+                    next += 1;
+                }
+                let left = total - next;
+                let Some(t) = m.poll_transmit(now, || left) else { break };
+                if now < gone_at {
+                    let r = sim.receive(now, &t);
+                    m.handle_send_result(now, r);
+                } else if hang_after.is_some_and(|k| gone_sends >= k) {
+                    hanging = true;
+                } else {
+                    gone_sends += 1;
+                    m.handle_send_result(now, Ok(()));
+                }
+            }
+            while m.poll_acked().is_some() {
+                acked += 1;
+            }
+            prop_assert!(m.balanced(), "{:?}", m.counts());
+            now += tick_ms * MS;
+            if let Some(d) = deadline {
+                prop_assert!(now <= d + 2 * tick_ms * MS, "not done by the deadline");
+            }
+        }
+        let c = m.counts();
+        prop_assert_eq!(c.acked, acked);
+        prop_assert_eq!(c.acked + c.failed, total, "{:?}", c);
+        prop_assert_eq!(c.taken, total);
+        if let Some(d) = deadline {
+            prop_assert!(now <= d + 2 * tick_ms * MS);
+        }
+    }
+}
