@@ -383,7 +383,7 @@ mod tests {
         proptest!(|(max in 1..40usize, frames in 0..200u64, ring in 0..20_000u64,
                     acked_first in 0..50u64, hang_after in prop::option::of(0..40u32),
                     drain_ms in 1..3_000u64, tick_ms in 1..60u64)| {
-            let backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(100) };
+            let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
             let mut m = Pipeline::new(max, backoff, Duration::from_millis(drain_ms), []);
             let total = frames + ring;
             let (mut now, mut next, mut sends) = (0, 0u64, 0u32);

@@ -423,10 +423,7 @@ proptest! {
             ack_timeout: Duration::from_millis(200),
             stream: "SIM".into(),
         };
-        let backoff = Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(200),
-        };
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
         let mut m = FastBatcher::<SimFrame>::new(
             PREFIX.into(),
             cfg,
