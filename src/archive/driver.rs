@@ -366,6 +366,12 @@ async fn stream_loop(
     let mut msgs = None;
     let mut reopen_at = origin;
     let mut stopping = false;
+    // One timer for the batcher's deadline, moved only when the deadline
+    // does: a fresh `sleep_until` per delivery registers a timer entry for
+    // every message (the loop turns once per delivery).
+    let timer = tokio::time::sleep_until(origin);
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         while let Some(action) = b.poll() {
             match action {
@@ -431,6 +437,12 @@ async fn stream_loop(
             }
         }
         let deadline = b.poll_timeout().map(|d| origin + d);
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d);
+            }
+            armed = deadline;
+        }
         tokio::select! {
             biased;
             done = done_rx.recv() => {
@@ -482,12 +494,10 @@ async fn stream_loop(
                 Some(Err(e)) => tracing::debug!(stream, error = %e, "pull consumer"),
                 None => msgs = None,
             },
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => b.handle_timeout(now()),
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                b.handle_timeout(now());
+            }
             () = tokio::time::sleep_until(reopen_at), if reading && msgs.is_none() => {}
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
