@@ -158,7 +158,10 @@ struct Entry<T> {
     /// In the batch's `text`.
     subject: Range<usize>,
     msg_id: Option<Range<usize>>,
-    payload: Bytes,
+    /// In the batch's `bodies`: a copy, so the connection's read buffer the
+    /// delivery arrived in is released at once rather than pinned until
+    /// the batch commits. Only a refused message's reject row reads it.
+    payload: Range<usize>,
     content: Content,
 }
 
@@ -171,6 +174,7 @@ struct Open<T> {
     rejects: Vec<RejectRow>,
     entries: Vec<Entry<T>>,
     text: String,
+    bodies: Vec<u8>,
     redelivered: bool,
     /// Ack policy all: a delivery went missing in this batch.
     no_ack: bool,
@@ -192,6 +196,7 @@ struct Flight<T> {
     batch: Arc<Batch>,
     entries: Vec<Entry<T>>,
     text: String,
+    bodies: Vec<u8>,
     no_ack: bool,
     /// Lowest known stream sequence held (u64::MAX: none).
     seq_min: u64,
@@ -250,6 +255,7 @@ impl<T> Batcher<T> {
                 rejects: Vec::new(),
                 entries: Vec::with_capacity(cfg.batch_len_max),
                 text: String::new(),
+                bodies: Vec::new(),
                 redelivered: false,
                 no_ack: false,
                 deadline: None,
@@ -402,7 +408,11 @@ impl<T> Batcher<T> {
             stream_unix_us: d.stream_unix_us,
             subject,
             msg_id,
-            payload: d.payload,
+            payload: {
+                let start = o.bodies.len();
+                o.bodies.extend_from_slice(&d.payload);
+                start..o.bodies.len()
+            },
             content,
         });
     }
@@ -438,6 +448,11 @@ impl<T> Batcher<T> {
             seq_min: seq_min(&entries),
             entries,
             text: std::mem::take(&mut o.text),
+            bodies: {
+                // The next batch is about as large: no regrowth.
+                let len = o.bodies.len();
+                std::mem::replace(&mut o.bodies, Vec::with_capacity(len))
+            },
             no_ack: std::mem::take(&mut o.no_ack),
             state: State::Ready,
             refused: false,
@@ -601,7 +616,7 @@ impl<T> Batcher<T> {
                 },
                 kind: REJECT_KIND_DATABASE,
                 reason: failure.reason,
-                body: e.payload.clone(),
+                body: Bytes::copy_from_slice(&f.bodies[e.payload.clone()]),
             };
             let batch = Batch {
                 redelivered: f.batch.redelivered,
@@ -618,6 +633,7 @@ impl<T> Batcher<T> {
                     ..e
                 }],
                 text: f.text,
+                bodies: f.bodies,
                 no_ack: f.no_ack,
                 state: State::Ready,
                 refused: true,
@@ -692,6 +708,7 @@ impl<T> Batcher<T> {
             seq_min: seq_min(&entries),
             entries,
             text: parent.text.clone(),
+            bodies: parent.bodies.clone(),
             no_ack: parent.no_ack,
             state: State::Ready,
             refused: false,
