@@ -13,14 +13,17 @@ use tspi::replay::channels::{
 use tspi::replay::service::{self, ServiceOptions, ServiceStats};
 use tspi_testkit::harness::NatsServer;
 
-struct Running {
+/// The channels service on its own connection, which tests may watch
+/// (`channels_hardening` counts its reconnects).
+pub(crate) struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stats: Arc<ServiceStats>,
+    pub(crate) stats: Arc<ServiceStats>,
+    pub(crate) client: async_nats::Client,
 }
 
 impl Running {
-    async fn start(url: &str, channels: ChannelsConfig) -> Running {
+    pub(crate) async fn start(url: &str, channels: ChannelsConfig) -> Running {
         let client = async_nats::connect(url).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let stats = Arc::new(ServiceStats::default());
@@ -44,10 +47,11 @@ impl Running {
             stop: Some(tx),
             task,
             stats,
+            client,
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
