@@ -1,6 +1,7 @@
 //! `tspi ingest` end to end against a real nats-server: UDP in, JetStream
 //! out, every datagram accounted for.
 
+use crate::kit::wait_for_stream;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -327,16 +328,7 @@ fn binary_drains_on_sigterm_and_prints_the_account() {
         .spawn()
         .unwrap();
     // Wait until the stream exists (the appliance creates it at start).
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while js.get_stream("TSPI").await.is_err() {
-            assert!(Instant::now() < deadline, "stream never created");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    wait_for_stream(&server.url(), "TSPI");
     std::thread::sleep(Duration::from_millis(300));
     let datagrams: Vec<Vec<u8>> = (0..100).map(|i| frame(i).encode().to_vec()).collect();
     send_all(udp.parse().unwrap(), &datagrams);

@@ -4,6 +4,7 @@
 //! it exits within `publish.drain_timeout_s` and a margin, printing a
 //! balanced account that names the frames not published.
 
+use crate::kit::wait_for_stream;
 use std::io::Read as _;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -44,16 +45,7 @@ fn drain_bounded_with_the_server_paused(mode: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while js.get_stream("TSPI").await.is_err() {
-            assert!(Instant::now() < deadline, "stream never created");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    wait_for_stream(&server.url(), "TSPI");
     std::thread::sleep(Duration::from_millis(500));
     server.pause();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -370,3 +370,18 @@ pub fn verify_unit(test: &str, name: &str, text: &str) {
     );
     assert!(!stderr.contains(name), "warnings about the unit:\n{stderr}");
 }
+
+/// Block until stream `name` exists on the server at `url` (a process under
+/// test creates it at start); at most 30 s.
+pub fn wait_for_stream(url: &str, name: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while js.get_stream(name).await.is_err() {
+            assert!(Instant::now() < deadline, "stream {name} never created");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
