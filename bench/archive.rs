@@ -214,7 +214,7 @@ async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, na
     let nats_cpu = cpu_of_processes(&nats_needle) - nats_cpu0;
     let archiver_cpu = cpu_of_archive_threads();
     let (t_first, rows_first) = first.unwrap();
-    let commit = handle.stats.commit.lock().unwrap().clone();
+    let commit = handle.stats.commit.lock().unwrap().cumulative.clone();
     let account = {
         let _g = rt.enter();
         let stop = tokio::spawn(handle.stop());

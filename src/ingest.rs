@@ -10,8 +10,8 @@ use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, Pu
 use crate::receive::{ReceiveConfig, ReceiverCounts, Receivers};
 use anyhow::Context as _;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long the stop waits for the last metrics snapshot and the final
@@ -59,10 +59,10 @@ pub struct Hooks {
     /// Told the bound UDP addresses once receiving has started (tests bind
     /// port 0).
     pub ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
-    /// Send each report's Prometheus text here instead of serving
-    /// `metrics.addr` itself (`tspi run` serves every role on one endpoint:
-    /// see [`metrics::Exposition`]).
-    pub prometheus: Option<tokio::sync::watch::Sender<String>>,
+    /// Register ingest's `/metrics` part in this exposition instead of
+    /// serving `metrics.addr` itself (`tspi run` serves every role on one
+    /// endpoint: see [`metrics::Exposition`]).
+    pub prometheus: Option<metrics::Exposition>,
 }
 
 /// Ingest running as a task of the current runtime (tests, the demo).
@@ -161,6 +161,35 @@ fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> In
     }
 }
 
+/// The gauges of one receive snapshot and one publisher snapshot taken
+/// after it.
+fn gauges(rc: &ReceiverCounts, p: &PublisherCounts) -> Gauges {
+    Gauges {
+        ring_frames: rc.accepted.saturating_sub(p.taken),
+        acks_in_flight: p.in_flight,
+    }
+}
+
+/// The reporter, whoever panicked while holding it (its histograms stay
+/// usable).
+fn lock(reporter: &Mutex<Reporter>) -> MutexGuard<'_, Reporter> {
+    reporter.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Publish a [`metrics::snapshot_message`], bounded: with the server not
+/// reading, an unbounded wait would keep the stop from being noticed.
+async fn publish_snapshot(
+    client: &async_nats::Client,
+    (subject, body): (String, Vec<u8>),
+    what: &str,
+) {
+    match tokio::time::timeout(FINAL_FLUSH_MAX, client.publish(subject, body.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "{what} not published"),
+        Err(_) => tracing::warn!("{what} not published: NATS not reading"),
+    }
+}
+
 /// Run ingest until `shutdown` resolves, then stop receiving, drain, and
 /// return the account.
 pub async fn run(
@@ -221,36 +250,47 @@ pub async fn run(
         listen = ?receivers.local_addrs(),
         "receiving"
     );
-    if let Some(ready) = hooks.ready {
-        let _ = ready.send(receivers.local_addrs());
-    }
-    let mut reporter = Reporter::new();
-    let publisher = Publisher::new(
-        js,
-        receivers.take_consumers(),
-        pc,
-        reporter.recorder(),
-        wake,
-    );
+    // Shared with the `/metrics` scrape, which collects the latencies
+    // between reports.
+    let reporter = Arc::new(Mutex::new(Reporter::new()));
+    let recorder = lock(&reporter).recorder();
+    let publisher = Publisher::new(js, receivers.take_consumers(), pc, recorder, wake);
     let pstats: Arc<PublisherStats> = publisher.stats();
     let input_closed = publisher.input_closed();
     let publishing = tokio::spawn(publisher.run());
 
-    // Serving its own endpoint, ingest also shows the process's NATS
-    // counters (`tspi run` registers them once for every role).
-    let own_endpoint = hooks.prometheus.is_none();
-    let (prom_tx, prom_rx) = match hooks.prometheus {
-        Some(shared) => (shared, None),
-        None => {
-            let (tx, rx) = tokio::sync::watch::channel(String::new());
-            (tx, Some(rx))
+    let scrape = {
+        let (reporter, pstats, probe) = (reporter.clone(), pstats.clone(), receivers.probe());
+        move || {
+            let mut reporter = lock(&reporter);
+            // Histograms first, counters after: the publisher counts an
+            // ack before it records its latency, so no histogram's count
+            // exceeds `acked_total` in one scrape.
+            let cumulative = reporter.collect();
+            let p = pstats.snapshot();
+            let rc = probe.counts();
+            let c = counters(&rc, &p, probe.kernel_drops());
+            metrics::render_prometheus_at(&c, &gauges(&rc, &p), cumulative)
         }
     };
-    if let (Some(addr), Some(prom_rx)) = (cfg.metrics.addr, prom_rx) {
-        let (bound, _task) = metrics::serve_prometheus(addr, prom_rx)
-            .await
-            .with_context(|| format!("serving /metrics on {addr}"))?;
-        tracing::info!(%bound, "prometheus /metrics");
+    match (hooks.prometheus, cfg.metrics.addr) {
+        (Some(shared), _) => shared.register(scrape),
+        (None, Some(addr)) => {
+            // Serving its own endpoint, ingest also shows the process's
+            // NATS counters (`tspi run` registers them once for every role).
+            let exposition = metrics::Exposition::new();
+            exposition.register(scrape);
+            exposition.register(crate::nats::render_prometheus);
+            let (bound, _task) = metrics::serve_exposition(addr, exposition)
+                .await
+                .with_context(|| format!("serving /metrics on {addr}"))?;
+            tracing::info!(%bound, "prometheus /metrics");
+        }
+        (None, None) => {}
+    }
+    // Ready once receiving and serving `/metrics`.
+    if let Some(ready) = hooks.ready {
+        let _ = ready.send(receivers.local_addrs());
     }
     let host = metrics::hostname();
     let emit = |report: &Report<'_>| {
@@ -258,11 +298,6 @@ pub async fn run(
         if hooks.json {
             println!("{}", metrics::render_json_line(report));
         }
-        let mut text = metrics::render_prometheus(report);
-        if own_endpoint {
-            text.push_str(&crate::nats::render_prometheus());
-        }
-        let _ = prom_tx.send(text);
     };
 
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.metrics.interval_s));
@@ -274,28 +309,17 @@ pub async fn run(
             _ = tick.tick() => {
                 let p = pstats.snapshot();
                 let rc = receivers.counts();
-                let gauges = Gauges {
-                    ring_frames: rc.accepted.saturating_sub(p.taken),
-                    acks_in_flight: p.in_flight,
-                };
                 let c = counters(&rc, &p, receivers.kernel_drops());
                 // The histogram refresh may wait up to 50 ms for an idle
                 // recorder: keep it off the async workers' hot loop.
-                let report = tokio::task::block_in_place(|| reporter.report(c, gauges));
-                emit(&report);
-                // Bounded: with the server not reading, an unbounded wait
-                // here would keep the stop from being noticed.
+                let snapshot = tokio::task::block_in_place(|| {
+                    let mut reporter = lock(&reporter);
+                    let report = reporter.report(c, gauges(&rc, &p));
+                    emit(&report);
+                    metrics::snapshot_message(&report, &host)
+                });
                 if cfg.metrics.nats_snapshot {
-                    match tokio::time::timeout(
-                        FINAL_FLUSH_MAX,
-                        metrics::publish_snapshot(&client, &report, &host),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %e, "metrics snapshot not published"),
-                        Err(_) => tracing::warn!("metrics snapshot not published: NATS not reading"),
-                    }
+                    publish_snapshot(&client, snapshot, "metrics snapshot").await;
                 }
             }
         }
@@ -327,21 +351,16 @@ pub async fn run(
         }
     };
     let counters = counters(&rx_final, &p, kernel_dropped);
-    let report = tokio::task::block_in_place(|| reporter.report(counters, Gauges::default()));
-    emit(&report);
+    let snapshot = tokio::task::block_in_place(|| {
+        let mut reporter = lock(&reporter);
+        let report = reporter.report(counters, Gauges::default());
+        emit(&report);
+        metrics::snapshot_message(&report, &host)
+    });
     // The last interval goes to operator tools too, so merged histograms
     // cover the whole run.
     if cfg.metrics.nats_snapshot {
-        match tokio::time::timeout(
-            FINAL_FLUSH_MAX,
-            metrics::publish_snapshot(&client, &report, &host),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "final metrics snapshot not published"),
-            Err(_) => tracing::warn!("final metrics snapshot not published: NATS not reading"),
-        }
+        publish_snapshot(&client, snapshot, "final metrics snapshot").await;
     }
     match tokio::time::timeout(FINAL_FLUSH_MAX, client.flush()).await {
         Ok(Ok(())) => {}

@@ -37,6 +37,7 @@ pub mod contract;
 pub use contract::{codec, message};
 pub mod decode;
 pub mod hex;
+pub mod http;
 pub mod ingest;
 pub mod jetstream;
 pub mod metrics;

@@ -27,7 +27,7 @@ use crate::jetstream::{
     Existing, STREAM_OPS, STREAM_TELEMETRY, ensure_stream_with, ops_stream, telemetry_required,
     telemetry_stream,
 };
-use crate::metrics::{hostname, new_latency_histogram, serve_prometheus};
+use crate::metrics::{Exposition, hostname, new_latency_histogram, serve_exposition};
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
@@ -38,7 +38,7 @@ use hdrhistogram::Histogram;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
@@ -116,14 +116,28 @@ pub struct StreamProgress {
     /// until something committed.
     pub committed_unix_us: AtomicI64,
     pub first_taken_unix_us: AtomicI64,
+    /// The server's count of this consumer's messages not yet acknowledged
+    /// (`num_pending + num_ack_pending` of its info), polled every
+    /// [`LAG_POLL_INTERVAL`]; [`Self::server_known`] once polled.
+    pub server_unacked: AtomicU64,
+    pub server_known: AtomicBool,
 }
 
 impl StreamProgress {
-    /// Lag at `now_unix_us`.
+    /// Lag at `now_unix_us`: messages not yet archived, as the server
+    /// counts them for the consumer (at most [`LAG_POLL_INTERVAL`] old).
+    /// Until the server answered, an estimate from the deliveries: the
+    /// pending count in the last one's reply subject, which goes stale as
+    /// soon as the archive stops pulling (a PostgreSQL outage), plus what
+    /// was taken and not committed.
     pub fn lag(&self, now_unix_us: i64) -> Lag {
         let taken = self.taken.load(Relaxed);
         let committed = self.committed.load(Relaxed);
-        let messages = self.pending.load(Relaxed) + taken.saturating_sub(committed);
+        let messages = if self.server_known.load(Relaxed) {
+            self.server_unacked.load(Relaxed)
+        } else {
+            self.pending.load(Relaxed) + taken.saturating_sub(committed)
+        };
         let since = if committed > 0 {
             self.committed_unix_us.load(Relaxed)
         } else {
@@ -147,8 +161,22 @@ pub struct Stats {
     pub counts: report::ArchiveLive,
     pub telemetry: StreamProgress,
     pub ops: StreamProgress,
-    /// Batch commit latency, ns, since the last report.
-    pub commit: Mutex<Histogram<u64>>,
+    /// Batch commit latency, ns.
+    pub commit: Mutex<CommitLatency>,
+}
+
+/// Batch commit latency, ns: since the last report, and since start.
+#[derive(Debug)]
+pub struct CommitLatency {
+    pub interval: Histogram<u64>,
+    pub cumulative: Histogram<u64>,
+}
+
+impl CommitLatency {
+    fn record(&mut self, ns: u64) {
+        self.interval.saturating_record(ns);
+        self.cumulative.saturating_record(ns);
+    }
 }
 
 impl std::ops::Deref for Stats {
@@ -164,7 +192,10 @@ impl Default for Stats {
             counts: report::ArchiveLive::default(),
             telemetry: StreamProgress::default(),
             ops: StreamProgress::default(),
-            commit: Mutex::new(new_latency_histogram()),
+            commit: Mutex::new(CommitLatency {
+                interval: new_latency_histogram(),
+                cumulative: new_latency_histogram(),
+            }),
         }
     }
 }
@@ -308,8 +339,11 @@ fn account_commit(stats: &Stats, progress: &StreamProgress, b: &Batch, w: Writte
     progress
         .committed_unix_us
         .store(b.last_stream_unix_us, Relaxed);
+    // Counted (above) before recorded: a scrape locks the histograms
+    // first, then reads the counters, and so never shows more commits than
+    // batches.
     if let Ok(mut h) = stats.commit.lock() {
-        h.saturating_record(took.as_nanos() as u64);
+        h.record(took.as_nanos() as u64);
     }
 }
 
@@ -687,15 +721,15 @@ pub async fn run(
     run_reporting(cfg, dsn, stats, json, None, stop).await
 }
 
-/// [`run`], sending each report's Prometheus text to `prometheus` instead
-/// of serving `metrics.addr` itself when it is given (`tspi run` serves
-/// every role on one endpoint: see [`crate::metrics::Exposition`]).
+/// [`run`], registering the archive's `/metrics` part in `prometheus`
+/// instead of serving `metrics.addr` itself when it is given (`tspi run`
+/// serves every role on one endpoint: see [`Exposition`]).
 pub async fn run_reporting(
     cfg: Config,
     dsn: String,
     stats: Arc<Stats>,
     json: bool,
-    prometheus: Option<watch::Sender<String>>,
+    prometheus: Option<Exposition>,
     stop: impl Future<Output = ()>,
 ) -> Result<Account, ArchiveError> {
     let a = cfg.archive.clone();
@@ -778,6 +812,16 @@ pub async fn run_reporting(
         ack = ?a.ack,
         "archiving"
     );
+    let mut durables = vec![(Kind::Telemetry, a.durable.clone())];
+    if a.ops {
+        durables.push((Kind::Ops, a.durable_ops.clone()));
+    }
+    // Ends with this function, however it returns.
+    let _lag_poll = AbortOnDrop(tokio::spawn(lag_poll_loop(
+        js.clone(),
+        durables,
+        stats.clone(),
+    )));
     let reporter = tokio::spawn(report_loop(
         cfg.clone(),
         client.clone(),
@@ -822,33 +866,94 @@ pub async fn run_reporting(
     })
 }
 
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the archive asks the server how many messages each consumer
+/// has not acknowledged (its lag).
+pub const LAG_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Every [`LAG_POLL_INTERVAL`], each consumer's info from the server into
+/// its [`StreamProgress`]: the lag operators see is the server's count, not
+/// an estimate from the last delivery (which stops moving when the archive
+/// stops pulling, in a PostgreSQL outage). A failed poll leaves the last
+/// value; the next one retries.
+async fn lag_poll_loop(js: jetstream::Context, durables: Vec<(Kind, String)>, stats: Arc<Stats>) {
+    let mut tick = tokio::time::interval(LAG_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut streams: Vec<Option<jetstream::stream::Stream>> = vec![None; durables.len()];
+    loop {
+        tick.tick().await;
+        for ((kind, durable), stream) in durables.iter().zip(streams.iter_mut()) {
+            let ask = async {
+                if stream.is_none() {
+                    *stream = Some(js.get_stream(stream_name(*kind)).await.ok()?);
+                }
+                stream.as_ref()?.consumer_info(durable).await.ok()
+            };
+            let Ok(Some(info)) = tokio::time::timeout(LAG_POLL_INTERVAL * 2, ask).await else {
+                continue;
+            };
+            let progress = stats.progress(*kind);
+            progress
+                .server_unacked
+                .store(info.num_pending + info.num_ack_pending as u64, Relaxed);
+            progress.server_known.store(true, Relaxed);
+        }
+    }
+}
+
+/// The archive's Prometheus text now, from the live counters.
+fn render_live(stats: &Stats) -> String {
+    // Histograms first, counters after: a batch is counted before its
+    // commit time is recorded, so no count exceeds its counter.
+    let commit = stats.commit.lock().unwrap_or_else(|e| e.into_inner());
+    let counters = stats.counters();
+    let now_us = now_unix_us();
+    report::render_prometheus_at(
+        &counters,
+        stats.telemetry.lag(now_us),
+        stats.ops.lag(now_us),
+        &commit.cumulative,
+    )
+}
+
 async fn report_loop(
     cfg: Config,
     client: async_nats::Client,
     stats: Arc<Stats>,
     json: bool,
-    prometheus: Option<watch::Sender<String>>,
+    prometheus: Option<Exposition>,
     mut done: watch::Receiver<bool>,
 ) {
     let m = &cfg.metrics;
-    // Serving its own endpoint, the archive also shows the process's NATS
-    // counters (`tspi run` registers them once for every role).
-    let own_endpoint = prometheus.is_none();
-    let (prom_tx, prom_rx) = match prometheus {
-        Some(shared) => (shared, None),
-        None => {
-            let (tx, rx) = watch::channel(String::new());
-            (tx, Some(rx))
-        }
+    let live = {
+        let stats = stats.clone();
+        move || render_live(&stats)
     };
-    if let (Some(addr), Some(prom_rx)) = (m.addr, prom_rx) {
-        match serve_prometheus(addr, prom_rx).await {
-            Ok((bound, _task)) => tracing::info!(%bound, "prometheus /metrics"),
-            Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
+    match (prometheus, m.addr) {
+        (Some(shared), _) => shared.register(live),
+        (None, Some(addr)) => {
+            // Serving its own endpoint, the archive also shows the
+            // process's NATS counters (`tspi run` registers them once for
+            // every role).
+            let exposition = Exposition::new();
+            exposition.register(live);
+            exposition.register(crate::nats::render_prometheus);
+            match serve_exposition(addr, exposition).await {
+                Ok((bound, _task)) => tracing::info!(%bound, "prometheus /metrics"),
+                Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
+            }
         }
+        (None, None) => {}
     }
     let host = hostname();
-    let mut cumulative = new_latency_histogram();
     let mut previous = ArchiveCounts::default();
     let mut previous_unix_ms = (now_unix_us() / 1000) as u64;
     let mut previous_mono = Instant::now();
@@ -859,11 +964,11 @@ async fn report_loop(
             _ = tick.tick() => false,
             _ = done.wait_for(|d| *d) => true,
         };
-        let interval = match stats.commit.lock() {
-            Ok(mut h) => std::mem::replace(&mut *h, new_latency_histogram()),
-            Err(_) => new_latency_histogram(),
+        let (interval, cumulative) = {
+            let mut h = stats.commit.lock().unwrap_or_else(|e| e.into_inner());
+            let interval = std::mem::replace(&mut h.interval, new_latency_histogram());
+            (interval, h.cumulative.clone())
         };
-        let _ = cumulative.add(&interval);
         let counters = stats.counters();
         let now_us = now_unix_us();
         let r = report::Report {
@@ -881,11 +986,6 @@ async fn report_loop(
         if json {
             println!("{}", report::render_json_line(&r));
         }
-        let mut text = report::render_prometheus(&r);
-        if own_endpoint {
-            text.push_str(&crate::nats::render_prometheus());
-        }
-        prom_tx.send_replace(text);
         if m.nats_snapshot {
             let (subject, body) = report::snapshot_message(&r, &host);
             if let Err(e) = client.publish(subject, body.into()).await {

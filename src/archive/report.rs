@@ -144,16 +144,27 @@ pub fn render_json_line(r: &Report<'_>) -> String {
 /// Prometheus text exposition: counters `tspi_archive_<name>_total`, lag
 /// gauges by stream, and the cumulative commit histogram in seconds.
 pub fn render_prometheus(r: &Report<'_>) -> String {
+    render_prometheus_at(&r.counters, r.telemetry_lag, r.ops_lag, r.commit_cumulative)
+}
+
+/// [`render_prometheus`] from its parts: what a scrape renders from the
+/// live counters.
+pub fn render_prometheus_at(
+    counters: &ArchiveCounts,
+    telemetry_lag: Lag,
+    ops_lag: Lag,
+    commit_cumulative: &Histogram<u64>,
+) -> String {
     let p = PROMETHEUS_PREFIX_ARCHIVE;
     let mut s = String::with_capacity(4096);
-    write_counter_families(&mut s, p, &r.counters);
+    write_counter_families(&mut s, p, counters);
     write_gauge_family(
         &mut s,
         &format!("{p}_lag_messages"),
         "Messages not yet archived",
         &[
-            ("{stream=\"TSPI\"}", r.telemetry_lag.messages),
-            ("{stream=\"TSPI_OPS\"}", r.ops_lag.messages),
+            ("{stream=\"TSPI\"}", telemetry_lag.messages),
+            ("{stream=\"TSPI_OPS\"}", ops_lag.messages),
         ],
     );
     write_gauge_family(
@@ -161,15 +172,15 @@ pub fn render_prometheus(r: &Report<'_>) -> String {
         &format!("{p}_lag_seconds"),
         "Age of the oldest message not yet archived",
         &[
-            ("{stream=\"TSPI\"}", r.telemetry_lag.seconds),
-            ("{stream=\"TSPI_OPS\"}", r.ops_lag.seconds),
+            ("{stream=\"TSPI\"}", telemetry_lag.seconds),
+            ("{stream=\"TSPI_OPS\"}", ops_lag.seconds),
         ],
     );
     write_histogram_family(
         &mut s,
         &format!("{p}_batch_commit_seconds"),
         "Time to write and commit one batch",
-        r.commit_cumulative,
+        commit_cumulative,
     );
     s
 }

@@ -316,7 +316,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("serving /metrics on {addr}"))?;
         tracing::info!(%bound, roles = ?roles.names(), "prometheus /metrics");
     }
-    let prometheus = |e: &Exposition| cfg.metrics.addr.map(|_| e.register_text());
+    let prometheus = |e: &Exposition| cfg.metrics.addr.map(|_| e.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop = move || {

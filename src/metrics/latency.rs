@@ -135,6 +135,13 @@ impl LatencyHistograms {
         }
     }
 
+    /// Empty all three.
+    pub fn reset(&mut self) {
+        self.receive_to_publish.reset();
+        self.publish_to_ack.reset();
+        self.receive_to_ack.reset();
+    }
+
     /// Add every count of `other` (same range and precision: cannot fail).
     pub fn add(&mut self, other: LatencyView<'_>) {
         for which in Latency::ALL {

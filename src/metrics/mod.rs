@@ -67,10 +67,7 @@ pub use counter_set::{
 };
 pub use counters::{Gauges, IngestCounts, REJECT_REASON_LABELS, REJECT_REASONS_LEN};
 pub use host::hostname;
-pub use http::{
-    Exposition, HTTP_CONNECTION_TIMEOUT, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_HEAD_LEN_MAX,
-    serve_exposition, serve_prometheus,
-};
+pub use http::{Exposition, serve_exposition};
 pub use latency::{
     LATENCY_NS_MAX, LATENCY_NS_MIN, LATENCY_SIGFIG, Latencies, Latency, LatencyHistograms,
     LatencyRecorder, LatencyView, REFRESH_TIMEOUT_DEFAULT, new_latency_histogram,
@@ -78,6 +75,7 @@ pub use latency::{
 pub use nats::{SnapshotPublishError, publish_snapshot};
 pub use prometheus::{
     BUCKET_BOUNDS, PROMETHEUS_CONTENT_TYPE, PROMETHEUS_PREFIX, bucket_counts, render_prometheus,
+    render_prometheus_at,
 };
 pub use render::{render_json_line, render_log_line};
 pub use report::{Report, ReportTime, Reporter};

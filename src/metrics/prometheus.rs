@@ -6,7 +6,8 @@
 //! [`BUCKET_BOUNDS`], built from the cumulative HdrHistogram.
 
 use super::counter_set::{write_counter_families, write_gauge_family, write_histogram_family};
-use super::latency::{LATENCY_NS_MAX, Latency};
+use super::counters::{Gauges, IngestCounts};
+use super::latency::{LATENCY_NS_MAX, Latency, LatencyView};
 use super::report::Report;
 use hdrhistogram::Histogram;
 
@@ -54,24 +55,34 @@ const _: () = {
 /// sample per line, a final newline. Counters and histograms are
 /// cumulative since start; gauges are levels at the report.
 pub fn render_prometheus(r: &Report<'_>) -> String {
+    render_prometheus_at(&r.counters, &r.gauges, r.cumulative)
+}
+
+/// [`render_prometheus`] from its parts: what a scrape renders from the
+/// live counters and [`super::Reporter::collect`]'s histograms.
+pub fn render_prometheus_at(
+    counters: &IngestCounts,
+    gauges: &Gauges,
+    cumulative: LatencyView<'_>,
+) -> String {
     let mut s = String::with_capacity(8 * 1024);
     let p = PROMETHEUS_PREFIX;
-    write_counter_families(&mut s, p, &r.counters);
+    write_counter_families(&mut s, p, counters);
     write_gauge_family(
         &mut s,
         &format!("{p}_ring_frames"),
         "Frames waiting in the receive rings.",
-        &[("", r.gauges.ring_frames)],
+        &[("", gauges.ring_frames)],
     );
     write_gauge_family(
         &mut s,
         &format!("{p}_acks_in_flight"),
         "JetStream publishes awaiting their ack.",
-        &[("", r.gauges.acks_in_flight)],
+        &[("", gauges.acks_in_flight)],
     );
     for which in Latency::ALL {
         let name = format!("{p}_{}_seconds", which.name());
-        write_histogram_family(&mut s, &name, which.help(), r.cumulative.get(which));
+        write_histogram_family(&mut s, &name, which.help(), cumulative.get(which));
     }
     s
 }

@@ -63,12 +63,17 @@ impl Report<'_> {
     }
 }
 
-/// Owns the [`Latencies`], the cumulative histograms and the previous
-/// counters. One per process; the reporter task calls [`Reporter::report`]
-/// every interval.
+/// Owns the [`Latencies`], the interval's and the cumulative histograms
+/// and the previous counters. One per process; the reporter task calls
+/// [`Reporter::report`] every interval, and a `/metrics` scrape
+/// [`Reporter::collect`] in between (behind a mutex both share).
 #[derive(Debug)]
 pub struct Reporter {
     latencies: Latencies,
+    /// Samples collected since the last report (by reports or scrapes).
+    interval: LatencyHistograms,
+    /// The last report borrowed `interval`: empty it before collecting.
+    interval_closed: bool,
     cumulative: LatencyHistograms,
     previous: IngestCounts,
     previous_at: ReportTime,
@@ -93,6 +98,8 @@ impl Reporter {
     pub fn with_latencies(latencies: Latencies, start: ReportTime) -> Self {
         Reporter {
             latencies,
+            interval: LatencyHistograms::new(),
+            interval_closed: false,
             cumulative: LatencyHistograms::new(),
             previous: IngestCounts::default(),
             previous_at: start,
@@ -119,22 +126,40 @@ impl Reporter {
         self.report_at(ReportTime::now(), counters, gauges)
     }
 
-    /// Close the interval at `now`: empty the previous interval's histograms,
-    /// collect what the recorders recorded since, add it to the cumulative
-    /// totals, and compute the counter deltas.
+    /// Collect what the recorders recorded since the last collection into
+    /// the interval's and the cumulative histograms, and return the
+    /// cumulative ones (what a `/metrics` scrape shows). Blocks up to the
+    /// refresh timeout, as [`Reporter::report`] does.
     ///
-    /// The interval histograms are reset at the start of the next report
-    /// rather than the end of this one so the returned report can borrow
-    /// them; the effect is the same.
+    /// Read counters *after* this, and have recorders record a sample after
+    /// counting it (the publisher does): then no histogram's count exceeds
+    /// its counter in one scrape.
+    pub fn collect(&mut self) -> LatencyView<'_> {
+        if self.interval_closed {
+            self.interval.reset();
+            self.interval_closed = false;
+        }
+        self.latencies.reset();
+        self.latencies.refresh_timeout(self.refresh_timeout);
+        self.interval.add(self.latencies.view());
+        self.cumulative.add(self.latencies.view());
+        self.cumulative.view()
+    }
+
+    /// Close the interval at `now`: collect what the recorders recorded
+    /// since the last collection, and compute the counter deltas.
+    ///
+    /// The interval histograms are emptied at the next collection rather
+    /// than here so the returned report can borrow them; the effect is the
+    /// same.
     pub fn report_at(
         &mut self,
         now: ReportTime,
         counters: IngestCounts,
         gauges: Gauges,
     ) -> Report<'_> {
-        self.latencies.reset();
-        self.latencies.refresh_timeout(self.refresh_timeout);
-        self.cumulative.add(self.latencies.view());
+        self.collect();
+        self.interval_closed = true;
 
         let delta = counters.delta_since(&self.previous);
         let interval_s = now.mono_ns.saturating_sub(self.previous_at.mono_ns) as f64 / 1e9;
@@ -149,7 +174,7 @@ impl Reporter {
             counters,
             delta,
             gauges,
-            interval: self.latencies.view(),
+            interval: self.interval.view(),
             cumulative: self.cumulative.view(),
         }
     }
@@ -234,6 +259,28 @@ mod tests {
         assert_eq!(r3.rate_per_s(r3.delta.received), 0.0);
         assert_eq!(r3.interval.receive_to_ack.len(), 0);
         assert_eq!(r3.cumulative.receive_to_ack.len(), 15);
+    }
+
+    #[test]
+    fn a_scrape_between_reports_keeps_the_interval_whole() {
+        let mut reporter = Reporter::with_latencies(Latencies::new(), at(0));
+        let mut rec = reporter.recorder();
+        rec.record_receive_to_ack(1_000);
+        drop(rec);
+        assert_eq!(reporter.collect().receive_to_ack.len(), 1, "scraped");
+        let mut rec = reporter.recorder();
+        rec.record_receive_to_ack(2_000);
+        drop(rec);
+        let r = reporter.report_at(at(10), IngestCounts::default(), Gauges::default());
+        assert_eq!(
+            r.interval.receive_to_ack.len(),
+            2,
+            "the scrape's sample too"
+        );
+        assert_eq!(r.cumulative.receive_to_ack.len(), 2, "counted once");
+        assert_eq!(reporter.collect().receive_to_ack.len(), 2);
+        let r = reporter.report_at(at(20), IngestCounts::default(), Gauges::default());
+        assert_eq!(r.interval.receive_to_ack.len(), 0, "a new interval");
     }
 
     #[test]

@@ -134,6 +134,7 @@ impl Publisher {
                             reason = %reason,
                             "the server refused fast-ingest batches: publishing pipelined"
                         );
+                        self.sync_stats(&m);
                         self.take_acks(&mut m);
                         let left = m.take_queued().collect();
                         self.sync_stats(&m);
@@ -146,8 +147,8 @@ impl Publisher {
                         );
                     }
                     Event::Done => {
-                        self.take_acks(&mut m);
                         self.sync_stats(&m);
+                        self.take_acks(&mut m);
                         return Outcome::Done;
                     }
                 }
@@ -168,8 +169,8 @@ impl Publisher {
             let progressed = self
                 .transmit(&client, &mut m, &mut ring_index, &mut cbor, &mut scratch)
                 .await;
-            self.take_acks(&mut m);
             self.sync_stats(&m);
+            self.take_acks(&mut m);
 
             // 4. Wait for a reply, new frames, or a timer.
             if !progressed && !m.has_event() {
@@ -288,6 +289,9 @@ impl Publisher {
     }
 
     /// Record the latency of every frame the machine has seen acknowledged.
+    /// After [`Self::sync_stats`]: an ack is counted before its latency is
+    /// recorded, so a `/metrics` scrape (histograms first, then counters)
+    /// never shows more latencies than acks.
     fn take_acks(&mut self, m: &mut FastBatcher<Pending>) {
         while let Some(a) = m.poll_acked() {
             self.latency

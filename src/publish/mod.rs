@@ -296,12 +296,6 @@ impl Publisher {
                 }
                 progressed |= taken > 0;
             }
-            while let Some(a) = m.poll_acked() {
-                self.latency
-                    .record_publish_to_ack(a.at.saturating_sub(a.sent));
-                self.latency
-                    .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
-            }
             if !closed && self.input_closed.load(Relaxed) {
                 m.close_input(now);
                 closed = true;
@@ -335,6 +329,15 @@ impl Publisher {
             s.retried.store(base.retried + c.retried, Relaxed);
             s.failed.store(base.failed + c.failed, Relaxed);
             s.in_flight.store(m.in_flight(), Relaxed);
+            // Counted (above) before recorded: a `/metrics` scrape reads
+            // the histograms first, then the counters, and so never shows
+            // more latencies than acks.
+            while let Some(a) = m.poll_acked() {
+                self.latency
+                    .record_publish_to_ack(a.at.saturating_sub(a.sent));
+                self.latency
+                    .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+            }
             if done {
                 break;
             }

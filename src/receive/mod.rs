@@ -146,6 +146,27 @@ fn bind_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// What [`Receivers::probe`] hands out: [`Receivers::counts`] and
+/// [`Receivers::kernel_drops`] without the receivers.
+#[derive(Clone, Debug)]
+pub struct ReceiverProbe {
+    stats: Vec<Arc<ReceiverStats>>,
+    inodes: Vec<u64>,
+}
+
+impl ReceiverProbe {
+    /// [`Receivers::counts`].
+    pub fn counts(&self) -> ReceiverCounts {
+        self.stats.iter().map(|s| s.snapshot()).sum()
+    }
+
+    /// [`Receivers::kernel_drops`], 0 when `/proc/net/udp` cannot be read
+    /// (the receivers warn about that).
+    pub fn kernel_drops(&self) -> u64 {
+        proc_net::read_drops(&self.inodes).unwrap_or(0)
+    }
+}
+
 /// The running receive threads: their rings' consumer ends, their counters,
 /// their sockets' addresses.
 pub struct Receivers {
@@ -341,6 +362,15 @@ impl Receivers {
     /// cannot be read.
     pub fn try_kernel_drops(&self) -> io::Result<u64> {
         proc_net::read_drops(&self.inodes)
+    }
+
+    /// The counters and the kernel's drop counts, readable beside the
+    /// owner (a `/metrics` scrape) and after it stopped.
+    pub fn probe(&self) -> ReceiverProbe {
+        ReceiverProbe {
+            stats: self.stats.clone(),
+            inodes: self.inodes.clone(),
+        }
     }
 
     /// Tell every worker to stop, wait for them (at most 5 s; they notice

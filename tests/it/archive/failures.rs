@@ -93,6 +93,7 @@ async fn killed_and_restarted(ack: &str, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
     const N: u64 = 8_000;
+    const MORE: u64 = 3_000;
     const SEED: u64 = 23;
     let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
     let (nats, mut pg) = (nats.expect("nats-server"), pg.expect("postgres"));
@@ -131,17 +132,48 @@ async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
         "the second half was taken and held: {held:?}"
     );
 
+    // More arrives while the archive holds its batch and pulls nothing:
+    // the lag is the server's count of what is not archived, not the
+    // pending count of the last delivery (the issue saw "lag 1613 msgs"
+    // with about 40,000 pending).
+    publish_all(&js, &telemetry(N, N + MORE, SEED)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let lag = archiver.stats.telemetry.lag(now_us);
+        if lag.messages == N / 2 + MORE {
+            assert!(lag.seconds > 0.0, "{lag:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag {lag:?}, want {} messages",
+            N / 2 + MORE
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     block_in_place(|| pg.restart()).expect("restart postgres");
-    wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(120)).await;
+    let total = N + MORE;
+    wait_rows(
+        &dsn,
+        "tspi_telemetry",
+        total as i64,
+        Duration::from_secs(120),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while archiver.stats.telemetry.lag(0).messages > 0 {
         assert!(Instant::now() < deadline, "{:?}", archiver.stats.counters());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let account = archiver.stop().await.expect("archiver ran");
-    assert_eq!(account.counters.telemetry_rows, N, "{account:?}");
+    assert_eq!(account.counters.telemetry_rows, total, "{account:?}");
     assert!(account.counters.db_errors > 0);
-    check_telemetry(&dsn, 0, N, SEED).await;
+    check_telemetry(&dsn, 0, total, SEED).await;
 }
 
 /// Under ack policy all, a delivery that never reaches the archiver (here:
