@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_logging(args.log.as_deref());
+    tspi::logging::init(args.log.as_deref(), args.log_format);
     match cli::run(args.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tspi: error: {e:#}");
+            tspi::notice!(Error, "tspi: error: {e:#}");
             ExitCode::from(2)
         }
     }
