@@ -22,7 +22,8 @@
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
 //! NATS and the contract's streams), [`metrics`], [`decode`] (captures
-//! behind `tspi decode`), [`clock`].
+//! behind `tspi decode`), [`clock`], [`logging`] (text or JSON lines on
+//! stderr, coloured only on a terminal).
 
 // Lets shared test helpers name this crate `tspi` from unit tests too.
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub mod hex;
 pub mod http;
 pub mod ingest;
 pub mod jetstream;
+pub mod logging;
 pub mod metrics;
 pub mod nats;
 pub mod publish;

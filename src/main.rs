@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_logging(args.log.as_deref());
+    tspi::logging::init(args.log.as_deref(), args.log_format);
     // Connections, sockets and PostgreSQL sessions are bounded by our own
     // limits, not by the default soft limit of 1024 descriptors.
     if let Err(e) = tspi::http::raise_open_files_limit() {
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match cli::run(args.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tspi: error: {e:#}");
+            tspi::notice!(Error, "tspi: error: {e:#}");
             ExitCode::from(2)
         }
     }

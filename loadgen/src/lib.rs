@@ -22,7 +22,8 @@
 //! - [`pacer`]: an open-loop schedule that reports lag, never hides it.
 //!
 //! Edge (threads, sockets, NATS): [`drive`], shared by the `tspi-loadgen`
-//! and `tspi-demo` binaries.
+//! and `tspi-demo` binaries; [`screen`], the demo's one view at the
+//! terminal (live line, its log in a file, warnings above the line).
 //!
 #![doc = include_str!("../../docs/loadgen.md")]
 
@@ -36,6 +37,7 @@ pub mod pacer;
 pub mod report;
 pub mod rng;
 pub mod schedule;
+pub mod screen;
 pub mod svg;
 
 mod layout;

@@ -111,7 +111,8 @@ pub fn run(a: ArchiveArgs) -> anyhow::Result<ExitCode> {
 /// The final account on stderr, one line.
 pub(super) fn print_account(account: &archive::Account) {
     let c = &account.counters;
-    eprintln!(
+    tspi::notice!(
+        Info,
         "tspi archive: final account: {} messages, {} telemetry rows added ({} already there), \
          {} operator rows ({} already there), {} rejected, {} batches, {} acked, {} db errors{}",
         c.messages,

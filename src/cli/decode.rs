@@ -54,7 +54,7 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => match File::open(p) {
             Ok(f) => decoder.run(f, format, filter),
             Err(e) => {
-                eprintln!("tspi decode: cannot open {}: {e}", p.display());
+                tspi::notice!(Error, "tspi decode: cannot open {}: {e}", p.display());
                 return Ok(ExitCode::from(2));
             }
         },
@@ -63,15 +63,15 @@ pub fn run(a: DecodeArgs) -> anyhow::Result<ExitCode> {
     drop(decoder);
     match result {
         Ok(()) => {
-            eprintln!("tspi decode: {summary}");
+            tspi::notice!(Info, "tspi decode: {summary}");
             Ok(ExitCode::from(summary.exit_code()))
         }
         Err(e) if summary == Summary::default() => {
-            eprintln!("tspi decode: {e}");
+            tspi::notice!(Error, "tspi decode: {e}");
             Ok(ExitCode::from(2))
         }
         Err(e) => {
-            eprintln!("tspi decode: {e} (so far: {summary})");
+            tspi::notice!(Error, "tspi decode: {e} (so far: {summary})");
             Ok(ExitCode::from(2))
         }
     }

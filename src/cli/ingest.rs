@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tspi::config::{Config, Machine, Role};
 use tspi::ingest::{self, Hooks};
+use tspi::logging::Level;
 use tspi::receive::Backend;
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +78,7 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 pub fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&a.config)?;
     for w in cfg.warnings() {
-        eprintln!("warning: {w}");
+        tspi::notice!(Warn, "warning: {w}");
     }
     let roles = if a.role.is_empty() {
         cfg.roles_enabled()
@@ -205,27 +206,35 @@ pub fn run(a: IngestArgs) -> anyhow::Result<ExitCode> {
 /// stop's invariant does not hold.
 pub(super) fn print_account(account: &ingest::Account) {
     let c = &account.counters;
-    eprintln!(
-        "tspi ingest: final account ({} backend, {} publish): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
-        account.backend,
-        account.publish_mode,
-        c.received,
-        c.rejected.iter().sum::<u64>(),
-        c.filtered,
-        c.ring_dropped,
-        c.acked,
-        c.failed,
+    tspi::logging::notice(
         if account.balanced() {
-            ""
+            Level::Info
         } else {
-            " (UNBALANCED)"
+            Level::Error
         },
-        c.duplicate,
-        c.retried,
-        c.kernel_dropped
+        &format!(
+            "tspi ingest: final account ({} backend, {} publish): received {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {}{}; duplicate acks {}, retried {}, kernel_dropped {}",
+            account.backend,
+            account.publish_mode,
+            c.received,
+            c.rejected.iter().sum::<u64>(),
+            c.filtered,
+            c.ring_dropped,
+            c.acked,
+            c.failed,
+            if account.balanced() {
+                ""
+            } else {
+                " (UNBALANCED)"
+            },
+            c.duplicate,
+            c.retried,
+            c.kernel_dropped
+        ),
     );
     if let Some(why) = &account.failed_reason {
-        eprintln!(
+        tspi::notice!(
+            Warn,
             "tspi ingest: {} frames not published (counted as failed): {why}",
             c.failed
         );

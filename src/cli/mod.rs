@@ -10,6 +10,7 @@ mod run;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use tspi::logging::LogFormat;
 
 /// The reporting flags `tspi ingest`, `tspi archive` and `tspi run` share; each
 /// overrides `[metrics]` when given.
@@ -63,6 +64,20 @@ pub struct Args {
     #[arg(long, global = true)]
     pub log: Option<String>,
 
+    /// How the log on stderr looks: `text` (coloured only when stderr is a
+    /// terminal and `NO_COLOR` is unset or empty) or `json` (one object per
+    /// line: timestamp, level, target, fields.message; never coloured). The
+    /// final accounts and errors on stderr follow it.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TSPI_LOG_FORMAT",
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -87,18 +102,6 @@ pub enum Command {
     /// archive, channels), one /metrics endpoint, one drained stop on
     /// SIGINT/SIGTERM (or --duration-s) with every role's account.
     Run(run::RunArgs),
-}
-
-pub fn init_logging(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {

@@ -231,7 +231,11 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     println!("{}", outcome.to_json());
     let failed = outcome.sink.failed > 0;
     if failed {
-        eprintln!("tspi replay: {} publishes failed", outcome.sink.failed);
+        tspi::notice!(
+            Error,
+            "tspi replay: {} publishes failed",
+            outcome.sink.failed
+        );
     }
     Ok(if failed {
         ExitCode::from(1)

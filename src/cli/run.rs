@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tspi::config::{Config, Machine, Role};
+use tspi::logging::Level;
 use tspi::metrics::Exposition;
 use tspi::replay::service::{self, ServiceStats};
 use tspi::{archive, ingest};
@@ -407,7 +408,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     for role in &expected {
         if !ended.iter().any(|e| e.role() == *role) {
             ok = false;
-            eprintln!("tspi run: {role}: ended without an account (panicked)");
+            tspi::notice!(
+                Error,
+                "tspi run: {role}: ended without an account (panicked)"
+            );
         }
     }
     for e in &ended {
@@ -426,7 +430,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             }
             Ended::Channels(Ok(())) => {
                 let counts = channel_stats.load();
-                eprintln!(
+                tspi::notice!(
+                    Info,
                     "tspi channels: final account: {}",
                     tspi::metrics::all_counts_fragment(&counts, ", ")
                 );
@@ -434,7 +439,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             }
             Ended::Ingest(Err(err)) | Ended::Archive(Err(err)) | Ended::Channels(Err(err)) => {
                 ok = false;
-                eprintln!("tspi {}: failed: {err:#}", e.role());
+                tspi::notice!(Error, "tspi {}: failed: {err:#}", e.role());
                 accounts.insert(
                     e.role().into(),
                     serde_json::json!({ "error": format!("{err:#}") }),
@@ -445,10 +450,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::json!({ "final_accounts": accounts }));
     }
-    eprintln!(
-        "tspi run: stopped {} ({})",
-        expected.join(", "),
-        if ok { "every role cleanly" } else { "FAILED" }
+    tspi::logging::notice(
+        if ok { Level::Info } else { Level::Error },
+        &format!(
+            "tspi run: stopped {} ({})",
+            expected.join(", "),
+            if ok { "every role cleanly" } else { "FAILED" }
+        ),
     );
     drop(service_rt);
     drop(publish_rt);

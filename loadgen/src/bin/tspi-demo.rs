@@ -12,6 +12,12 @@
 //! HdrHistogram snapshots) and the account of every datagram. Ctrl-C stops
 //! the fleet, drains ingest and stops the servers.
 //!
+//! One readable view (`tspi_loadgen::screen`): on a terminal the progress
+//! line is redrawn in place and the embedded ingest's log goes to a file
+//! (its path printed at the start and the end), with its warnings and errors
+//! shown above the line and counted at the end; piped, progress lines are
+//! appended and the log is on stderr, plain, as `tspi` writes it.
+//!
 //! A binary of its own rather than a `tspi-loadgen demo` subcommand: the
 //! load generator's fleet flags are global (`--tracks`, `--seed`, ...) with
 //! other ranges and meanings, and the demo keeps exactly the flags
@@ -22,6 +28,8 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -31,6 +39,7 @@ use tspi::codec;
 use tspi::config::Config;
 use tspi::ingest;
 use tspi::send::DatagramSender;
+use tspi_loadgen::screen::{self, LogTo, Screen, Shared};
 use tspi_loadgen::{Fleet, FleetConfig, Generator, Style, drive};
 use tspi_testkit::harness::{HarnessError, NatsCluster, NatsServer};
 
@@ -44,6 +53,11 @@ struct DemoArgs {
     /// Defaults to `$RUST_LOG`, else `info`.
     #[arg(long)]
     log: Option<String>,
+    /// Write the log here (warnings and errors are still shown). Default:
+    /// when stdout and stderr are a terminal, `tspi-demo-<pid>.log` in the
+    /// temporary directory; otherwise stderr.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// Tracks in the generated fleet.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..=5000))]
     tracks: u16,
@@ -87,10 +101,43 @@ impl Servers {
     }
 }
 
+/// The terminal (or stdout) the demo writes its view to.
+type View = Shared<std::io::Stdout>;
+
 fn main() -> ExitCode {
     let args = DemoArgs::parse();
-    init_logging(args.log.as_deref());
-    match run(args) {
+    let plan = screen::plan(
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+        args.log_file.clone(),
+        || std::env::temp_dir().join(format!("tspi-demo-{}.log", std::process::id())),
+    );
+    let view = Shared::new(Screen::new(std::io::stdout(), plan.live));
+    if let Err(e) = init_logging(args.log.as_deref(), &plan.log_to, &view) {
+        eprintln!("tspi-demo: error: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let LogTo::File { path, .. } = &plan.log_to {
+        view.lock()
+            .println(&format!("log (ingest, NATS client): {}", path.display()));
+    }
+    let result = run(args, view.clone());
+    view.lock().end_live();
+    if let LogTo::File { path, on_screen } = &plan.log_to {
+        let shown = if *on_screen {
+            format!(
+                " (warnings and errors shown above: {})",
+                view.lock().shown()
+            )
+        } else {
+            String::new()
+        };
+        view.lock().println(&format!(
+            "log (ingest, NATS client): {}{shown}",
+            path.display()
+        ));
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tspi-demo: error: {e:#}");
@@ -99,25 +146,58 @@ fn main() -> ExitCode {
     }
 }
 
-/// The same logging as `tspi`'s: ingest's report lines go to stderr.
-fn init_logging(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+/// `tspi`'s logging (`tspi::logging`: colour only on a terminal without
+/// `NO_COLOR`), on stderr or, per the plan, into a file with warnings and
+/// errors also on the view (or stderr).
+fn init_logging(filter: Option<&str>, log_to: &LogTo, view: &View) -> anyhow::Result<()> {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    let filter = tspi::logging::filter(filter);
+    let (path, on_screen) = match log_to {
+        LogTo::Stderr => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(tspi::logging::stderr_colour())
+                .init();
+            return Ok(());
+        }
+        LogTo::File { path, on_screen } => (path, *on_screen),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("creating the log file {}", path.display()))?;
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false);
+    // Warnings and errors still reach the person.
+    let shown = tracing_subscriber::fmt::layer().with_ansi(tspi::logging::stderr_colour());
+    let registry = tracing_subscriber::registry().with(filter).with(to_file);
+    if on_screen {
+        registry
+            .with(
+                shown
+                    .with_writer(view.clone())
+                    .with_filter(LevelFilter::WARN),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                shown
+                    .with_writer(std::io::stderr)
+                    .with_filter(LevelFilter::WARN),
+            )
+            .init();
+    }
+    Ok(())
 }
 
-fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+fn run(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(demo(a))
+    rt.block_on(demo(a, view))
 }
 
 fn percentiles(h: &Histogram<u64>) -> String {
@@ -136,7 +216,7 @@ fn percentiles(h: &Histogram<u64>) -> String {
     )
 }
 
-async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+async fn demo(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     println!("== tspi demo ==");
     println!(
         "starting {} JetStream node(s) on loopback (temporary directories)...",
@@ -221,9 +301,12 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let ctrl_c = tokio::spawn({
         let stop = stop.clone();
+        let view = view.clone();
         async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                println!("interrupted: stopping the fleet, draining ingest, stopping the servers");
+                view.lock().println(
+                    "interrupted: stopping the fleet, draining ingest, stopping the servers",
+                );
                 stop.store(true, Relaxed);
             }
         }
@@ -244,9 +327,10 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(10),
         Duration::from_secs(a.interval_s.max(1)),
         stop.clone(),
-        |p| println!("{}", p.line()),
+        |p| view.lock().progress(&p.line()),
     )
     .await;
+    view.lock().end_live();
     let interrupted = stop.load(Relaxed);
     let run = match run {
         Ok(r) => r,

@@ -2,5 +2,6 @@
 
 mod decode;
 mod decode_limits;
+mod logging;
 mod roles;
 mod validate;
