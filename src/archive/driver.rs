@@ -116,16 +116,23 @@ pub struct StreamProgress {
     /// until something committed.
     pub committed_unix_us: AtomicI64,
     pub first_taken_unix_us: AtomicI64,
-    /// The server's count of this consumer's messages not yet acknowledged
-    /// (`num_pending + num_ack_pending` of its info), polled every
-    /// [`LAG_POLL_INTERVAL`]; [`Self::server_known`] once polled.
-    pub server_unacked: AtomicU64,
+    /// Messages whose acks were handed to the connection.
+    pub acked: AtomicU64,
+    /// What the consumer owes as of the last poll of its info (every
+    /// [`LAG_POLL_INTERVAL`]): the server's count of messages not yet
+    /// acknowledged (`num_pending + num_ack_pending`) plus the messages
+    /// acked before the request (which the server had seen: acks and the
+    /// request share the connection, in order). Minus what is committed
+    /// now, it is the lag. [`Self::server_known`] once polled.
+    pub owed: AtomicU64,
     pub server_known: AtomicBool,
 }
 
 impl StreamProgress {
-    /// Lag at `now_unix_us`: messages not yet archived, as the server
-    /// counts them for the consumer (at most [`LAG_POLL_INTERVAL`] old).
+    /// Lag at `now_unix_us`: messages not yet archived, from the server's
+    /// count for the consumer (see [`Self::owed`]; messages that arrived
+    /// since the last poll, at most [`LAG_POLL_INTERVAL`] ago, are not in
+    /// it yet) less what was committed since.
     /// Until the server answered, an estimate from the deliveries: the
     /// pending count in the last one's reply subject, which goes stale as
     /// soon as the archive stops pulling (a PostgreSQL outage), plus what
@@ -134,7 +141,7 @@ impl StreamProgress {
         let taken = self.taken.load(Relaxed);
         let committed = self.committed.load(Relaxed);
         let messages = if self.server_known.load(Relaxed) {
-            self.server_unacked.load(Relaxed)
+            self.owed.load(Relaxed).saturating_sub(committed)
         } else {
             self.pending.load(Relaxed) + taken.saturating_sub(committed)
         };
@@ -305,7 +312,7 @@ enum AckJob {
 /// Send ack plans in order. A task of its own, as the acks were sent by
 /// the old writer task: an explicit-ack batch is thousands of small
 /// publishes, and the stream task meanwhile decodes the next batch.
-async fn ack_loop(mut rx: mpsc::Receiver<AckJob>, stats: Arc<Stats>) {
+async fn ack_loop(mut rx: mpsc::Receiver<AckJob>, stats: Arc<Stats>, kind: Kind) {
     while let Some(job) = rx.recv().await {
         match job {
             AckJob::Plan(plan) => {
@@ -314,7 +321,10 @@ async fn ack_loop(mut rx: mpsc::Receiver<AckJob>, stats: Arc<Stats>) {
                         tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
                     }
                 }
+                // After the acks are handed to the connection: a consumer
+                // info request sent later reaches the server after them.
                 stats.acked.fetch_add(plan.messages, Relaxed);
+                stats.progress(kind).acked.fetch_add(plan.messages, Relaxed);
             }
             AckJob::Barrier(done) => {
                 let _ = done.send(());
@@ -361,7 +371,7 @@ async fn stream_task(
     stats: Arc<Stats>,
 ) {
     let (ack_tx, ack_rx) = mpsc::channel(cfg.batches_in_flight_max + 2);
-    let acks = tokio::spawn(ack_loop(ack_rx, stats.clone()));
+    let acks = tokio::spawn(ack_loop(ack_rx, stats.clone(), kind));
     stream_loop(
         kind, js, consumer, cfg, write_tx, done_rx, ack_tx, stop, stats,
     )
@@ -891,6 +901,8 @@ async fn lag_poll_loop(js: jetstream::Context, durables: Vec<(Kind, String)>, st
     loop {
         tick.tick().await;
         for ((kind, durable), stream) in durables.iter().zip(streams.iter_mut()) {
+            let progress = stats.progress(*kind);
+            let acked = progress.acked.load(Relaxed);
             let ask = async {
                 if stream.is_none() {
                     *stream = Some(js.get_stream(stream_name(*kind)).await.ok()?);
@@ -900,10 +912,8 @@ async fn lag_poll_loop(js: jetstream::Context, durables: Vec<(Kind, String)>, st
             let Ok(Some(info)) = tokio::time::timeout(LAG_POLL_INTERVAL * 2, ask).await else {
                 continue;
             };
-            let progress = stats.progress(*kind);
-            progress
-                .server_unacked
-                .store(info.num_pending + info.num_ack_pending as u64, Relaxed);
+            let unacked = info.num_pending + info.num_ack_pending as u64;
+            progress.owed.store(unacked + acked, Relaxed);
             progress.server_known.store(true, Relaxed);
         }
     }

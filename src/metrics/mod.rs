@@ -14,33 +14,44 @@
 //! - renderers: the shared Prometheus writers ([`write_counter_families`],
 //!   [`write_gauge_family`], [`write_histogram_family`]) and log fragment
 //!   ([`counts_fragment`]) every stage uses; [`render_log_line`] (for `tracing::info!`),
-//!   [`render_json_line`] (`--json` on stdout), [`render_prometheus`]
-//!   (`--metrics-addr`), [`snapshot_message`] (HdrHistogram V2 deflate,
-//!   base64, on [`metrics_subject`]).
+//!   [`render_json_line`] (`--json` on stdout), [`render_prometheus_at`]
+//!   (a `/metrics` scrape, from live counters and [`Reporter::collect`]),
+//!   [`snapshot_message`] (HdrHistogram V2 deflate, base64, on
+//!   [`metrics_subject`]).
 //!
-//! Edges: [`serve_prometheus`] / [`serve_exposition`] (HTTP `GET /metrics`,
-//! one role or every role's [`Exposition`] part), [`publish_snapshot`]
-//! (core NATS), [`hostname`].
+//! Edges: [`serve_exposition`] (HTTP `GET /metrics` on [`crate::http`],
+//! every part of an [`Exposition`] rendered at the scrape),
+//! [`publish_snapshot`] (core NATS), [`hostname`].
 //!
-//! A reporter task, sketched:
+//! A reporter task with a live `/metrics`, sketched:
 //!
 //! ```no_run
-//! # async fn demo(client: async_nats::Client, counters: impl Fn() -> tspi::metrics::IngestCounts) -> std::io::Result<()> {
+//! # async fn demo(client: async_nats::Client, counters: impl Fn() -> tspi::metrics::IngestCounts + Send + Sync + Clone + 'static) -> std::io::Result<()> {
+//! use std::sync::{Arc, Mutex};
 //! use tspi::metrics::*;
-//! let mut reporter = Reporter::new();
-//! let _recorder = reporter.recorder(); // one per publisher task, moved into it
-//! let (text_tx, text_rx) = tokio::sync::watch::channel(String::new());
-//! let (_addr, _server) = serve_prometheus("127.0.0.1:9100".parse().unwrap(), text_rx).await?;
+//! let reporter = Arc::new(Mutex::new(Reporter::new()));
+//! let _recorder = reporter.lock().unwrap().recorder(); // one per publisher task
+//! let exposition = Exposition::new();
+//! let (r, c) = (reporter.clone(), counters.clone());
+//! exposition.register(move || {
+//!     let mut r = r.lock().unwrap();
+//!     let cumulative = r.collect(); // histograms first, then the counters
+//!     render_prometheus_at(&c(), &Gauges::default(), cumulative)
+//! });
+//! let (_addr, _server) = serve_exposition("127.0.0.1:9100".parse().unwrap(), exposition).await?;
 //! let host = hostname();
 //! let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
 //! loop {
 //!     tick.tick().await;
 //!     // Waits (bounded) for idle recorders: keep it off the async workers.
-//!     let report = tokio::task::block_in_place(|| reporter.report(counters(), Gauges::default()));
-//!     tracing::info!("{}", render_log_line(&report));
-//!     println!("{}", render_json_line(&report));
-//!     text_tx.send_replace(render_prometheus(&report));
-//!     if let Err(e) = publish_snapshot(&client, &report, &host).await {
+//!     let (subject, body) = tokio::task::block_in_place(|| {
+//!         let mut r = reporter.lock().unwrap();
+//!         let report = r.report(counters(), Gauges::default());
+//!         tracing::info!("{}", render_log_line(&report));
+//!         println!("{}", render_json_line(&report));
+//!         snapshot_message(&report, &host)
+//!     });
+//!     if let Err(e) = client.publish(subject, body.into()).await {
 //!         tracing::warn!("{e}");
 //!     }
 //! }

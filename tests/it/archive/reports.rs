@@ -51,12 +51,13 @@ async fn json_prometheus_and_nats_snapshot() {
         .spawn()
         .unwrap();
 
-    // A snapshot that has seen every row.
+    // A snapshot that has seen every row, and the server's lag since (the
+    // archive asks the server for the lag every second).
     let snap: serde_json::Value = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let m = snapshots.next().await.unwrap();
             let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            if v["counters"]["telemetry_rows"] == N {
+            if v["counters"]["telemetry_rows"] == N && v["lag"]["telemetry"]["messages"] == 0 {
                 assert!(m.subject.starts_with("tspi.ops.metrics.archive."));
                 return v;
             }
