@@ -15,7 +15,7 @@
 //! a test that reads their sources): [`contract`] ([`codec`], [`message`],
 //! [`contract::names`]), [`publish::proto`], [`archive::proto`],
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
-//! machine, [`backoff`].
+//! machine, [`receive::sources`] (the source allow-lists), [`backoff`].
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
 //! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`].

@@ -23,6 +23,7 @@ pub(crate) const PURE: &[&str] = &[
     "channels/message.rs",
     "contract",
     "publish/proto",
+    "receive/sources.rs",
     "replay/pacer",
 ];
 

@@ -105,6 +105,9 @@ pub const CORE_ID_END: usize = 1024;
 pub const INGEST_LISTEN_LEN_MAX: usize = 64;
 /// `ingest.multicast`: groups at most.
 pub const INGEST_MULTICAST_LEN_MAX: usize = 64;
+/// `ingest.allow_sources`, and each `ingest.sources` entry's `allow`:
+/// networks at most per list (checked one by one per datagram).
+pub const INGEST_SOURCE_NETS_MAX: usize = 256;
 /// `ingest.batch_len`: datagrams per `recvmmsg` call and buffers per
 /// io_uring buffer ring (the kernel allows 32768 ring entries; the
 /// completion queue is sized from this).

@@ -72,6 +72,104 @@ fn bad_value_names_line() {
 }
 
 #[test]
+fn source_allow_lists_parse_and_are_checked() {
+    let c = parse(
+        "[ingest]\nudp = [\"0.0.0.0:5000\", \"[::]:5000\"]\n\
+         allow_sources = [\"10.1.0.0/16\", \"192.168.5.7\", \"fd00::/8\"]\n\
+         [[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = [\"10.1.2.0/24\"]\n",
+    )
+    .unwrap();
+    assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+    let rc = c.ingest.receive_config();
+    let shown = |addr: &str| -> Vec<String> {
+        rc.sources_for(addr.parse().unwrap())
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    };
+    assert_eq!(shown("0.0.0.0:5000"), ["10.1.2.0/24"], "its own list");
+    assert_eq!(
+        shown("[::]:5000"),
+        ["10.1.0.0/16", "192.168.5.7/32", "fd00::/8"],
+        "allow_sources"
+    );
+    // Old files (no lists) allow every sender.
+    let old = parse("[ingest]\nudp = [\"0.0.0.0:5000\"]\n").unwrap();
+    assert!(
+        old.ingest
+            .receive_config()
+            .sources_for("0.0.0.0:5000".parse().unwrap())
+            .is_empty()
+    );
+
+    // A bad network is a parse error naming the line, the key and the value.
+    for (text, line, value) in [
+        (
+            "[ingest]\nudp = [\"0.0.0.0:5000\"]\nallow_sources = [\"10.1.0.0/33\"]\n",
+            3,
+            "10.1.0.0/33",
+        ),
+        (
+            "[ingest]\nallow_sources = [\"10.1.2.3/16\"]\n",
+            2,
+            "10.1.2.3/16",
+        ),
+        ("[ingest]\nallow_sources = [\"radar-1\"]\n", 2, "radar-1"),
+        (
+            "[ingest]\n[[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = [\"fd00::/200\"]\n",
+            4,
+            "fd00::/200",
+        ),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("line {line}")) && e.contains(&format!("{value:?}")),
+            "{e}"
+        );
+        assert!(e.contains("allow"), "names the key: {e}");
+    }
+    assert!(
+        parse("[ingest]\nallow_sources = [\"10.1.2.3/16\"]\n")
+            .unwrap_err()
+            .to_string()
+            .contains("the network is 10.1.0.0/16")
+    );
+
+    // An allow-list for an address not listened on, twice, or empty.
+    let p = |text: &str| problems(&parse(text).unwrap()).join("; ");
+    let e = p("[ingest]\nudp = [\"0.0.0.0:5000\"]\n\
+               [[ingest.sources]]\nlisten = \"0.0.0.0:6000\"\nallow = [\"10.0.0.0/8\"]\n");
+    assert!(
+        e.contains("ingest.sources")
+            && e.contains("0.0.0.0:6000")
+            && e.contains("not a listen address"),
+        "{e}"
+    );
+    let e = p("[ingest]\nudp = [\"0.0.0.0:5000\"]\n\
+               [[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = [\"10.0.0.0/8\"]\n\
+               [[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = [\"10.0.0.1\"]\n");
+    assert!(
+        e.contains("ingest.sources") && e.contains("two allow-lists"),
+        "{e}"
+    );
+    let e = p("[ingest]\nudp = [\"0.0.0.0:5000\"]\n\
+               [[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = []\n");
+    assert!(e.contains("ingest.sources") && e.contains("empty"), "{e}");
+    let e = parse("[ingest]\n[[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallowed = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("allowed") && e.contains("line 4"), "{e}");
+    let mut c = Config::default();
+    udp(&mut c);
+    c.ingest.allow_sources = vec!["10.0.0.1".parse().unwrap(); crate::receive::SOURCE_NETS_MAX + 1];
+    assert!(
+        problems(&c).join(";").contains("ingest.allow_sources"),
+        "{:?}",
+        problems(&c)
+    );
+}
+
+#[test]
 fn validation_lists_every_problem() {
     let mut c = Config::default();
     c.ingest.workers = 2;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Number of rejection reasons, one counter each.
 pub const REJECT_REASONS_LEN: usize = RejectReason::ALL.len();
-const _: () = assert!(REJECT_REASONS_LEN == 5);
+const _: () = assert!(REJECT_REASONS_LEN == 6);
 
 /// [`RejectReason::label`] of each reason, in [`RejectReason::ALL`] order:
 /// the `reason` label of `tspi_ingest_rejected_total`.
@@ -29,7 +29,7 @@ crate::counter_set! {
     /// Monotonic ingest counters since the process started.
     ///
     /// In JSON, `rejected` is an object keyed by [`RejectReason::label`]
-    /// (`{"length":0,"type":0,"version":0,"day":0,"time":0}`), in
+    /// (`{"length":0,"type":0,"version":0,"day":0,"time":0,"source":0}`), in
     /// [`RejectReason::ALL`] order. Reading JSON is lenient so that an older
     /// tool reads a newer box's snapshot: a missing counter is zero, an unknown
     /// field or reason label is ignored.
@@ -38,9 +38,11 @@ crate::counter_set! {
     pub struct IngestCounts {
         /// Datagrams read from the sockets (accepted or not).
         received => "Datagrams read from the sockets, accepted or not.",
-        /// Datagrams the codec rejected, indexed by [`RejectReason::index`].
+        /// Datagrams rejected, indexed by [`RejectReason::index`]: by the
+        /// codec, or (`source`) because the sender is not on the listen
+        /// address's source allow-list.
         #[serde(serialize_with = "ser_rejected", deserialize_with = "de_rejected")]
-        rejected [by "reason": REJECT_REASON_LABELS] => "Datagrams the codec rejected, by reason.",
+        rejected [by "reason": REJECT_REASON_LABELS] => "Datagrams rejected, by reason: malformed (codec) or from a sender not on the source allow-list.",
         /// Accepted datagrams dropped by a source/type filter.
         filtered => "Accepted datagrams dropped by a source or type filter.",
         /// Accepted datagrams dropped because a receive core's ring was full.
@@ -111,7 +113,7 @@ mod tests {
     fn sample() -> IngestCounts {
         IngestCounts {
             received: 100,
-            rejected: [1, 2, 3, 4, 5],
+            rejected: [1, 2, 3, 4, 5, 6],
             filtered: 6,
             ring_dropped: 7,
             published: 80,
@@ -136,7 +138,7 @@ mod tests {
             d,
             IngestCounts {
                 received: 10,
-                rejected: [0, 0, 0, 3, 0],
+                rejected: [0, 0, 0, 3, 0, 0],
                 acked: 9,
                 kernel_dropped: 1,
                 ..IngestCounts::default()
@@ -152,7 +154,7 @@ mod tests {
         let json = serde_json::to_string(&sample()).unwrap();
         assert_eq!(
             json,
-            r#"{"received":100,"rejected":{"length":1,"type":2,"version":3,"day":4,"time":5},"filtered":6,"ring_dropped":7,"published":80,"acked":79,"duplicate":1,"retried":2,"failed":0,"kernel_dropped":9}"#
+            r#"{"received":100,"rejected":{"length":1,"type":2,"version":3,"day":4,"time":5,"source":6},"filtered":6,"ring_dropped":7,"published":80,"acked":79,"duplicate":1,"retried":2,"failed":0,"kernel_dropped":9}"#
         );
         let back: IngestCounts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, sample());
@@ -168,7 +170,7 @@ mod tests {
             c,
             IngestCounts {
                 received: 1,
-                rejected: [0, 0, 0, 2, 0],
+                rejected: [0, 0, 0, 2, 0, 0],
                 ..IngestCounts::default()
             }
         );
@@ -231,7 +233,7 @@ mod tests {
     #[test]
     fn totals() {
         let c = sample();
-        assert_eq!(c.rejected_total(), 15);
+        assert_eq!(c.rejected_total(), 21);
         assert_eq!(c.rejected_for(RejectReason::Time), 5);
         assert_eq!(IngestCounts::FIELDS_LEN, 10);
         for (label, reason) in REJECT_REASON_LABELS.iter().zip(RejectReason::ALL) {

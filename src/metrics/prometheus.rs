@@ -195,7 +195,7 @@ mod tests {
             .iter()
             .filter(|s| s.name == "tspi_ingest_rejected_total")
             .collect();
-        assert_eq!(rejected.len(), 5);
+        assert_eq!(rejected.len(), RejectReason::ALL.len());
         for (s, reason) in rejected.iter().zip(RejectReason::ALL) {
             assert_eq!(s.labels["reason"], reason.label());
         }

@@ -193,7 +193,7 @@ pub(crate) mod tests {
     ) -> Report<'a> {
         let counters = IngestCounts {
             received: 1_000_123,
-            rejected: [1, 0, 0, 1, 0],
+            rejected: [1, 0, 0, 1, 0, 0],
             filtered: 0,
             ring_dropped: 0,
             published: 1_000_000,
@@ -205,7 +205,7 @@ pub(crate) mod tests {
         };
         let delta = IngestCounts {
             received: 198_502,
-            rejected: [1, 0, 0, 1, 0],
+            rejected: [1, 0, 0, 1, 0, 0],
             published: 198_490,
             acked: 198_485,
             ..IngestCounts::default()
@@ -268,10 +268,10 @@ pub(crate) mod tests {
             concat!(
                 r#"{"component":"ingest","start_unix_ms":1700000000000,"at_unix_ms":1700000010000,"#,
                 r#""interval_s":10.0,"received_per_s":19850.2,"published_per_s":19849.0,"acked_per_s":19848.5,"#,
-                r#""delta":{"received":198502,"rejected":{"length":1,"type":0,"version":0,"day":1,"time":0},"#,
+                r#""delta":{"received":198502,"rejected":{"length":1,"type":0,"version":0,"day":1,"time":0,"source":0},"#,
                 r#""filtered":0,"ring_dropped":0,"published":198490,"acked":198485,"duplicate":0,"retried":0,"#,
                 r#""failed":0,"kernel_dropped":0},"#,
-                r#""counters":{"received":1000123,"rejected":{"length":1,"type":0,"version":0,"day":1,"time":0},"#,
+                r#""counters":{"received":1000123,"rejected":{"length":1,"type":0,"version":0,"day":1,"time":0,"source":0},"#,
                 r#""filtered":0,"ring_dropped":0,"published":1000000,"acked":999990,"duplicate":3,"retried":4,"#,
                 r#""failed":0,"kernel_dropped":0},"#,
                 r#""gauges":{"ring_frames":12,"acks_in_flight":40},"#,

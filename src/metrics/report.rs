@@ -243,7 +243,7 @@ mod tests {
             IngestCounts {
                 received: 50,
                 acked: 50,
-                rejected: [0, 2, 0, 0, 0],
+                rejected: [0, 2, 0, 0, 0, 0],
                 ..IngestCounts::default()
             }
         );

@@ -5,6 +5,7 @@
 //! The bounds are those of [`crate::config::limits`]; the constants below
 //! are their `usize` forms.
 
+use super::sources::Network;
 use crate::config::limits;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -23,6 +24,8 @@ pub const MULTICAST_LEN_MAX: usize = limits::INGEST_MULTICAST_LEN_MAX;
 pub const BATCH_LEN_MAX: usize = limits::INGEST_BATCH_LEN.max as usize;
 /// Largest `ring_capacity` per worker (about 56 bytes per slot: 3.7 GiB).
 pub const RING_CAPACITY_MAX: usize = limits::INGEST_RING_CAPACITY.max as usize;
+/// Networks at most in one source allow-list.
+pub const SOURCE_NETS_MAX: usize = limits::INGEST_SOURCE_NETS_MAX;
 /// Largest `SO_RCVBUF` request (the kernel takes an `int` and doubles it).
 pub const RCVBUF_BYTES_MAX: usize = limits::INGEST_RCVBUF_BYTES.max as usize;
 
@@ -62,6 +65,24 @@ pub struct IngestConfig {
     /// Only these sensor ids are published (empty: all). Others are counted
     /// as `filtered`.
     pub allow_sensors: Vec<u16>,
+    /// Senders every listen address takes datagrams from: addresses and
+    /// networks (`10.1.0.0/16`, `192.168.5.7`, `fd00::/8`); empty: every
+    /// sender. Datagrams from others are counted as rejected, reason
+    /// `source`. A `sources` entry replaces this list for its address.
+    pub allow_sources: Vec<Network>,
+    /// Allow-lists of single listen addresses (`[[ingest.sources]]`).
+    pub sources: Vec<SourcesConfig>,
+}
+
+/// One `[[ingest.sources]]` entry: the senders one listen address takes
+/// datagrams from, instead of `ingest.allow_sources`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// The listen address, exactly as `ingest.udp` lists it.
+    pub listen: SocketAddr,
+    /// Addresses and networks; not empty.
+    pub allow: Vec<Network>,
 }
 
 impl Default for IngestConfig {
@@ -77,6 +98,8 @@ impl Default for IngestConfig {
             ring_capacity: limits::INGEST_RING_CAPACITY.default as usize,
             overflow: OverflowPolicy::DropNewest,
             allow_sensors: Vec::new(),
+            allow_sources: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -130,6 +153,8 @@ impl IngestConfig {
             batch_len: self.batch_len,
             ring_capacity: self.ring_capacity,
             allow_sensors: (!self.allow_sensors.is_empty()).then(|| self.allow_sensors.clone()),
+            allow_sources: self.allow_sources.clone(),
+            sources: self.sources.clone(),
             overflow: self.overflow,
             wake: None,
         }
@@ -313,6 +338,14 @@ pub struct ReceiveConfig {
     /// `None`: every sensor; else only these sensor ids (others are counted
     /// as `filtered`).
     pub allow_sensors: Option<Vec<u16>>,
+    /// Senders every listen address takes datagrams from (empty: all),
+    /// except those with an entry in `sources`. Checked on the receiving
+    /// core before parsing; others are counted as rejected, reason
+    /// [`crate::codec::RejectReason::Source`].
+    pub allow_sources: Vec<Network>,
+    /// Per listen address allow-lists, replacing `allow_sources` for that
+    /// address; each names an address of `listen`.
+    pub sources: Vec<SourcesConfig>,
     pub overflow: OverflowPolicy,
     /// Notified after every batch that put frames into a ring, so a parked
     /// consumer wakes at once instead of on its next timer tick. One
@@ -335,9 +368,21 @@ impl ReceiveConfig {
             batch_len: 64,
             ring_capacity: 1 << 18,
             allow_sensors: None,
+            allow_sources: Vec::new(),
+            sources: Vec::new(),
             overflow: OverflowPolicy::DropNewest,
             wake: None,
         }
+    }
+
+    /// The senders listen address `addr` (as configured) takes datagrams
+    /// from: its `sources` entry, else `allow_sources`; empty: every
+    /// sender.
+    pub fn sources_for(&self, addr: SocketAddr) -> &[Network] {
+        self.sources
+            .iter()
+            .find(|s| s.listen == addr)
+            .map_or(&self.allow_sources, |s| &s.allow)
     }
 
     /// Check every field and their combinations. Does not touch the network
@@ -425,6 +470,24 @@ impl ReceiveConfig {
         {
             problems.push(ConfigError::EmptyAllowList);
         }
+        if self.allow_sources.len() > SOURCE_NETS_MAX {
+            problems.push(ConfigError::TooMany {
+                what: "allow_sources networks",
+                len: self.allow_sources.len(),
+                max: SOURCE_NETS_MAX,
+            });
+        }
+        if let Some(s) = self
+            .sources
+            .iter()
+            .find(|s| s.allow.len() > SOURCE_NETS_MAX)
+        {
+            problems.push(ConfigError::TooMany {
+                what: "sources networks for one address",
+                len: s.allow.len(),
+                max: SOURCE_NETS_MAX,
+            });
+        }
     }
 
     fn check_addresses(&self) -> Result<(), ConfigError> {
@@ -485,6 +548,17 @@ impl ReceiveConfig {
         for &addr in &self.listen {
             if addr.ip().is_multicast() && !self.multicast.iter().any(|g| g.group == addr.ip()) {
                 return Err(ConfigError::ListenGroupNotJoined { addr });
+            }
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            if !self.listen.contains(&s.listen) {
+                return Err(ConfigError::SourcesNotListened { addr: s.listen });
+            }
+            if self.sources[..i].iter().any(|o| o.listen == s.listen) {
+                return Err(ConfigError::SourcesTwice { addr: s.listen });
+            }
+            if s.allow.is_empty() {
+                return Err(ConfigError::EmptySources { addr: s.listen });
             }
         }
         Ok(())
@@ -548,6 +622,16 @@ pub enum ConfigError {
     GroupListenedTwice { group: IpAddr, port: u16 },
     #[error("listen address {addr} is a multicast group that no multicast entry joins")]
     ListenGroupNotJoined { addr: SocketAddr },
+    #[error(
+        "an allow-list is given for {addr}, which is not a listen address (udp); write the address exactly as udp lists it"
+    )]
+    SourcesNotListened { addr: SocketAddr },
+    #[error("two allow-lists are given for {addr}; merge them into one")]
+    SourcesTwice { addr: SocketAddr },
+    #[error(
+        "the allow-list for {addr} is empty, which would reject every datagram; remove the entry to use allow_sources"
+    )]
+    EmptySources { addr: SocketAddr },
 }
 
 impl ConfigError {
@@ -561,6 +645,17 @@ impl ConfigError {
                 what: "listen addresses",
                 ..
             } => "udp",
+            ConfigError::TooMany {
+                what: "allow_sources networks",
+                ..
+            } => "allow_sources",
+            ConfigError::TooMany {
+                what: "sources networks for one address",
+                ..
+            }
+            | ConfigError::SourcesNotListened { .. }
+            | ConfigError::SourcesTwice { .. }
+            | ConfigError::EmptySources { .. } => "sources",
             ConfigError::TooMany { .. }
             | ConfigError::NotMulticast { .. }
             | ConfigError::InterfaceFamily { .. }

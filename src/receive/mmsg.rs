@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use super::sink::{LogLimiter, Sink, Stamp};
+use super::sink::{LogLimiter, NAME_LEN, Sink, Stamp};
 use crate::codec::DATAGRAM_LEN;
 
 /// Bytes per datagram buffer: room for a datagram longer than 37 bytes, so
@@ -24,23 +24,33 @@ const ERROR_LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// One worker's sockets and batch buffers.
 ///
-/// The headers point into `iovecs`, which point into `bufs`. The three
-/// vectors are allocated once and never resized, and are only handed to the
-/// kernel or read through `as_ptr`/`as_mut_ptr` (which, as `Vec` documents,
-/// do not materialise a reference to the elements, so the stored pointers
-/// stay valid).
+/// The headers point into `iovecs`, which point into `bufs`, and (when
+/// senders are checked) into `names`. The vectors are allocated once and
+/// never resized, and are only handed to the kernel or read through
+/// `as_ptr`/`as_mut_ptr` (which, as `Vec` documents, do not materialise a
+/// reference to the elements, so the stored pointers stay valid).
 pub(crate) struct MmsgRx {
     sockets: Vec<Socket>,
     pollfds: Vec<libc::pollfd>,
     hdrs: Vec<libc::mmsghdr>,
     _iovecs: Vec<libc::iovec>,
     bufs: Vec<[u8; BUF_LEN]>,
+    /// A sender address per header when some socket has a source
+    /// allow-list; empty otherwise (the kernel is then given no name).
+    names: Vec<[u8; NAME_LEN]>,
 }
 
 impl MmsgRx {
-    pub(crate) fn new(sockets: Vec<Socket>, batch_len: usize) -> Self {
+    /// `names`: ask the kernel for each datagram's sender (for the source
+    /// allow-lists).
+    pub(crate) fn new(sockets: Vec<Socket>, batch_len: usize, names: bool) -> Self {
         assert!(batch_len > 0 && u32::try_from(batch_len).is_ok());
         let mut bufs = vec![[0u8; BUF_LEN]; batch_len];
+        let mut names = if names {
+            vec![[0u8; NAME_LEN]; batch_len]
+        } else {
+            Vec::new()
+        };
         let mut iovecs: Vec<libc::iovec> = (0..batch_len)
             .map(|i| libc::iovec {
                 // SAFETY: i < batch_len = bufs.len(): in bounds.
@@ -56,6 +66,11 @@ impl MmsgRx {
                 // SAFETY: i < batch_len = iovecs.len(): in bounds.
                 h.msg_hdr.msg_iov = unsafe { iovecs.as_mut_ptr().add(i) };
                 h.msg_hdr.msg_iovlen = 1;
+                if !names.is_empty() {
+                    // SAFETY: i < batch_len = names.len(): in bounds.
+                    h.msg_hdr.msg_name = unsafe { names.as_mut_ptr().add(i) }.cast();
+                    h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+                }
                 h
             })
             .collect();
@@ -73,6 +88,7 @@ impl MmsgRx {
             hdrs,
             _iovecs: iovecs,
             bufs,
+            names,
         }
     }
 
@@ -102,11 +118,18 @@ impl MmsgRx {
     /// `sink`. Returns how many there were.
     fn read_batch(&mut self, i: usize, sink: &mut Sink) -> io::Result<usize> {
         let fd = self.sockets[i].as_raw_fd();
+        if !self.names.is_empty() {
+            // In and out: the kernel left the last sender's length here.
+            for h in &mut self.hdrs {
+                h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+            }
+        }
         // SAFETY: `hdrs` holds `hdrs.len()` initialised headers, each naming
-        // one iovec of `BUF_LEN` bytes inside `bufs` (see `new`); all three
-        // vectors live in `self` and are not resized, so the kernel writes
-        // only memory we own, and only during this call. A null timeout is
-        // allowed; MSG_DONTWAIT makes the call return at once.
+        // one iovec of `BUF_LEN` bytes inside `bufs` and, when `names` is
+        // not empty, `NAME_LEN` bytes of it (see `new`); the vectors live in
+        // `self` and are not resized, so the kernel writes only memory we
+        // own, and only during this call. A null timeout is allowed;
+        // MSG_DONTWAIT makes the call return at once.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -136,7 +159,17 @@ impl MmsgRx {
             let bytes = unsafe {
                 std::slice::from_raw_parts(self.bufs.as_ptr().add(k).cast::<u8>(), len.min(BUF_LEN))
             };
-            sink.datagram(bytes, truncated, stamp);
+            let name: &[u8] = if self.names.is_empty() {
+                &[]
+            } else {
+                let name_len = (h.msg_hdr.msg_namelen as usize).min(NAME_LEN);
+                // SAFETY: k < n <= names.len(); the kernel wrote `name_len`
+                // bytes of name k during the call that just returned.
+                unsafe {
+                    std::slice::from_raw_parts(self.names.as_ptr().add(k).cast::<u8>(), name_len)
+                }
+            };
+            sink.datagram_from(i, name, bytes, truncated, stamp);
         }
         sink.publish();
         Ok(n)

@@ -6,6 +6,7 @@
 //! UDP ─► worker k (core k): io_uring multishot RECVMSG + provided buffers
 //!                           │ or recvmmsg × batch_len
 //!                           ├ stamp once per batch (wall + monotonic)
+//!                           ├ source allow-list   ─► rejected[source]
 //!                           ├ codec::parse        ─► rejected[reason]
 //!                           ├ sensor allow bitmap ─► filtered
 //!                           └ rtrb push           ─► ring_dropped when full
@@ -18,10 +19,12 @@
 //! counters are stored once per batch ([`ReceiverStats`]).
 //!
 //! Files: `config.rs` (what to do, checked before anything opens),
-//! `socket.rs` (bind, `SO_REUSEPORT`, `SO_RCVBUF`, multicast joins),
-//! `sink.rs` (per datagram: parse, filter, push, count), `uring.rs` and
-//! `mmsg.rs` (the two ways datagrams leave the kernel), `stats.rs`,
-//! `proc_net.rs` (the kernel's own drop counters).
+//! `socket.rs` (bind, `SO_REUSEPORT`, `SO_RCVBUF`, multicast joins, and
+//! refusing a port another process holds), `sources.rs` (PURE: the source
+//! allow-lists), `sink.rs` (per datagram: source, parse, filter, push,
+//! count), `uring.rs` and `mmsg.rs` (the two ways datagrams leave the
+//! kernel), `stats.rs`, `proc_net.rs` (the kernel's own drop counters, and
+//! who holds a port).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -41,14 +44,16 @@ mod mmsg;
 mod proc_net;
 mod sink;
 mod socket;
+pub mod sources;
 mod stats;
 mod uring;
 
 pub use config::{
     BATCH_LEN_MAX, Backend, CORE_ID_END, ConfigError, IngestConfig, LISTEN_LEN_MAX,
     MULTICAST_LEN_MAX, MulticastConfig, MulticastGroup, OverflowPolicy, RCVBUF_BYTES_MAX,
-    RING_CAPACITY_MAX, ReceiveConfig, WORKERS_MAX,
+    RING_CAPACITY_MAX, ReceiveConfig, SOURCE_NETS_MAX, SourcesConfig, WORKERS_MAX,
 };
+pub use sources::{AllowSources, Network, NetworkError};
 pub use stats::{ReceiverCounts, ReceiverStats};
 pub use uring::IoUringUnavailable;
 
@@ -95,6 +100,11 @@ pub enum ReceiveError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "udp {addr} is already bound by {holder}; two ingests on one port would split the feed \
+         (each datagram reaches only one of them): stop the other, or listen on another port"
+    )]
+    PortHeld { addr: SocketAddr, holder: String },
     #[error("cannot bind UDP {addr}: {source}{}", bind_hint(.source))]
     Bind {
         addr: SocketAddr,
@@ -227,6 +237,12 @@ impl Receivers {
             );
         }
         let allow = cfg.allow_sensors.as_deref().map(AllowList::new);
+        // Per listen address, its source allow-list (None: every sender).
+        let sources: Vec<Option<AllowSources>> = cfg
+            .listen
+            .iter()
+            .map(|&addr| AllowSources::new(cfg.sources_for(addr)))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::sync_channel(cfg.workers);
         let mut rx = Receivers {
@@ -239,9 +255,15 @@ impl Receivers {
             stop: stop.clone(),
             handles: Vec::with_capacity(cfg.workers),
         };
-        for (index, sockets) in open.per_worker.into_iter().enumerate() {
+        for (index, (sockets, listen)) in open
+            .per_worker
+            .into_iter()
+            .zip(open.per_worker_listen)
+            .enumerate()
+        {
             let (producer, consumer) = RingBuffer::new(cfg.ring_capacity);
             let stats = Arc::new(ReceiverStats::new());
+            let worker_sources = listen.iter().map(|&i| sources[i].clone()).collect();
             let worker = Worker {
                 index,
                 core: cfg.cores.get(index).copied(),
@@ -250,7 +272,8 @@ impl Receivers {
                 batch_len: cfg.batch_len,
                 sockets,
                 sink: Sink::new(producer, allow.clone(), cfg.overflow, stats.clone())
-                    .with_wake(cfg.wake.clone()),
+                    .with_wake(cfg.wake.clone())
+                    .with_sources(worker_sources),
                 stop: stop.clone(),
                 ready: ready_tx.clone(),
             };
@@ -456,7 +479,8 @@ impl Worker {
         match backend {
             Backend::IoUring => {
                 let mode = ring_mode.expect("io_uring backend without a probed ring mode");
-                let mut rx = match uring::UringRx::new(sockets, batch_len, mode) {
+                let names = sink.filters_sources();
+                let mut rx = match uring::UringRx::new(sockets, batch_len, mode, names) {
                     Ok(rx) => rx,
                     Err(e) => {
                         let _ = ready.send(Err(ReceiveError::Worker {
@@ -470,7 +494,7 @@ impl Worker {
                 rx.run(&mut sink, &stop)
             }
             Backend::Recvmmsg | Backend::Auto => {
-                let mut rx = mmsg::MmsgRx::new(sockets, batch_len);
+                let mut rx = mmsg::MmsgRx::new(sockets, batch_len, sink.filters_sources());
                 let _ = ready.send(Ok(()));
                 rx.run(&mut sink, &stop)
             }

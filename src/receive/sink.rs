@@ -1,13 +1,16 @@
 //! What a receive thread does with each datagram, whichever backend read
-//! it: parse, filter by sensor, push into the ring, count. No allocation, no
-//! logging, no system call.
+//! it: check the sender against the socket's source allow-list, parse,
+//! filter by sensor, push into the ring, count. No allocation, no logging,
+//! no system call.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use rtrb::{Producer, PushError};
 
 use super::Received;
 use super::config::OverflowPolicy;
+use super::sources::AllowSources;
 use super::stats::{ReceiverCounts, ReceiverStats};
 use crate::codec::{self, RejectReason};
 use crate::message::RecvTime;
@@ -36,6 +39,29 @@ impl AllowList {
     }
 }
 
+/// The sender's IP address from the `sockaddr` the kernel wrote for a
+/// datagram (`AF_INET` or `AF_INET6`, as many bytes as it wrote); `None`
+/// for anything else, or too short.
+#[inline]
+pub(crate) fn sender_ip(name: &[u8]) -> Option<IpAddr> {
+    let family = u16::from_ne_bytes([*name.first()?, *name.get(1)?]);
+    if family == libc::AF_INET as u16 {
+        // sockaddr_in: family, port, then the address in network order.
+        let a: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+        Some(IpAddr::V4(Ipv4Addr::from(a)))
+    } else if family == libc::AF_INET6 as u16 {
+        // sockaddr_in6: family, port, flow info, then the address.
+        let a: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+        Some(IpAddr::V6(Ipv6Addr::from(a)))
+    } else {
+        None
+    }
+}
+
+/// Bytes a backend reserves for a sender's address: a `sockaddr_in6`,
+/// which an IPv4 `sockaddr_in` fits in too.
+pub(crate) const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+
 /// The moment a batch came out of the kernel: every datagram of the batch
 /// carries it.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +85,9 @@ impl Stamp {
 pub(crate) struct Sink {
     producer: Producer<Received>,
     allow: Option<AllowList>,
+    /// Per socket of the worker (in its order), the senders allowed;
+    /// `None` (or no entry): every sender.
+    sources: Box<[Option<AllowSources>]>,
     overflow: OverflowPolicy,
     totals: ReceiverCounts,
     published: u64,
@@ -78,6 +107,7 @@ impl Sink {
         Sink {
             producer,
             allow,
+            sources: Box::new([]),
             overflow,
             totals: ReceiverCounts::default(),
             published: 0,
@@ -91,6 +121,42 @@ impl Sink {
     pub(crate) fn with_wake(mut self, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
         self.wake = wake;
         self
+    }
+
+    /// Check senders: `sources[i]` for the worker's socket `i`.
+    pub(crate) fn with_sources(mut self, sources: Vec<Option<AllowSources>>) -> Self {
+        self.sources = sources.into_boxed_slice();
+        self
+    }
+
+    /// Whether any socket of this worker has a source allow-list: then the
+    /// backend must ask the kernel for each datagram's sender.
+    pub(crate) fn filters_sources(&self) -> bool {
+        self.sources.iter().any(Option::is_some)
+    }
+
+    /// One datagram from the worker's socket `sock`, whose sender's
+    /// `sockaddr` is `name` (ignored, and may be empty, when that socket
+    /// has no allow-list). A sender not allowed, or one whose address the
+    /// kernel did not give, is counted as rejected (`source`) before the
+    /// bytes are looked at; otherwise [`Sink::datagram`].
+    #[inline]
+    pub(crate) fn datagram_from(
+        &mut self,
+        sock: usize,
+        name: &[u8],
+        bytes: &[u8],
+        truncated: bool,
+        stamp: Stamp,
+    ) {
+        if let Some(Some(allow)) = self.sources.get(sock)
+            && !sender_ip(name).is_some_and(|ip| allow.allows(ip))
+        {
+            self.totals.received += 1;
+            self.totals.rejected[RejectReason::Source.index()] += 1;
+            return;
+        }
+        self.datagram(bytes, truncated, stamp);
     }
 
     /// One datagram as the kernel delivered it. `truncated`: the datagram
@@ -255,6 +321,67 @@ mod tests {
         assert_eq!(a.recv_mono_ns, 7);
         assert_eq!(consumer.pop().unwrap().frame.sensor_id, 2048);
         assert!(consumer.pop().is_err());
+    }
+
+    fn sockaddr_v4(ip: [u8; 4]) -> Vec<u8> {
+        let mut a = vec![0u8; 16];
+        a[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&5000u16.to_be_bytes());
+        a[4..8].copy_from_slice(&ip);
+        a
+    }
+
+    #[test]
+    fn sender_addresses_are_read_from_sockaddrs() {
+        assert_eq!(
+            sender_ip(&sockaddr_v4([10, 1, 2, 3])),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        let mut v6 = vec![0u8; NAME_LEN];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        let ip: Ipv6Addr = "fd00::7".parse().unwrap();
+        v6[8..24].copy_from_slice(&ip.octets());
+        assert_eq!(sender_ip(&v6), Some(IpAddr::V6(ip)));
+        assert_eq!(sender_ip(&v6[..20]), None, "short");
+        assert_eq!(sender_ip(&[]), None);
+        let mut unix = sockaddr_v4([1, 2, 3, 4]);
+        unix[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        assert_eq!(sender_ip(&unix), None);
+    }
+
+    #[test]
+    fn sources_are_checked_per_socket_before_parsing() {
+        let (producer, mut consumer) = rtrb::RingBuffer::new(8);
+        let stats = Arc::new(ReceiverStats::new());
+        let only_127_0_0_1 = AllowSources::new(&["127.0.0.1".parse().unwrap()]);
+        let mut sink = Sink::new(producer, None, OverflowPolicy::DropNewest, stats.clone())
+            .with_sources(vec![only_127_0_0_1, None]);
+        assert!(sink.filters_sources());
+        let g1 = vectors::bytes(vectors::GEOCENTRIC_1);
+        let genuine = sockaddr_v4([127, 0, 0, 1]);
+        let forged = sockaddr_v4([127, 0, 0, 2]);
+        sink.datagram_from(0, &genuine, &g1, false, stamp());
+        sink.datagram_from(0, &forged, &g1, false, stamp());
+        // Forged and malformed: the source is checked first.
+        sink.datagram_from(0, &forged, &g1[..3], false, stamp());
+        // No address from the kernel: not allowed.
+        sink.datagram_from(0, &[], &g1, false, stamp());
+        // Socket 1 has no list; one past the list neither.
+        sink.datagram_from(1, &forged, &g1, false, stamp());
+        sink.datagram_from(2, &[], &g1, false, stamp());
+        sink.publish();
+        let c = stats.snapshot();
+        assert_eq!(c.received, 6);
+        assert_eq!(c.rejected_for(RejectReason::Source), 3);
+        assert_eq!(c.rejected_total(), 3);
+        assert_eq!(c.accepted, 3);
+        assert!(c.is_consistent());
+        assert_eq!(std::iter::from_fn(|| consumer.pop().ok()).count(), 3);
+
+        let (producer, _consumer) = rtrb::RingBuffer::new(1);
+        let open =
+            Sink::new(producer, None, OverflowPolicy::DropNewest, stats).with_sources(vec![None]);
+        assert!(!open.filters_sources());
     }
 
     #[test]

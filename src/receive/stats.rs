@@ -20,7 +20,8 @@ const REASONS: usize = RejectReason::ALL.len();
 pub struct ReceiverCounts {
     /// Every datagram read from a socket, good or bad.
     pub received: u64,
-    /// Rejected by the codec, indexed by [`RejectReason::index`].
+    /// Rejected by the codec, or by the source allow-list
+    /// ([`RejectReason::Source`]), indexed by [`RejectReason::index`].
     pub rejected: [u64; REASONS],
     /// Valid, but the sensor is not on the allow list.
     pub filtered: u64,
@@ -74,7 +75,7 @@ impl std::iter::Sum for ReceiverCounts {
     }
 }
 
-/// Counter cells: `received`, five rejection reasons, `filtered`,
+/// Counter cells: `received`, six rejection reasons, `filtered`,
 /// `ring_dropped`, `accepted`.
 const CELLS: usize = 4 + REASONS;
 const RECEIVED: usize = 0;
@@ -194,7 +195,7 @@ mod tests {
         assert_eq!(s.snapshot(), ReceiverCounts::default());
         let c = ReceiverCounts {
             received: 10,
-            rejected: [1, 2, 0, 0, 1],
+            rejected: [1, 2, 0, 0, 1, 0],
             filtered: 1,
             ring_dropped: 2,
             accepted: 3,
@@ -220,7 +221,7 @@ mod tests {
                 let mut c = ReceiverCounts::default();
                 for i in 0..publishes {
                     c.received += 3;
-                    c.rejected[(i % 5) as usize] += 1;
+                    c.rejected[(i % REASONS as u64) as usize] += 1;
                     c.filtered += 1;
                     c.accepted += 1;
                     s.publish(&c);

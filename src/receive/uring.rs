@@ -25,17 +25,18 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
 use socket2::Socket;
 
-use super::sink::{LogLimiter, Sink, Stamp};
+use super::sink::{LogLimiter, NAME_LEN, Sink, Stamp};
 use crate::codec::DATAGRAM_LEN;
 
 /// Bytes per provided buffer. The kernel writes a 16-byte
-/// `io_uring_recvmsg_out` header, then the source address and control data
-/// (we ask for neither: lengths 0), then the payload: 112 bytes of room, so
-/// a 38-byte datagram is seen whole and a longer one as `MSG_TRUNC`.
+/// `io_uring_recvmsg_out` header, then the source address (`NAME_LEN`
+/// bytes when a socket of the worker has a source allow-list, else none)
+/// and control data (none), then the payload: at least 84 bytes of room,
+/// so a 38-byte datagram is seen whole and a longer one as `MSG_TRUNC`.
 pub(crate) const BUF_LEN: usize = 128;
 /// `struct io_uring_recvmsg_out`: four `u32`.
 const RECVMSG_OUT_LEN: usize = 16;
-const _: () = assert!(BUF_LEN >= RECVMSG_OUT_LEN + 2 * DATAGRAM_LEN);
+const _: () = assert!(BUF_LEN >= RECVMSG_OUT_LEN + NAME_LEN + 2 * DATAGRAM_LEN);
 
 /// The one buffer group of each worker's ring.
 const BGID: u16 = 0;
@@ -147,10 +148,11 @@ fn multishot_selftest(mode: RingMode) -> Result<(), IoUringUnavailable> {
     // More buffers than datagrams: a multishot request whose next buffer
     // selection finds the ring empty ends (ENOBUFS), which is normal under
     // load but would look like missing multishot support here.
-    let mut rx = UringRx::new(vec![Socket::from(rx_socket)], 8, mode).map_err(|e| match e {
-        UringError::Setup(e) => fail("ring setup", e),
-        UringError::BufRing(e) => IoUringUnavailable::BufRing(e),
-    })?;
+    let mut rx =
+        UringRx::new(vec![Socket::from(rx_socket)], 8, mode, false).map_err(|e| match e {
+            UringError::Setup(e) => fail("ring setup", e),
+            UringError::BufRing(e) => IoUringUnavailable::BufRing(e),
+        })?;
     let (producer, _consumer) = rtrb::RingBuffer::new(2);
     let stats = std::sync::Arc::new(ReceiverStats::new());
     let mut sink = Sink::new(producer, None, OverflowPolicy::DropNewest, stats);
@@ -380,7 +382,8 @@ pub(crate) struct UringRx {
     ring: IoUring,
     /// Freed in `Drop` only once the kernel is done with it.
     bufs: ManuallyDrop<BufRing>,
-    /// The `msghdr` every RECVMSG SQE points at: no name, no control data.
+    /// The `msghdr` every RECVMSG SQE points at: room for the sender's
+    /// address when senders are checked (else none), no control data.
     /// Boxed so its address is stable; the kernel reads its lengths at
     /// submission, `RecvMsgOut::parse` at completion.
     msghdr: Box<libc::msghdr>,
@@ -397,11 +400,13 @@ pub(crate) struct UringRx {
 
 impl UringRx {
     /// A ring for `sockets` with `batch_len` buffers (rounded up to a power
-    /// of two).
+    /// of two); `names`: ask the kernel for each datagram's sender (for the
+    /// source allow-lists).
     pub(crate) fn new(
         sockets: Vec<Socket>,
         batch_len: usize,
         mode: RingMode,
+        names: bool,
     ) -> Result<Self, UringError> {
         let buf_len = batch_len.next_power_of_two();
         let buf_len = u16::try_from(buf_len).expect("batch_len is validated <= 4096");
@@ -420,7 +425,12 @@ impl UringRx {
         // unregistered, which is fine.
         unsafe { bufs.register(&ring, BGID) }.map_err(UringError::BufRing)?;
         // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
-        let msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        if names {
+            // Only the length matters: the kernel writes the name into each
+            // provided buffer, after the header.
+            msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        }
         let armed = vec![false; sockets.len()];
         Ok(UringRx {
             ring,
@@ -562,13 +572,17 @@ impl UringRx {
                     // recycled only below, after the slice's last use.
                     let buf = unsafe { bufs.buffer(bid, res as usize) };
                     match types::RecvMsgOut::parse(buf, msghdr) {
-                        Ok(out) => {
-                            sink.datagram(out.payload_data(), out.is_payload_truncated(), stamp)
-                        }
+                        Ok(out) => sink.datagram_from(
+                            sock,
+                            out.name_data(),
+                            out.payload_data(),
+                            out.is_payload_truncated(),
+                            stamp,
+                        ),
                         // Shorter than the header: impossible with a
-                        // 128-byte buffer; counted (as a length rejection)
-                        // rather than lost.
-                        Err(()) => sink.datagram(&[], true, stamp),
+                        // 128-byte buffer; counted (as a length or source
+                        // rejection) rather than lost.
+                        Err(()) => sink.datagram_from(sock, &[], &[], true, stamp),
                     }
                 }
                 bufs.recycle(bid);

@@ -53,7 +53,13 @@ impl Running {
 }
 
 fn send_all(to: SocketAddr, datagrams: &[Vec<u8>]) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_all_from("127.0.0.1", to, datagrams);
+}
+
+/// [`send_all`] from a socket bound to `from` (any address of 127.0.0.0/8
+/// is this host's on Linux).
+fn send_all_from(from: &str, to: SocketAddr, datagrams: &[Vec<u8>]) {
+    let s = UdpSocket::bind((from, 0)).unwrap();
     for (i, d) in datagrams.iter().enumerate() {
         s.send_to(d, to).unwrap();
         // Bounded pacing: a short pause every 200 datagrams keeps the test
@@ -165,7 +171,7 @@ async fn mixed_traffic(backend: Backend, mode: PublishMode) {
     let c = account.counters;
     assert!(account.balanced(), "{account:?}");
     assert_eq!(c.received, datagrams.len() as u64);
-    let mut want_rejected = [0u64; 5];
+    let mut want_rejected = [0u64; RejectReason::ALL.len()];
     for (_, r) in &bad {
         want_rejected[r.index()] += 1;
     }
@@ -239,6 +245,123 @@ async fn allow_list_filters() {
     assert!(a.balanced(), "{a:?}");
     assert_eq!((a.counters.acked, a.counters.filtered), (2, 18));
     assert_eq!(stream_contents(&server.url()).await.len(), 2);
+}
+
+/// Issue 13, item 6: TSPI has no authentication, so a forged datagram sent
+/// before the radar's, with the same sensor, day and time (the same
+/// `Nats-Msg-Id`), would be stored and the genuine one dropped as its
+/// duplicate. With the listen address's allow-list naming the radar
+/// (127.0.0.1), the forger's datagrams (from 127.0.0.2) are counted as
+/// rejected (`source`) and never published; the account still balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_senders_are_rejected_and_never_published() {
+    let server = NatsServer::start().expect("nats-server");
+    let mut cfg = config(&server.url(), Backend::Auto);
+    cfg.ingest.sources = vec![tspi::receive::SourcesConfig {
+        listen: cfg.ingest.udp[0],
+        allow: vec!["127.0.0.1".parse().unwrap()],
+    }];
+    let ing = Running::start(cfg).await;
+    let genuine: Vec<Frame> = (0..100).map(frame).collect();
+    // Forgeries of every other genuine frame (same id, another status),
+    // and 20 frames of the forger's own.
+    let mut forged: Vec<Frame> = genuine
+        .iter()
+        .step_by(2)
+        .map(|f| Frame {
+            status: f.status ^ 0x55,
+            ..*f
+        })
+        .collect();
+    forged.extend((100..120).map(frame));
+    let wire = |fs: &[Frame]| fs.iter().map(|f| f.encode().to_vec()).collect::<Vec<_>>();
+    send_all_from("127.0.0.2", ing.addr, &wire(&forged));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_all(ing.addr, &wire(&genuine));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = ing.stop().await;
+    let c = a.counters;
+    assert!(a.balanced(), "{a:?}");
+    assert_eq!(c.received, 170, "{a:?}");
+    assert_eq!(c.rejected_for(RejectReason::Source), 70, "{a:?}");
+    assert_eq!(c.rejected_total(), 70, "{a:?}");
+    assert_eq!((c.acked, c.duplicate, c.failed), (100, 0, 0), "{a:?}");
+    let stored = stream_contents(&server.url()).await;
+    assert_eq!(stored.len(), 100, "only the genuine frames");
+    for f in &genuine {
+        let mut id = String::new();
+        message::write_msg_id(f, &mut id);
+        let (_, body) = stored.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_body_is_encoders(f, body);
+    }
+}
+
+/// Issue 13, item 5: a second `tspi ingest` on the port of a running one
+/// (same user) is refused, naming the first one's pid, instead of joining
+/// the port through `SO_REUSEPORT` and taking most of the feed; the first
+/// still receives every datagram sent afterwards.
+#[test]
+fn a_second_ingest_on_the_port_is_refused_and_the_first_keeps_the_feed() {
+    use std::io::Read as _;
+    let server = NatsServer::start().expect("nats-server");
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let udp = format!("127.0.0.1:{port}");
+    let first = crate::stream_settings::start_on(&server.url(), &udp, &[]);
+    let first_pid = first.child.id();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args([
+            "--log",
+            "warn",
+            "ingest",
+            "--udp",
+            &udp,
+            "--nats",
+            &server.url(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            let _ = first.stop();
+            panic!("the second ingest joined port {port} and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("udp {udp} is already bound by pid {first_pid} ("))
+            && stderr.contains("ingest --udp")
+            && stderr.contains("split the feed"),
+        "{stderr}"
+    );
+
+    let datagrams: Vec<Vec<u8>> = (0..200).map(|i| frame(i).encode().to_vec()).collect();
+    send_all(udp.parse().unwrap(), &datagrams);
+    std::thread::sleep(Duration::from_millis(300));
+    let (account, log) = first.stop();
+    let c = &account["final_account"]["counters"];
+    assert_eq!(c["received"], 200, "{log}");
+    assert_eq!(c["acked"], 200, "{log}");
+    assert_eq!(c["rejected"]["source"], 0, "{log}");
+    assert_eq!(account["balanced"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

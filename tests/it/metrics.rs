@@ -52,7 +52,7 @@ fn with_report<T>(f: impl FnOnce(&metrics::Report<'_>) -> T) -> T {
     worker.join().unwrap();
     let counters = IngestCounts {
         received: 510,
-        rejected: [0, 0, 2, 0, 0],
+        rejected: [0, 0, 2, 0, 0, 0],
         published: 500,
         acked: 500,
         ..IngestCounts::default()

@@ -160,7 +160,7 @@ fn mixed_datagrams(backend: Backend) {
     let mut consumers = rx.take_consumers();
     let bad = malformed();
     let mut datagrams = Vec::new();
-    let mut expected_rejected = [0u64; 5];
+    let mut expected_rejected = [0u64; RejectReason::ALL.len()];
     let valid_len = 400u32;
     for i in 0..valid_len {
         datagrams.push(valid(i).to_vec());
@@ -245,6 +245,106 @@ fn allow_list_filters_other_sensors() {
         assert_eq!(out[0].len(), 100);
         rx.stop();
     }
+}
+
+/// Issue 13, item 6: datagrams from senders off a listen address's
+/// allow-list are counted as rejected (`source`) and never reach the ring,
+/// whatever they hold; one worker's sockets each use their own list.
+#[test]
+fn source_allow_lists_reject_forged_senders_before_parsing() {
+    for backend in backends("source_allow_lists_reject_forged_senders_before_parsing") {
+        let mut cfg = config("127.0.0.1:0", backend);
+        cfg.listen.push("[::1]:0".parse().unwrap());
+        cfg.allow_sources = vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        cfg.sources = vec![tspi::receive::SourcesConfig {
+            listen: "[::1]:0".parse().unwrap(),
+            allow: vec!["fd00::/8".parse().unwrap()],
+        }];
+        let mut rx = start(&cfg);
+        let (to_v4, to_v6) = (rx.local_addrs()[0], rx.local_addrs()[1]);
+        let short = || vectors::bytes(vectors::GEOCENTRIC_1)[..36].to_vec();
+        // Genuine: 127.0.0.1, allowed; 100 valid and 5 malformed.
+        let mut genuine: Vec<Vec<u8>> = (0..100).map(|i| valid(i).to_vec()).collect();
+        genuine.extend((0..5).map(|_| short()));
+        send_paced(&rx, &sender_v4(), to_v4, &genuine);
+        // Forged: 127.0.0.2 (loopback, but not on the list), valid or not.
+        let forger = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let mut forged: Vec<Vec<u8>> = (1000..1050).map(|i| valid(i).to_vec()).collect();
+        forged.extend((0..5).map(|_| short()));
+        send_paced(&rx, &forger, to_v4, &forged);
+        // ::1 is not in fd00::/8, the list of the v6 address.
+        let v6: Vec<Vec<u8>> = (2000..2020).map(|i| valid(i).to_vec()).collect();
+        send_paced(&rx, &UdpSocket::bind("[::1]:0").unwrap(), to_v6, &v6);
+
+        let c = rx.counts();
+        assert!(c.is_consistent(), "{c:?}");
+        assert_eq!(c.received, 180, "{backend:?}");
+        assert_eq!(
+            c.rejected_for(RejectReason::Source),
+            75,
+            "{backend:?} {c:?}"
+        );
+        assert_eq!(c.rejected_for(RejectReason::Length), 5, "{backend:?} {c:?}");
+        assert_eq!((c.filtered, c.accepted), (0, 100), "{backend:?}");
+        let out = drain(&mut rx.consumers);
+        let mut ticks: Vec<u32> = out[0].iter().map(|r| r.frame.time_ticks).collect();
+        ticks.sort_unstable();
+        assert_eq!(ticks, (0..100).collect::<Vec<_>>(), "only the genuine ones");
+        rx.stop();
+    }
+}
+
+/// Issue 13, item 5: a port another process holds is refused, naming the
+/// holder, instead of being joined through `SO_REUSEPORT` (which would
+/// split the feed between the two). The holder here is this process, with
+/// a socket just like a running ingest's.
+#[test]
+fn a_port_another_socket_holds_is_refused_naming_the_holder() {
+    let reuseport_socket = |addr: SocketAddr| {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s
+    };
+    let holder = reuseport_socket("127.0.0.1:0".parse().unwrap());
+    let port = holder.local_addr().unwrap().as_socket().unwrap().port();
+    for listen in [format!("127.0.0.1:{port}"), format!("0.0.0.0:{port}")] {
+        let e = Receivers::start(&config(&listen, Backend::Recvmmsg))
+            .err()
+            .unwrap_or_else(|| panic!("{listen}: a second socket joined a held port"));
+        assert!(matches!(e, ReceiveError::PortHeld { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "udp {listen} is already bound by pid {} (",
+                std::process::id()
+            )) && msg.contains("split the feed"),
+            "{msg}"
+        );
+    }
+    // Another address on the same port does not overlap.
+    start(&config(&format!("127.0.0.2:{port}"), Backend::Recvmmsg)).stop();
+    // Port 0 is a fresh port: never probed, never refused.
+    start(&config("127.0.0.1:0", Backend::Recvmmsg)).stop();
+
+    // A multicast group's own address: every socket gets its own copy, so
+    // a holder on the port takes nothing away; allowed.
+    let wildcard = reuseport_socket("0.0.0.0:0".parse().unwrap());
+    let port = wildcard.local_addr().unwrap().as_socket().unwrap().port();
+    let group = Ipv4Addr::new(239, 255, 77, 99);
+    let mut cfg = config(&format!("{group}:{port}"), Backend::Recvmmsg);
+    cfg.multicast = vec![MulticastGroup {
+        group: IpAddr::V4(group),
+        interface: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        interface_index: None,
+    }];
+    start(&cfg).stop();
+    drop(holder);
 }
 
 #[test]
@@ -697,12 +797,17 @@ fn bad_configs_are_typed_errors() {
     assert!(matches!(e, ReceiveError::Bind { .. }), "{e}");
     assert!(e.to_string().contains("not assigned"), "{e}");
 
-    // A port held by a socket without SO_REUSEPORT.
+    // A port held by a socket without SO_REUSEPORT: refused before binding,
+    // naming the holder (this process).
     let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
     let e = err(&config(&format!("127.0.0.1:{port}"), Backend::Recvmmsg));
-    assert!(matches!(e, ReceiveError::Bind { .. }), "{e}");
-    assert!(e.to_string().contains("SO_REUSEPORT"), "{e}");
+    assert!(matches!(e, ReceiveError::PortHeld { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("by pid {} (", std::process::id())),
+        "{e}"
+    );
 
     let mut c = base.clone();
     c.cores = vec![100_000];

@@ -32,20 +32,25 @@ fn plain(s: &str) -> String {
     out
 }
 
-struct Ingest {
-    child: Child,
-    udp: String,
-    log: Arc<Mutex<String>>,
+pub(crate) struct Ingest {
+    pub(crate) child: Child,
+    pub(crate) udp: String,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
-/// `tspi ingest` at `--log info`, its stderr collected; waits until it
-/// receives (or has exited).
+/// `tspi ingest` at `--log info` on a free loopback port, its stderr
+/// collected; waits until it receives (or has exited).
 fn start(url: &str, extra: &[&str]) -> Ingest {
     let port = {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let udp = format!("127.0.0.1:{port}");
+    start_on(url, &format!("127.0.0.1:{port}"), extra)
+}
+
+/// [`start`] on `udp`.
+pub(crate) fn start_on(url: &str, udp: &str, extra: &[&str]) -> Ingest {
+    let udp = udp.to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
         .args([
             "--log", "info", "ingest", "--udp", &udp, "--nats", url, "--json",
@@ -79,7 +84,7 @@ fn start(url: &str, extra: &[&str]) -> Ingest {
 
 impl Ingest {
     /// SIGTERM, then the final account (JSON) and the whole log.
-    fn stop(mut self) -> (serde_json::Value, String) {
+    pub(crate) fn stop(mut self) -> (serde_json::Value, String) {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();

@@ -144,16 +144,21 @@ pub enum RejectReason {
     Version,
     Day,
     Time,
+    /// Not the codec's: the sender is not on its listen address's source
+    /// allow-list, so the datagram was not parsed (the receive path counts
+    /// it; [`parse`] never returns it).
+    Source,
 }
 
 impl RejectReason {
     /// Every reason, in counter order.
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::Length,
         RejectReason::Type,
         RejectReason::Version,
         RejectReason::Day,
         RejectReason::Time,
+        RejectReason::Source,
     ];
 
     /// Short label for metrics and logs.
@@ -164,6 +169,7 @@ impl RejectReason {
             RejectReason::Version => "version",
             RejectReason::Day => "day",
             RejectReason::Time => "time",
+            RejectReason::Source => "source",
         }
     }
 

@@ -157,7 +157,10 @@ fn reasons_index_their_counters() {
         assert_eq!(r.index(), i);
     }
     let labels: Vec<_> = RejectReason::ALL.iter().map(|r| r.label()).collect();
-    assert_eq!(labels, ["length", "type", "version", "day", "time"]);
+    assert_eq!(
+        labels,
+        ["length", "type", "version", "day", "time", "source"]
+    );
 }
 
 #[test]

@@ -48,3 +48,51 @@ fn typo_and_bad_values_are_named() {
         "{err}"
     );
 }
+
+/// Source allow-lists (issue 13, item 6): a good one passes; a bad network
+/// names its line, key and value; a list for an address that is not
+/// listened on is refused by key.
+#[test]
+fn source_allow_lists_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = write(
+        "good.toml",
+        "[ingest]\nudp = [\"0.0.0.0:5000\", \"[::]:5000\"]\n\
+         allow_sources = [\"10.1.0.0/16\", \"192.168.5.7\", \"fd00::/8\"]\n\
+         [[ingest.sources]]\nlisten = \"0.0.0.0:5000\"\nallow = [\"10.1.2.0/24\"]\n",
+    );
+    let (code, out, err) = validate(&good);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("good.toml: ok\n"), "{out}");
+
+    let bad = write(
+        "bad-network.toml",
+        "[ingest]\nudp = [\"0.0.0.0:5000\"]\nallow_sources = [\"10.1.0.0/33\"]\n",
+    );
+    let (code, _, err) = validate(&bad);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("line 3")
+            && err.contains("allow_sources")
+            && err.contains("\"10.1.0.0/33\": prefix 33 is longer than the address's 32 bits"),
+        "{err}"
+    );
+
+    let unlistened = write(
+        "unlistened.toml",
+        "[ingest]\nudp = [\"0.0.0.0:5000\"]\n\
+         [[ingest.sources]]\nlisten = \"0.0.0.0:5001\"\nallow = [\"10.1.2.0/24\"]\n",
+    );
+    let (code, _, err) = validate(&unlistened);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("ingest.sources")
+            && err.contains("0.0.0.0:5001, which is not a listen address"),
+        "{err}"
+    );
+}
