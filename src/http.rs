@@ -195,7 +195,11 @@ async fn accept_loop(
             tokio::spawn(refuse(stream));
             continue;
         };
-        let (router, stats) = (router.clone(), stats.clone());
+        // Handlers may ask for the peer (`ConnectInfo<SocketAddr>`).
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let stats = stats.clone();
         tokio::spawn(async move {
             serve_connection(stream, router, &limits, &stats).await;
             drop(slot);

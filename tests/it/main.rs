@@ -12,6 +12,7 @@ mod channels;
 mod channels_hardening;
 mod cli;
 mod harness;
+mod hub;
 mod ingest;
 mod ingest_drain;
 mod kit;

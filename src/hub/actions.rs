@@ -1,0 +1,155 @@
+//! Edge: what an operator's connection may do, carried out on NATS in the
+//! contract's shapes (CONTRACT §4-5): display commands and tags with
+//! `Nats-Msg-Id`, group replays through the channels service.
+
+use super::Hub;
+use super::protocol::Action;
+use crate::channels::message::{self, GroupReplayRequest};
+use crate::contract::names;
+use crate::message::RecvTime;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Display commands the contract names.
+pub const DISPLAY_COMMANDS: [&str; 3] = ["units", "marker_color", "session_metadata"];
+/// Longest tag label or note.
+pub const TAG_TEXT_LEN_MAX: usize = 1024;
+/// How long the channels service has to answer a replay request.
+const SERVICE_WAIT: Duration = Duration::from_secs(10);
+
+/// A short description of an action, for the operations log and errors.
+pub fn describe(a: &Action) -> String {
+    match a {
+        Action::Display { name, .. } => format!("display command {name}"),
+        Action::Tag { label, .. } => format!("tag {label:?}"),
+        Action::GroupReplayStart { .. } => "group replay start".into(),
+        Action::GroupReplayStop { channel_id } => format!("group replay stop {channel_id}"),
+    }
+}
+
+/// An id no other action of this process has: the sender, the time, a
+/// counter.
+fn unique_id(sender: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{sender}-{:x}-{}",
+        RecvTime::now().unix_ns,
+        NEXT.fetch_add(1, Relaxed)
+    )
+}
+
+fn iso_now() -> String {
+    RecvTime::now().iso().as_str().to_owned()
+}
+
+fn cbor(v: &ciborium::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).expect("CBOR into a Vec cannot fail");
+    out
+}
+
+fn text(k: &str, v: impl Into<String>) -> (ciborium::Value, ciborium::Value) {
+    (
+        ciborium::Value::Text(k.into()),
+        ciborium::Value::Text(v.into()),
+    )
+}
+
+/// Publish `body` on `subject` with `Nats-Msg-Id = id` (the `TSPI_OPS`
+/// stream captures it once), and wait for the server to have it.
+async fn publish(hub: &Hub, subject: String, id: &str, body: Vec<u8>) -> anyhow::Result<()> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    hub.nats
+        .publish_with_headers(subject, headers, body.into())
+        .await?;
+    hub.nats.flush().await?;
+    Ok(())
+}
+
+/// Carry out `a` for `sender` (a client id), whose operator token is
+/// `token` (passed on to the channels service, which checks its own).
+/// Returns what was done.
+pub async fn carry_out(
+    hub: &Hub,
+    sender: &str,
+    token: Option<&str>,
+    a: Action,
+) -> anyhow::Result<String> {
+    match a {
+        Action::Display { name, payload } => {
+            anyhow::ensure!(
+                DISPLAY_COMMANDS.contains(&name.as_str()),
+                "unknown display command (one of {DISPLAY_COMMANDS:?})"
+            );
+            let cmd_id = unique_id(sender);
+            let payload = ciborium::Value::serialized(&payload)?;
+            let body = cbor(&ciborium::Value::Map(vec![
+                text("cmd_id", cmd_id.clone()),
+                text("name", name.clone()),
+                text("ts", iso_now()),
+                text("sender", sender),
+                (ciborium::Value::Text("payload".into()), payload),
+            ]));
+            publish(hub, format!("tspi.cmd.display.{name}"), &cmd_id, body).await?;
+            Ok(format!("display command {name} ({cmd_id})"))
+        }
+        Action::Tag { label, ts, notes } => {
+            anyhow::ensure!(!label.is_empty(), "a tag needs a label");
+            anyhow::ensure!(
+                label.len() <= TAG_TEXT_LEN_MAX
+                    && notes.as_ref().is_none_or(|n| n.len() <= TAG_TEXT_LEN_MAX),
+                "label or notes over {TAG_TEXT_LEN_MAX} bytes"
+            );
+            let ts = match ts {
+                Some(t) => {
+                    crate::contract::message::rfc3339::parse_rfc3339_ns(&t)
+                        .map_err(|e| anyhow::anyhow!("ts {t:?}: {e}"))?;
+                    t
+                }
+                None => iso_now(),
+            };
+            let id = unique_id(sender);
+            let mut map = vec![
+                text("id", id.clone()),
+                text("ts", ts),
+                text("label", label.clone()),
+                text("status", "active"),
+                text("updated_ts", iso_now()),
+                text("creator", sender),
+            ];
+            if let Some(n) = notes {
+                map.push(text("notes", n));
+            }
+            let body = cbor(&ciborium::Value::Map(map));
+            publish(hub, names::SUBJECT_TAGS.to_owned(), &id, body).await?;
+            Ok(format!("tag {label:?} ({id})"))
+        }
+        Action::GroupReplayStart {
+            id,
+            display_name,
+            spec,
+        } => {
+            let channel = crate::channels::service::group_channel_id(id.as_deref(), &spec)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let name = display_name.unwrap_or_else(|| channel.to_string());
+            let mut req = GroupReplayRequest::new(&channel, name, spec);
+            req.operator_token = token.map(str::to_owned);
+            let started =
+                crate::channels::service::request_group_replay(&hub.nats, &req, SERVICE_WAIT)
+                    .await?;
+            Ok(format!("group replay {} started", started.channel_id))
+        }
+        Action::GroupReplayStop { channel_id } => {
+            message::ChannelId::parse(&channel_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            crate::channels::service::stop_group_replay(
+                &hub.nats,
+                &channel_id,
+                token.map(str::to_owned),
+                SERVICE_WAIT,
+            )
+            .await?;
+            Ok(format!("group replay {channel_id} stopped"))
+        }
+    }
+}

@@ -1,0 +1,685 @@
+//! `tspi console serve`: the operators' hub. NATS in, WebSocket out.
+//!
+//! ```text
+//! tspi.channel.>  ──► per-channel track table ──tick──► latest frame (watch: latest wins)
+//! tspi.ops.ctrl, tspi.cmd.display.>, tags.broadcast,      │
+//! tspi.ops.status, tspi.ops.metrics.ingest.>  ──► events ─┼─► each client's bounded queue
+//!                                                          ▼
+//!                                   client task: snapshot on connect, then frames of its
+//!                                   channel, events, pings; actions with an operator token
+//! ```
+//!
+//! **A slow client never slows anyone else.** Frames are latest-wins: a
+//! channel's newest frame sits in a `watch`; a client that falls behind
+//! skips to it, and since frames carry only changes, a client that skipped
+//! one gets a fresh snapshot instead (counted as skipped). Events go through
+//! a bounded queue per client, filled with `try_send` only: a client whose
+//! queue overflows is disconnected with a reason (counted), and so is one
+//! whose socket takes a write for longer than the write timeout. Nothing a
+//! client does blocks the NATS readers or the ticker.
+//!
+//! The track tables (positions, trails, staleness) are the pure
+//! [`Table`]s; the protocol's messages and the roster are pure
+//! ([`protocol`]). This module and [`client`] are the edges.
+
+pub mod actions;
+pub mod client;
+pub mod protocol;
+
+use crate::channels::message::{ChannelId, Ctrl, Heartbeat};
+use crate::http::{HttpLimits, HttpStats};
+use protocol::{Event, OpsLog, Percentiles, Roster, RosterEntry};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// One channel's table of tracks, as the hub uses it (the console's pure
+/// track table implements it).
+pub trait Table: Send + 'static {
+    /// Take one contract body (CBOR) received at `now_ms`.
+    fn ingest(&mut self, now_ms: u64, body: &[u8]) -> Result<(), String>;
+    /// The changes since the last tick as a `frame` message, if any.
+    fn tick_json(&mut self, channel_id: &str, now_ms: u64) -> Option<String>;
+    /// Every track as a `snapshot` message.
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String;
+    /// Tracks in the table.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Makes the table of a channel the hub meets for the first time.
+pub type TableFactory = Arc<dyn Fn() -> Box<dyn Table> + Send + Sync>;
+
+/// How the hub runs.
+#[derive(Clone, Debug)]
+pub struct HubOptions {
+    /// Frames per second per channel.
+    pub tick: Duration,
+    /// Clients connected at once; more are refused with a reason.
+    pub clients_max: usize,
+    /// Events queued per client before it is cut off as too slow.
+    pub events_queue_len: usize,
+    /// Origins (besides the page's own host) whose pages may connect.
+    pub allowed_origins: Vec<String>,
+    /// Tokens that make a connection an operator's; none: every client is
+    /// a viewer.
+    pub operator_tokens: Vec<String>,
+    /// A write that takes longer cuts the client off.
+    pub write_timeout: Duration,
+    /// WebSocket pings (the heartbeat's `ping_ms`).
+    pub ping_interval: Duration,
+    /// Heartbeats on `tspi.ops.status` (besides one at every change).
+    pub heartbeat_interval: Duration,
+    /// A roster entry without a heartbeat for this long is dropped.
+    pub roster_stale: Duration,
+    /// How long a replay channel's table is kept after the replay stopped
+    /// and its last client left.
+    pub channel_linger: Duration,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            tick: Duration::from_millis(100),
+            clients_max: 256,
+            events_queue_len: 1024,
+            allowed_origins: Vec::new(),
+            operator_tokens: Vec::new(),
+            write_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(5),
+            roster_stale: Duration::from_secs(15),
+            channel_linger: Duration::from_secs(60),
+        }
+    }
+}
+
+crate::counter_set! {
+    /// The hub's counters.
+    #[derive(serde::Serialize)]
+    pub struct HubCounts {
+        connected => "WebSocket clients connected.",
+        refused => "WebSocket clients refused (over the client limit or from a foreign origin).",
+        frames_sent => "Frames sent to clients.",
+        frames_skipped => "Frames skipped by clients that fell behind (each given a snapshot instead).",
+        snapshots_sent => "Snapshots sent to clients.",
+        events_sent => "Events sent to clients.",
+        slow_disconnects => "Clients disconnected as too slow (event queue full or write timeout).",
+        bad_bodies => "Channel messages whose body could not be decoded into a track.",
+        actions => "Operator actions carried out.",
+        actions_refused => "Actions refused (no operator token, a bad request, or the server said no).",
+    }
+    /// [`HubCounts`], counted live.
+    live pub struct HubLive;
+}
+
+/// One channel: its table and its latest frame.
+pub struct Channel {
+    pub id: ChannelId,
+    table: Mutex<Box<dyn Table>>,
+    frames: watch::Sender<Option<Arc<Encoded>>>,
+    /// When the replay behind it stopped (ms since epoch), if it did.
+    stopped_ms: AtomicU64,
+}
+
+/// A frame serialized once for every client.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Frames of this channel so far; a client that sees a gap skipped one.
+    pub seq: u64,
+    pub text: axum::extract::ws::Utf8Bytes,
+}
+
+impl Channel {
+    fn snapshot(&self, now_ms: u64) -> (u64, String) {
+        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        // The sequence read under the table's lock: the snapshot holds
+        // every frame up to it.
+        let seq = self.frames.borrow().as_ref().map_or(0, |f| f.seq);
+        (seq, table.snapshot_json(&self.id.to_string(), now_ms))
+    }
+}
+
+/// A connected client as the hub sees it.
+struct ClientEntry {
+    events: mpsc::Sender<ClientEvent>,
+    /// Told to close (its queue overflowed).
+    kill: Arc<tokio::sync::Notify>,
+    channel: String,
+}
+
+/// What reaches a client task through its queue.
+#[derive(Clone, Debug)]
+pub enum ClientEvent {
+    /// JSON text for the client.
+    Json(Arc<str>),
+    /// A control message that moves the client's state machine.
+    Ctrl(Ctrl),
+}
+
+/// The hub's shared state.
+pub struct Hub {
+    pub opts: HubOptions,
+    pub nats: async_nats::Client,
+    pub stats: HubLive,
+    pub http: Arc<HttpStats>,
+    channels: Mutex<HashMap<String, Arc<Channel>>>,
+    make_table: TableFactory,
+    clients: Mutex<HashMap<u64, ClientEntry>>,
+    next_client: AtomicU64,
+    roster: Mutex<Roster>,
+    ops_log: Mutex<OpsLog>,
+    latency: Mutex<LatencyBoard>,
+    /// The last display command of each name (sent to clients on connect).
+    display: Mutex<BTreeMap<String, Arc<str>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("opts", &self.opts).finish()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Hub {
+    /// A hub on `nats`; call [`Hub::start`] to run its tasks.
+    pub fn new(nats: async_nats::Client, opts: HubOptions, make_table: TableFactory) -> Arc<Hub> {
+        Arc::new(Hub {
+            opts,
+            nats,
+            stats: HubLive::default(),
+            http: Arc::new(HttpStats::default()),
+            channels: Mutex::new(HashMap::new()),
+            make_table,
+            clients: Mutex::new(HashMap::new()),
+            next_client: AtomicU64::new(1),
+            roster: Mutex::new(Roster::default()),
+            ops_log: Mutex::new(OpsLog::default()),
+            latency: Mutex::new(LatencyBoard::default()),
+            display: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Subscribe and start the NATS readers and the ticker; they end when
+    /// the returned tasks are aborted (or the connection closes).
+    pub async fn start(self: &Arc<Hub>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        use crate::contract::names;
+        let telemetry = self.nats.subscribe("tspi.channel.>").await?;
+        let ops = vec![
+            self.nats.subscribe(names::SUBJECT_CTRL).await?,
+            self.nats.subscribe("tspi.cmd.display.>").await?,
+            self.nats.subscribe(names::SUBJECT_TAGS).await?,
+            self.nats.subscribe(names::SUBJECT_STATUS).await?,
+            self.nats.subscribe("tspi.ops.metrics.ingest.>").await?,
+        ];
+        self.nats.flush().await?;
+        let mut tasks = vec![
+            tokio::spawn(telemetry_loop(self.clone(), telemetry)),
+            tokio::spawn(tick_loop(self.clone())),
+        ];
+        for sub in ops {
+            tasks.push(tokio::spawn(ops_loop(self.clone(), sub)));
+        }
+        Ok(tasks)
+    }
+
+    /// The channel `id`, made on first use.
+    pub fn channel(&self, id: &ChannelId) -> Arc<Channel> {
+        let key = id.to_string();
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Channel {
+                    id: id.clone(),
+                    table: Mutex::new((self.make_table)()),
+                    frames: watch::channel(None).0,
+                    stopped_ms: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Tracks per channel, clients per channel (for metrics).
+    pub fn channel_gauges(&self) -> Vec<(String, usize, usize)> {
+        let channels: Vec<Arc<Channel>> = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, usize, usize)> = channels
+            .iter()
+            .map(|c| {
+                let id = c.id.to_string();
+                let n = clients.values().filter(|e| e.channel == id).count();
+                let tracks = c.table.lock().unwrap_or_else(|e| e.into_inner()).len();
+                (id, tracks, n)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn clients_connected(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Register a client; `None` when the limit is reached.
+    fn join(
+        &self,
+        channel: &ChannelId,
+    ) -> Option<(u64, mpsc::Receiver<ClientEvent>, Arc<tokio::sync::Notify>)> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= self.opts.clients_max {
+            return None;
+        }
+        let id = self.next_client.fetch_add(1, Relaxed);
+        let (tx, rx) = mpsc::channel(self.opts.events_queue_len);
+        let kill = Arc::new(tokio::sync::Notify::new());
+        clients.insert(
+            id,
+            ClientEntry {
+                events: tx,
+                kill: kill.clone(),
+                channel: channel.to_string(),
+            },
+        );
+        self.stats.connected.fetch_add(1, Relaxed);
+        Some((id, rx, kill))
+    }
+
+    fn leave(&self, id: u64) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn moved(&self, id: u64, channel: &ChannelId) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+        {
+            c.channel = channel.to_string();
+        }
+    }
+
+    /// Queue `event` for every client, never waiting: a client whose queue
+    /// is full is told to close.
+    pub fn broadcast(&self, event: ClientEvent) {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        for c in clients.values() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = c.events.try_send(event.clone()) {
+                c.kill.notify_one();
+            }
+        }
+    }
+
+    fn broadcast_event(&self, e: &Event) {
+        self.broadcast(ClientEvent::Json(e.to_json().into()));
+    }
+
+    /// Add a line to the operations log and send it to everyone.
+    pub fn log(&self, text: String) {
+        let e = self
+            .ops_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now_ms(), text);
+        self.broadcast_event(&e);
+    }
+
+    /// What a client gets after `hello`, before its snapshot: the roster,
+    /// the operations log, the latest display commands and latencies.
+    fn welcome(&self) -> Vec<String> {
+        let mut out = vec![
+            self.roster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .event()
+                .to_json(),
+            self.ops_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .event()
+                .to_json(),
+        ];
+        out.extend(
+            self.display
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|s| s.to_string()),
+        );
+        out.push(
+            self.latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .event()
+                .to_json(),
+        );
+        out
+    }
+
+    /// The hub's Prometheus families.
+    pub fn render_prometheus(&self) -> String {
+        let mut s = String::new();
+        crate::metrics::write_counter_families(&mut s, "tspi_console", &self.stats.load());
+        let gauges = self.channel_gauges();
+        let labels: Vec<String> = gauges
+            .iter()
+            .map(|(id, _, _)| format!("{{channel=\"{id}\"}}"))
+            .collect();
+        crate::metrics::write_gauge_family(
+            &mut s,
+            "tspi_console_clients",
+            "WebSocket clients per channel.",
+            &labels
+                .iter()
+                .zip(&gauges)
+                .map(|(l, (_, _, n))| (l.as_str(), *n))
+                .collect::<Vec<_>>(),
+        );
+        crate::metrics::write_gauge_family(
+            &mut s,
+            "tspi_console_tracks",
+            "Tracks per channel.",
+            &labels
+                .iter()
+                .zip(&gauges)
+                .map(|(l, (_, t, _))| (l.as_str(), *t))
+                .collect::<Vec<_>>(),
+        );
+        s.push_str(&crate::http::render_prometheus("console", &self.http));
+        s
+    }
+}
+
+/// Telemetry on `tspi.channel.<channel>` into the channel's table.
+async fn telemetry_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
+    use futures_util::StreamExt as _;
+    while let Some(msg) = sub.next().await {
+        let Some(rest) = msg.subject.as_str().strip_prefix("tspi.channel.") else {
+            continue;
+        };
+        // Requests share the prefix (`list.req`, `private.req`): only
+        // channel ids are channels.
+        let Ok(id) = ChannelId::parse(rest) else {
+            continue;
+        };
+        let channel = hub.channel(&id);
+        let r = channel
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ingest(now_ms(), &msg.payload);
+        if r.is_err() {
+            hub.stats.bad_bodies.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Every tick, each channel's changes into its latest frame; replay
+/// channels stopped long enough ago and left by every client are dropped.
+async fn tick_loop(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(hub.opts.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut roster_every = 0u32;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let channels: Vec<Arc<Channel>> = hub
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in &channels {
+            let mut table = c.table.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(text) = table.tick_json(&c.id.to_string(), now) {
+                let seq = c.frames.borrow().as_ref().map_or(0, |f| f.seq) + 1;
+                c.frames.send_replace(Some(Arc::new(Encoded {
+                    seq,
+                    text: text.into(),
+                })));
+            }
+        }
+        let linger = hub.opts.channel_linger.as_millis() as u64;
+        hub.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, c| {
+                let stopped = c.stopped_ms.load(Relaxed);
+                stopped == 0
+                    || now.saturating_sub(stopped) < linger
+                    || c.frames.receiver_count() > 0
+            });
+        // The roster's expiry, once a second.
+        roster_every += 1;
+        if Duration::from_millis(u64::from(roster_every) * hub.opts.tick.as_millis() as u64)
+            >= Duration::from_secs(1)
+        {
+            roster_every = 0;
+            let stale = hub.opts.roster_stale.as_millis() as u64;
+            let expired = hub
+                .roster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expire(now, stale);
+            if expired {
+                let e = hub.roster.lock().unwrap_or_else(|e| e.into_inner()).event();
+                hub.broadcast_event(&e);
+            }
+        }
+    }
+}
+
+/// Operator traffic into events.
+async fn ops_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
+    use crate::contract::message::ops;
+    use futures_util::StreamExt as _;
+    while let Some(msg) = sub.next().await {
+        let subject = msg.subject.as_str();
+        if subject == crate::contract::names::SUBJECT_CTRL {
+            let Ok(ctrl) = Ctrl::decode(&msg.payload) else {
+                continue;
+            };
+            let event = match &ctrl {
+                Ctrl::Start(s) => {
+                    hub.log(format!(
+                        "group replay started: {} ({})",
+                        s.channel_id, s.identifier
+                    ));
+                    if let Ok(id) = ChannelId::parse(&s.channel_id) {
+                        hub.channel(&id).stopped_ms.store(0, Relaxed);
+                    }
+                    Some(Event::Control {
+                        action: "GroupReplayStart".into(),
+                        channel_id: s.channel_id.clone(),
+                        display_name: Some(s.display_name.clone()),
+                        identifier: Some(s.identifier.clone()),
+                    })
+                }
+                Ctrl::Stop(s) => {
+                    hub.log(format!("group replay stopped: {}", s.channel_id));
+                    if let Ok(id) = ChannelId::parse(&s.channel_id) {
+                        hub.channel(&id).stopped_ms.store(now_ms(), Relaxed);
+                    }
+                    Some(Event::Control {
+                        action: "GroupReplayStop".into(),
+                        channel_id: s.channel_id.clone(),
+                        display_name: None,
+                        identifier: None,
+                    })
+                }
+                _ => None,
+            };
+            if let Some(e) = event {
+                hub.broadcast_event(&e);
+                hub.broadcast(ClientEvent::Ctrl(ctrl));
+            }
+        } else if subject.starts_with("tspi.cmd.display.") {
+            let Ok(c) = ops::decode_command(&msg.payload) else {
+                continue;
+            };
+            hub.log(format!(
+                "display command {} from {}",
+                c.name,
+                c.sender.as_deref().unwrap_or("?")
+            ));
+            let e = Event::Display {
+                cmd_id: c.cmd_id,
+                name: c.name.clone(),
+                ts_unix_us: c.ts_unix_us,
+                sender: c.sender,
+                payload: serde_json::from_str(&c.payload_json).unwrap_or_default(),
+            };
+            let text: Arc<str> = e.to_json().into();
+            hub.display
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.name, text.clone());
+            hub.broadcast(ClientEvent::Json(text));
+        } else if subject == crate::contract::names::SUBJECT_TAGS {
+            let Ok(t) = ops::decode_tag(&msg.payload) else {
+                continue;
+            };
+            hub.log(format!("tag \"{}\"", t.label));
+            hub.broadcast_event(&Event::Tag {
+                id: t.id,
+                label: t.label,
+                ts_unix_us: t.ts_unix_us,
+                notes: t.notes,
+                creator: t.creator,
+            });
+        } else if subject == crate::contract::names::SUBJECT_STATUS {
+            let Ok(h) = crate::channels::message::from_cbor::<Heartbeat>(&msg.payload) else {
+                continue;
+            };
+            let entry = RosterEntry {
+                client_id: h.client_id,
+                state: h.state,
+                channel_id: h.channel_id,
+                live_override: h.live_override,
+                operator: h.operator,
+                ping_ms: h.ping_ms,
+                seen_unix_ms: now_ms(),
+            };
+            let mut roster = hub.roster.lock().unwrap_or_else(|e| e.into_inner());
+            if roster.heartbeat(entry) {
+                let e = roster.event();
+                drop(roster);
+                hub.broadcast_event(&e);
+            }
+        } else if let Some(host) = subject.strip_prefix("tspi.ops.metrics.ingest.") {
+            let changed = hub
+                .latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(host, &msg.payload);
+            if changed {
+                let e = hub
+                    .latency
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .event();
+                hub.broadcast_event(&e);
+            }
+        }
+    }
+}
+
+/// The ingest boxes' latency histograms: each box's last interval (its
+/// snapshot), and their merge.
+#[derive(Debug, Default)]
+struct LatencyBoard {
+    boxes: BTreeMap<String, BTreeMap<String, hdrhistogram::Histogram<u64>>>,
+}
+
+impl LatencyBoard {
+    /// Take one box's snapshot; false if it did not decode.
+    fn update(&mut self, host: &str, body: &[u8]) -> bool {
+        let Ok(snap) = serde_json::from_slice::<crate::metrics::Snapshot>(body) else {
+            return false;
+        };
+        let mut hs = BTreeMap::new();
+        let h = &snap.histograms;
+        for (name, b64) in [
+            ("receive_to_publish", &h.receive_to_publish),
+            ("publish_to_ack", &h.publish_to_ack),
+            ("receive_to_ack", &h.receive_to_ack),
+        ] {
+            if let Ok(h) = crate::metrics::decode_hdr_snapshot(b64) {
+                hs.insert(name.to_owned(), h);
+            }
+        }
+        if hs.is_empty() {
+            return false;
+        }
+        // Bounded: one entry per box name, names from subjects NATS accepted.
+        if self.boxes.len() < 256 || self.boxes.contains_key(host) {
+            self.boxes.insert(host.to_owned(), hs);
+        }
+        true
+    }
+
+    fn event(&self) -> Event {
+        let mut merged: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+        let mut per_box = BTreeMap::new();
+        for (host, hs) in &self.boxes {
+            let mut mine = BTreeMap::new();
+            for (name, h) in hs {
+                mine.insert(name.clone(), Percentiles::of(h));
+                match merged.get_mut(name) {
+                    Some(m) => {
+                        let _ = m.add(h);
+                    }
+                    None => {
+                        merged.insert(name.clone(), h.clone());
+                    }
+                }
+            }
+            per_box.insert(host.clone(), mine);
+        }
+        Event::Latency {
+            merged: merged
+                .iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+                .collect(),
+            per_box,
+        }
+    }
+}
+
+/// Serve the hub on `addr`: `/` (the page: a placeholder until the web
+/// page lands), `/ws` (the protocol), `/metrics`.
+pub async fn serve(
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let router = client::router(hub.clone());
+    // WebSocket connections live long: the idle timeout is longer than
+    // the ping interval, which keeps a healthy connection busy.
+    let limits = HttpLimits {
+        connections_max: hub.opts.clients_max + 64,
+        idle_timeout: Duration::from_secs(60).max(hub.opts.ping_interval * 4),
+        ..HttpLimits::METRICS
+    };
+    crate::http::serve(addr, router, limits, hub.http.clone()).await
+}

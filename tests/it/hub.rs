@@ -1,0 +1,692 @@
+//! `tspi console serve`, the operators' hub, against a real nats-server and
+//! real WebSocket clients: snapshot then changes at the tick rate, a slow
+//! client cut off without delaying the others, reconnects, the karaoke
+//! state machine driven by real control messages, heartbeats with the ping
+//! the server measured, operator actions and who may take them.
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tspi::channels::message::{self, GroupReplayStart, GroupReplayStop};
+use tspi::codec::Frame;
+use tspi::hub::{self, Hub, HubOptions, Table};
+use tspi::message::RecvTime;
+use tspi_testkit::harness::NatsServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A table the hub's tests can reason about: the latest time of each
+/// sensor, frames of what changed.
+#[derive(Default)]
+struct Latest {
+    tracks: BTreeMap<u16, u32>,
+    changed: Vec<u16>,
+}
+
+impl Table for Latest {
+    fn ingest(&mut self, _now_ms: u64, body: &[u8]) -> Result<(), String> {
+        let row = tspi::archive::proto::rows::decode_telemetry(body, None)
+            .map_err(|e| format!("{e:?}"))?;
+        self.tracks
+            .insert(row.frame.sensor_id, row.frame.time_ticks);
+        self.changed.push(row.frame.sensor_id);
+        Ok(())
+    }
+
+    fn tick_json(&mut self, channel_id: &str, now_ms: u64) -> Option<String> {
+        if self.changed.is_empty() {
+            return None;
+        }
+        self.changed.sort_unstable();
+        self.changed.dedup();
+        let tracks: Vec<Value> = self
+            .changed
+            .drain(..)
+            .map(|s| serde_json::json!({"sensor_id": s, "time_ticks": self.tracks[&s]}))
+            .collect();
+        Some(
+            serde_json::json!({"type": "frame", "channel_id": channel_id, "server_time_ms": now_ms, "tracks": tracks})
+                .to_string(),
+        )
+    }
+
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String {
+        let tracks: Vec<Value> = self
+            .tracks
+            .iter()
+            .map(|(s, t)| serde_json::json!({"sensor_id": s, "time_ticks": t}))
+            .collect();
+        serde_json::json!({"type": "snapshot", "channel_id": channel_id, "server_time_ms": now_ms, "tracks": tracks})
+            .to_string()
+    }
+
+    fn len(&self) -> usize {
+        self.tracks.len()
+    }
+}
+
+struct Running {
+    nats: NatsServer,
+    client: async_nats::Client,
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn start(opts: HubOptions) -> Running {
+    let nats = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap()
+        .expect("nats-server");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let hub = Hub::new(
+        client.clone(),
+        opts,
+        Arc::new(|| Box::new(Latest::default()) as Box<dyn Table>),
+    );
+    let mut tasks = hub.start().await.expect("hub subscribes");
+    let (addr, server) = hub::serve(hub.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tasks.push(server);
+    Running {
+        nats,
+        client,
+        hub,
+        addr,
+        tasks,
+    }
+}
+
+fn opts() -> HubOptions {
+    HubOptions {
+        operator_tokens: vec!["op-token".into()],
+        ping_interval: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_millis(500),
+        ..HubOptions::default()
+    }
+}
+
+async fn connect(addr: SocketAddr, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?{query}"))
+        .await
+        .expect("websocket upgrade");
+    ws
+}
+
+/// The next JSON message, whatever its type.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("open")
+            .expect("no error");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// The next message of type `ty`, skipping others.
+async fn next_of(ws: &mut Ws, ty: &str) -> Value {
+    loop {
+        let v = next(ws).await;
+        if v["type"] == ty {
+            return v;
+        }
+    }
+}
+
+fn body(f: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    tspi::message::encode_cbor(f, RecvTime::now(), &mut out);
+    out
+}
+
+async fn publish_frames(client: &async_nats::Client, subject: &str, frames: &[Frame]) {
+    for f in frames {
+        client
+            .publish(subject.to_owned(), body(f).into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+fn frame(sensor: u16, i: u32) -> Frame {
+    let mut f = tspi_testkit::frames::frame(u64::from(i));
+    f.sensor_id = sensor;
+    f.time_ticks = 10_000 * i;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_first_then_only_changes_at_the_tick_rate() {
+    let r = start(opts()).await;
+    publish_frames(
+        &r.client,
+        "tspi.channel.livestream",
+        &[frame(1, 1), frame(2, 1)],
+    )
+    .await;
+    // The hub has seen them once a frame of them went out.
+    let deadline = Instant::now() + WAIT;
+    while r
+        .hub
+        .channel_gauges()
+        .iter()
+        .all(|(_, tracks, _)| *tracks < 2)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two ticks: their frame is out before alice connects.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ws = connect(r.addr, "client_id=alice").await;
+    let hello = next(&mut ws).await;
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["operator"], false);
+    let state = next_of(&mut ws, "state").await;
+    assert_eq!(state["state"], "FOLLOWING_LIVESTREAM");
+    let snap = next(&mut ws).await;
+    assert_eq!(
+        snap["type"], "snapshot",
+        "the snapshot right after the state: {snap}"
+    );
+    assert_eq!(snap["tracks"].as_array().unwrap().len(), 2, "{snap}");
+
+    // Sensor 3 changes 100 times in about a second; sensor 1 once.
+    let publisher = {
+        let client = r.client.clone();
+        tokio::spawn(async move {
+            for i in 2..102u32 {
+                publish_frames(&client, "tspi.channel.livestream", &[frame(3, i)]).await;
+                if i == 50 {
+                    publish_frames(&client, "tspi.channel.livestream", &[frame(1, i)]).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut frames = Vec::new();
+    let mut last_ticks = 0;
+    while last_ticks != 1_010_000 {
+        let v = next_of(&mut ws, "frame").await;
+        for t in v["tracks"].as_array().unwrap() {
+            assert_ne!(t["sensor_id"], 2, "sensor 2 did not change: {v}");
+            if t["sensor_id"] == 3 {
+                last_ticks = t["time_ticks"].as_u64().unwrap();
+            }
+        }
+        frames.push((Instant::now(), v));
+    }
+    publisher.await.unwrap();
+    let took = t0.elapsed().as_secs_f64();
+    // 10 Hz: about 10 frames a second whatever the message rate, never 100.
+    let most = (took * 10.0 * 1.5).ceil() as usize + 2;
+    assert!(
+        frames.len() <= most,
+        "{} frames in {took:.2} s",
+        frames.len()
+    );
+    assert!(frames.len() >= 3, "{} frames in {took:.2} s", frames.len());
+    assert!(
+        frames.iter().any(|(_, v)| v["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["sensor_id"] == 1)),
+        "sensor 1's one change was sent"
+    );
+    // Nothing changes: nothing is sent.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), next_of(&mut ws, "frame")).await;
+    assert!(quiet.is_err(), "a frame without a change: {quiet:?}");
+
+    // A client that reconnects is whole again after its snapshot.
+    drop(ws);
+    let mut ws = connect(r.addr, "client_id=alice").await;
+    let snap = next_of(&mut ws, "snapshot").await;
+    let got: BTreeMap<u64, u64> = snap["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["sensor_id"].as_u64().unwrap(),
+                t["time_ticks"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        BTreeMap::from([(1, 500_000), (2, 10_000), (3, 1_010_000)])
+    );
+}
+
+/// A connection with a receive buffer of a few kilobytes that never reads:
+/// the hub's writes to it stall as soon as that fills.
+async fn connect_never_reading(addr: SocketAddr) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{addr}/ws?client_id=sloth"),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_delays_nobody_and_is_cut_off() {
+    let r = start(HubOptions {
+        events_queue_len: 16,
+        ..opts()
+    })
+    .await;
+    let _sloth = connect_never_reading(r.addr).await;
+    let mut healthy = connect(r.addr, "client_id=bob").await;
+    next_of(&mut healthy, "snapshot").await;
+
+    // Traffic for two seconds: frames every tick, and tags (events) with
+    // long notes (6 MB in all: more than the socket buffers between the
+    // hub and the sloth hold) that fill the sloth's socket, then its queue.
+    let traffic = {
+        let client = r.client.clone();
+        tokio::spawn(async move {
+            for i in 1..=200u32 {
+                publish_frames(&client, "tspi.channel.livestream", &[frame(7, i)]).await;
+                let tag = tag_body(&format!("t{i}"), &"n".repeat(30_000));
+                client.publish("tags.broadcast", tag.into()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            client.flush().await.unwrap();
+        })
+    };
+    // The healthy client keeps getting frames, never a gap of a second.
+    let mut last = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut ticks = 0;
+    while ticks != 2_000_000 {
+        let v = next(&mut healthy).await;
+        if v["type"] == "frame" {
+            worst = worst.max(last.elapsed());
+            last = Instant::now();
+            ticks = v["tracks"][0]["time_ticks"].as_u64().unwrap();
+        }
+    }
+    traffic.await.unwrap();
+    assert!(
+        worst < Duration::from_secs(1),
+        "a healthy client waited {worst:?} for a frame"
+    );
+    let deadline = Instant::now() + WAIT;
+    while r.hub.stats.slow_disconnects.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the sloth was not cut off");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while r.hub.clients_connected() != 1 {
+        assert!(Instant::now() < deadline, "the sloth's slot was not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tag_body(id: &str, notes: &str) -> Vec<u8> {
+    use ciborium::Value as V;
+    let iso = RecvTime::now().iso().as_str().to_owned();
+    let v = V::Map(vec![
+        (V::Text("id".into()), V::Text(id.into())),
+        (V::Text("ts".into()), V::Text(iso.clone())),
+        (V::Text("label".into()), V::Text(format!("label {id}"))),
+        (V::Text("status".into()), V::Text("active".into())),
+        (V::Text("updated_ts".into()), V::Text(iso)),
+        (V::Text("notes".into()), V::Text(notes.into())),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).unwrap();
+    out
+}
+
+async fn ctrl(client: &async_nats::Client, body: Vec<u8>) {
+    client.publish("tspi.ops.ctrl", body.into()).await.unwrap();
+    client.flush().await.unwrap();
+}
+
+fn start_msg(channel: &str) -> Vec<u8> {
+    message::to_cbor(&GroupReplayStart {
+        kind: "GroupReplayStart".into(),
+        channel_id: channel.into(),
+        display_name: "Pass 3".into(),
+        identifier: "2026-12-02T10:00:00Z".into(),
+        stream: "TSPI_REPLAY".into(),
+    })
+}
+
+fn stop_msg(channel: &str) -> Vec<u8> {
+    message::to_cbor(&GroupReplayStop {
+        kind: "GroupReplayStop".into(),
+        channel_id: channel.into(),
+    })
+}
+
+/// The client's next `state`, and the hub's heartbeat for it that says so.
+async fn expect_state(
+    ws: &mut Ws,
+    status: &mut async_nats::Subscriber,
+    who: &str,
+    state: &str,
+    channel: &str,
+) {
+    let v = next_of(ws, "state").await;
+    assert_eq!(
+        (v["state"].as_str(), v["channel_id"].as_str()),
+        (Some(state), Some(channel)),
+        "{who}: {v}"
+    );
+    loop {
+        let m = tokio::time::timeout(WAIT, status.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let h: message::Heartbeat = message::from_cbor(&m.payload).unwrap();
+        if h.client_id == who && h.state == state {
+            assert_eq!(h.channel_id, channel);
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_in_three_states_follow_real_control_messages() {
+    let r = start(opts()).await;
+    let watcher = async_nats::connect(r.nats.url()).await.unwrap();
+    let mut status = watcher.subscribe("tspi.ops.status").await.unwrap();
+    watcher.flush().await.unwrap();
+    let mut live = connect(r.addr, "client_id=live").await;
+    expect_state(
+        &mut live,
+        &mut status,
+        "live",
+        "FOLLOWING_LIVESTREAM",
+        "livestream",
+    )
+    .await;
+    let mut private = connect(r.addr, "client_id=priv").await;
+    expect_state(
+        &mut private,
+        &mut status,
+        "priv",
+        "FOLLOWING_LIVESTREAM",
+        "livestream",
+    )
+    .await;
+    private
+        .send(Message::Text(
+            r#"{"type":"follow_private","channel_id":"client.priv.s1"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    expect_state(
+        &mut private,
+        &mut status,
+        "priv",
+        "FOLLOWING_PRIVATE_REPLAY",
+        "client.priv.s1",
+    )
+    .await;
+    let mut over = connect(r.addr, "client_id=over").await;
+    expect_state(
+        &mut over,
+        &mut status,
+        "over",
+        "FOLLOWING_LIVESTREAM",
+        "livestream",
+    )
+    .await;
+
+    ctrl(&r.client, start_msg("replay.pass-3")).await;
+    expect_state(
+        &mut live,
+        &mut status,
+        "live",
+        "FOLLOWING_GROUP_REPLAY",
+        "replay.pass-3",
+    )
+    .await;
+    expect_state(
+        &mut over,
+        &mut status,
+        "over",
+        "FOLLOWING_GROUP_REPLAY",
+        "replay.pass-3",
+    )
+    .await;
+    let offered = next_of(&mut private, "state").await;
+    assert_eq!(
+        offered["state"], "FOLLOWING_PRIVATE_REPLAY",
+        "stays: {offered}"
+    );
+    assert_eq!(
+        offered["offered"], "replay.pass-3",
+        "and is offered the group: {offered}"
+    );
+    over.send(Message::Text(r#"{"type":"back_to_live"}"#.into()))
+        .await
+        .unwrap();
+    expect_state(
+        &mut over,
+        &mut status,
+        "over",
+        "LIVE_OVERRIDE",
+        "livestream",
+    )
+    .await;
+
+    ctrl(&r.client, stop_msg("replay.pass-3")).await;
+    expect_state(
+        &mut live,
+        &mut status,
+        "live",
+        "FOLLOWING_LIVESTREAM",
+        "livestream",
+    )
+    .await;
+    expect_state(
+        &mut over,
+        &mut status,
+        "over",
+        "FOLLOWING_LIVESTREAM",
+        "livestream",
+    )
+    .await;
+    let withdrawn = next_of(&mut private, "state").await;
+    assert_eq!(
+        withdrawn["state"], "FOLLOWING_PRIVATE_REPLAY",
+        "{withdrawn}"
+    );
+    assert!(
+        withdrawn["offered"].is_null(),
+        "offer withdrawn: {withdrawn}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_carry_the_ping_the_server_measured() {
+    let r = start(opts()).await;
+    let watcher = async_nats::connect(r.nats.url()).await.unwrap();
+    let mut status = watcher.subscribe("tspi.ops.status").await.unwrap();
+    watcher.flush().await.unwrap();
+    let mut ws = connect(r.addr, "client_id=pinged").await;
+    // The client must read for its pongs to go out (tungstenite answers
+    // pings while reading).
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    let deadline = Instant::now() + WAIT;
+    let h = loop {
+        assert!(Instant::now() < deadline, "no heartbeat with a ping");
+        let m = tokio::time::timeout(WAIT, status.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let h: message::Heartbeat = message::from_cbor(&m.payload).unwrap();
+        if h.client_id == "pinged" && h.ping_ms.is_some() {
+            break h;
+        }
+    };
+    let ping = h.ping_ms.unwrap();
+    assert!(ping > 0.0 && ping < 1_000.0, "{h:?}");
+    assert_eq!(h.source_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(h.state, "FOLLOWING_LIVESTREAM");
+    reader.abort();
+    // The roster, as a client sees it, lists it.
+    let mut other = connect(r.addr, "client_id=other").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = next_of(&mut other, "roster").await;
+        if v["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == "pinged")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_cannot_act_and_an_operator_tags_with_a_frozen_time() {
+    let r = start(opts()).await;
+    let watcher = async_nats::connect(r.nats.url()).await.unwrap();
+    let mut tags = watcher.subscribe("tags.broadcast").await.unwrap();
+    let mut units = watcher.subscribe("tspi.cmd.display.units").await.unwrap();
+    watcher.flush().await.unwrap();
+
+    let tag = r#"{"type":"tag","label":"pass 3 start","ts":"2026-12-02T10:00:00.250000+00:00","notes":"clean"}"#;
+    let mut viewer = connect(r.addr, "client_id=viewer").await;
+    next_of(&mut viewer, "snapshot").await;
+    viewer.send(Message::Text(tag.into())).await.unwrap();
+    let e = next_of(&mut viewer, "error").await;
+    assert!(
+        e["reason"].as_str().unwrap().contains("viewers cannot act"),
+        "{e}"
+    );
+    let wrong = connect(r.addr, "client_id=guess&token=guess").await;
+    drop(wrong);
+
+    let mut op = connect(r.addr, "client_id=op1&token=op-token").await;
+    assert_eq!(next(&mut op).await["operator"], true);
+    op.send(Message::Text(tag.into())).await.unwrap();
+    let done = next_of(&mut op, "done").await;
+    assert!(done["what"].as_str().unwrap().starts_with("tag"), "{done}");
+    let m = tokio::time::timeout(WAIT, tags.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = tspi::contract::message::ops::decode_tag(&m.payload).unwrap();
+    assert_eq!(t.label, "pass 3 start");
+    assert_eq!(
+        t.ts_unix_us, 1_796_205_600_250_000,
+        "the frozen time, not now"
+    );
+    assert_eq!(t.creator.as_deref(), Some("op1"));
+    assert_eq!(
+        m.headers.unwrap().get("Nats-Msg-Id").unwrap().as_str(),
+        t.id
+    );
+    // Every client sees the tag at once.
+    let seen = next_of(&mut viewer, "tag").await;
+    assert_eq!(seen["label"], "pass 3 start");
+
+    op.send(Message::Text(
+        r#"{"type":"display","name":"units","payload":"imperial"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(WAIT, units.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let c = tspi::contract::message::ops::decode_command(&m.payload).unwrap();
+    assert_eq!(
+        (c.name.as_str(), c.payload_json.as_str()),
+        ("units", "\"imperial\"")
+    );
+    assert_eq!(
+        m.headers.unwrap().get("Nats-Msg-Id").unwrap().as_str(),
+        c.cmd_id
+    );
+    let d = next_of(&mut viewer, "display").await;
+    assert_eq!(d["payload"], "imperial");
+
+    // A junk message is answered, never the end of the connection.
+    op.send(Message::Text("{nope".into())).await.unwrap();
+    assert_eq!(next_of(&mut op, "error").await["type"], "error");
+    op.send(Message::Text(
+        r#"{"type":"display","name":"volume","payload":11}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let e = next_of(&mut op, "error").await;
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown display command"),
+        "{e}"
+    );
+    assert!(r.hub.stats.actions_refused.load(Relaxed) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_and_clients_over_the_limit_are_refused() {
+    let r = start(HubOptions {
+        clients_max: 2,
+        ..opts()
+    })
+    .await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/ws", r.addr).into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut req = format!("ws://{}/ws", r.addr).into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", format!("http://{}", r.addr).parse().unwrap());
+    let _same_host = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the page's own origin");
+    let _second = connect(r.addr, "client_id=b").await;
+    let deadline = Instant::now() + WAIT;
+    while r.hub.clients_connected() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", r.addr))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(r.hub.stats.refused.load(Relaxed), 2);
+}
