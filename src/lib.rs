@@ -15,7 +15,7 @@
 //! a test that reads their sources): [`contract`] ([`codec`], [`message`],
 //! [`contract::names`]), [`publish::proto`], [`archive::proto`],
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
-//! machine, [`backoff`].
+//! machine, [`backoff`], the [`console`]'s geodesy.
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
 //! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`].
@@ -34,6 +34,7 @@ pub mod backoff;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub use contract::{codec, message};
 pub mod decode;
