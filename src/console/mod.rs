@@ -1,9 +1,12 @@
 //! The operators' console (`tspi console serve`): a WebSocket hub that
 //! shows each channel's tracks on a map, live or replayed.
 //!
+//! - [`tracks`] (PURE): one channel's track table, telemetry bodies in,
+//!   the protocol's `snapshot` and `frame` messages out;
 //! - [`geodesy`] (PURE): WGS84, ECEF <-> geodetic (exact), ENU frames,
 //!   spherical fixes from a sensor site, speed/heading/climb.
 //!
 //! Time is an argument everywhere here: the server owns the clock.
 
 pub mod geodesy;
+pub mod tracks;
