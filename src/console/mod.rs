@@ -9,6 +9,8 @@
 //! - [`config`]: the `[console]` section.
 //!
 //! Time is an argument everywhere here: the server owns the clock.
+//!
+#![doc = include_str!("../../docs/console.md")]
 
 pub mod config;
 pub mod geodesy;
