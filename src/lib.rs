@@ -15,10 +15,12 @@
 //! a test that reads their sources): [`contract`] ([`codec`], [`message`],
 //! [`contract::names`]), [`publish::proto`], [`archive::proto`],
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
-//! machine, [`receive::sources`] (the source allow-lists), [`backoff`].
+//! machine, [`receive::sources`] (the source allow-lists), [`backoff`], the
+//! [`console`]'s track tables and geodesy.
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
-//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`].
+//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`],
+//! [`console`] (the operators' WebSocket hub).
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
 //! NATS and the contract's streams), [`metrics`], [`decode`] (captures
@@ -34,6 +36,7 @@ pub mod backoff;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub use contract::{codec, message};
 pub mod decode;

@@ -328,6 +328,13 @@ impl Fleet {
         }
     }
 
+    /// The sensor site of track `k` (spherical tracks only): where a
+    /// receiver must place the sensor (`[[console.site]]`) to turn its
+    /// range, azimuth and elevation back into a position.
+    pub fn site_of(&self, k: u32) -> Option<&Site> {
+        Some(&self.sites[usize::from(self.tracks[k as usize].site?)])
+    }
+
     /// Track `k` as seen from its site (spherical tracks only).
     pub fn spherical_state(&self, k: u32, t_s: f64) -> Option<geo::SphericalState> {
         let site = &self.sites[usize::from(self.tracks[k as usize].site?)];

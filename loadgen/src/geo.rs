@@ -1,9 +1,12 @@
-//! WGS-84 geodetic to earth-centred (ECEF) coordinates, local east-north-up
-//! (ENU) frames, and the spherical view (range, azimuth, elevation and their
-//! first two derivatives) of a moving point from a fixed sensor site.
+//! The spherical view (range, azimuth, elevation and their first two
+//! derivatives) of a moving point from a fixed sensor site.
+//!
+//! The ellipsoid itself (WGS-84 geodetic <-> earth-centred coordinates,
+//! local east-north-up frames) is `tspi::console::geodesy`, re-exported
+//! here: the fleet is flown and the console shows it with the same
+//! definitions.
 
-/// Three-vector.
-pub type V3 = [f64; 3];
+pub use tspi::console::geodesy::{Geodetic, LocalFrame, V3, WGS84_A_M, WGS84_F};
 
 pub(crate) fn add(a: V3, b: V3) -> V3 {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
@@ -26,107 +29,6 @@ pub(crate) fn cross(a: V3, b: V3) -> V3 {
 }
 pub(crate) fn norm(a: V3) -> f64 {
     dot(a, a).sqrt()
-}
-
-/// WGS-84 semi-major axis (m).
-pub const WGS84_A_M: f64 = 6_378_137.0;
-/// WGS-84 flattening.
-pub const WGS84_F: f64 = 1.0 / 298.257_223_563;
-
-/// A point on or above the WGS-84 ellipsoid.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Geodetic {
-    pub lat_deg: f64,
-    pub lon_deg: f64,
-    /// Height above the ellipsoid.
-    pub alt_m: f64,
-}
-
-impl Geodetic {
-    /// Earth-centred, earth-fixed coordinates (m).
-    pub fn to_ecef(self) -> V3 {
-        let e2 = WGS84_F * (2.0 - WGS84_F);
-        let (lat, lon) = (self.lat_deg.to_radians(), self.lon_deg.to_radians());
-        let n = WGS84_A_M / (1.0 - e2 * lat.sin().powi(2)).sqrt();
-        [
-            (n + self.alt_m) * lat.cos() * lon.cos(),
-            (n + self.alt_m) * lat.cos() * lon.sin(),
-            (n * (1.0 - e2) + self.alt_m) * lat.sin(),
-        ]
-    }
-
-    /// Inverse of [`Geodetic::to_ecef`] (Bowring's method, iterated; better
-    /// than a millimetre near the surface).
-    pub fn from_ecef(p: V3) -> Geodetic {
-        let e2 = WGS84_F * (2.0 - WGS84_F);
-        let lon = p[1].atan2(p[0]);
-        let r = (p[0] * p[0] + p[1] * p[1]).sqrt();
-        let mut lat = p[2].atan2(r * (1.0 - e2));
-        let mut alt = 0.0;
-        for _ in 0..6 {
-            let n = WGS84_A_M / (1.0 - e2 * lat.sin().powi(2)).sqrt();
-            alt = r / lat.cos() - n;
-            lat = p[2].atan2(r * (1.0 - e2 * n / (n + alt)));
-        }
-        Geodetic {
-            lat_deg: lat.to_degrees(),
-            lon_deg: lon.to_degrees(),
-            alt_m: alt,
-        }
-    }
-}
-
-/// A local east-north-up frame tangent to the ellipsoid at a point.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LocalFrame {
-    /// The frame's origin in ECEF.
-    pub origin_ecef: V3,
-    /// Unit east, north and up vectors, in ECEF.
-    pub axes: [V3; 3],
-}
-
-impl LocalFrame {
-    pub fn new(at: Geodetic) -> Self {
-        let (lat, lon) = (at.lat_deg.to_radians(), at.lon_deg.to_radians());
-        LocalFrame {
-            origin_ecef: at.to_ecef(),
-            axes: [
-                [-lon.sin(), lon.cos(), 0.0],
-                [-lat.sin() * lon.cos(), -lat.sin() * lon.sin(), lat.cos()],
-                [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()],
-            ],
-        }
-    }
-
-    /// An ENU vector (velocity, acceleration) in ECEF axes.
-    #[inline]
-    pub fn vec_to_ecef(&self, v: V3) -> V3 {
-        let [e, n, u] = self.axes;
-        std::array::from_fn(|i| e[i] * v[0] + n[i] * v[1] + u[i] * v[2])
-    }
-
-    /// An ENU point in ECEF.
-    #[inline]
-    pub fn point_to_ecef(&self, p: V3) -> V3 {
-        add(self.origin_ecef, self.vec_to_ecef(p))
-    }
-
-    /// An ECEF vector in this frame's ENU axes.
-    #[inline]
-    pub fn vec_from_ecef(&self, v: V3) -> V3 {
-        [
-            dot(self.axes[0], v),
-            dot(self.axes[1], v),
-            dot(self.axes[2], v),
-        ]
-    }
-
-    /// An ECEF point in this frame.
-    #[inline]
-    pub fn point_from_ecef(&self, p: V3) -> V3 {
-        self.vec_from_ecef(sub(p, self.origin_ecef))
-    }
 }
 
 /// Range, azimuth (clockwise from north, `[0, 360)`), elevation and their

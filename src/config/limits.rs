@@ -276,3 +276,34 @@ const _: () = assert!(CHANNELS_TAG_BEFORE_S.max * NS_PER_S < u64::MAX / 4);
 // hour), hence the cross-key rule in `Config::validate`. The defaults fit:
 const _: () =
     assert!(STREAM_DUPLICATE_WINDOW_S.default <= CHANNELS_REPLAY_AGE_MAX_H.default * S_PER_H);
+
+// --- [console] ----------------------------------------------------------------
+
+/// `console.tick_hz`: frames per second to each browser.
+pub const CONSOLE_TICK_HZ: Bound = Bound::new(1, 60, 10);
+/// `console.trail_s`: an hour at most (the trail's points are also capped
+/// by [`CONSOLE_TRAIL_POINTS_MAX`]).
+pub const CONSOLE_TRAIL_S: Bound = Bound::new(0, 3_600, 60);
+/// `console.stale_s`.
+pub const CONSOLE_STALE_S: Bound = Bound::new(1, 3_600, 5);
+/// `console.expire_s`: a day at most.
+pub const CONSOLE_EXPIRE_S: Bound = Bound::new(1, 86_400, 300);
+/// `console.clients_max`: browsers at once.
+pub const CONSOLE_CLIENTS_MAX: Bound = Bound::new(1, 4_096, 256);
+/// `console.events_queue_len`: frames queued per browser.
+pub const CONSOLE_EVENTS_QUEUE_LEN: Bound = Bound::new(1, 65_536, 1024);
+/// `console.allowed_origins`: how many at most.
+pub const CONSOLE_ALLOWED_ORIGINS_MAX: usize = 64;
+/// `[[console.site]]`: how many at most.
+pub const CONSOLE_SITES_MAX: usize = 4_096;
+/// `console.site.alt_m`: accepted heights (m above the ellipsoid).
+pub const CONSOLE_SITE_ALT_M: (f64, f64) = (-1_000.0, 100_000.0);
+/// Points of one track's trail at most: a trail keeps a point every
+/// `trail_s / CONSOLE_TRAIL_POINTS_MAX` at most, so a snapshot of a track
+/// stays below about 40 KB of JSON whatever the update rate.
+pub const CONSOLE_TRAIL_POINTS_MAX: usize = 600;
+
+const _: () = assert!(CONSOLE_STALE_S.default <= CONSOLE_EXPIRE_S.default);
+// Seconds become milliseconds in the track tables, far from overflow.
+const _: () = assert!(CONSOLE_EXPIRE_S.max * MS_PER_S < u64::MAX / 4);
+const _: () = assert!(CONSOLE_TRAIL_S.max * MS_PER_S < u64::MAX / 4);

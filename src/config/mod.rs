@@ -12,6 +12,7 @@
 //! | `[metrics]`  | [`crate::metrics::config`]               |
 //! | `[archive]`  | [`crate::archive::config`]               |
 //! | `[channels]` | [`crate::replay::config`]                |
+//! | `[console]`  | [`crate::console::config`]               |
 //!
 //! Every bound is in [`limits`]. What relates two sections (the duplicate
 //! window against the publish retry horizon, say) and what depends on the
@@ -29,6 +30,7 @@ mod renamed;
 
 // Only the stages' section modules, which do no I/O (a test checks).
 pub use crate::archive::config::ArchiveConfig;
+pub use crate::console::config::{ConsoleConfig, SiteConfig};
 pub use crate::jetstream::config::StreamConfig;
 pub use crate::metrics::config::MetricsConfig;
 pub use crate::nats::config::{NatsConfig, TlsConfig};
@@ -52,6 +54,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub archive: ArchiveConfig,
     pub channels: ChannelsConfig,
+    pub console: ConsoleConfig,
     /// What the file itself said beyond the values: which sections it
     /// holds, and the renamed keys it used. Empty for a `Config` built in
     /// code.
@@ -278,6 +281,7 @@ impl Config {
         problems.extend(self.metrics.problems());
         problems.extend(self.archive.problems());
         problems.extend(self.channels.problems());
+        problems.extend(self.console.problems());
 
         // Between sections.
         let window_ms = self.stream.duplicate_window_s.checked_mul(limits::MS_PER_S);
@@ -358,6 +362,18 @@ impl Config {
                 list.join(","),
                 machine.describe()
             )]
+        }
+    }
+
+    /// The operator tokens the console accepts: `[console] operator_tokens`,
+    /// or, when that is empty, the `[channels]` ones (`operator_tokens` and
+    /// `operator_token`): one list of operators for both unless a file
+    /// says otherwise.
+    pub fn console_operator_tokens(&self) -> Vec<String> {
+        if self.console.operator_tokens.is_empty() {
+            self.channels.all_operator_tokens()
+        } else {
+            self.console.operator_tokens.clone()
         }
     }
 

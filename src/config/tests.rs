@@ -591,6 +591,12 @@ fn numeric_keys() -> Vec<Key> {
             channels.client_requests_burst,
             CHANNELS_CLIENT_REQUESTS_BURST
         ),
+        key!(console.tick_hz, CONSOLE_TICK_HZ),
+        key!(console.trail_s, CONSOLE_TRAIL_S, Some((S, U64))),
+        key!(console.stale_s, CONSOLE_STALE_S, Some((S, U64))),
+        key!(console.expire_s, CONSOLE_EXPIRE_S, Some((S, U64))),
+        key!(console.clients_max, CONSOLE_CLIENTS_MAX),
+        key!(console.events_queue_len, CONSOLE_EVENTS_QUEUE_LEN),
     ]
 }
 
@@ -791,6 +797,10 @@ fn sections_do_no_io_and_config_imports_only_sections() {
         ),
         ("src/replay/config.rs", include_str!("../replay/config.rs")),
         (
+            "src/console/config.rs",
+            include_str!("../console/config.rs"),
+        ),
+        (
             "src/contract/names.rs",
             include_str!("../contract/names.rs"),
         ),
@@ -821,6 +831,7 @@ fn sections_do_no_io_and_config_imports_only_sections() {
         "metrics",
         "archive",
         "replay",
+        "console",
     ] {
         let prefix = format!("crate::{stage}::");
         for (at, _) in assembly.match_indices(&prefix) {

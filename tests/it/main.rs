@@ -11,6 +11,7 @@ mod archive;
 mod channels;
 mod channels_hardening;
 mod cli;
+mod console;
 mod harness;
 mod hub;
 mod ingest;

@@ -1,0 +1,305 @@
+//! `[console]`: the operators' WebSocket console (`tspi console serve`) and
+//! its track tables. No I/O: parsed and checked like every other section.
+
+use crate::config::limits;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::geodesy::Geodetic;
+use super::tracks::{TRACKS_MAX, TracksConfig};
+
+/// `[console]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Where the WebSocket hub listens. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Frames per second sent to each browser (1..=60). Default 10.
+    pub tick_hz: u64,
+    /// Seconds of trail kept per track and sent in snapshots. Default 60.
+    pub trail_s: u64,
+    /// A track not updated for this long is flagged `"stale": true`.
+    /// Default 5.
+    pub stale_s: u64,
+    /// A track not updated for this long leaves the table (`removed` in
+    /// the next frame). Default 300; at least `stale_s`.
+    pub expire_s: u64,
+    /// Browsers connected at once; one more is refused. Default 256.
+    pub clients_max: u64,
+    /// Frames queued per browser before it is dropped as too slow.
+    /// Default 1024.
+    pub events_queue_len: u64,
+    /// `Origin` headers accepted on the WebSocket upgrade
+    /// (`https://console.range.example`); empty: only the host the console
+    /// is served from (same origin).
+    pub allowed_origins: Vec<String>,
+    /// Operator credentials for the console's operator actions. Empty: the
+    /// `[channels]` tokens (`operator_tokens` and `operator_token`) are used,
+    /// so one list of operators serves both (see
+    /// `Config::console_operator_tokens`); set it only for a console whose
+    /// operators differ. Same rules as `[channels]`: each 16..=256
+    /// printable ASCII characters, at most 64.
+    pub operator_tokens: Vec<String>,
+    /// Sensor sites, one per `sensor_id`, for spherical tracks:
+    /// `[[console.site]]` tables `{ sensor_id, lat_deg, lon_deg, alt_m }`.
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteConfig>,
+}
+
+/// `[[console.site]]`: where a spherical sensor stands.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub sensor_id: u16,
+    /// Geodetic latitude, degrees north, -90..=90.
+    pub lat_deg: f64,
+    /// Longitude, degrees east, -180..=180.
+    pub lon_deg: f64,
+    /// Height above the WGS84 ellipsoid (m), -1000..=100000.
+    pub alt_m: f64,
+}
+
+impl SiteConfig {
+    pub fn geodetic(&self) -> Geodetic {
+        Geodetic {
+            lat_deg: self.lat_deg,
+            lon_deg: self.lon_deg,
+            alt_m: self.alt_m,
+        }
+    }
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        use limits::*;
+        ConsoleConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tick_hz: CONSOLE_TICK_HZ.default,
+            trail_s: CONSOLE_TRAIL_S.default,
+            stale_s: CONSOLE_STALE_S.default,
+            expire_s: CONSOLE_EXPIRE_S.default,
+            clients_max: CONSOLE_CLIENTS_MAX.default,
+            events_queue_len: CONSOLE_EVENTS_QUEUE_LEN.default,
+            allowed_origins: Vec::new(),
+            operator_tokens: Vec::new(),
+            sites: Vec::new(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Every problem with these values (empty: fine), each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        use limits::*;
+        let mut p = Vec::new();
+        let k = |key: &str| format!("console.{key}");
+        CONSOLE_TICK_HZ.check(&k("tick_hz"), self.tick_hz, &mut p);
+        CONSOLE_TRAIL_S.check(&k("trail_s"), self.trail_s, &mut p);
+        CONSOLE_STALE_S.check(&k("stale_s"), self.stale_s, &mut p);
+        CONSOLE_EXPIRE_S.check(&k("expire_s"), self.expire_s, &mut p);
+        CONSOLE_CLIENTS_MAX.check(&k("clients_max"), self.clients_max, &mut p);
+        CONSOLE_EVENTS_QUEUE_LEN.check(&k("events_queue_len"), self.events_queue_len, &mut p);
+        if self.expire_s < self.stale_s {
+            p.push(format!(
+                "console.expire_s = {} is shorter than console.stale_s = {}: a track would \
+                 leave the table before it is shown stale",
+                self.expire_s, self.stale_s
+            ));
+        }
+        if self.allowed_origins.len() > CONSOLE_ALLOWED_ORIGINS_MAX {
+            p.push(format!(
+                "console.allowed_origins: {} origins: at most {CONSOLE_ALLOWED_ORIGINS_MAX}",
+                self.allowed_origins.len()
+            ));
+        }
+        for o in &self.allowed_origins {
+            let scheme_ok = o.starts_with("http://") || o.starts_with("https://");
+            let host = o.split_once("://").map_or("", |(_, h)| h);
+            if !scheme_ok || host.is_empty() || host.contains(['/', ' ']) {
+                p.push(format!(
+                    "console.allowed_origins: {o:?} is not an origin \
+                     (scheme://host[:port], e.g. https://console.range.example)"
+                ));
+            }
+        }
+        let n = self.operator_tokens.len();
+        if n > CHANNELS_OPERATOR_TOKENS_MAX {
+            p.push(format!(
+                "console.operator_tokens: {n} tokens: at most {CHANNELS_OPERATOR_TOKENS_MAX}"
+            ));
+        }
+        let lens = CHANNELS_OPERATOR_TOKEN_LEN_MIN..=CHANNELS_OPERATOR_TOKEN_LEN_MAX;
+        for (i, t) in self.operator_tokens.iter().enumerate() {
+            if !lens.contains(&t.len()) || !t.chars().all(|c| c.is_ascii_graphic()) {
+                // Never the token itself: it is a secret.
+                p.push(format!(
+                    "console.operator_tokens: token {} of {n}: must be \
+                     {CHANNELS_OPERATOR_TOKEN_LEN_MIN}..={CHANNELS_OPERATOR_TOKEN_LEN_MAX} \
+                     printable ASCII characters without spaces",
+                    i + 1
+                ));
+            }
+        }
+        if self.sites.len() > CONSOLE_SITES_MAX {
+            p.push(format!(
+                "console.site: {} sites: at most {CONSOLE_SITES_MAX}",
+                self.sites.len()
+            ));
+        }
+        let mut seen = HashMap::new();
+        for (i, s) in self.sites.iter().enumerate() {
+            let at = format!("console.site[{i}] (sensor_id {})", s.sensor_id);
+            if let Some(first) = seen.insert(s.sensor_id, i) {
+                p.push(format!(
+                    "console.site[{i}]: sensor_id {} already has a site (console.site[{first}])",
+                    s.sensor_id
+                ));
+            }
+            let ranges = [
+                ("lat_deg", s.lat_deg, -90.0, 90.0),
+                ("lon_deg", s.lon_deg, -180.0, 180.0),
+                ("alt_m", s.alt_m, CONSOLE_SITE_ALT_M.0, CONSOLE_SITE_ALT_M.1),
+            ];
+            for (key, v, lo, hi) in ranges {
+                if !(lo..=hi).contains(&v) {
+                    p.push(format!("{at}.{key} = {v}: must be {lo}..={hi}"));
+                }
+            }
+        }
+        p
+    }
+
+    /// What each channel's [`TrackTable`](super::tracks::TrackTable) needs.
+    pub fn tracks_config(&self) -> TracksConfig {
+        let ms = limits::MS_PER_S;
+        TracksConfig {
+            trail_ms: self.trail_s.saturating_mul(ms),
+            trail_points_max: limits::CONSOLE_TRAIL_POINTS_MAX,
+            stale_ms: self.stale_s.saturating_mul(ms),
+            expire_ms: self.expire_s.saturating_mul(ms),
+            tracks_max: TRACKS_MAX,
+            sites: self.sites_by_sensor(),
+        }
+    }
+
+    /// The sites by sensor id (the first of duplicates; validation refuses
+    /// them anyway).
+    pub fn sites_by_sensor(&self) -> HashMap<u16, Geodetic> {
+        let mut m = HashMap::with_capacity(self.sites.len());
+        for s in &self.sites {
+            m.entry(s.sensor_id).or_insert_with(|| s.geodetic());
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConsoleConfig, toml::de::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            console: ConsoleConfig,
+        }
+        toml::from_str::<File>(text).map(|f| f.console)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, ConsoleConfig::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (c.tick_hz, c.trail_s, c.stale_s, c.expire_s),
+            (10, 60, 5, 300)
+        );
+        assert_eq!((c.clients_max, c.events_queue_len), (256, 1024));
+        assert!(c.allowed_origins.is_empty() && c.operator_tokens.is_empty());
+        assert!(c.sites.is_empty());
+        assert_eq!(c.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn sites_parse_and_index_by_sensor() {
+        let c = parse(
+            "[console]\nlisten = \"0.0.0.0:9000\"\n\
+             [[console.site]]\nsensor_id = 7\nlat_deg = 32.5\nlon_deg = -106.5\nalt_m = 1200.0\n\
+             [[console.site]]\nsensor_id = 8\nlat_deg = -10\nlon_deg = 20\nalt_m = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+        let m = c.sites_by_sensor();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&7].lat_deg, 32.5);
+        assert_eq!(m[&8].lon_deg, 20.0);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = parse("[console]\ntick_rate = 3\n").unwrap_err();
+        assert!(e.to_string().contains("tick_rate"), "{e}");
+        let e =
+            parse("[[console.site]]\nsensor_id = 1\nlat_deg = 0\nlon_deg = 0\nalt_m = 0\nh = 1\n")
+                .unwrap_err();
+        assert!(e.to_string().contains('h'), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = ConsoleConfig {
+            tick_hz: 0,
+            expire_s: 2,
+            stale_s: 5,
+            allowed_origins: vec!["console.example".into()],
+            operator_tokens: vec!["tiny-secret".into()],
+            ..ConsoleConfig::default()
+        };
+        c.sites.push(SiteConfig {
+            sensor_id: 3,
+            lat_deg: 91.0,
+            lon_deg: 0.0,
+            alt_m: f64::NAN,
+        });
+        let p = c.problems().join("\n");
+        assert!(p.contains("console.tick_hz = 0: must be 1..=60"), "{p}");
+        assert!(p.contains("console.expire_s = 2 is shorter"), "{p}");
+        assert!(
+            p.contains("console.allowed_origins: \"console.example\""),
+            "{p}"
+        );
+        assert!(p.contains("console.operator_tokens: token 1 of 1"), "{p}");
+        assert!(!p.contains("tiny-secret"), "a token is never shown: {p}");
+        assert!(
+            p.contains("console.site[0] (sensor_id 3).lat_deg = 91"),
+            "{p}"
+        );
+        assert!(
+            p.contains("console.site[0] (sensor_id 3).alt_m = NaN"),
+            "{p}"
+        );
+        c.tick_hz = 61;
+        assert!(c.problems().join("\n").contains("console.tick_hz = 61"));
+    }
+
+    #[test]
+    fn a_sensor_has_one_site() {
+        let site = |sensor_id| SiteConfig {
+            sensor_id,
+            lat_deg: 1.0,
+            lon_deg: 2.0,
+            alt_m: 3.0,
+        };
+        let c = ConsoleConfig {
+            sites: vec![site(4), site(5), site(4)],
+            ..ConsoleConfig::default()
+        };
+        assert_eq!(
+            c.problems(),
+            vec!["console.site[2]: sensor_id 4 already has a site (console.site[0])".to_owned()]
+        );
+    }
+}
