@@ -42,7 +42,6 @@ pub use contract::{codec, message};
 pub mod decode;
 pub mod hex;
 pub mod http;
-pub mod hub;
 pub mod ingest;
 pub mod jetstream;
 pub mod logging;

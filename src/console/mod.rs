@@ -6,7 +6,10 @@
 //!   (`docs/console.md`);
 //! - [`geodesy`] (PURE): WGS84, ECEF <-> geodetic (exact), ENU frames,
 //!   spherical fixes from a sensor site, speed/heading/climb;
-//! - [`config`]: the `[console]` section.
+//! - [`config`]: the `[console]` section;
+//! - [`hub`]: the server (edge): NATS in, WebSocket out, one task per
+//!   client; its protocol's client messages and events are pure
+//!   ([`hub::protocol`]).
 //!
 //! Time is an argument everywhere here: the server owns the clock.
 //!
@@ -14,4 +17,5 @@
 
 pub mod config;
 pub mod geodesy;
+pub mod hub;
 pub mod tracks;

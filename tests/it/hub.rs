@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tspi::channels::message::{self, GroupReplayStart, GroupReplayStop};
 use tspi::codec::Frame;
-use tspi::hub::{self, Hub, HubOptions, Table};
+use tspi::console::hub::{self, Hub, HubOptions, Table};
 use tspi::message::RecvTime;
 use tspi_testkit::harness::NatsServer;
 
