@@ -493,6 +493,8 @@ fn numeric_keys() -> Vec<Key> {
             channels.client_requests_burst,
             CHANNELS_CLIENT_REQUESTS_BURST
         ),
+        key!(channels.controls_per_min, CHANNELS_CONTROLS_PER_MIN),
+        key!(channels.controls_burst, CHANNELS_CONTROLS_BURST),
     ]
 }
 
