@@ -29,6 +29,20 @@
 //!   clients over their limit or rate; the driver publishes its answers and
 //!   the refusal counts by reason (`requests_refused{reason}`), and warns at
 //!   start when no operator token is configured.
+//! - **From the archive**: a spec with `source: "archive"` reads the
+//!   PostgreSQL archive (`[channels] archive_dsn`, which `tspi run` and the
+//!   CLI fill from `[archive] postgres` when unset) with the archive
+//!   source; connected once before the start is announced.
+//! - **Controls**: `ReplayControl` (pause, resume, seek to a time or a tag,
+//!   rate) is admitted by the [`Directory`] and handed to the replay's
+//!   pacer here (a tag looked up where the replay reads); the outcome is
+//!   announced as `ReplayControlResult`.
+//! - **Foreign starts**: every announcement this service publishes carries
+//!   [`SERVICE_HEADER`]; a `GroupReplayStart` without it (the toolkit's
+//!   console) goes to the directory, which starts that replay once when
+//!   `honour_foreign_starts` allows.
+//! - **Metrics**: [`ServiceStats::render_prometheus`], at each scrape:
+//!   counters, replays active by kind, each paced replay's pacing errors.
 //! - **Directory**: requests on `tspi.channel.list.req` get a CBOR array of
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.
