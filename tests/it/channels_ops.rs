@@ -176,7 +176,65 @@ async fn a_group_replay_from_the_archive_reaches_its_channel_at_the_recorded_pac
     let got = collect(&mut sub, 10, WAIT).await;
     assert_eq!(got.len(), 10);
     assert_eq!(original(&got[0].1, "replay.rest").0, rec[40].1.msg_id);
-    assert_eq!(svc.stats.load().groups_started, 2);
+
+    // A tag's window from the archive's tspi_tags (tag_before_s and
+    // tag_after_s cover the whole recording), slowed down, then a seek to
+    // that tag (message 45's moment), looked up in the archive too.
+    let (db, conn) = tokio_postgres::connect(&pg.dsn(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tag_ts = T0_NS + 45 * 25_000_000;
+    db.execute(
+        "INSERT INTO tspi_tags (id, ts, label, updated_ts, body, subject, stream_seq) \
+         VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', 'x', \
+                 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, 'tags.broadcast', 1)",
+        &[&"t-arch", &((tag_ts / 1000) as i64), &tag_body("t-arch", tag_ts, "x")],
+    )
+    .await
+    .unwrap();
+    let mut sub = client
+        .subscribe("tspi.channel.replay.t-arch")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let spec = ReplaySpec {
+        tag: Some("t-arch".into()),
+        rate: 0.1,
+        source: ReplaySource::Archive,
+        ..ReplaySpec::default()
+    };
+    let channel = ChannelId::parse("replay.t-arch").unwrap();
+    let req = GroupReplayRequest::new(&channel, "Tag".into(), spec);
+    let start = service::request_group_replay(&client, &req, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(start.identifier, "t-arch");
+    let got = collect(&mut sub, 1, WAIT).await;
+    assert_eq!(original(&got[0].1, "replay.t-arch").0, rec[0].1.msg_id);
+    let r = control(
+        &client,
+        "replay.t-arch",
+        ControlAction::Seek,
+        Some("t-arch".into()),
+        None,
+    )
+    .await;
+    assert!(r.ok, "{r:?}");
+    let after: Vec<(String, u32)> = collect(&mut sub, 3, WAIT)
+        .await
+        .iter()
+        .map(|(_, m)| original(m, "replay.t-arch"))
+        .collect();
+    let first = after
+        .iter()
+        .find(|(_, e)| *e == 1)
+        .expect("a message after the seek");
+    assert_eq!(first.0, rec[45].1.msg_id, "{after:?}");
+    service::stop_group_replay(&client, "replay.t-arch", None, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(svc.stats.load().groups_started, 3);
     svc.stop().await;
 }
 
