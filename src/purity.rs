@@ -20,6 +20,8 @@ pub(crate) const PURE: &[&str] = &[
     "channels/client_state.rs",
     "channels/client_state",
     "channels/directory.rs",
+    "channels/directory/limits.rs",
+    "channels/directory/ops.rs",
     "channels/message.rs",
     "console/geodesy.rs",
     "console/tracks.rs",

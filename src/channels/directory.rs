@@ -52,7 +52,8 @@
 use super::message::{
     ChannelId, Ctrl, DirectoryEntry, GroupReplayError, GroupReplayRequest, GroupReplayStart,
     GroupReplayStop, GroupReplayStopRequest, ID_LEN_MAX, Kind, PrivateReplayReply,
-    PrivateReplayRequest, ReplaySpec, check_id, clip, from_cbor, to_cbor,
+    PrivateReplayRequest, ReplayControlResult, ReplaySource, ReplaySpec, check_id, clip, from_cbor,
+    to_cbor,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -77,6 +78,15 @@ pub struct DirectoryConfig {
     pub rate_client: RateLimit,
     /// Operator credentials for group replay control; empty: open.
     pub operator_tokens: Vec<String>,
+    /// An archive DSN is configured: replays from the archive may start.
+    pub archive: bool,
+    /// Start the replay a foreign `GroupReplayStart` (one published without
+    /// a request, by another tool) announces.
+    pub honour_foreign_starts: bool,
+    /// ...from this recording.
+    pub foreign_start_source: ReplaySource,
+    /// Controls (pause, resume, seek, rate) per running replay.
+    pub rate_control: RateLimit,
 }
 
 impl DirectoryConfig {
@@ -100,152 +110,23 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// A rate: `burst` requests at once, then one every `60 s / per_min`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    pub burst: u32,
-    pub per_min: u32,
-}
+mod limits;
+mod ops;
 
-impl RateLimit {
-    /// The time one request's token takes to come back.
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs(60) / self.per_min.max(1)
-    }
-}
-
-/// A token bucket as the generic cell rate algorithm: one instant, the
-/// theoretical arrival time (`tat`) of the next request if the bucket were
-/// empty. Over any window of length `w`, at most `burst + w / interval`
-/// requests are admitted (exact integer time, no float drift); a bucket
-/// whose `tat` has passed is full, like a new one. Pure: time is an
-/// argument.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
-    tat: Option<Instant>,
-}
-
-impl Bucket {
-    /// The bucket's state if a request at `now` is admitted; `None`: refuse.
-    /// `self` is unchanged: the caller keeps the result to commit it.
-    pub fn check(&self, limit: RateLimit, now: Instant) -> Option<Bucket> {
-        let t = limit.interval();
-        let tolerance = t * limit.burst.max(1).saturating_sub(1);
-        let tat = self.tat.filter(|&x| x > now).unwrap_or(now);
-        if tat.duration_since(now) > tolerance {
-            return None;
-        }
-        Some(Bucket { tat: Some(tat + t) })
-    }
-
-    /// Admit a request at `now` if the rate allows.
-    pub fn admit(&mut self, limit: RateLimit, now: Instant) -> bool {
-        match self.check(limit, now) {
-            Some(b) => {
-                *self = b;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Full at `now`: the same as a new bucket.
-    pub fn is_full(&self, now: Instant) -> bool {
-        self.tat.is_none_or(|t| t <= now)
-    }
-}
-
-/// Client buckets kept at most; full ones are dropped first (they equal a
-/// new one). The overall rate bounds how many can be non-full at once.
-pub const CLIENT_BUCKETS_MAX: usize = 4096;
-
-/// Why a request was refused; counted by [`Refusal::label`] and named in
-/// the answer (`reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Refusal {
-    /// Not a readable request (CBOR, fields).
-    Malformed,
-    /// A client, session or replay id that cannot be a subject token.
-    Identifier,
-    /// A request `type` this service does not handle.
-    UnknownType,
-    /// A `PrivateReplayRequest` without a spec.
-    NoSpec,
-    /// The service is stopping.
-    Stopping,
-    /// That channel is already running.
-    AlreadyRunning,
-    /// `group_max` group replays hold their slots.
-    GroupMax,
-    /// `private_max` private replays hold their slots.
-    PrivateMax,
-    /// This client id holds `private_per_client_max` private replays.
-    ClientMax,
-    /// This client id's start rate is spent.
-    RateClient,
-    /// The start rate of all clients together is spent.
-    RateOverall,
-    /// A stop from someone other than the replay's owner.
-    NotOwner,
-    /// Group control without a valid operator token.
-    NotOperator,
-    /// A group request naming a channel that is no group replay.
-    NotGroup,
-    /// The driver could not start it (a bad rate, an unknown tag, ...).
-    StartFailed,
-}
-
-/// How many [`Refusal`]s there are.
-pub const REFUSALS_LEN: usize = 15;
-
-/// [`Refusal::label`] of each, in declaration order (the metric's `reason`).
-pub const REFUSAL_LABELS: [&str; REFUSALS_LEN] = [
-    "malformed",
-    "identifier",
-    "unknown_type",
-    "no_spec",
-    "stopping",
-    "already_running",
-    "group_max",
-    "private_max",
-    "client_max",
-    "rate_client",
-    "rate_overall",
-    "not_owner",
-    "not_operator",
-    "not_group",
-    "start_failed",
-];
-
-impl Refusal {
-    /// Every refusal, in declaration order.
-    pub const ALL: [Refusal; REFUSALS_LEN] = [
-        Refusal::Malformed,
-        Refusal::Identifier,
-        Refusal::UnknownType,
-        Refusal::NoSpec,
-        Refusal::Stopping,
-        Refusal::AlreadyRunning,
-        Refusal::GroupMax,
-        Refusal::PrivateMax,
-        Refusal::ClientMax,
-        Refusal::RateClient,
-        Refusal::RateOverall,
-        Refusal::NotOwner,
-        Refusal::NotOperator,
-        Refusal::NotGroup,
-        Refusal::StartFailed,
-    ];
-
-    /// Its name in metrics and answers.
-    pub fn label(self) -> &'static str {
-        REFUSAL_LABELS[self as usize]
-    }
-}
+pub use limits::{Bucket, CLIENT_BUCKETS_MAX, REFUSAL_LABELS, REFUSALS_LEN, RateLimit, Refusal};
+pub use ops::{ControlOp, FOREIGN_DUPLICATE_WINDOW};
 
 /// One replay this directory started, unique for the directory's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplayId(u64);
+
+impl ReplayId {
+    /// A made-up id (tests of what renders replays by id).
+    #[doc(hidden)]
+    pub fn for_tests(n: u64) -> ReplayId {
+        ReplayId(n)
+    }
+}
 
 impl std::fmt::Display for ReplayId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,6 +167,7 @@ pub enum Announcement {
     Start(GroupReplayStart),
     Stop(GroupReplayStop),
     Error(GroupReplayError),
+    ControlResult(ReplayControlResult),
 }
 
 impl Announcement {
@@ -295,6 +177,7 @@ impl Announcement {
             Announcement::Start(m) => &m.channel_id,
             Announcement::Stop(m) => &m.channel_id,
             Announcement::Error(m) => &m.channel_id,
+            Announcement::ControlResult(m) => &m.channel_id,
         }
     }
 
@@ -304,6 +187,7 @@ impl Announcement {
             Announcement::Start(m) => to_cbor(m),
             Announcement::Stop(m) => to_cbor(m),
             Announcement::Error(m) => to_cbor(m),
+            Announcement::ControlResult(m) => to_cbor(m),
         }
     }
 }
@@ -334,6 +218,13 @@ pub enum Action {
         to: String,
         reply: PrivateReplayReply,
     },
+    /// Carry out a control on runner `id`, then report with
+    /// [`Directory::control_done`] (`request` as given here).
+    Control {
+        id: ReplayId,
+        op: ControlOp,
+        request: super::message::ReplayControl,
+    },
 }
 
 /// What the directory counted so far.
@@ -347,6 +238,10 @@ pub struct DirectoryCounts {
     pub requests_refused: u64,
     /// The same, by [`Refusal`] (index: `Refusal as usize`).
     pub refused: [u64; REFUSALS_LEN],
+    /// Controls carried out (pause, resume, seek, rate).
+    pub controls_applied: u64,
+    /// Foreign `GroupReplayStart`s honoured (a start queued).
+    pub foreign_starts: u64,
 }
 
 /// The refusal of every request once [`Directory::shutdown`] was called.
@@ -374,6 +269,8 @@ struct Replay {
     entry: DirectoryEntry,
     /// A private replay's owner: the request's `client_id`.
     owner: Option<String>,
+    /// Its controls' rate.
+    controls: Bucket,
 }
 
 impl Replay {
@@ -404,6 +301,10 @@ pub struct Directory {
     /// Private starts of all clients, and of each client id.
     bucket_overall: Bucket,
     buckets: BTreeMap<String, Bucket>,
+    /// Group starts queued lately (channel, identifier, when): a foreign
+    /// `GroupReplayStart` repeating one within
+    /// [`FOREIGN_DUPLICATE_WINDOW`] is a duplicate or our own echo.
+    recent_starts: VecDeque<(String, String, Instant)>,
 }
 
 impl Directory {
@@ -419,6 +320,7 @@ impl Directory {
             counts: DirectoryCounts::default(),
             bucket_overall: Bucket::default(),
             buckets: BTreeMap::new(),
+            recent_starts: VecDeque::new(),
         }
     }
 
@@ -469,8 +371,13 @@ impl Directory {
         match ctrl {
             Ctrl::Request(r) => self.group_request(now, r),
             Ctrl::StopRequest(r) => self.stop_request(r),
+            Ctrl::Control(c) => self.control(now, c),
+            // Not ours (the driver leaves out its own announcements, which
+            // carry a header); ignored while its channel runs or when it
+            // repeats a recent start.
+            Ctrl::Start(s) => self.foreign_start(now, s),
             // Our own announcements and other tools' traffic.
-            Ctrl::Start(_) | Ctrl::Stop(_) | Ctrl::Error(_) | Ctrl::Other(_) => {}
+            Ctrl::Stop(_) | Ctrl::Error(_) | Ctrl::ControlResult(_) | Ctrl::Other(_) => {}
         }
     }
 
@@ -550,7 +457,10 @@ impl Directory {
                         "a PrivateReplayRequest needs a spec".into(),
                     );
                 };
-                if let Err((why, error)) = self.admit_private(now, &req.client_id, &name) {
+                if let Err((why, error)) = self
+                    .check_source(&spec)
+                    .and_then(|()| self.admit_private(now, &req.client_id, &name))
+                {
                     return self.refuse_private(reply, why, error);
                 }
                 let tag_subject = format!("tags.client.{}.{}", req.client_id, req.session_id);
@@ -664,6 +574,7 @@ impl Directory {
         match entry.kind {
             Kind::GroupReplay => {
                 self.counts.groups_started += 1;
+                self.remember_start(now, &entry.channel_id, &identifier);
                 self.actions
                     .push_back(Action::Announce(Announcement::Start(GroupReplayStart {
                         kind: "GroupReplayStart".into(),
@@ -795,6 +706,7 @@ impl Directory {
                 last_seen: now,
                 entry,
                 owner: None,
+                controls: Bucket::default(),
             },
         );
         id
@@ -866,7 +778,21 @@ impl Directory {
                 format!("{groups} group replays are running (channels.group_max)"),
             ));
         }
+        self.check_source(&r.spec)?;
         Ok(channel)
+    }
+
+    /// A replay from the archive needs an archive DSN.
+    fn check_source(&self, spec: &ReplaySpec) -> Result<(), (Refusal, String)> {
+        if spec.source == ReplaySource::Archive && !self.config.archive {
+            return Err((
+                Refusal::NoArchive,
+                "no archive is configured for replays: set [channels] archive_dsn (or the \
+                 archive's DSN)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// `GroupReplayStopRequest` from an operator: stop the group replay on

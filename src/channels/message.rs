@@ -256,12 +256,36 @@ pub struct GroupReplayStop {
     pub channel_id: String,
 }
 
+/// Which recording a replay reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaySource {
+    /// The `TSPI` stream's history.
+    #[default]
+    Stream,
+    /// The PostgreSQL archive (`tspi_telemetry`, `tspi_tags`).
+    Archive,
+}
+
+impl ReplaySource {
+    pub fn is_stream(&self) -> bool {
+        *self == ReplaySource::Stream
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplaySource::Stream => "stream",
+            ReplaySource::Archive => "archive",
+        }
+    }
+}
+
 /// Where a requested replay takes its data from (our request messages, not
 /// in the contract; on `tspi.ops.ctrl` and [`SUBJECT_PRIVATE_REQ`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySpec {
-    /// RFC 3339 start time, or a `TSPI` stream sequence.
+    /// RFC 3339 start time, or a `TSPI` stream sequence (the stream only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
     /// RFC 3339 end time (none: up to what the stream held at the start).
@@ -276,6 +300,12 @@ pub struct ReplaySpec {
     /// our pacer.
     #[serde(default)]
     pub jetstream_native: bool,
+    /// The recording: the `TSPI` stream (the default, and what a message
+    /// without the key means: it was added after the first release, and is
+    /// left out when it is the default so older services still read the
+    /// map) or the archive.
+    #[serde(default, skip_serializing_if = "ReplaySource::is_stream")]
+    pub source: ReplaySource,
 }
 
 /// An operator's request to start a group replay (`tspi channels
@@ -320,6 +350,85 @@ pub struct GroupReplayStopRequest {
     /// As in [`GroupReplayRequest::operator_token`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_token: Option<String>,
+}
+
+/// What a [`ReplayControl`] asks of a running replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    /// Jump to `to`: an RFC 3339 time or a tag id (the tag's moment).
+    Seek,
+    /// Play on at `rate` (1 = the original pace).
+    Rate,
+}
+
+impl ControlAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Seek => "seek",
+            ControlAction::Rate => "rate",
+        }
+    }
+}
+
+/// An operator's (or a private replay's owner's) control of a running
+/// replay, on `tspi.ops.ctrl` (ours, not the contract's): `{type:
+/// "ReplayControl", channel_id, action, to?, rate?, operator_token?,
+/// client_id?}`. A group replay needs an operator token (as its start and
+/// stop); a private one its owner's `client_id`. Answered on
+/// `tspi.ops.ctrl` by a [`ReplayControlResult`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayControl {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+    pub action: ControlAction,
+    /// `seek`: an RFC 3339 time, or a tag id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `rate`: the new speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_token: Option<String>,
+    /// A private replay's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl ReplayControl {
+    pub fn new(channel: &ChannelId, action: ControlAction) -> ReplayControl {
+        ReplayControl {
+            kind: "ReplayControl".into(),
+            channel_id: channel.to_string(),
+            action,
+            to: None,
+            rate: None,
+            operator_token: None,
+            client_id: None,
+        }
+    }
+}
+
+/// The outcome of a [`ReplayControl`], announced on `tspi.ops.ctrl`:
+/// `{type: "ReplayControlResult", channel_id, action, ok, error?, reason?}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayControlResult {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub channel_id: String,
+    pub action: ControlAction,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// With a refusal: its reason as counted (`directory::Refusal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A request the service could not carry out, announced on `tspi.ops.ctrl`.
@@ -407,6 +516,8 @@ pub enum Ctrl {
     Request(GroupReplayRequest),
     StopRequest(GroupReplayStopRequest),
     Error(GroupReplayError),
+    Control(ReplayControl),
+    ControlResult(ReplayControlResult),
     /// A type this appliance does not handle (other tools share the subject).
     Other(String),
 }
@@ -444,6 +555,8 @@ impl Ctrl {
             "GroupReplayRequest" => Ctrl::Request(from_cbor(b)?),
             "GroupReplayStopRequest" => Ctrl::StopRequest(from_cbor(b)?),
             "GroupReplayError" => Ctrl::Error(from_cbor(b)?),
+            "ReplayControl" => Ctrl::Control(from_cbor(b)?),
+            "ReplayControlResult" => Ctrl::ControlResult(from_cbor(b)?),
             _ => Ctrl::Other(kind),
         })
     }

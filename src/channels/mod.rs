@@ -24,8 +24,12 @@
 //!   tokens (`[channels] operator_tokens`; open with a warning when none),
 //!   a per-client limit and token-bucket rate limits (per client id and
 //!   overall, time passed in), every refusal answered with and counted by
-//!   its reason (`directory::Refusal`). Its unit and property tests run in
-//!   milliseconds.
+//!   its reason (`directory::Refusal`). `directory::limits` holds the token
+//!   bucket and the refusals; `directory::ops` the controls of a running
+//!   replay (pause, resume, seek, rate: who may, the arguments, a rate per
+//!   replay) and foreign `GroupReplayStart`s (published by another tool
+//!   without a request: started once, never for our own announcement or a
+//!   duplicate). Its unit and property tests run in milliseconds.
 //! - [`client_state`]: the client state machine operator tools follow
 //!   (`FOLLOWING_LIVESTREAM`, `FOLLOWING_GROUP_REPLAY`,
 //!   `FOLLOWING_PRIVATE_REPLAY`, `LIVE_OVERRIDE`).
@@ -42,8 +46,10 @@
 //!   bad subject would cost the service its only NATS connection), sleeps
 //!   until the directory's next timeout, runs the
 //!   `LIVE_MAIN` livestream consumer, and offers the operator's side
-//!   (`request_group_replay`, `stop_group_replay`, `list_channels`,
-//!   `private_request`).
+//!   (`request_group_replay`, `stop_group_replay`, `control_replay`,
+//!   `list_channels`, `private_request`). Replays read the `TSPI` stream or
+//!   the PostgreSQL archive (`ReplaySpec::source`); each paced replay's
+//!   pacing errors are shown live on `/metrics`.
 //!
 //! A message's path: `tspi.channel.private.req` → the driver decodes nothing
 //! but the NATS envelope → `Directory::handle_private_request` checks the

@@ -29,6 +29,20 @@
 //!   clients over their limit or rate; the driver publishes its answers and
 //!   the refusal counts by reason (`requests_refused{reason}`), and warns at
 //!   start when no operator token is configured.
+//! - **From the archive**: a spec with `source: "archive"` reads the
+//!   PostgreSQL archive (`[channels] archive_dsn`, which `tspi run` and the
+//!   CLI fill from `[archive] postgres` when unset) with the archive
+//!   source; connected once before the start is announced.
+//! - **Controls**: `ReplayControl` (pause, resume, seek to a time or a tag,
+//!   rate) is admitted by the [`Directory`] and handed to the replay's
+//!   pacer here (a tag looked up where the replay reads); the outcome is
+//!   announced as `ReplayControlResult`.
+//! - **Foreign starts**: every announcement this service publishes carries
+//!   [`SERVICE_HEADER`]; a `GroupReplayStart` without it (the toolkit's
+//!   console) goes to the directory, which starts that replay once when
+//!   `honour_foreign_starts` allows.
+//! - **Metrics**: [`ServiceStats::render_prometheus`], at each scrape:
+//!   counters, replays active by kind, each paced replay's pacing errors.
 //! - **Directory**: requests on `tspi.channel.list.req` get a CBOR array of
 //!   entries, livestream first, then group replays, then private ones, each
 //!   in order of start.
@@ -40,32 +54,40 @@
 //! until [`Directory::poll_timeout`] when nothing else comes.
 
 use super::directory::{
-    Action, Announcement, Directory, DirectoryConfig, REFUSAL_LABELS, REFUSALS_LEN, RateLimit,
-    ReplayId, StartReplay, StopReason,
+    Action, Announcement, ControlOp, Directory, DirectoryConfig, REFUSAL_LABELS, REFUSALS_LEN,
+    RateLimit, Refusal, ReplayId, StartReplay, StopReason,
 };
 use super::message::{
-    self, ChannelId, Ctrl, DirectoryEntry, GroupReplayRequest, GroupReplayStart, GroupReplayStop,
-    GroupReplayStopRequest, PrivateReplayReply, PrivateReplayRequest, ReplaySpec, SUBJECT_CTRL,
-    SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ, SUBJECT_STATUS, from_cbor, to_cbor,
+    self, ChannelId, Ctrl, Kind, ReplayControl, ReplaySource, ReplaySpec, SUBJECT_CTRL,
+    SUBJECT_LIST_REQ, SUBJECT_LIVESTREAM, SUBJECT_PRIVATE_REQ, SUBJECT_STATUS, to_cbor,
 };
 use crate::jetstream::{Existing, StreamSettings, ensure_stream_with, ops_stream, replay_stream};
 use crate::replay::ChannelsConfig;
-use crate::replay::driver::Job;
+use crate::replay::archive::{self, ArchiveSource, Window};
+use crate::replay::driver::{Job, LivePace};
 use crate::replay::pacer::{Control, Rate};
 use crate::replay::sink::ChannelSink;
-use crate::replay::source::{ReadAhead, StartAt, StreamSource, load_tags};
+use crate::replay::source::{ReadAhead, Source, StartAt, StreamSource, load_tags};
 use crate::replay::time::parse_rfc3339_ns;
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Name of the livestream consumer on `TSPI`.
 pub const LIVE_CONSUMER: &str = "LIVE_MAIN";
+
+/// The header this service puts on every announcement it publishes on
+/// `tspi.ops.ctrl` (value: the service's NATS client name). A
+/// `GroupReplayStart` without it is foreign (another tool's, such as the
+/// range toolkit's console) and may start a replay; one with it is a
+/// service's own announcement and never does. Headers leave the
+/// contract's CBOR map as it is.
+pub const SERVICE_HEADER: &str = "Tspi-Channels-Service";
 
 /// How the service runs.
 #[derive(Clone, Debug)]
@@ -83,6 +105,8 @@ crate::counter_set! {
         groups_started => "Group replays started",
         privates_started => "Private replays started",
         privates_expired => "Private replays stopped for want of a heartbeat",
+        controls_applied => "Replay controls carried out (pause, resume, seek, rate)",
+        foreign_starts => "Foreign GroupReplayStarts honoured (a replay started without a request)",
         requests_refused [by "reason": REFUSAL_LABELS] => "Replay requests refused, by reason",
     }
 }
@@ -94,8 +118,17 @@ pub struct ServiceStats {
     pub groups_started: AtomicU64,
     pub privates_started: AtomicU64,
     pub privates_expired: AtomicU64,
+    pub controls_applied: AtomicU64,
+    pub foreign_starts: AtomicU64,
     /// By `directory::Refusal as usize`.
     pub requests_refused: [AtomicU64; REFUSALS_LEN],
+    /// Group and private replays holding a slot (starting, running,
+    /// stopping).
+    pub groups_active: AtomicU64,
+    pub privates_active: AtomicU64,
+    /// Each paced replay's live pacing errors, by runner, with its channel:
+    /// at most `group_max + private_max` (and those ending).
+    pub pacing: Mutex<BTreeMap<ReplayId, (String, Arc<LivePace>)>>,
 }
 
 impl ServiceStats {
@@ -106,8 +139,53 @@ impl ServiceStats {
             groups_started: self.groups_started.load(Relaxed),
             privates_started: self.privates_started.load(Relaxed),
             privates_expired: self.privates_expired.load(Relaxed),
+            controls_applied: self.controls_applied.load(Relaxed),
+            foreign_starts: self.foreign_starts.load(Relaxed),
             requests_refused: std::array::from_fn(|i| self.requests_refused[i].load(Relaxed)),
         }
+    }
+
+    /// The channels part of `/metrics`, rendered at the scrape: the
+    /// counters (`tspi_channels_<name>_total`), the replays holding a slot
+    /// by kind (`tspi_channels_replays_active{kind}`) and each paced
+    /// replay's pacing error so far
+    /// (`tspi_channels_replay_pacing_error_seconds{channel}`, actual minus
+    /// scheduled send time; one series per running replay, so the label's
+    /// values are bounded by `group_max + private_max`).
+    pub fn render_prometheus(&self) -> String {
+        use crate::metrics::{write_family, write_gauge_family, write_histogram_samples};
+        let mut s = crate::metrics::render_counter_families("tspi_channels", &self.load());
+        write_gauge_family(
+            &mut s,
+            "tspi_channels_replays_active",
+            "Replays holding a slot (starting, running or stopping), by kind",
+            &[
+                ("{kind=\"group\"}", self.groups_active.load(Relaxed)),
+                ("{kind=\"private\"}", self.privates_active.load(Relaxed)),
+            ],
+        );
+        // The newest runner of each channel (a private channel restarted
+        // may overlap its predecessor's end for a moment).
+        let by_channel: BTreeMap<String, Arc<LivePace>> = self
+            .pacing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(c, p)| (c.clone(), p.clone()))
+            .collect();
+        let name = "tspi_channels_replay_pacing_error_seconds";
+        write_family(
+            &mut s,
+            name,
+            "Each running paced replay's send time minus its scheduled time",
+            "histogram",
+        );
+        for (channel, pace) in by_channel {
+            // Channel ids are [A-Za-z0-9_.-] only: nothing to escape.
+            let labels = format!("channel=\"{channel}\",");
+            write_histogram_samples(&mut s, name, &labels, &pace.error_ns());
+        }
+        s
     }
 
     /// Refusals counted so far, all reasons together.
@@ -142,13 +220,21 @@ impl DirectoryConfig {
                 per_min: c.client_requests_per_min,
             },
             operator_tokens: c.all_operator_tokens(),
+            archive: c.archive_dsn.is_some(),
+            honour_foreign_starts: c.honour_foreign_starts,
+            foreign_start_source: c.foreign_start_source,
+            rate_control: RateLimit {
+                burst: c.controls_burst,
+                per_min: c.controls_per_min,
+            },
         }
     }
 }
 
 /// What carries a running replay.
 enum Runner {
-    Paced(std::sync::mpsc::Sender<Control>),
+    /// Its controls, and where it reads (to look a seek's tag up there).
+    Paced(std::sync::mpsc::Sender<Control>, ReplaySource),
     /// JetStream-native: the push consumer's name, and the task that
     /// watches for its end.
     Native(String, tokio::task::JoinHandle<()>),
@@ -172,6 +258,8 @@ struct Driver {
     paced_started: usize,
     ended_tx: mpsc::UnboundedSender<Ended>,
     stats: Arc<ServiceStats>,
+    /// The value of [`SERVICE_HEADER`] on our announcements.
+    origin: String,
 }
 
 /// Run until `shutdown` resolves. Stops every replay on the way out
@@ -188,6 +276,11 @@ pub async fn serve(
         "invalid [channels]: {}",
         problems.join("; ")
     );
+    if opts.channels.honour_foreign_starts {
+        tracing::info!(
+            "foreign GroupReplayStarts on tspi.ops.ctrl start their replay (honour_foreign_starts)"
+        );
+    }
     if opts.channels.all_operator_tokens().is_empty() {
         tracing::warn!(
             "no [channels] operator_tokens: anyone on NATS may start and stop group replays"
@@ -227,6 +320,7 @@ pub async fn serve(
         paced_started: 0,
         ended_tx,
         stats,
+        origin: "tspi-channels".into(),
     };
     tracing::info!("channels service ready");
     tokio::pin!(shutdown);
@@ -241,6 +335,10 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             Some(m) = ctrl.next() => match Ctrl::decode(&m.payload) {
+                // A service's own announcement (ours, or another tspi
+                // service's): never a start request.
+                Ok(Ctrl::Start(_))
+                    if m.headers.as_ref().is_some_and(|h| h.get(SERVICE_HEADER).is_some()) => {}
                 Ok(c) => d.dir.handle_ctrl(Instant::now(), c),
                 Err(e) => tracing::warn!(error = %e, "unreadable control message"),
             },
@@ -350,6 +448,10 @@ impl Driver {
                     }
                     self.reply(to, to_cbor(&reply)).await;
                 }
+                Action::Control { id, op, request } => {
+                    let r = self.control(id, op, &request).await;
+                    self.dir.control_done(request, r);
+                }
             }
         }
         let c = self.dir.counts();
@@ -357,6 +459,12 @@ impl Driver {
         s.groups_started.store(c.groups_started, Relaxed);
         s.privates_started.store(c.privates_started, Relaxed);
         s.privates_expired.store(c.privates_expired, Relaxed);
+        s.controls_applied.store(c.controls_applied, Relaxed);
+        s.foreign_starts.store(c.foreign_starts, Relaxed);
+        let active = |k| self.dir.slots_taken(k) as u64;
+        s.groups_active.store(active(Kind::GroupReplay), Relaxed);
+        s.privates_active
+            .store(active(Kind::PrivateReplay), Relaxed);
         for (a, &n) in s.requests_refused.iter().zip(&c.refused) {
             a.store(n, Relaxed);
         }
@@ -375,6 +483,11 @@ impl Driver {
 
     fn on_ended(&mut self, e: Ended) {
         self.runners.remove(&e.id);
+        self.stats
+            .pacing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.id);
         if let Some(err) = &e.error {
             tracing::warn!(channel = %e.channel, error = %err, "replay failed");
         }
@@ -391,8 +504,21 @@ impl Driver {
             Announcement::Error(e) => {
                 tracing::warn!(%channel, error = %e.error, "group replay refused")
             }
+            Announcement::ControlResult(r) if r.ok => {
+                tracing::info!(%channel, action = r.action.label(), "replay control carried out")
+            }
+            Announcement::ControlResult(r) => {
+                tracing::info!(%channel, action = r.action.label(), error = ?r.error,
+                    "replay control refused")
+            }
         }
-        if let Err(e) = self.client.publish(SUBJECT_CTRL, a.to_cbor().into()).await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(SERVICE_HEADER, self.origin.as_str());
+        if let Err(e) = self
+            .client
+            .publish_with_headers(SUBJECT_CTRL, headers, a.to_cbor().into())
+            .await
+        {
             tracing::warn!(error = %e, "cannot publish on tspi.ops.ctrl");
         }
         let _ = self.client.flush().await;
@@ -402,7 +528,7 @@ impl Driver {
     /// one's once its consumer is deleted).
     fn stop_runner(&self, id: ReplayId, channel: String, runner: Runner) {
         match runner {
-            Runner::Paced(c) => {
+            Runner::Paced(c, _) => {
                 let _ = c.send(Control::Stop);
             }
             Runner::Native(consumer, watcher) => {
@@ -440,18 +566,82 @@ impl Driver {
                 s.clone(),
             )),
             (None, Some(tag)) => {
-                let tags = load_tags(&self.js).await.map_err(|e| e.to_string())?;
-                let t = tags
-                    .iter()
-                    .find(|t| &t.id == tag)
-                    .ok_or_else(|| format!("no tag {tag:?} in TSPI_OPS"))?;
+                let ts_ns = self.tag_moment_ns(spec.source, tag).await?;
                 let c = &self.opts.channels;
-                let from = t.ts_ns.saturating_sub(c.tag_before_ns());
-                let to = end.unwrap_or(t.ts_ns.saturating_add(c.tag_after_ns()));
+                let from = ts_ns.saturating_sub(c.tag_before_ns());
+                let to = end.unwrap_or(ts_ns.saturating_add(c.tag_after_ns()));
                 Ok((StartAt::Time(from), Some(to), tag.clone()))
             }
             _ => Err("give exactly one of start and tag".into()),
         }
+    }
+
+    /// The moment of tag `tag` where `source` keeps its tags: `TSPI_OPS`
+    /// for the stream, `tspi_tags` for the archive.
+    async fn tag_moment_ns(&self, source: ReplaySource, tag: &str) -> Result<u64, String> {
+        match source {
+            ReplaySource::Stream => {
+                let tags = load_tags(&self.js).await.map_err(|e| e.to_string())?;
+                tags.iter()
+                    .find(|t| t.id == tag)
+                    .map(|t| t.ts_ns)
+                    .ok_or_else(|| format!("no tag {tag:?} in TSPI_OPS"))
+            }
+            ReplaySource::Archive => {
+                let client = archive::connect(self.archive_dsn()?)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                archive::tag_moment_ns(&client, tag)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn archive_dsn(&self) -> Result<&str, String> {
+        self.opts
+            .channels
+            .archive_dsn
+            .as_deref()
+            .ok_or_else(|| "no archive is configured for replays".into())
+    }
+
+    /// The archive as a replay's source: the window by receive time (a
+    /// stream sequence has no meaning there); up to what the archive holds
+    /// when no end is given. Connects once first, so a wrong DSN or a
+    /// missing schema refuses the start instead of ending the replay.
+    async fn archive_source(
+        &self,
+        start: StartAt,
+        end: Option<u64>,
+    ) -> Result<ArchiveSource, String> {
+        let StartAt::Time(start_ns) = start else {
+            return Err(
+                "the archive replays by time: give an RFC 3339 start (a stream \
+                        sequence applies to the TSPI stream only)"
+                    .into(),
+            );
+        };
+        let dsn = self.archive_dsn()?;
+        let client = archive::connect(dsn).await.map_err(|e| e.to_string())?;
+        client
+            .simple_query("SELECT 1 FROM tspi_telemetry LIMIT 0")
+            .await
+            .map_err(|e| format!("archive: {e}"))?;
+        let mut source = ArchiveSource::new(
+            tokio::runtime::Handle::current(),
+            dsn.to_owned(),
+            Window::Time {
+                start_ns,
+                end_ns: end.unwrap_or(u64::MAX),
+            },
+        );
+        let c = &self.opts.channels;
+        source.read_ahead = ReadAhead {
+            batch_len: c.read_batch_len,
+            batches_max: c.read_batches_max,
+        };
+        Ok(source)
     }
 
     /// Start the replay the directory asked for: its runner and its
@@ -460,6 +650,9 @@ impl Driver {
         let rate = Rate::new(s.spec.rate).map_err(|e| e.to_string())?;
         let (start, end, identifier) = self.window(&s.spec).await?;
         if s.spec.jetstream_native {
+            if s.spec.source != ReplaySource::Stream {
+                return Err("the JetStream-native mode replays the TSPI stream only".into());
+            }
             return self
                 .start_native(s.id, &s.channel, start, end, rate)
                 .await
@@ -468,11 +661,18 @@ impl Driver {
         let c = &self.opts.channels;
         let name = s.channel.to_string();
         let handle = tokio::runtime::Handle::current();
-        let mut source = StreamSource::new(handle.clone(), self.js.clone(), start, end);
-        source.read_ahead = ReadAhead {
-            batch_len: c.read_batch_len,
-            batches_max: c.read_batches_max,
+        let source: Box<dyn Source> = match s.spec.source {
+            ReplaySource::Stream => {
+                let mut source = StreamSource::new(handle.clone(), self.js.clone(), start, end);
+                source.read_ahead = ReadAhead {
+                    batch_len: c.read_batch_len,
+                    batches_max: c.read_batches_max,
+                };
+                Box::new(source)
+            }
+            ReplaySource::Archive => Box::new(self.archive_source(start, end).await?),
         };
+        let c = &self.opts.channels;
         let sink = ChannelSink::new(
             handle,
             self.js.clone(),
@@ -482,8 +682,14 @@ impl Driver {
         );
         let driver = c.driver(rate, self.paced_started);
         self.paced_started += 1;
-        let job = Job::spawn(&name, Box::new(source), Box::new(sink), driver)
+        let live = Arc::new(LivePace::default());
+        let job = Job::spawn_live(&name, source, Box::new(sink), driver, Some(live.clone()))
             .map_err(|e| e.to_string())?;
+        self.stats
+            .pacing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.id, (name.clone(), live));
         let controls = job.controller();
         let ended = self.ended_tx.clone();
         let id = s.id;
@@ -498,7 +704,46 @@ impl Driver {
                 error: r.err().map(|e| e.to_string()),
             });
         });
-        Ok((Runner::Paced(controls), identifier))
+        Ok((Runner::Paced(controls, s.spec.source), identifier))
+    }
+
+    /// Carry out an admitted control on runner `id` (a seek's tag looked up
+    /// where the replay reads).
+    async fn control(
+        &self,
+        id: ReplayId,
+        op: ControlOp,
+        request: &ReplayControl,
+    ) -> Result<(), (Refusal, String)> {
+        let ended = || {
+            (
+                Refusal::NotRunning,
+                format!("{} has ended", request.channel_id),
+            )
+        };
+        let (controls, source) = match self.runners.get(&id) {
+            Some(Runner::Paced(c, s)) => (c.clone(), *s),
+            Some(Runner::Native(..)) => {
+                return Err((
+                    Refusal::BadControl,
+                    "a JetStream-native replay takes no controls (the server paces it)".into(),
+                ));
+            }
+            None => return Err(ended()),
+        };
+        let control = match op {
+            ControlOp::Apply(c) => c,
+            ControlOp::SeekTag(tag) => {
+                let ts = self.tag_moment_ns(source, &tag).await.map_err(|e| {
+                    (
+                        Refusal::BadControl,
+                        format!("seek: not an RFC 3339 time, and {e}"),
+                    )
+                })?;
+                Control::Seek(ts)
+            }
+        };
+        controls.send(control).map_err(|_| ended())
     }
 
     /// The JetStream-native mode: the server paces a push consumer by the
@@ -581,158 +826,8 @@ impl Driver {
     }
 }
 
-// --- the operator's side -------------------------------------------------------
-
-/// Ask the service for a group replay and wait for its `GroupReplayStart`
-/// (or its `GroupReplayError`).
-pub async fn request_group_replay(
-    client: &async_nats::Client,
-    req: &GroupReplayRequest,
-    wait: Duration,
-) -> anyhow::Result<GroupReplayStart> {
-    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
-    client.flush().await?;
-    client.publish(SUBJECT_CTRL, to_cbor(req).into()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ctrl.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer from a channels service within {wait:?} (is `tspi channels serve` running?)"))?
-            .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        match Ctrl::decode(&m.payload) {
-            Ok(Ctrl::Start(s)) if s.channel_id == req.channel_id => return Ok(s),
-            Ok(Ctrl::Error(e)) if e.channel_id == req.channel_id => {
-                anyhow::bail!("the channels service refused {}: {}", e.channel_id, e.error)
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Ask the service to stop a group replay and wait for its `GroupReplayStop`
-/// (or its `GroupReplayError`). `operator_token`: see
-/// [`GroupReplayRequest::operator_token`].
-pub async fn stop_group_replay(
-    client: &async_nats::Client,
-    channel_id: &str,
-    operator_token: Option<String>,
-    wait: Duration,
-) -> anyhow::Result<GroupReplayStop> {
-    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
-    client.flush().await?;
-    let req = GroupReplayStopRequest {
-        kind: "GroupReplayStopRequest".into(),
-        channel_id: channel_id.to_owned(),
-        operator_token,
-    };
-    client.publish(SUBJECT_CTRL, to_cbor(&req).into()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ctrl.next())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no GroupReplayStop for {channel_id} within {wait:?} (is it running?)"
-                )
-            })?
-            .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        match Ctrl::decode(&m.payload) {
-            Ok(Ctrl::Stop(s)) if s.channel_id == channel_id => return Ok(s),
-            Ok(Ctrl::Error(e)) if e.channel_id == channel_id => {
-                anyhow::bail!(
-                    "the channels service refused to stop {channel_id}: {}",
-                    e.error
-                )
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The directory, as the service answers it.
-pub async fn list_channels(
-    client: &async_nats::Client,
-    wait: Duration,
-) -> anyhow::Result<Vec<DirectoryEntry>> {
-    let m = tokio::time::timeout(wait, client.request(SUBJECT_LIST_REQ, bytes::Bytes::new()))
-        .await
-        .map_err(|_| anyhow::anyhow!("no directory answer within {wait:?}"))??;
-    Ok(from_cbor(&m.payload)?)
-}
-
-/// Send a private replay request (or stop) and return the answer.
-pub async fn private_request(
-    client: &async_nats::Client,
-    req: &PrivateReplayRequest,
-    wait: Duration,
-) -> anyhow::Result<PrivateReplayReply> {
-    let m = tokio::time::timeout(
-        wait,
-        client.request(SUBJECT_PRIVATE_REQ, to_cbor(req).into()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer to the private replay request within {wait:?}"))??;
-    Ok(from_cbor(&m.payload)?)
-}
-
-/// The channel id `tspi channels start-replay` uses: `--id` slugged, else
-/// the tag id slugged, else `YYYYMMDDTHHMMSSZ` of the start time (or
-/// `seq-<n>` for a sequence).
-pub fn group_channel_id(id: Option<&str>, spec: &ReplaySpec) -> Result<ChannelId, String> {
-    let token = if let Some(id) = id {
-        message::slug(id).ok_or_else(|| format!("--id {id:?} has no letters or digits"))?
-    } else if let Some(tag) = &spec.tag {
-        message::slug(tag).ok_or_else(|| format!("tag {tag:?} has no letters or digits"))?
-    } else if let Some(start) = &spec.start {
-        match start.parse::<StartAt>().map_err(|e| e.to_string())? {
-            StartAt::Time(ns) => crate::replay::time::compact_utc(ns),
-            StartAt::Sequence(n) => format!("seq-{n}"),
-        }
-    } else {
-        return Err("give a start or a tag".into());
-    };
-    ChannelId::parse(&format!("replay.{token}")).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_ids_for_requests() {
-        let spec = |start: Option<&str>, tag: Option<&str>| ReplaySpec {
-            start: start.map(str::to_owned),
-            tag: tag.map(str::to_owned),
-            rate: 1.0,
-            ..ReplaySpec::default()
-        };
-        assert_eq!(
-            group_channel_id(None, &spec(Some("2026-04-30T14:05:00.5+02:00"), None))
-                .unwrap()
-                .to_string(),
-            "replay.20260430T120500Z"
-        );
-        assert_eq!(
-            group_channel_id(None, &spec(Some("17"), None))
-                .unwrap()
-                .to_string(),
-            "replay.seq-17"
-        );
-        assert_eq!(
-            group_channel_id(None, &spec(None, Some("Merge #2")))
-                .unwrap()
-                .to_string(),
-            "replay.merge-2"
-        );
-        assert_eq!(
-            group_channel_id(Some("Sortie 12"), &spec(Some("1"), None))
-                .unwrap()
-                .to_string(),
-            "replay.sortie-12"
-        );
-        assert!(group_channel_id(Some("!!"), &spec(Some("1"), None)).is_err());
-        assert!(group_channel_id(None, &spec(None, None)).is_err());
-    }
-}
+mod operator;
+pub use operator::{
+    control_replay, group_channel_id, list_channels, private_request, request_group_replay,
+    stop_group_replay,
+};

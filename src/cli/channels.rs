@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tspi::channels::message::{ChannelId, GroupReplayRequest, ReplaySpec};
+use tspi::channels::message::{
+    ChannelId, ControlAction, GroupReplayRequest, ReplayControl, ReplaySource, ReplaySpec,
+};
 use tspi::channels::service::{self, ServiceOptions, ServiceStats};
 use tspi::config::{Config, Machine, Role};
 
@@ -60,7 +62,8 @@ pub enum ChannelsCommand {
     StartReplay {
         #[command(flatten)]
         conn: Conn,
-        /// Start: an RFC 3339 time or a TSPI stream sequence.
+        /// Start: an RFC 3339 time or a TSPI stream sequence (a time only
+        /// with --from-archive).
         #[arg(long, value_name = "TIME|SEQ", required_unless_present = "tag")]
         start: Option<String>,
         /// End: an RFC 3339 time (default: what the stream holds now).
@@ -79,8 +82,31 @@ pub enum ChannelsCommand {
         #[arg(long, default_value = "1")]
         rate: f64,
         /// Let the server pace it (push consumer, ReplayPolicy::Original).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_archive")]
         jetstream_native: bool,
+        /// Replay from the PostgreSQL archive (the service's `[channels]
+        /// archive_dsn`, else its `[archive] postgres`) instead of the TSPI
+        /// stream; --start/--end/--tag work the same (tags from the
+        /// archive's tspi_tags).
+        #[arg(long)]
+        from_archive: bool,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Control a running replay: pause, resume, seek or rate. Prints the
+    /// service's ReplayControlResult; exit 1 when refused.
+    Control {
+        #[command(flatten)]
+        conn: Conn,
+        /// The channel: `replay.<id>` (or just `<id>`), or a private
+        /// `client.<client>.<session>` (with --client-id).
+        #[arg(long, value_name = "CHANNEL-ID")]
+        channel: ChannelId,
+        /// A private replay's owner (its client id).
+        #[arg(long, value_name = "ID")]
+        client_id: Option<String>,
+        #[command(subcommand)]
+        action: ControlCommand,
         #[command(flatten)]
         operator: Operator,
     },
@@ -98,6 +124,26 @@ pub enum ChannelsCommand {
     List {
         #[command(flatten)]
         conn: Conn,
+    },
+}
+
+/// What `tspi channels control` asks.
+#[derive(Debug, clap::Subcommand)]
+pub enum ControlCommand {
+    /// Hold the replay where it is.
+    Pause,
+    /// Play on from where it was paused.
+    Resume,
+    /// Jump to a recorded moment: an RFC 3339 time, or a tag id (its
+    /// moment); messages sent again carry a new Nats-Msg-Id suffix.
+    Seek {
+        #[arg(value_name = "TIME|TAG-ID")]
+        to: String,
+    },
+    /// Play on at this speed (1 = original pace; 0.01 to 1000).
+    Rate {
+        #[arg(value_name = "X")]
+        rate: f64,
     },
 }
 
@@ -119,7 +165,15 @@ pub(super) fn service_options(cfg: &Config) -> ServiceOptions {
             update: cfg.stream.update,
             ..Default::default()
         },
-        channels: cfg.channels.clone(),
+        channels: tspi::config::ChannelsConfig {
+            // The archive replays read: its own key, else the archiver's.
+            archive_dsn: cfg
+                .channels
+                .archive_dsn
+                .clone()
+                .or_else(|| cfg.archive.postgres.clone()),
+            ..cfg.channels.clone()
+        },
     }
 }
 
@@ -159,6 +213,7 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
             name,
             rate,
             jetstream_native,
+            from_archive,
             operator,
         } => {
             let cfg = config(&conn)?;
@@ -168,6 +223,11 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
                 tag,
                 rate,
                 jetstream_native,
+                source: if from_archive {
+                    ReplaySource::Archive
+                } else {
+                    ReplaySource::Stream
+                },
             };
             tspi::replay::pacer::Rate::new(rate)?;
             let channel =
@@ -202,6 +262,44 @@ pub fn run(a: ChannelsArgs) -> anyhow::Result<ExitCode> {
                 .await
             })?;
             println!("{}", serde_json::to_string(&stop)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::Control {
+            conn,
+            channel,
+            client_id,
+            action,
+            operator,
+        } => {
+            let cfg = config(&conn)?;
+            let (action, to, rate) = match action {
+                ControlCommand::Pause => (ControlAction::Pause, None, None),
+                ControlCommand::Resume => (ControlAction::Resume, None, None),
+                ControlCommand::Seek { to } => (ControlAction::Seek, Some(to), None),
+                ControlCommand::Rate { rate } => {
+                    tspi::replay::pacer::Rate::new(rate)?;
+                    (ControlAction::Rate, None, Some(rate))
+                }
+            };
+            let mut req = ReplayControl::new(&channel, action);
+            req.to = to;
+            req.rate = rate;
+            req.client_id = client_id;
+            req.operator_token = operator.token(&cfg);
+            let rt = runtime()?;
+            let r = rt.block_on(async {
+                let client = tspi::nats::connect(&cfg.nats).await?;
+                service::control_replay(&client, &req, Duration::from_secs(conn.wait_s)).await
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+            if !r.ok {
+                anyhow::bail!(
+                    "the channels service refused to {} {}: {}",
+                    r.action.label(),
+                    r.channel_id,
+                    r.error.unwrap_or_default()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         ChannelsCommand::List { conn } => {

@@ -269,9 +269,10 @@ impl Ended {
     }
 }
 
-/// The channels service's counters as Prometheus text (read at scrape).
+/// The channels service's counters, active replays and each running
+/// replay's pacing errors as Prometheus text (read at scrape).
 fn render_channels(s: &ServiceStats) -> String {
-    tspi::metrics::render_counter_families("tspi_channels", &s.load())
+    s.render_prometheus()
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -569,8 +570,25 @@ mod tests {
         let text = render_channels(&s);
         assert!(text.contains("# TYPE tspi_channels_groups_started_total counter\n"));
         assert!(text.contains("\ntspi_channels_groups_started_total 3\n"));
-        // HELP and TYPE per family; one line per scalar, one per reason.
+        // HELP and TYPE per family; one line per scalar, one per reason,
+        // one per kind of replay; no replay running: no pacing series.
         let reasons = tspi::channels::directory::REFUSALS_LEN;
-        assert_eq!(text.lines().count(), 5 * 2 + 4 + reasons);
+        assert_eq!(text.lines().count(), 7 * 2 + 6 + reasons + 2 + 2 + 2);
+        assert!(text.contains("\ntspi_channels_replays_active{kind=\"group\"} 0\n"));
+        // A running replay's pacing errors, labelled by its channel.
+        s.groups_active.store(1, Ordering::Relaxed);
+        let live = std::sync::Arc::new(tspi::replay::driver::LivePace::default());
+        s.pacing.lock().unwrap().insert(
+            tspi::channels::directory::ReplayId::for_tests(7),
+            ("replay.a".into(), live),
+        );
+        let text = render_channels(&s);
+        assert!(text.contains("\ntspi_channels_replays_active{kind=\"group\"} 1\n"));
+        assert!(text.contains(
+            "\ntspi_channels_replay_pacing_error_seconds_bucket{channel=\"replay.a\",le=\"+Inf\"} 0\n"
+        ));
+        assert!(text.contains(
+            "\ntspi_channels_replay_pacing_error_seconds_count{channel=\"replay.a\"} 0\n"
+        ));
     }
 }

@@ -258,6 +258,11 @@ pub const CHANNELS_REQUESTS_BURST: Bound = Bound::new(1, 10_000, 8);
 pub const CHANNELS_CLIENT_REQUESTS_PER_MIN: Bound = Bound::new(1, 60_000, 12);
 /// `channels.client_requests_burst`.
 pub const CHANNELS_CLIENT_REQUESTS_BURST: Bound = Bound::new(1, 1_000, 3);
+/// `channels.controls_per_min`: controls (pause, resume, seek, rate) of one
+/// running replay per minute, after `controls_burst` at once.
+pub const CHANNELS_CONTROLS_PER_MIN: Bound = Bound::new(1, 60_000, 120);
+/// `channels.controls_burst`.
+pub const CHANNELS_CONTROLS_BURST: Bound = Bound::new(1, 1_000, 20);
 /// `channels.operator_tokens` (with `operator_token`): how many at most.
 pub const CHANNELS_OPERATOR_TOKENS_MAX: usize = 64;
 /// Each operator token's length in bytes: 16 at least, so a token is not a

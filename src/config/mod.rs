@@ -316,6 +316,19 @@ impl Config {
                             self.stream.duplicate_window_s, self.channels.replay_age_max_h
                         ));
                     }
+                    if *role == Role::Channels
+                        && self.channels.honour_foreign_starts
+                        && self.channels.foreign_start_source
+                            == crate::channels::message::ReplaySource::Archive
+                        && self.channels.archive_dsn.is_none()
+                        && self.archive.postgres.is_none()
+                    {
+                        problems.push(
+                            "channels.foreign_start_source = \"archive\" needs an archive: \
+                             channels.archive_dsn (or archive.postgres)"
+                                .to_owned(),
+                        );
+                    }
                     for &core in &self.channels.pacing_cores {
                         if core < limits::CORE_ID_END && !machine.allows(core) {
                             problems.push(format!(

@@ -597,6 +597,8 @@ fn numeric_keys() -> Vec<Key> {
         key!(console.expire_s, CONSOLE_EXPIRE_S, Some((S, U64))),
         key!(console.clients_max, CONSOLE_CLIENTS_MAX),
         key!(console.events_queue_len, CONSOLE_EVENTS_QUEUE_LEN),
+        key!(channels.controls_per_min, CHANNELS_CONTROLS_PER_MIN),
+        key!(channels.controls_burst, CHANNELS_CONTROLS_BURST),
     ]
 }
 
@@ -869,4 +871,27 @@ fn operator_tokens_are_checked_without_being_shown() {
     );
     c.channels.operator_tokens = vec!["x".repeat(16); 65];
     assert!(problems(&c).join("; ").contains("66 tokens"));
+}
+
+#[test]
+fn foreign_starts_from_the_archive_need_an_archive() {
+    let mut c = Config::default();
+    c.channels.foreign_start_source = crate::channels::message::ReplaySource::Archive;
+    let p = c.problems_for(&[Role::Channels], &any_cores()).join("; ");
+    assert!(p.contains("channels.foreign_start_source"), "{p}");
+    c.channels.archive_dsn = Some("host=db".into());
+    assert_eq!(
+        c.problems_for(&[Role::Channels], &any_cores()),
+        Vec::<String>::new()
+    );
+    c.channels.archive_dsn = None;
+    c.archive.postgres = Some("host=db".into());
+    assert_eq!(
+        c.problems_for(&[Role::Channels], &any_cores()),
+        Vec::<String>::new()
+    );
+    let p = parse("[channels]\nforeign_start_source = \"tape\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(p.contains("foreign_start_source"), "{p}");
 }

@@ -275,13 +275,27 @@ pub fn write_gauge_family<V: std::fmt::Display>(
 /// nanoseconds, with the fixed [`BUCKET_BOUNDS`] (see [`bucket_counts`]).
 pub fn write_histogram_family(s: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
     write_family(s, name, help, "histogram");
+    write_histogram_samples(s, name, "", h);
+}
+
+/// The samples of one histogram series of family `name` (seconds, from
+/// nanoseconds): `labels` are written before `le`, as `k="v",` pairs each
+/// followed by a comma (empty: none). The family's `# HELP`/`# TYPE` are
+/// the caller's ([`write_family`]), once for all its series.
+pub fn write_histogram_samples(s: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
     let (cumulative, sum_ns) = bucket_counts(h);
     for ((_, le), n) in BUCKET_BOUNDS.iter().zip(cumulative) {
-        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {n}");
+        let _ = writeln!(s, "{name}_bucket{{{labels}le=\"{le}\"}} {n}");
     }
-    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let _ = writeln!(s, "{name}_sum {}", sum_ns as f64 / 1e9);
-    let _ = writeln!(s, "{name}_count {}", h.len());
+    let _ = writeln!(s, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.len());
+    let plain = labels.trim_end_matches(',');
+    let braces = if plain.is_empty() {
+        String::new()
+    } else {
+        format!("{{{plain}}}")
+    };
+    let _ = writeln!(s, "{name}_sum{braces} {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(s, "{name}_count{braces} {}", h.len());
 }
 
 /// `name value` for each counter named in `names` (in that order; a count by

@@ -74,7 +74,7 @@ pub use config::MetricsConfig;
 pub use counter_set::{
     CounterCell, CounterField, CounterSet, CounterValue, all_counts_fragment, counts_fragment,
     render_counter_families, write_counter_families, write_family, write_gauge_family,
-    write_histogram_family,
+    write_histogram_family, write_histogram_samples,
 };
 pub use counters::{Gauges, IngestCounts, REJECT_REASON_LABELS, REJECT_REASONS_LEN};
 pub use host::hostname;

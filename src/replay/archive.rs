@@ -116,6 +116,29 @@ pub fn row_item(
     })
 }
 
+/// A connection to the archive at `dsn` (its connection task spawned).
+pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, ReplayError> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .map_err(pg)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "archive connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The moment of tag `id` (its latest version) in the archive, ns since
+/// the Unix epoch; [`ReplayError::Empty`] when the archive has no such tag.
+pub async fn tag_moment_ns(client: &tokio_postgres::Client, id: &str) -> Result<u64, ReplayError> {
+    let row = client.query_opt(TAG_SQL, &[&id]).await.map_err(pg)?;
+    let Some(row) = row else {
+        return Err(ReplayError::Empty(format!("no tag {id:?} in the archive")));
+    };
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) * 1_000)
+}
+
 struct Read {
     dsn: String,
     window: Window,
@@ -128,14 +151,7 @@ struct Read {
 
 impl Read {
     async fn run(self, tx: &mpsc::Sender<Batch>) -> Result<(), ReplayError> {
-        let (mut client, conn) = tokio_postgres::connect(&self.dsn, tokio_postgres::NoTls)
-            .await
-            .map_err(pg)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "archive connection ended");
-            }
-        });
+        let mut client = connect(&self.dsn).await?;
         let (lo_ns, hi_ns) = match &self.window {
             Window::Time { start_ns, end_ns } => (*start_ns, *end_ns),
             Window::Tag {
@@ -143,11 +159,7 @@ impl Read {
                 before_ns,
                 after_ns,
             } => {
-                let row = client.query_opt(TAG_SQL, &[id]).await.map_err(pg)?;
-                let Some(row) = row else {
-                    return Err(ReplayError::Empty(format!("no tag {id:?} in the archive")));
-                };
-                let ts_ns = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) * 1_000;
+                let ts_ns = tag_moment_ns(&client, id).await?;
                 (
                     ts_ns.saturating_sub(*before_ns),
                     ts_ns.saturating_add(*after_ns),

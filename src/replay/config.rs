@@ -76,6 +76,27 @@ pub struct ChannelsConfig {
     /// `tspi channels start-replay`/`stop-replay` send when no
     /// `--operator-token` is given.
     pub operator_token: Option<String>,
+    /// The archive replays read from (`source = "archive"` in a request,
+    /// `tspi channels start-replay --from-archive`): a PostgreSQL DSN. Unset:
+    /// `[archive] postgres` when the file has one; neither: replays from the
+    /// archive are refused (`no_archive`). A key of its own because setting
+    /// `[archive] postgres` also starts the archiver in `tspi run`, and a
+    /// channels box may read an archive it does not write (or through a
+    /// read-only role).
+    pub archive_dsn: Option<String>,
+    /// Start the replay that a `GroupReplayStart` published by another tool
+    /// (not in answer to a request; the range toolkit's console does this)
+    /// announces. The contract's message carries no token: anyone who may
+    /// publish on `tspi.ops.ctrl` may start group replays this way (bounded
+    /// by `group_max`). Turn it off where another replay service announces
+    /// its own replays on the same NATS.
+    pub honour_foreign_starts: bool,
+    /// Where such a replay reads: "stream" (`TSPI`) or "archive".
+    pub foreign_start_source: crate::channels::message::ReplaySource,
+    /// Controls (pause, resume, seek, rate) of one running replay:
+    /// `controls_burst` at once, then `controls_per_min`.
+    pub controls_per_min: u32,
+    pub controls_burst: u32,
 }
 
 impl Default for ChannelsConfig {
@@ -106,6 +127,11 @@ impl Default for ChannelsConfig {
             client_requests_burst: CHANNELS_CLIENT_REQUESTS_BURST.default as u32,
             operator_tokens: Vec::new(),
             operator_token: None,
+            archive_dsn: None,
+            honour_foreign_starts: true,
+            foreign_start_source: Default::default(),
+            controls_per_min: CHANNELS_CONTROLS_PER_MIN.default as u32,
+            controls_burst: CHANNELS_CONTROLS_BURST.default as u32,
         }
     }
 }
@@ -158,6 +184,15 @@ impl ChannelsConfig {
             self.client_requests_burst,
             &mut p,
         );
+        CHANNELS_CONTROLS_PER_MIN.check(&k("controls_per_min"), self.controls_per_min, &mut p);
+        CHANNELS_CONTROLS_BURST.check(&k("controls_burst"), self.controls_burst, &mut p);
+        if self
+            .archive_dsn
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
+            p.push("channels.archive_dsn: empty (leave it out instead)".into());
+        }
         let tokens = self.all_operator_tokens();
         if tokens.len() > CHANNELS_OPERATOR_TOKENS_MAX {
             p.push(format!(

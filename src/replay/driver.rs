@@ -19,6 +19,7 @@ use super::{ItemKind, ReplayError};
 use crate::clock::mono_ns;
 use hdrhistogram::Histogram;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Longest single sleep, so controls are seen within this.
@@ -108,6 +109,52 @@ pub fn error_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A running replay's pacing errors so far, for whoever shows them live
+/// (the channels service's `/metrics`). The pacing thread records into a
+/// histogram of its own and merges it in here at most every
+/// [`LIVE_MERGE_NS`], only when the lock is free (`try_lock`): a scrape
+/// never holds the pacer up, and the pacer takes no lock per message.
+#[derive(Debug)]
+pub struct LivePace {
+    error_ns: Mutex<Histogram<u64>>,
+}
+
+impl Default for LivePace {
+    fn default() -> Self {
+        LivePace {
+            error_ns: Mutex::new(error_histogram()),
+        }
+    }
+}
+
+impl LivePace {
+    /// The pacing errors merged in so far (ns).
+    pub fn error_ns(&self) -> Histogram<u64> {
+        self.error_ns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Merge `pending` in (and empty it) if the lock is free, or always
+    /// when `wait`.
+    fn merge(&self, pending: &mut Histogram<u64>, wait: bool) {
+        let guard = if wait {
+            Some(self.error_ns.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            self.error_ns.try_lock().ok()
+        };
+        if let Some(mut h) = guard {
+            // Same bounds: adding cannot fail.
+            let _ = h.add(&*pending);
+            pending.reset();
+        }
+    }
+}
+
+/// How often the pacing thread merges its errors into a [`LivePace`].
+pub const LIVE_MERGE_NS: u64 = 100_000_000;
+
 /// Wait until `due_ns` on [`mono_ns`]: sleep to `spin_ns` before, then spin.
 /// Returns early (false) after at most one sleep slice so the caller can
 /// look at its controls; true once the time has come.
@@ -151,6 +198,41 @@ pub fn run(
     cfg: DriverConfig,
     controls: &Receiver<Control>,
 ) -> Result<PaceReport, ReplayError> {
+    run_live(source, sink, cfg, controls, None)
+}
+
+/// [`run`], also merging the pacing errors into `live` as it goes.
+pub fn run_live(
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    cfg: DriverConfig,
+    controls: &Receiver<Control>,
+    live: Option<&LivePace>,
+) -> Result<PaceReport, ReplayError> {
+    let mut pending = error_histogram();
+    let mut merged_at = 0u64;
+    let r = pace(source, sink, cfg, controls, &mut |error_ns, now| {
+        if let Some(l) = live {
+            pending.saturating_record(error_ns);
+            if now.saturating_sub(merged_at) >= LIVE_MERGE_NS {
+                l.merge(&mut pending, false);
+                merged_at = now;
+            }
+        }
+    });
+    if let Some(l) = live {
+        l.merge(&mut pending, true);
+    }
+    r
+}
+
+fn pace(
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    cfg: DriverConfig,
+    controls: &Receiver<Control>,
+    on_error: &mut dyn FnMut(u64, u64),
+) -> Result<PaceReport, ReplayError> {
     let spin_ns = cfg.spin.as_nanos() as u64;
     source.open(None)?;
     let mut next = source.next()?;
@@ -187,6 +269,7 @@ pub fn run(
                 report
                     .error_ns
                     .saturating_record(actual.saturating_sub(scheduled_ns));
+                on_error(actual.saturating_sub(scheduled_ns), actual);
                 report.drift_end_ns = actual as i64 - scheduled_ns as i64;
                 first_scheduled.get_or_insert(scheduled_ns);
                 report.span = Duration::from_nanos(actual - first_scheduled.unwrap_or(actual));
@@ -289,9 +372,20 @@ impl Job {
     /// Start pacing `source` into `sink` on a new thread named `name`.
     pub fn spawn(
         name: &str,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+        cfg: DriverConfig,
+    ) -> Result<Job, ReplayError> {
+        Job::spawn_live(name, source, sink, cfg, None)
+    }
+
+    /// [`Job::spawn`], its pacing errors merged into `live` as it goes.
+    pub fn spawn_live(
+        name: &str,
         mut source: Box<dyn Source>,
         mut sink: Box<dyn Sink>,
         cfg: DriverConfig,
+        live: Option<Arc<LivePace>>,
     ) -> Result<Job, ReplayError> {
         let (controls, rx) = std::sync::mpsc::channel();
         let (tx, done) = tokio::sync::oneshot::channel();
@@ -302,11 +396,13 @@ impl Job {
                     let _ = tx.send(Err(e));
                     return;
                 }
-                let r = run(source.as_mut(), sink.as_mut(), cfg, &rx).map(|pace| Outcome {
-                    pace,
-                    source: source.stats(),
-                    sink: sink.finish(FINISH_WAIT),
-                });
+                let r = run_live(source.as_mut(), sink.as_mut(), cfg, &rx, live.as_deref()).map(
+                    |pace| Outcome {
+                        pace,
+                        source: source.stats(),
+                        sink: sink.finish(FINISH_WAIT),
+                    },
+                );
                 let _ = tx.send(r);
             })
             .map_err(|e| ReplayError::Source(format!("cannot start the pacing thread: {e}")))?;

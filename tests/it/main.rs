@@ -10,6 +10,7 @@
 mod archive;
 mod channels;
 mod channels_hardening;
+mod channels_ops;
 mod cli;
 mod console;
 mod harness;

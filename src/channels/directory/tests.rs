@@ -8,13 +8,13 @@ use crate::channels::message::SUBJECT_TAGS;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
-const IDLE: Duration = Duration::from_secs(1);
+pub(super) const IDLE: Duration = Duration::from_secs(1);
 
-const TOKEN: &str = "operator-secret-0001";
+pub(super) const TOKEN: &str = "operator-secret-0001";
 
 /// Limits that never bind in the rule tests (rate, per client, operator:
 /// the token the helpers send).
-fn config(group_max: usize, private_max: usize) -> DirectoryConfig {
+pub(super) fn config(group_max: usize, private_max: usize) -> DirectoryConfig {
     DirectoryConfig {
         group_max,
         private_max,
@@ -30,10 +30,17 @@ fn config(group_max: usize, private_max: usize) -> DirectoryConfig {
             per_min: 600_000,
         },
         operator_tokens: vec![TOKEN.into()],
+        archive: true,
+        honour_foreign_starts: true,
+        foreign_start_source: ReplaySource::Stream,
+        rate_control: RateLimit {
+            burst: 10_000,
+            per_min: 600_000,
+        },
     }
 }
 
-fn spec(rate: f64) -> ReplaySpec {
+pub(super) fn spec(rate: f64) -> ReplaySpec {
     ReplaySpec {
         start: Some("2026-04-30T14:05:00Z".into()),
         rate,
@@ -41,7 +48,7 @@ fn spec(rate: f64) -> ReplaySpec {
     }
 }
 
-fn group_as(id: &str, token: Option<&str>) -> Ctrl {
+pub(super) fn group_as(id: &str, token: Option<&str>) -> Ctrl {
     let mut r = GroupReplayRequest::new(
         &ChannelId::Replay(id.into()),
         format!("Group {id}"),
@@ -51,7 +58,7 @@ fn group_as(id: &str, token: Option<&str>) -> Ctrl {
     Ctrl::Request(r)
 }
 
-fn group(id: &str) -> Ctrl {
+pub(super) fn group(id: &str) -> Ctrl {
     group_as(id, Some(TOKEN))
 }
 
@@ -63,11 +70,11 @@ fn stop_as(channel_id: &str, token: Option<&str>) -> Ctrl {
     })
 }
 
-fn group_stop(id: &str) -> Ctrl {
+pub(super) fn group_stop(id: &str) -> Ctrl {
     stop_as(&format!("replay.{id}"), Some(TOKEN))
 }
 
-fn private(client: &str, session: &str, spec: Option<ReplaySpec>) -> Vec<u8> {
+pub(super) fn private(client: &str, session: &str, spec: Option<ReplaySpec>) -> Vec<u8> {
     to_cbor(&PrivateReplayRequest {
         kind: "PrivateReplayRequest".into(),
         client_id: client.into(),
@@ -76,7 +83,7 @@ fn private(client: &str, session: &str, spec: Option<ReplaySpec>) -> Vec<u8> {
     })
 }
 
-fn private_stop(client: &str, session: &str) -> Vec<u8> {
+pub(super) fn private_stop(client: &str, session: &str) -> Vec<u8> {
     to_cbor(&PrivateReplayRequest {
         kind: "PrivateReplayStop".into(),
         client_id: client.into(),
@@ -91,13 +98,13 @@ fn heartbeat(channel: &str) -> Vec<u8> {
     to_cbor(&m.heartbeat("alice", "2026-04-30T14:05:00.000000Z".into()))
 }
 
-fn drain(d: &mut Directory) -> Vec<Action> {
+pub(super) fn drain(d: &mut Directory) -> Vec<Action> {
     std::iter::from_fn(|| d.poll_action()).collect()
 }
 
 /// Report the one start queued (other actions queued before it are
 /// dropped) as done; returns its id.
-fn started(d: &mut Directory, now: Instant) -> ReplayId {
+pub(super) fn started(d: &mut Directory, now: Instant) -> ReplayId {
     let actions = drain(d);
     let starts: Vec<&StartReplay> = actions
         .iter()
@@ -113,7 +120,7 @@ fn started(d: &mut Directory, now: Instant) -> ReplayId {
     s.id
 }
 
-fn listed(d: &Directory) -> Vec<String> {
+pub(super) fn listed(d: &Directory) -> Vec<String> {
     d.directory().into_iter().map(|e| e.channel_id).collect()
 }
 
@@ -747,6 +754,9 @@ impl Sim {
                     let n = self.private_answers.entry(to).or_default();
                     *n += 1;
                     assert_eq!(*n, 1, "a private request answered twice");
+                }
+                Action::Control { .. } | Action::Announce(Announcement::ControlResult(_)) => {
+                    unreachable!("the simulation sends no controls")
                 }
             }
         }
