@@ -44,6 +44,7 @@ pub mod jetstream;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod player;
 pub mod publish;
 pub mod receive;
 pub mod replay;

@@ -22,6 +22,8 @@ pub(crate) const PURE: &[&str] = &[
     "channels/directory.rs",
     "channels/message.rs",
     "contract",
+    "player/body.rs",
+    "player/view.rs",
     "publish/proto",
     "replay/pacer",
 ];
