@@ -43,11 +43,7 @@ pub fn random_hex(n: usize) -> String {
 /// A new unique id: `<prefix>-<unix ms>-<16 hex digits>` (sortable by
 /// time, 1 to 64 of `[A-Za-z0-9_-]`).
 pub fn new_id(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        RecvTime::now().epoch_ms(),
-        random_hex(8)
-    )
+    format!("{prefix}-{}-{}", RecvTime::now().epoch_ms(), random_hex(8))
 }
 
 /// RFC 3339 (UTC, µs) of a wall-clock time.
@@ -175,7 +171,9 @@ pub async fn roster(
     let mut r = Roster::new(stale.as_nanos() as u64);
     let mut live = client.subscribe(SUBJECT_STATUS).await?;
     client.flush().await?;
-    let since_ns = RecvTime::now().unix_ns.saturating_sub(stale.as_nanos() as u64);
+    let since_ns = RecvTime::now()
+        .unix_ns
+        .saturating_sub(stale.as_nanos() as u64);
     let since = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ns))?;
     let mut bad = 0u64;
     read_ops(

@@ -211,7 +211,11 @@ impl Display {
 }
 
 fn rate(n: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 { n as f64 / seconds } else { 0.0 }
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
 }
 
 /// The per-second summary line: channel and state, messages/s by type,

@@ -27,7 +27,9 @@ fn summary_line_shows_rates_sensors_bad_bodies_state_and_display() {
         "livestream FOLLOWING_LIVESTREAM | geocentric 2/s spherical 0/s | sensors 2 (2 seen) \
          | bad 1 (1 total)"
     );
-    m.apply(Event::GroupReplayStart(ChannelId::parse("replay.x").unwrap()));
+    m.apply(Event::GroupReplayStart(
+        ChannelId::parse("replay.x").unwrap(),
+    ));
     d.apply(DisplayCmd::Units("imperial".into()));
     d.apply(DisplayCmd::MarkerColor("#ff8800".into()));
     d.apply(DisplayCmd::Session(Session {
@@ -43,10 +45,19 @@ fn summary_line_shows_rates_sensors_bad_bodies_state_and_display() {
     );
     let totals = t.totals(3.0);
     assert_eq!(
-        (totals.messages, totals.geocentric, totals.spherical, totals.bad_bodies),
+        (
+            totals.messages,
+            totals.geocentric,
+            totals.spherical,
+            totals.bad_bodies
+        ),
         (5, 4, 1, 1)
     );
-    assert!(totals.line().starts_with("total: 5 messages (geocentric 4, spherical 1), 2 sensors, 1 bad bodies"));
+    assert!(
+        totals
+            .line()
+            .starts_with("total: 5 messages (geocentric 4, spherical 1), 2 sensors, 1 bad bodies")
+    );
 }
 
 #[test]
@@ -99,7 +110,10 @@ fn control_messages_become_events_for_group_replays_only() {
         })
     };
     let r = ChannelId::parse("replay.x").unwrap();
-    assert_eq!(ctrl_event(&start("replay.x")), Some(Event::GroupReplayStart(r.clone())));
+    assert_eq!(
+        ctrl_event(&start("replay.x")),
+        Some(Event::GroupReplayStart(r.clone()))
+    );
     assert_eq!(ctrl_event(&start("client.a.b")), None);
     assert_eq!(ctrl_event(&start("not valid!")), None);
     let stop = Ctrl::Stop(GroupReplayStop {
@@ -123,7 +137,11 @@ fn roster_lists_heartbeats_and_expires_the_silent() {
     assert_eq!(r.see(2 * s, hb("b", "FOLLOWING_LIVESTREAM")), Seen::New);
     assert_eq!(r.see(5 * s, hb("a", "FOLLOWING_LIVESTREAM")), Seen::Same);
     assert_eq!(r.see(6 * s, hb("a", "LIVE_OVERRIDE")), Seen::Changed);
-    assert_eq!(r.expire(12 * s), Vec::<String>::new(), "10 s silent is not stale yet");
+    assert_eq!(
+        r.expire(12 * s),
+        Vec::<String>::new(),
+        "10 s silent is not stale yet"
+    );
     assert_eq!(r.expire(13 * s), vec!["b".to_owned()]);
     let e = r.entries(13 * s);
     assert_eq!(e.len(), 1);
@@ -149,5 +167,8 @@ fn ops_lines_name_their_kind() {
         subject: "tags.broadcast".into(),
         body: json!({"id": "t1"}),
     };
-    assert_eq!(l.text(), "2026-01-01T00:00:00+00:00 tag     tags.broadcast {\"id\":\"t1\"}");
+    assert_eq!(
+        l.text(),
+        "2026-01-01T00:00:00+00:00 tag     tags.broadcast {\"id\":\"t1\"}"
+    );
 }
