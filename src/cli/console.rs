@@ -247,3 +247,63 @@ pub fn run(a: ConsoleArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Args, Command};
+    use clap::Parser;
+
+    fn console(args: &[&str]) -> Result<ConsoleCommand, clap::Error> {
+        let mut v = vec!["tspi", "console"];
+        v.extend_from_slice(args);
+        match Args::try_parse_from(v)?.command {
+            Command::Console(c) => Ok(c.command),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn display(args: &[&str]) -> Result<(&'static str, ciborium::Value), clap::Error> {
+        let mut v = vec!["display", "--nats", "nats://h:4222"];
+        v.extend_from_slice(args);
+        match console(&v)? {
+            ConsoleCommand::Display { what, .. } => Ok(display_payload(&what)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn display_commands_parse_to_their_name_and_payload() {
+        use ciborium::Value as V;
+        assert_eq!(
+            display(&["units", "imperial"]).unwrap(),
+            (CMD_UNITS, V::Text("imperial".into()))
+        );
+        assert!(display(&["units", "furlongs"]).is_err());
+        assert_eq!(
+            display(&["marker-color", "#FF8800"]).unwrap(),
+            (CMD_MARKER_COLOR, V::Text("#ff8800".into()))
+        );
+        assert!(display(&["marker-color", "orange"]).is_err());
+        let (name, payload) = display(&["session", "--name", "Sortie 12", "--id", "s12"]).unwrap();
+        assert_eq!(name, CMD_SESSION);
+        assert_eq!(
+            tspi::message::ops::to_json(&payload),
+            serde_json::json!({"name": "Sortie 12", "id": "s12"})
+        );
+    }
+
+    #[test]
+    fn tag_at_is_rfc3339() {
+        assert_eq!(
+            parse_at("2026-04-30T14:05:00.25Z").unwrap().unix_ns,
+            1_777_557_900_250_000_000
+        );
+        assert!(parse_at("yesterday").is_err());
+        assert!(parse_at("1960-01-01T00:00:00Z").is_err());
+        assert!(matches!(
+            console(&["tag", "Merge", "--at", "2026-04-30T14:05:00Z"]).unwrap(),
+            ConsoleCommand::Tag { label, at: Some(_), .. } if label == "Merge"
+        ));
+    }
+}

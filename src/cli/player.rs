@@ -106,3 +106,42 @@ pub(super) fn stop(duration: Option<Duration>) -> impl std::future::Future<Outpu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Args, Command};
+    use clap::Parser;
+    use tspi::channels::message::ChannelId;
+
+    fn player(args: &[&str]) -> Result<super::PlayerArgs, clap::Error> {
+        let mut v = vec!["tspi", "player", "--nats", "nats://127.0.0.1:4222"];
+        v.extend_from_slice(args);
+        match Args::try_parse_from(v)?.command {
+            Command::Player(p) => Ok(p),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn channels_parse_to_their_kind_and_bad_ones_are_refused() {
+        assert_eq!(player(&[]).unwrap().channel, ChannelId::Livestream);
+        assert_eq!(
+            player(&["--channel", "replay.sortie-12"]).unwrap().channel,
+            ChannelId::Replay("sortie-12".into())
+        );
+        assert_eq!(
+            player(&["--channel", "client.alice.s1"]).unwrap().channel,
+            ChannelId::Client {
+                client: "alice".into(),
+                session: "s1".into()
+            }
+        );
+        for bad in ["client.alice", "replay.a.b", "replay.a*", "x.y", ""] {
+            assert!(player(&["--channel", bad]).is_err(), "{bad:?}");
+        }
+        let p = player(&["--json", "--duration-s", "2.5", "--client-id", "p-1"]).unwrap();
+        assert!(p.json);
+        assert_eq!(p.duration_s, Some(2.5));
+        assert_eq!(p.client_id.as_deref(), Some("p-1"));
+    }
+}

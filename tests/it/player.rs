@@ -578,3 +578,110 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_json_the_player_prints_a_summary_line_a_second_and_a_total() {
+    let nats = NatsServer::start().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args([
+            "player",
+            "--nats",
+            &nats.url(),
+            "--channel",
+            "client.alice.s1",
+            "--duration-s",
+            "2.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "client.alice.s1 FOLLOWING_PRIVATE_REPLAY | geocentric 0/s spherical 0/s | sensors 0"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("total: 0 messages (geocentric 0, spherical 0), 0 sensors, 0 bad bodies"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_log_follows_commands_tags_control_and_clients_coming_and_going() {
+    let (nats, client, _js) = nats_with_streams().await;
+    let url = nats.url();
+    // Before it starts: in its history (--since-s).
+    tspi(&["console", "display", "--nats", &url, "units", "metric"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args([
+            "console",
+            "ops-log",
+            "--nats",
+            &url,
+            "--follow",
+            "--json",
+            "--since-s",
+            "60",
+            "--stale-s",
+            "1",
+            "--duration-s",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&l).unwrap());
+        }
+    });
+    let next = |kind: &str| -> Value {
+        let v = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {kind} line"));
+        assert_eq!(v["kind"], json!(kind), "{v}");
+        v
+    };
+    assert_eq!(next("command")["body"]["payload"], json!("metric"));
+    // After: followed live.
+    tspi(&["console", "tag", "--nats", &url, "Merge"]);
+    assert_eq!(next("tag")["body"]["label"], json!("Merge"));
+    let stop = GroupReplayStop {
+        kind: "GroupReplayStop".into(),
+        channel_id: "replay.x".into(),
+    };
+    client
+        .request(SUBJECT_CTRL.to_owned(), to_cbor(&stop).into())
+        .await
+        .unwrap();
+    assert_eq!(next("ctrl")["body"]["type"], json!("GroupReplayStop"));
+    let hb = tspi::channels::client_state::ClientMachine::default()
+        .heartbeat("console-9", "2026-04-30T14:05:00+00:00".into());
+    for _ in 0..2 {
+        client
+            .request(SUBJECT_STATUS.to_owned(), to_cbor(&hb).into())
+            .await
+            .unwrap();
+    }
+    assert_eq!(next("status")["body"]["client_id"], json!("console-9"));
+    // The repeat is not shown; silence for --stale-s is.
+    let gone = next("status");
+    assert_eq!(
+        gone["body"],
+        json!({"client_id": "console-9", "gone": true})
+    );
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // reaped, with a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    assert!(child.wait().unwrap().success());
+}
