@@ -15,10 +15,11 @@
 //! a test that reads their sources): [`contract`] ([`codec`], [`message`],
 //! [`contract::names`]), [`publish::proto`], [`archive::proto`],
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
-//! machine, [`backoff`].
+//! machine, [`player::body`] and [`player::view`], [`backoff`].
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
-//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`].
+//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`];
+//! for operators, [`player`] (`tspi player`, `tspi console`).
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
 //! NATS and the contract's streams), [`metrics`], [`decode`] (captures
