@@ -75,11 +75,23 @@ pub fn default_client_id() -> String {
     format!("player-{}-{}", std::process::id(), ops::random_hex(4))
 }
 
-fn out_line(line: &str) {
-    let mut o = std::io::stdout().lock();
-    // A closed stdout (a pipe whose reader left) ends nothing: the player
-    // keeps counting and announcing.
-    let _ = writeln!(o, "{line}");
+/// How often buffered output is flushed (records come in bursts; one write
+/// per line would cost a system call per message).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Stdout, buffered; flushed every [`FLUSH_EVERY`] and at the end.
+struct Out(std::io::BufWriter<std::io::Stdout>);
+
+impl Out {
+    fn line(&mut self, line: &str) {
+        // A closed stdout (a pipe whose reader left) ends nothing: the
+        // player keeps counting and announcing.
+        let _ = writeln!(self.0, "{line}");
+    }
+
+    fn flush(&mut self) {
+        let _ = self.0.flush();
+    }
 }
 
 async fn announce(client: &async_nats::Client, opts: &PlayerOptions, m: &ClientMachine) -> bool {
@@ -112,6 +124,10 @@ pub async fn play(
     let mut data = client.subscribe(channel.subject()).await?;
     // The subscriptions are in place at the server: the live edge is now.
     client.flush().await?;
+    let mut out = Out(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stdout(),
+    ));
     let mut tally = Tally::default();
     let mut display = Display::default();
     let mut bad_reports = Every::new(1_000_000_000);
@@ -129,7 +145,12 @@ pub async fn play(
         tokio::time::Instant::now() + opts.summary_every,
         opts.summary_every,
     );
+    let mut flush_tick = tokio::time::interval(FLUSH_EVERY);
     tokio::pin!(stop);
+    // `biased`: stop, control, commands and the timers are polled before
+    // the data, so a busy channel never starves heartbeats or summaries
+    // (each timer is ready once per period, so the data is not starved
+    // either).
     loop {
         tokio::select! {
             biased;
@@ -146,7 +167,9 @@ pub async fn play(
                 let next = machine.state().channel();
                 if next != channel {
                     data = client.subscribe(next.subject()).await?;
-                    client.flush().await?;
+                    if let Err(e) = client.flush().await {
+                        tracing::warn!(error = %e, "flush after subscribing to {next}");
+                    }
                     tally.channel_changes += 1;
                     channel = next;
                 }
@@ -156,7 +179,7 @@ pub async fn play(
                 }
                 if opts.json {
                     let hb = machine.heartbeat(&opts.client_id, RecvTime::now().iso().as_str().to_owned());
-                    out_line(&serde_json::json!({ "channel": hb }).to_string());
+                    out.line(&serde_json::json!({ "channel": hb }).to_string());
                 }
             }
             m = cmds.next() => {
@@ -174,7 +197,7 @@ pub async fn play(
                         display.apply(d);
                         tracing::info!(command = %name, cmd_id = %c.cmd_id, "display command");
                         if opts.json {
-                            out_line(&serde_json::json!({ "display": {
+                            out.line(&serde_json::json!({ "display": {
                                 "name": name,
                                 "cmd_id": c.cmd_id,
                                 "sender": c.sender,
@@ -185,13 +208,25 @@ pub async fn play(
                     Err(e) => tracing::warn!(subject = %m.subject, error = %e, "display command ignored"),
                 }
             }
+            _ = hb_tick.tick() => {
+                if announce(&client, &opts, &machine).await {
+                    tally.heartbeats += 1;
+                }
+            }
+            _ = sum_tick.tick(), if !opts.json => {
+                let now = Instant::now();
+                let w = tally.take_window((now - window_start).as_secs_f64());
+                window_start = now;
+                out.line(&view::summary_line(&w, &tally, machine.state(), &display));
+            }
+            _ = flush_tick.tick() => out.flush(),
             m = data.next() => {
                 let Some(m) = m else { anyhow::bail!("NATS connection closed") };
                 match body::check(&m.payload) {
                     Ok(r) => {
                         tally.record(&r);
                         if opts.json {
-                            out_line(&r.to_json());
+                            out.line(&r.to_json());
                         }
                     }
                     Err(e) => {
@@ -208,25 +243,14 @@ pub async fn play(
                     }
                 }
             }
-            _ = hb_tick.tick() => {
-                if announce(&client, &opts, &machine).await {
-                    tally.heartbeats += 1;
-                }
-            }
-            _ = sum_tick.tick(), if !opts.json => {
-                let now = Instant::now();
-                let w = tally.take_window((now - window_start).as_secs_f64());
-                window_start = now;
-                out_line(&view::summary_line(&w, &tally, machine.state(), &display));
-            }
         }
     }
     let totals = tally.totals(started.elapsed().as_secs_f64());
     if opts.json {
-        out_line(&serde_json::json!({ "summary": totals }).to_string());
+        out.line(&serde_json::json!({ "summary": totals }).to_string());
     } else {
-        out_line(&totals.line());
+        out.line(&totals.line());
     }
-    let _ = std::io::stdout().flush();
+    out.flush();
     Ok(totals)
 }
