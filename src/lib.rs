@@ -16,11 +16,13 @@
 //! [`contract::names`]), [`publish::proto`], [`archive::proto`],
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
 //! machine, [`receive::sources`] (the source allow-lists), [`backoff`], the
-//! [`console`]'s track tables and geodesy.
+//! [`console`]'s track tables and geodesy, [`player::body`] and
+//! [`player::view`].
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
-//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`],
-//! [`console`] (the operators' WebSocket hub).
+//! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`];
+//! for operators, [`console`] (the WebSocket hub, `tspi console serve`) and
+//! [`player`] (`tspi player`, the `tspi console` commands).
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
 //! NATS and the contract's streams), [`metrics`], [`decode`] (captures
@@ -47,6 +49,7 @@ pub mod jetstream;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod player;
 pub mod publish;
 pub mod receive;
 pub mod replay;

@@ -27,6 +27,8 @@ pub(crate) const PURE: &[&str] = &[
     "console/tracks.rs",
     "console/tracks",
     "contract",
+    "player/body.rs",
+    "player/view.rs",
     "publish/proto",
     "receive/sources.rs",
     "replay/pacer",

@@ -2,8 +2,10 @@
 
 mod archive;
 mod channels;
+mod console;
 mod decode;
 mod ingest;
+mod player;
 mod replay;
 mod run;
 
@@ -102,6 +104,13 @@ pub enum Command {
     /// archive, channels), one /metrics endpoint, one drained stop on
     /// SIGINT/SIGTERM (or --duration-s) with every role's account.
     Run(run::RunArgs),
+    /// Receive a channel headless: JSON records (--json) or a summary line
+    /// per second; follows group replays, announces itself on
+    /// tspi.ops.status, shows display commands.
+    Player(player::PlayerArgs),
+    /// Operator commands: display settings, tags, the roster of clients,
+    /// the operations log.
+    Console(console::ConsoleArgs),
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -113,5 +122,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Channels(a) => channels::run(a),
         Command::Run(a) => run::run(a),
+        Command::Player(a) => player::run(a),
+        Command::Console(a) => console::run(a),
     }
 }

@@ -271,9 +271,119 @@ pub fn decode_command(body: &[u8]) -> Result<CommandBody, BodyError> {
     })
 }
 
+/// A CBOR map with text keys in the order given; `None` values left out.
+fn encode_map(entries: Vec<(&str, Option<ciborium::Value>)>) -> Vec<u8> {
+    let map = ciborium::Value::Map(
+        entries
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (ciborium::Value::Text(k.to_owned()), v)))
+            .collect(),
+    );
+    let mut out = Vec::with_capacity(128);
+    // A map of text, numbers and maps always encodes into a Vec.
+    ciborium::into_writer(&map, &mut out).expect("CBOR into a Vec");
+    out
+}
+
+/// The display-command body `{cmd_id, name, ts, sender, payload}` that
+/// [`decode_command`] reads (`ts` RFC 3339 text, e.g. from
+/// `RecvTime::iso`).
+pub fn encode_command(
+    cmd_id: &str,
+    name: &str,
+    ts: &str,
+    sender: &str,
+    payload: ciborium::Value,
+) -> Vec<u8> {
+    use ciborium::Value as V;
+    encode_map(vec![
+        ("cmd_id", Some(V::Text(cmd_id.into()))),
+        ("name", Some(V::Text(name.into()))),
+        ("ts", Some(V::Text(ts.into()))),
+        ("sender", Some(V::Text(sender.into()))),
+        ("payload", Some(payload)),
+    ])
+}
+
+/// A tag to send: `ts` and `updated_ts` as RFC 3339 text (the form the
+/// range toolkit sends and [`decode_tag`] reads).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTag {
+    pub id: String,
+    pub ts: String,
+    pub label: String,
+    pub status: String,
+    pub updated_ts: String,
+    pub creator: Option<String>,
+    pub notes: Option<String>,
+    pub extra: Option<ciborium::Value>,
+}
+
+/// The tag body `{id, ts, label, status, updated_ts, creator?, notes?,
+/// extra?}`, in that order, absent options left out.
+pub fn encode_tag(t: &NewTag) -> Vec<u8> {
+    use ciborium::Value as V;
+    encode_map(vec![
+        ("id", Some(V::Text(t.id.clone()))),
+        ("ts", Some(V::Text(t.ts.clone()))),
+        ("label", Some(V::Text(t.label.clone()))),
+        ("status", Some(V::Text(t.status.clone()))),
+        ("updated_ts", Some(V::Text(t.updated_ts.clone()))),
+        ("creator", t.creator.clone().map(V::Text)),
+        ("notes", t.notes.clone().map(V::Text)),
+        ("extra", t.extra.clone()),
+    ])
+}
+
 /// Any other operator message (control, status): the body as JSON when it
 /// is CBOR, else none.
 pub fn event_json(body: &[u8]) -> Option<String> {
     let v: ciborium::Value = ciborium::from_reader(body).ok()?;
     Some(to_json(&v).to_string())
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    #[test]
+    fn encoded_tags_and_commands_read_back_with_the_one_decoder() {
+        let t = NewTag {
+            id: "tag-1".into(),
+            ts: "2026-04-30T14:05:00.250000+00:00".into(),
+            label: "merge".into(),
+            status: "active".into(),
+            updated_ts: "2026-04-30T14:06:00+00:00".into(),
+            creator: None,
+            notes: Some("two ship".into()),
+            extra: None,
+        };
+        let body = encode_tag(&t);
+        let d = decode_tag(&body).unwrap();
+        assert_eq!(d.id, "tag-1");
+        assert_eq!(d.ts_unix_us, 1_777_557_900_250_000);
+        assert_eq!(d.updated_unix_us, 1_777_557_960_000_000);
+        assert_eq!(d.notes.as_deref(), Some("two ship"));
+        assert_eq!((d.creator, d.extra_json), (None, None));
+        let v: ciborium::Value = ciborium::from_reader(body.as_slice()).unwrap();
+        let keys: Vec<_> = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_text().unwrap().to_owned())
+            .collect();
+        assert_eq!(keys, ["id", "ts", "label", "status", "updated_ts", "notes"]);
+
+        let c = encode_command(
+            "c1",
+            "units",
+            "2026-04-30T14:05:00+00:00",
+            "op",
+            ciborium::Value::Text("metric".into()),
+        );
+        let d = decode_command(&c).unwrap();
+        assert_eq!((d.cmd_id.as_str(), d.name.as_str()), ("c1", "units"));
+        assert_eq!(d.sender.as_deref(), Some("op"));
+        assert_eq!(d.payload_json, "\"metric\"");
+    }
 }
