@@ -23,6 +23,19 @@ pub struct ConsoleArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ConsoleCommand {
+    /// The operators' hub: HTTP on --listen with `/` (the page), `/ws`
+    /// (the WebSocket protocol, docs/console.md) and `/metrics`, fed from
+    /// NATS, until SIGINT/SIGTERM (or --duration-s).
+    Serve {
+        #[command(flatten)]
+        conn: NatsArgs,
+        /// Where to listen (default `[console] listen`, 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "S")]
+        duration_s: Option<u64>,
+    },
     /// Send a display command to every console and player
     /// (tspi.cmd.display.<name>, Nats-Msg-Id = cmd_id); prints what was sent.
     Display {
@@ -140,6 +153,31 @@ pub fn display_payload(d: &DisplayCommand) -> (&'static str, ciborium::Value) {
     }
 }
 
+/// Run the hub until the stop.
+async fn serve(cfg: tspi::config::Config, duration: Option<Duration>) -> anyhow::Result<()> {
+    use tspi::console::hub;
+    let client = tspi::nats::connect(&cfg.nats).await?;
+    let opts = hub::HubOptions::from_config(&cfg);
+    if opts.operator_tokens.is_empty() {
+        tracing::warn!(
+            "no operator tokens ([console] or [channels] operator_tokens): every client is a viewer"
+        );
+    }
+    let hub = hub::Hub::new(client, opts, hub::track_tables(&cfg.console));
+    let tasks = hub.start().await?;
+    let (bound, server) = hub::serve(hub.clone(), cfg.console.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", cfg.console.listen))?;
+    tracing::info!(%bound, "console: serving / , /ws and /metrics");
+    stop(duration).await;
+    server.abort();
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!(counts = ?hub.stats.load(), "console: stopped");
+    Ok(())
+}
+
 /// `--at` as a wall-clock time.
 fn parse_at(at: &str) -> anyhow::Result<RecvTime> {
     let ns = tspi::message::rfc3339::parse_rfc3339_ns(at)
@@ -151,6 +189,25 @@ fn parse_at(at: &str) -> anyhow::Result<RecvTime> {
 pub fn run(a: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     match a.command {
+        ConsoleCommand::Serve {
+            conn,
+            listen,
+            duration_s,
+        } => {
+            let mut cfg = super::load_config(conn.config.as_deref())?;
+            if !conn.nats.is_empty() {
+                cfg.nats.servers = conn.nats.clone();
+            }
+            if cfg.nats.name == "tspi-ingest" {
+                cfg.nats.name = "tspi-console".into();
+            }
+            if let Some(l) = listen {
+                cfg.console.listen = l;
+            }
+            let problems = cfg.console.problems();
+            anyhow::ensure!(problems.is_empty(), "[console]: {}", problems.join("; "));
+            rt.block_on(serve(cfg, duration_s.map(Duration::from_secs)))?;
+        }
         ConsoleCommand::Display { conn, sender, what } => {
             let nats = conn.nats_config("tspi-console")?;
             let (name, payload) = display_payload(&what);

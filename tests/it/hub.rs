@@ -98,7 +98,7 @@ async fn start(opts: HubOptions) -> Running {
     let hub = Hub::new(
         client.clone(),
         opts,
-        Arc::new(|| Box::new(Latest::default()) as Box<dyn Table>),
+        Arc::new(|_: &message::ChannelId| Box::new(Latest::default()) as Box<dyn Table>),
     );
     let mut tasks = hub.start().await.expect("hub subscribes");
     let (addr, server) = hub::serve(hub.clone(), "127.0.0.1:0".parse().unwrap())
@@ -689,4 +689,95 @@ async fn foreign_origins_and_clients_over_the_limit_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
     assert_eq!(r.hub.stats.refused.load(Relaxed), 2);
+}
+
+/// `tspi console serve`, the binary, with the console's own track tables:
+/// a geocentric track lands at its WGS84 position (the exact conversion of
+/// its ECEF fix: here a point given as latitude, longitude and height).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_tracks_at_their_wgs84_positions() {
+    use tspi::codec::{Geocentric, Payload};
+    use tspi::console::geodesy::Geodetic;
+    let nats = tokio::task::spawn_blocking(NatsServer::start)
+        .await
+        .unwrap()
+        .expect("nats-server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["console", "serve", "--nats", &nats.url()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--duration-s",
+            "60",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?client_id=map")).await {
+            Ok((ws, _)) => break ws,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the console never served /ws: {e}"),
+        }
+    };
+    next_of(&mut ws, "snapshot").await;
+
+    let truth = Geodetic {
+        lat_deg: 32.3832,
+        lon_deg: -106.4794,
+        alt_m: 4_572.0,
+    };
+    let [x, y, z] = truth.to_ecef();
+    let mut f = frame(4242, 100);
+    f.payload = Payload::Geocentric(Geocentric {
+        x: (x * 100.0).round() as i32,
+        y: (y * 100.0).round() as i32,
+        z: (z * 100.0).round() as i32,
+        vx: 10_000,
+        ..Geocentric::default()
+    });
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    publish_frames(&client, "tspi.channel.livestream", &[f]).await;
+    let v = next_of(&mut ws, "frame").await;
+    let t = &v["tracks"][0];
+    assert_eq!(t["sensor_id"], 4242, "{v}");
+    assert_eq!(t["type"], "geocentric");
+    let got = Geodetic {
+        lat_deg: t["lat_deg"].as_f64().unwrap(),
+        lon_deg: t["lon_deg"].as_f64().unwrap(),
+        alt_m: t["alt_m"].as_f64().unwrap(),
+    };
+    let [gx, gy, gz] = got.to_ecef();
+    let miss = ((gx - x).powi(2) + (gy - y).powi(2) + (gz - z).powi(2)).sqrt();
+    assert!(miss < 0.02, "{miss} m from the fix: {v}");
+    assert_eq!(t["time_s"], 1.0 * 100.0);
+    // The hub's own metrics, on its own port.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(
+        out.contains("tspi_console_tracks{channel=\"livestream\"} 1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tspi_console_clients{channel=\"livestream\"} 1\n"),
+        "{out}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

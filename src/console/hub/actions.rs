@@ -5,6 +5,7 @@
 use super::Hub;
 use super::protocol::Action;
 use crate::channels::message::{self, GroupReplayRequest};
+use crate::contract::message::ops;
 use crate::contract::names;
 use crate::message::RecvTime;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -42,19 +43,6 @@ fn iso_now() -> String {
     RecvTime::now().iso().as_str().to_owned()
 }
 
-fn cbor(v: &ciborium::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(v, &mut out).expect("CBOR into a Vec cannot fail");
-    out
-}
-
-fn text(k: &str, v: impl Into<String>) -> (ciborium::Value, ciborium::Value) {
-    (
-        ciborium::Value::Text(k.into()),
-        ciborium::Value::Text(v.into()),
-    )
-}
-
 /// Publish `body` on `subject` with `Nats-Msg-Id = id` (the `TSPI_OPS`
 /// stream captures it once), and wait for the server to have it.
 async fn publish(hub: &Hub, subject: String, id: &str, body: Vec<u8>) -> anyhow::Result<()> {
@@ -84,13 +72,7 @@ pub async fn carry_out(
             );
             let cmd_id = unique_id(sender);
             let payload = ciborium::Value::serialized(&payload)?;
-            let body = cbor(&ciborium::Value::Map(vec![
-                text("cmd_id", cmd_id.clone()),
-                text("name", name.clone()),
-                text("ts", iso_now()),
-                text("sender", sender),
-                (ciborium::Value::Text("payload".into()), payload),
-            ]));
+            let body = ops::encode_command(&cmd_id, &name, &iso_now(), sender, payload);
             publish(hub, format!("tspi.cmd.display.{name}"), &cmd_id, body).await?;
             Ok(format!("display command {name} ({cmd_id})"))
         }
@@ -110,18 +92,16 @@ pub async fn carry_out(
                 None => iso_now(),
             };
             let id = unique_id(sender);
-            let mut map = vec![
-                text("id", id.clone()),
-                text("ts", ts),
-                text("label", label.clone()),
-                text("status", "active"),
-                text("updated_ts", iso_now()),
-                text("creator", sender),
-            ];
-            if let Some(n) = notes {
-                map.push(text("notes", n));
-            }
-            let body = cbor(&ciborium::Value::Map(map));
+            let body = ops::encode_tag(&ops::NewTag {
+                id: id.clone(),
+                ts,
+                label: label.clone(),
+                status: "active".into(),
+                updated_ts: iso_now(),
+                creator: Some(sender.to_owned()),
+                notes,
+                extra: None,
+            });
             publish(hub, names::SUBJECT_TAGS.to_owned(), &id, body).await?;
             Ok(format!("tag {label:?} ({id})"))
         }

@@ -53,7 +53,39 @@ pub trait Table: Send + 'static {
 }
 
 /// Makes the table of a channel the hub meets for the first time.
-pub type TableFactory = Arc<dyn Fn() -> Box<dyn Table> + Send + Sync>;
+pub type TableFactory = Arc<dyn Fn(&ChannelId) -> Box<dyn Table> + Send + Sync>;
+
+impl Table for super::tracks::TrackTable {
+    fn ingest(&mut self, now_ms: u64, body: &[u8]) -> Result<(), String> {
+        // An update older than the track's latest is ignored by the table,
+        // not an error.
+        super::tracks::TrackTable::ingest(self, now_ms, body)
+            .map(|_| ())
+            .map_err(|e| e.label().to_owned())
+    }
+
+    fn tick_json(&mut self, _channel_id: &str, now_ms: u64) -> Option<String> {
+        let out = self.tick(now_ms);
+        out.frame
+            .map(|f| serde_json::to_string(&f).expect("frames serialize"))
+    }
+
+    fn snapshot_json(&self, _channel_id: &str, now_ms: u64) -> String {
+        serde_json::to_string(&self.snapshot(now_ms)).expect("snapshots serialize")
+    }
+
+    fn len(&self) -> usize {
+        super::tracks::TrackTable::len(self)
+    }
+}
+
+/// The console's track tables, with `cfg`'s trail, staleness and sites.
+pub fn track_tables(cfg: &super::config::ConsoleConfig) -> TableFactory {
+    let tracks = cfg.tracks_config();
+    Arc::new(move |id: &ChannelId| {
+        Box::new(super::tracks::TrackTable::new(id.to_string(), &tracks)) as Box<dyn Table>
+    })
+}
 
 /// How the hub runs.
 #[derive(Clone, Debug)]
@@ -80,6 +112,22 @@ pub struct HubOptions {
     /// How long a replay channel's table is kept after the replay stopped
     /// and its last client left.
     pub channel_linger: Duration,
+}
+
+impl HubOptions {
+    /// From the `[console]` section (validated) and the operator tokens
+    /// the file gives the console.
+    pub fn from_config(cfg: &crate::config::Config) -> HubOptions {
+        let c = &cfg.console;
+        HubOptions {
+            tick: Duration::from_micros(1_000_000 / c.tick_hz.max(1)),
+            clients_max: c.clients_max as usize,
+            events_queue_len: c.events_queue_len as usize,
+            allowed_origins: c.allowed_origins.clone(),
+            operator_tokens: cfg.console_operator_tokens(),
+            ..HubOptions::default()
+        }
+    }
 }
 
 impl Default for HubOptions {
@@ -242,7 +290,7 @@ impl Hub {
             .or_insert_with(|| {
                 Arc::new(Channel {
                     id: id.clone(),
-                    table: Mutex::new((self.make_table)()),
+                    table: Mutex::new((self.make_table)(id)),
                     frames: watch::channel(None).0,
                     stopped_ms: AtomicU64::new(0),
                 })
