@@ -94,6 +94,10 @@ async fn start(opts: HubOptions) -> Running {
         .await
         .unwrap()
         .expect("nats-server");
+    start_on(nats, opts).await
+}
+
+async fn start_on(nats: NatsServer, opts: HubOptions) -> Running {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let hub = Hub::new(
         client.clone(),
@@ -780,4 +784,60 @@ async fn the_binary_serves_tracks_at_their_wgs84_positions() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// An operator starts a private replay from the page, follows it, pauses
+/// and resumes it, and stops it: every action through the real channels
+/// service, the connection's state following.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_private_replay_from_the_page() {
+    use crate::kit::{T0_NS, even, nats_with_streams, publish_recording, recording};
+    let (nats, client, js) = nats_with_streams().await;
+    // 200 messages 50 ms apart: 10 s of telemetry to replay.
+    publish_recording(&js, &recording(&even(200, 50_000_000))).await;
+    let url = nats.url();
+    let _svc = crate::channels::Running::start(&url, tspi::replay::ChannelsConfig::default()).await;
+    let r = start_on(nats, opts()).await;
+    drop(client);
+    let mut op = connect(r.addr, "client_id=op7&token=op-token").await;
+    next_of(&mut op, "snapshot").await;
+    let start = RecvTime::from_unix_ns(T0_NS).iso().as_str().to_owned();
+    let req = serde_json::json!({"type": "private_replay_start", "session_id": "s1",
+        "spec": {"start": start, "rate": 1.0}});
+    op.send(Message::Text(req.to_string().into()))
+        .await
+        .unwrap();
+    let done = next_of(&mut op, "done").await;
+    assert!(
+        done["what"].as_str().unwrap().contains("client.op7.s1"),
+        "{done}"
+    );
+    let state = next_of(&mut op, "state").await;
+    assert_eq!(state["state"], "FOLLOWING_PRIVATE_REPLAY", "{state}");
+    assert_eq!(state["channel_id"], "client.op7.s1");
+    let snap = next_of(&mut op, "snapshot").await;
+    assert_eq!(snap["channel_id"], "client.op7.s1");
+    let f = next_of(&mut op, "frame").await;
+    assert_eq!(f["channel_id"], "client.op7.s1", "the replay's tracks: {f}");
+
+    for action in ["pause", "resume"] {
+        let c = serde_json::json!({"type": "replay_control", "channel_id": "client.op7.s1", "action": action});
+        op.send(Message::Text(c.to_string().into())).await.unwrap();
+        let done = next_of(&mut op, "done").await;
+        assert!(done["what"].as_str().unwrap().starts_with(action), "{done}");
+    }
+    // Another client's replay is not this one's to control.
+    let c = serde_json::json!({"type": "replay_control", "channel_id": "client.someone.s1", "action": "pause"});
+    op.send(Message::Text(c.to_string().into())).await.unwrap();
+    let e = next_of(&mut op, "error").await;
+    assert!(e["reason"].as_str().unwrap().contains("refused"), "{e}");
+
+    op.send(Message::Text(
+        r#"{"type":"private_replay_stop","session_id":"s1"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut op, "done").await;
+    let state = next_of(&mut op, "state").await;
+    assert_eq!(state["state"], "FOLLOWING_LIVESTREAM", "{state}");
 }

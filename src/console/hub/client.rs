@@ -483,8 +483,18 @@ impl Client {
                 {
                     Ok(done) => {
                         self.hub.stats.actions.fetch_add(1, Relaxed);
-                        self.hub.log(format!("{} by {}", done, self.client_id));
-                        conn.event(&Event::Done { what: done }).await
+                        self.hub.log(format!("{} by {}", done.what, self.client_id));
+                        conn.event(&Event::Done { what: done.what }).await?;
+                        match done.follow {
+                            Some(super::actions::Follow::Started(c)) => {
+                                self.apply(conn, watching, MachineEvent::StartPrivate(c))
+                                    .await
+                            }
+                            Some(super::actions::Follow::Ended) => {
+                                self.apply(conn, watching, MachineEvent::PrivateEnded).await
+                            }
+                            None => Ok(()),
+                        }
                     }
                     Err(e) => {
                         self.hub.stats.actions_refused.fetch_add(1, Relaxed);

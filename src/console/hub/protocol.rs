@@ -63,6 +63,26 @@ pub enum Action {
     },
     /// Stop a group replay.
     GroupReplayStop { channel_id: String },
+    /// Start a replay of the connection's own (`client.<client_id>.<session>`)
+    /// and follow it.
+    PrivateReplayStart {
+        #[serde(default)]
+        session_id: Option<String>,
+        spec: crate::channels::message::ReplaySpec,
+    },
+    /// Stop the connection's own replay (back to live, or to the override).
+    PrivateReplayStop { session_id: String },
+    /// Pause, resume, seek (`to`: an RFC 3339 time or a tag id) or change
+    /// the rate of a running replay (a group replay, or the connection's
+    /// own).
+    ReplayControl {
+        channel_id: String,
+        action: crate::channels::message::ControlAction,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        rate: Option<f64>,
+    },
 }
 
 impl ClientMsg {
@@ -363,9 +383,9 @@ mod tests {
         );
         assert!(r.heartbeat(e("a", "LIVE_OVERRIDE", 7_000)));
         assert!(r.heartbeat(e("b", "FOLLOWING_LIVESTREAM", 2_000)));
-        assert!(r.expire(16_000, 15_000), "b is stale");
+        assert!(r.expire(18_000, 15_000), "b is stale");
         assert_eq!(r.len(), 1);
-        assert!(!r.expire(16_000, 15_000));
+        assert!(!r.expire(18_000, 15_000));
     }
 
     #[test]
