@@ -165,7 +165,7 @@ async fn carry_out_inner(
             Ok(format!("group replay {channel_id} stopped").into())
         }
         Action::PrivateReplayStart { session_id, spec } => {
-            let session_id = session_id.unwrap_or_else(|| unique_session());
+            let session_id = session_id.unwrap_or_else(unique_session);
             let req = PrivateReplayRequest {
                 kind: "PrivateReplayRequest".into(),
                 client_id: sender.to_owned(),
