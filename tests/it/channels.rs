@@ -497,17 +497,33 @@ async fn the_serve_command_answers_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut dir = None;
-    for _ in 0..100 {
+    // Up to a minute (the old loop of 100 requests gave up after a
+    // fraction of a second when each came back at once with "no
+    // responders", as it does while the service starts on a loaded box).
+    // A service that ended says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let dir = loop {
         if let Ok(d) = service::list_channels(&client, Duration::from_millis(200)).await {
-            dir = Some(d);
-            break;
+            break d;
         }
-    }
-    assert_eq!(
-        dir.expect("the service answered"),
-        [DirectoryEntry::livestream()]
-    );
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read as _;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("tspi channels serve ended ({status}) before answering:\n{err}");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the service did not answer within 60 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // "No responders" comes back at once while it starts.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dir, [DirectoryEntry::livestream()]);
     // It created the replay and ops streams.
     let js = async_nats::jetstream::new(client.clone());
     assert!(js.get_stream("TSPI_REPLAY").await.is_ok());

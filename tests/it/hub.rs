@@ -841,3 +841,52 @@ async fn an_operator_runs_a_private_replay_from_the_page() {
     let state = next_of(&mut op, "state").await;
     assert_eq!(state["state"], "FOLLOWING_LIVESTREAM", "{state}");
 }
+
+/// The ingest boxes' latency snapshots reach every client, per box and
+/// merged across boxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_latencies_are_shown_per_box_and_merged() {
+    use tspi::metrics::{Gauges, IngestCounts, Latencies, ReportTime, Reporter};
+    let r = start(opts()).await;
+    let mut ws = connect(r.addr, "client_id=watcher").await;
+    next_of(&mut ws, "snapshot").await;
+    for (host, n, ns) in [("rx-01", 100u64, 1_000_000u64), ("rx-02", 300, 3_000_000)] {
+        let t0 = ReportTime {
+            unix_ms: 1_700_000_000_000,
+            mono_ns: 0,
+        };
+        let mut reporter = Reporter::with_latencies(Latencies::new(), t0);
+        let mut rec = reporter.recorder();
+        for _ in 0..n {
+            rec.record_receive_to_ack(ns);
+        }
+        drop(rec);
+        let now = ReportTime {
+            unix_ms: t0.unix_ms + 10_000,
+            mono_ns: 10_000_000_000,
+        };
+        let report = reporter.report_at(now, IngestCounts::default(), Gauges::default());
+        let (subject, body) = tspi::metrics::snapshot_message(&report, host);
+        r.client.publish(subject, body.into()).await.unwrap();
+    }
+    r.client.flush().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let v = loop {
+        let v = next_of(&mut ws, "latency").await;
+        if v["per_box"].as_object().unwrap().len() == 2 {
+            break v;
+        }
+        assert!(Instant::now() < deadline);
+    };
+    let rta = |v: &Value| v["receive_to_ack"].clone();
+    assert_eq!(rta(&v["per_box"]["rx-01"])["count"], 100, "{v}");
+    assert_eq!(rta(&v["per_box"]["rx-02"])["count"], 300, "{v}");
+    assert_eq!(rta(&v["merged"])["count"], 400, "{v}");
+    let p50 = rta(&v["merged"])["p50"].as_f64().unwrap();
+    assert!(
+        (2.99..3.01).contains(&p50),
+        "the merged median is rx-02's 3 ms: {v}"
+    );
+    let p50_01 = rta(&v["per_box"]["rx-01"])["p50"].as_f64().unwrap();
+    assert!((0.99..1.01).contains(&p50_01), "{v}");
+}
