@@ -10,7 +10,11 @@
 //! gap, error, unsent message or `ack_timeout` of silence ends the batch: its
 //! unacknowledged frames go back to the front of the retry queue, due after
 //! a backoff, and are published again, same frame (same `Nats-Msg-Id`), in
-//! the next batch. A server that refuses fast batches (error 10205/10206)
+//! the next batch, which opens with at most half the ended batch's flow
+//! (at least 1; each commit doubles it back towards `flow`): a batch keeps
+//! only what a flow ack confirmed, so under per-message loss a batch retried
+//! at the same flow can keep next to nothing, try after try. A server that
+//! refuses fast batches (error 10205/10206)
 //! ends the mode: every frame not acknowledged is handed back
 //! ([`FastBatcher::take_queued`]) for the pipelined publisher.
 //!
@@ -266,6 +270,10 @@ pub struct FastBatcher<F: Frame> {
     /// Frames taken since this instant: the rate the next flow is for.
     rate_mark: (Nanos, u64),
     stream_last: Option<u64>,
+    /// The largest flow the next batch may open with: `cfg.flow` at first,
+    /// halved (to the failed batch's flow / 2, at least 1) when a batch
+    /// ends early, doubled back towards `cfg.flow` by each commit.
+    flow_ceiling: u16,
     position_wanted: bool,
     /// A committed batch whose stream sequence the server did not say
     /// (`before`, `count`), settled by the next stream position.
@@ -287,6 +295,7 @@ impl<F: Frame> FastBatcher<F> {
     ) -> Self {
         assert!(cfg.batch_len_max > 0, "batch_len_max must be positive");
         let mut events = VecDeque::with_capacity(8);
+        let flow_ceiling = cfg.flow.clamp(1, FLOW_MAX);
         events.push_back(Event::StreamPositionWanted);
         FastBatcher {
             prefix,
@@ -307,6 +316,7 @@ impl<F: Frame> FastBatcher<F> {
             last_frame: now,
             rate_mark: (now, 0),
             stream_last: None,
+            flow_ceiling,
             position_wanted: true,
             unsettled: None,
             drain_deadline: None,
@@ -316,6 +326,13 @@ impl<F: Frame> FastBatcher<F> {
 
     pub fn counts(&self) -> FastCounts {
         self.counts
+    }
+
+    /// The largest flow the next batch may open with: `flow` from the
+    /// config, halved by each batch that ends early, doubled back by each
+    /// commit.
+    pub fn flow_ceiling(&self) -> u16 {
+        self.flow_ceiling
     }
 
     /// Frames published in the open batch and not yet acknowledged.
@@ -487,7 +504,7 @@ impl<F: Frame> FastBatcher<F> {
                 backlog,
                 self.cfg.outstanding,
                 self.cfg.ack_interval,
-                self.cfg.flow,
+                self.flow_ceiling,
             );
             let id = self.next_id;
             self.next_id += 1;
@@ -591,6 +608,10 @@ impl<F: Frame> FastBatcher<F> {
             Reply::Committed { stream_seq, count } => {
                 let b = self.batch.take().expect("matched above");
                 self.counts.batches += 1;
+                self.flow_ceiling = self
+                    .flow_ceiling
+                    .saturating_mul(2)
+                    .min(self.cfg.flow.clamp(1, FLOW_MAX));
                 self.ack_front(self.unacked.len(), now);
                 match (b.stream_before, stream_seq) {
                     // nats-server 2.15 says 0 when the batch ended on a
@@ -807,6 +828,12 @@ impl<F: Frame> FastBatcher<F> {
     /// The batch is over; its frames go round again after a backoff.
     fn end_batch(&mut self, now: Nanos, reason: EndReason) {
         let Some(b) = self.batch.take() else { return };
+        // Multiplicative decrease: a batch keeps only what a flow ack
+        // confirmed before it ended, so with a loss rate p per message a
+        // flow of F makes progress with probability (1 - p)^F per try.
+        // Retrying at the same flow can make next to no progress; half the
+        // flow each time reaches one where flow acks get through.
+        self.flow_ceiling = (b.window.flow / 2).max(1);
         let attempts = self.unacked.front().map_or(1, |s| s.attempts);
         let due = now.saturating_add(nanos(self.backoff.after(attempts)));
         let requeued = self.requeue(due);
