@@ -415,8 +415,10 @@ async fn livestream(client: async_nats::Client, js: jetstream::Context, stats: A
 }
 
 impl Driver {
-    /// Carry out everything the directory asked for, then publish its counts.
+    /// Carry out everything the directory asked for, its counts published
+    /// before (a requester told of a refusal finds it counted) and after.
     async fn act(&mut self) {
+        self.publish_counts();
         while let Some(action) = self.dir.poll_action() {
             match action {
                 Action::Start(s) => match self.start_replay(&s).await {
@@ -454,6 +456,11 @@ impl Driver {
                 }
             }
         }
+        self.publish_counts();
+    }
+
+    /// The directory's counts into the stats the metrics read.
+    fn publish_counts(&self) {
         let c = self.dir.counts();
         let s = &self.stats;
         s.groups_started.store(c.groups_started, Relaxed);

@@ -385,3 +385,47 @@ pub fn wait_for_stream(url: &str, name: &str) {
         }
     });
 }
+
+/// `rec` as archive rows, as the archiver's decoder makes them, their day
+/// partitions first; inserted in reverse order when `reverse` (the archive
+/// must not depend on insertion order). The schema must exist.
+pub async fn insert_telemetry_rows(db: &Client, rec: &[(RecvTime, Message, Frame)], reverse: bool) {
+    let rows: Vec<_> = rec
+        .iter()
+        .map(|(_, m, _)| tspi::archive::rows::decode_telemetry(&m.body, Some(&m.subject)).unwrap())
+        .collect();
+    let days: Vec<i32> = rows.iter().map(|r| r.day_index()).collect();
+    db.execute("SELECT tspi_archive_ensure_partitions($1)", &[&days])
+        .await
+        .unwrap();
+    let mut order: Vec<usize> = (0..rec.len()).collect();
+    if reverse {
+        order.reverse();
+    }
+    // (The body does not carry every status bit, so the archiver's frame,
+    // not the sender's, is what is stored and what the body is rebuilt from.)
+    for k in order {
+        let (m, row) = (&rec[k].1, &rows[k]);
+        let f = &row.frame;
+        db.execute(
+            "INSERT INTO tspi_telemetry (recv_time, recv_epoch_ms, sensor_id, msg_type, day, time_s, \
+             status, status_flags, raw, msg_id, stream_seq) \
+             VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &row.recv_unix_us,
+                &row.recv_epoch_ms,
+                &i32::from(f.sensor_id),
+                &f.frame_type().name(),
+                &(f.day as i16),
+                &(f64::from(f.time_ticks) / 10_000.0),
+                &i16::from(f.status),
+                &i32::from(f.status_flags),
+                &f.encode().to_vec(),
+                &m.msg_id,
+                &(k as i64 + 1),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+}

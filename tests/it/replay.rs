@@ -671,40 +671,7 @@ async fn archive_replay_rebuilds_every_body_and_its_tags() {
         .map(|i| i * 10_000_000 + 499_500 + i * 37)
         .collect();
     let rec = recording(&offsets);
-    // Rows as the archiver decodes them from the stream's bodies.
-    let rows: Vec<_> = rec
-        .iter()
-        .map(|(_, m, _)| tspi::archive::rows::decode_telemetry(&m.body, Some(&m.subject)).unwrap())
-        .collect();
-    let days: Vec<i32> = rows.iter().map(|r| r.day_index()).collect();
-    db.execute("SELECT tspi_archive_ensure_partitions($1)", &[&days])
-        .await
-        .unwrap();
-    // (The body does not carry every status bit, so the archiver's frame,
-    // not the sender's, is what is stored and what the body is rebuilt from.)
-    for (k, ((_, m, _), row)) in rec.iter().zip(&rows).enumerate().rev() {
-        let f = &row.frame;
-        db.execute(
-            "INSERT INTO tspi_telemetry (recv_time, recv_epoch_ms, sensor_id, msg_type, day, time_s, \
-             status, status_flags, raw, msg_id, stream_seq) \
-             VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &row.recv_unix_us,
-                &row.recv_epoch_ms,
-                &i32::from(f.sensor_id),
-                &f.frame_type().name(),
-                &(f.day as i16),
-                &(f64::from(f.time_ticks) / 10_000.0),
-                &i16::from(f.status),
-                &i32::from(f.status_flags),
-                &f.encode().to_vec(),
-                &m.msg_id,
-                &(k as i64 + 1),
-            ],
-        )
-        .await
-        .unwrap();
-    }
+    insert_telemetry_rows(&db, &rec, true).await;
     // Tags as the archiver keeps them: every version, keyed (id, updated_ts).
     // t-mid's first version sat at 300 ms; its latest moved it to 200 ms:
     // only the latest plays.

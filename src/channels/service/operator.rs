@@ -12,6 +12,32 @@ use crate::replay::source::StartAt;
 use futures_util::StreamExt;
 use std::time::Duration;
 
+/// Publish `body` on `tspi.ops.ctrl` and wait (up to `wait`) for the
+/// control message `answer` picks: `Some(Ok(..))` the answer, `Some(Err)` a
+/// refusal, `None` not this request's. `silence` says what did not come.
+async fn ask_ctrl<T>(
+    client: &async_nats::Client,
+    body: Vec<u8>,
+    wait: Duration,
+    silence: impl FnOnce() -> String,
+    mut answer: impl FnMut(Ctrl) -> Option<anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
+    client.flush().await?;
+    client.publish(SUBJECT_CTRL, body.into()).await?;
+    client.flush().await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let Ok(m) = tokio::time::timeout_at(deadline, ctrl.next()).await else {
+            anyhow::bail!("{} within {wait:?}", silence());
+        };
+        let m = m.ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
+        if let Some(r) = Ctrl::decode(&m.payload).ok().and_then(&mut answer) {
+            return r;
+        }
+    }
+}
+
 /// Ask the service for a group replay and wait for its `GroupReplayStart`
 /// (or its `GroupReplayError`).
 pub async fn request_group_replay(
@@ -19,24 +45,22 @@ pub async fn request_group_replay(
     req: &GroupReplayRequest,
     wait: Duration,
 ) -> anyhow::Result<GroupReplayStart> {
-    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
-    client.flush().await?;
-    client.publish(SUBJECT_CTRL, to_cbor(req).into()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ctrl.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer from a channels service within {wait:?} (is `tspi channels serve` running?)"))?
-            .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        match Ctrl::decode(&m.payload) {
-            Ok(Ctrl::Start(s)) if s.channel_id == req.channel_id => return Ok(s),
-            Ok(Ctrl::Error(e)) if e.channel_id == req.channel_id => {
-                anyhow::bail!("the channels service refused {}: {}", e.channel_id, e.error)
-            }
-            _ => {}
-        }
-    }
+    ask_ctrl(
+        client,
+        to_cbor(req),
+        wait,
+        || "no answer from a channels service (is `tspi channels serve` running?)".into(),
+        |c| match c {
+            Ctrl::Start(s) if s.channel_id == req.channel_id => Some(Ok(s)),
+            Ctrl::Error(e) if e.channel_id == req.channel_id => Some(Err(anyhow::anyhow!(
+                "the channels service refused {}: {}",
+                e.channel_id,
+                e.error
+            ))),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// Ask the service to stop a group replay and wait for its `GroupReplayStop`
@@ -48,36 +72,26 @@ pub async fn stop_group_replay(
     operator_token: Option<String>,
     wait: Duration,
 ) -> anyhow::Result<GroupReplayStop> {
-    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
-    client.flush().await?;
     let req = GroupReplayStopRequest {
         kind: "GroupReplayStopRequest".into(),
         channel_id: channel_id.to_owned(),
         operator_token,
     };
-    client.publish(SUBJECT_CTRL, to_cbor(&req).into()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ctrl.next())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no GroupReplayStop for {channel_id} within {wait:?} (is it running?)"
-                )
-            })?
-            .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        match Ctrl::decode(&m.payload) {
-            Ok(Ctrl::Stop(s)) if s.channel_id == channel_id => return Ok(s),
-            Ok(Ctrl::Error(e)) if e.channel_id == channel_id => {
-                anyhow::bail!(
-                    "the channels service refused to stop {channel_id}: {}",
-                    e.error
-                )
-            }
-            _ => {}
-        }
-    }
+    ask_ctrl(
+        client,
+        to_cbor(&req),
+        wait,
+        || format!("no GroupReplayStop for {channel_id} (is it running?)"),
+        |c| match c {
+            Ctrl::Stop(s) if s.channel_id == channel_id => Some(Ok(s)),
+            Ctrl::Error(e) if e.channel_id == channel_id => Some(Err(anyhow::anyhow!(
+                "the channels service refused to stop {channel_id}: {}",
+                e.error
+            ))),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// Send a control of a running replay and wait for its
@@ -88,29 +102,19 @@ pub async fn control_replay(
     req: &ReplayControl,
     wait: Duration,
 ) -> anyhow::Result<ReplayControlResult> {
-    let mut ctrl = client.subscribe(SUBJECT_CTRL).await?;
-    client.flush().await?;
-    client.publish(SUBJECT_CTRL, to_cbor(req).into()).await?;
-    client.flush().await?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ctrl.next())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no answer from a channels service within {wait:?} (is `tspi channels serve` running?)"
-                )
-            })?
-            .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
-        match Ctrl::decode(&m.payload) {
-            Ok(Ctrl::ControlResult(r))
-                if r.channel_id == req.channel_id && r.action == req.action =>
-            {
-                return Ok(r);
+    ask_ctrl(
+        client,
+        to_cbor(req),
+        wait,
+        || "no answer from a channels service (is `tspi channels serve` running?)".into(),
+        |c| match c {
+            Ctrl::ControlResult(r) if r.channel_id == req.channel_id && r.action == req.action => {
+                Some(Ok(r))
             }
-            _ => {}
-        }
-    }
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// The directory, as the service answers it.

@@ -298,15 +298,19 @@ impl Hub {
             .clone()
     }
 
-    /// Tracks per channel, clients per channel (for metrics).
-    pub fn channel_gauges(&self) -> Vec<(String, usize, usize)> {
-        let channels: Vec<Arc<Channel>> = self
-            .channels
+    /// The channels now (a copy: the lock is not held while they are used).
+    fn channels_now(&self) -> Vec<Arc<Channel>> {
+        self.channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Tracks per channel, clients per channel (for metrics).
+    pub fn channel_gauges(&self) -> Vec<(String, usize, usize)> {
+        let channels = self.channels_now();
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, usize, usize)> = channels
             .iter()
@@ -491,14 +495,7 @@ async fn tick_loop(hub: Arc<Hub>) {
     loop {
         tick.tick().await;
         let now = now_ms();
-        let channels: Vec<Arc<Channel>> = hub
-            .channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in &channels {
+        for c in &hub.channels_now() {
             let mut table = c.table.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(text) = table.tick_json(&c.id.to_string(), now) {
                 let seq = c.frames.borrow().as_ref().map_or(0, |f| f.seq) + 1;
