@@ -433,8 +433,20 @@ impl Hub {
         out
     }
 
-    /// The hub's Prometheus families.
+    /// The hub's Prometheus families, as its own `/metrics` serves them:
+    /// [`Hub::render_console_prometheus`] and its HTTP server's
+    /// `tspi_http_*{server="console"}`.
     pub fn render_prometheus(&self) -> String {
+        let mut s = self.render_console_prometheus();
+        s.push_str(&crate::http::render_prometheus("console", &self.http));
+        s
+    }
+
+    /// The `tspi_console_*` families alone: the hub's part of `tspi run`'s
+    /// shared `/metrics`, whose server renders its own `tspi_http_*`
+    /// families (a second HELP and TYPE of one family is not Prometheus
+    /// text).
+    pub fn render_console_prometheus(&self) -> String {
         let mut s = String::new();
         crate::metrics::write_counter_families(&mut s, "tspi_console", &self.stats.load());
         let gauges = self.channel_gauges();
