@@ -153,24 +153,44 @@ pub fn display_payload(d: &DisplayCommand) -> (&'static str, ciborium::Value) {
     }
 }
 
-/// Run the hub until the stop.
-async fn serve(cfg: tspi::config::Config, duration: Option<Duration>) -> anyhow::Result<()> {
+/// The hub of `cfg`: connected to NATS, its readers and ticker started,
+/// served on `[console] listen` (`/`, `/ws`, `/metrics`). What `tspi console
+/// serve` and `tspi run`'s console role both run; abort the tasks to stop it
+/// (the server's task is among them).
+pub(crate) async fn start_hub(
+    cfg: &tspi::config::Config,
+) -> anyhow::Result<(
+    std::sync::Arc<tspi::console::hub::Hub>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
     use tspi::console::hub;
     let client = tspi::nats::connect(&cfg.nats).await?;
-    let opts = hub::HubOptions::from_config(&cfg);
+    let opts = hub::HubOptions::from_config(cfg);
     if opts.operator_tokens.is_empty() {
         tracing::warn!(
             "no operator tokens ([console] or [channels] operator_tokens): every client is a viewer"
         );
     }
     let hub = hub::Hub::new(client, opts, hub::track_tables(&cfg.console));
-    let tasks = hub.start().await?;
-    let (bound, server) = hub::serve(hub.clone(), cfg.console.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", cfg.console.listen))?;
+    let mut tasks = hub.start().await?;
+    let (bound, server) = match hub::serve(hub.clone(), cfg.console.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            for t in tasks {
+                t.abort();
+            }
+            anyhow::bail!("listening on {}: {e}", cfg.console.listen);
+        }
+    };
+    tasks.push(server);
     tracing::info!(%bound, "console: serving / , /ws and /metrics");
+    Ok((hub, tasks))
+}
+
+/// Run the hub until the stop.
+async fn serve(cfg: tspi::config::Config, duration: Option<Duration>) -> anyhow::Result<()> {
+    let (hub, tasks) = start_hub(&cfg).await?;
     stop(duration).await;
-    server.abort();
     for t in tasks {
         t.abort();
     }

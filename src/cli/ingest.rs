@@ -91,7 +91,9 @@ pub fn validate(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     println!(
         "roles checked: {}",
         if names.is_empty() {
-            "none (give [ingest] udp, [archive] postgres or [channels] enabled = true)".to_owned()
+            "none (give [ingest] udp, [archive] postgres, [channels] enabled = true or \
+             [console] enabled = true)"
+                .to_owned()
         } else {
             names.join(", ")
         }

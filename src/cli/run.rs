@@ -8,20 +8,21 @@
 //! | `ingest`   | `[ingest] udp` lists an address     | `tspi ingest`          |
 //! | `archive`  | `[archive] postgres` is given       | `tspi archive`         |
 //! | `channels` | `[channels] enabled = true`         | `tspi channels serve`  |
+//! | `console`  | `[console] enabled = true`          | `tspi console serve`   |
 //!
-//! A file that enables none is an error naming those three keys. The first
-//! two are what the role cannot run without; the channels service needs
-//! nothing but NATS, so it is switched on by name (`enabled` is read by
-//! `tspi run` only). The documented example, `config/tspi.toml`, enables
-//! ingest alone.
+//! A file that enables none is an error naming those four keys. The first
+//! two are what the role cannot run without; the channels service and the
+//! console's hub need nothing but NATS, so they are switched on by name
+//! (`enabled` is read by `tspi run` and `tspi validate` only). The
+//! documented example, `config/tspi.toml`, enables ingest alone.
 //!
 //! Threads, so that nothing else ever runs on a receive core:
 //! - the receive threads, one per `ingest.cores` entry, pinned there (as
 //!   `tspi ingest` does);
 //! - the publisher's runtime: up to [`PUBLISH_THREADS_MAX`] threads, each
 //!   pinned to one of the other cores in turn (as `tspi ingest` does);
-//! - the service pool, for archiving, the channels service and the metrics
-//!   endpoint: a second runtime of [`SERVICE_THREADS`] workers and at most
+//! - the service pool, for archiving, the channels service, the console's
+//!   hub and the metrics endpoint: a second runtime of [`SERVICE_THREADS`] workers and at most
 //!   [`SERVICE_BLOCKING_THREADS_MAX`] blocking threads, each allowed on
 //!   every core not given to a receive thread (and only those);
 //! - replay pacing threads (started by the channels service): on
@@ -31,18 +32,21 @@
 //!
 //! When ingest is off nothing is pinned. When every core has a receive
 //! thread, ingest alone runs with its publisher unpinned (with a warning,
-//! as `tspi ingest` does), and archive or channels next to it is an error:
-//! they would have to share the receive cores.
+//! as `tspi ingest` does), and archive, channels or console next to it is
+//! an error: they would have to share the receive cores.
 //!
 //! One Prometheus endpoint, `[metrics] addr` (or `--metrics-addr`), serves
 //! every role's families (`tspi_ingest_*`, `tspi_archive_*`,
-//! `tspi_channels_*`); reports, JSON lines and NATS snapshots are each
-//! role's, as when it runs alone.
+//! `tspi_channels_*`, `tspi_console_*`); reports, JSON lines and NATS
+//! snapshots are each role's, as when it runs alone. The console's hub
+//! also serves its own `/metrics` on `[console] listen`, as `tspi console
+//! serve` does (there with its HTTP server's `tspi_http_*` families).
 //!
 //! Stop: SIGTERM, SIGINT or `--duration-s` stops every role at once; each
 //! drains as it does alone (ingest: receive threads, then the rings, then the
 //! acks; archive: the batches in flight; channels: every replay, announcing
-//! its stop). Then every role's account is printed on stderr (and with
+//! its stop; console: its listener, NATS readers and ticker, then its
+//! WebSocket clients as the process ends). Then every role's account is printed on stderr (and with
 //! `--json` one `{"final_accounts": {...}}` line on stdout). A role that
 //! stops by itself (its error at start, for instance) stops the others. The
 //! exit status is 0 when every role stopped cleanly and ingest's account
@@ -63,7 +67,7 @@ use tspi::replay::service::{self, ServiceStats};
 use tspi::{archive, ingest};
 
 /// Workers of the service pool (archiving, the channels service, the
-/// metrics endpoint). Each ran on a runtime of two in its own process.
+/// console's hub, the metrics endpoint). Each ran on a runtime of two in its own process.
 pub const SERVICE_THREADS: usize = 2;
 /// Blocking threads of the service pool (name lookups, for instance).
 pub const SERVICE_BLOCKING_THREADS_MAX: usize = 8;
@@ -89,6 +93,7 @@ pub struct Roles {
     pub ingest: bool,
     pub archive: bool,
     pub channels: bool,
+    pub console: bool,
 }
 
 impl Roles {
@@ -100,6 +105,7 @@ impl Roles {
             ingest: on.contains(&Role::Ingest),
             archive: on.contains(&Role::Archive),
             channels: on.contains(&Role::Channels),
+            console: on.contains(&Role::Console),
         }
     }
 
@@ -109,6 +115,7 @@ impl Roles {
             ("ingest", self.ingest),
             ("archive", self.archive),
             ("channels", self.channels),
+            ("console", self.console),
         ]
         .into_iter()
         .filter_map(|(n, on)| on.then_some(n))
@@ -121,7 +128,8 @@ impl Roles {
         anyhow::ensure!(
             r != Roles::default(),
             "the file enables no role: give [ingest] udp (ingest), [archive] postgres \
-             (archive) or [channels] enabled = true (channels)"
+             (archive), [channels] enabled = true (channels) or [console] enabled = true \
+             (console)"
         );
         Ok(r)
     }
@@ -135,6 +143,7 @@ fn validate(cfg: &Config, roles: Roles) -> anyhow::Result<()> {
         (Role::Ingest, roles.ingest),
         (Role::Archive, roles.archive),
         (Role::Channels, roles.channels),
+        (Role::Console, roles.console),
     ] {
         if yes {
             on.push(role);
@@ -170,9 +179,9 @@ fn placement(cfg: &mut Config, roles: Roles, allowed: &[usize]) -> anyhow::Resul
         .collect();
     if others.is_empty() {
         anyhow::ensure!(
-            !roles.archive && !roles.channels,
-            "every core this process may use ({allowed:?}) has a receive thread: archive \
-             and channels need one left (fewer ingest.workers, or other ingest.cores)"
+            !roles.archive && !roles.channels && !roles.console,
+            "every core this process may use ({allowed:?}) has a receive thread: archive, \
+             channels and console need one left (fewer ingest.workers, or other ingest.cores)"
         );
         tracing::warn!(
             "every core has a receive thread: the publisher runs unpinned, sharing them"
@@ -238,7 +247,8 @@ fn publish_runtime(others: &[usize]) -> anyhow::Result<tokio::runtime::Runtime> 
         .build()?)
 }
 
-/// The bounded pool of archiving, channels and the metrics endpoint: every
+/// The bounded pool of archiving, channels, the console and the metrics
+/// endpoint: every
 /// thread allowed on `others` only. (The set, not one core each: pacing
 /// threads start from these and move to their own core of `others`.)
 fn service_runtime(others: &[usize]) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -257,6 +267,8 @@ enum Ended {
     Ingest(anyhow::Result<ingest::Account>),
     Archive(anyhow::Result<archive::Account>),
     Channels(anyhow::Result<()>),
+    /// The hub's counters at its stop.
+    Console(anyhow::Result<tspi::console::hub::HubCounts>),
 }
 
 impl Ended {
@@ -265,6 +277,7 @@ impl Ended {
             Ended::Ingest(_) => "ingest",
             Ended::Archive(_) => "archive",
             Ended::Channels(_) => "channels",
+            Ended::Console(_) => "console",
         }
     }
 }
@@ -300,7 +313,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .ingest
         .then(|| publish_runtime(&place.others))
         .transpose()?;
-    let service_rt = (roles.archive || roles.channels)
+    let service_rt = (roles.archive || roles.channels || roles.console)
         .then(|| service_runtime(&place.others))
         .transpose()?;
     let home = service_rt
@@ -382,6 +395,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 let _ = tx.send(Ended::Channels(r));
             });
         }
+        if roles.console {
+            let mut cfg = cfg.clone();
+            if cfg.nats.name == "tspi-ingest" {
+                cfg.nats.name = "tspi-console".into();
+            }
+            let prom = prometheus(&exposition);
+            let (stop, tx) = (stop(), ended_tx.clone());
+            rt.spawn(async move {
+                let r = async {
+                    let (hub, tasks) = super::console::start_hub(&cfg).await?;
+                    if let Some(e) = prom {
+                        let h = hub.clone();
+                        e.register(move || h.render_console_prometheus());
+                    }
+                    stop.await;
+                    for t in tasks {
+                        t.abort();
+                    }
+                    anyhow::Ok(hub.stats.load())
+                }
+                .await;
+                let _ = tx.send(Ended::Console(r));
+            });
+        }
     }
     drop(ended_tx);
 
@@ -438,7 +475,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 );
                 accounts.insert("channels".into(), serde_json::json!({ "account": counts }));
             }
-            Ended::Ingest(Err(err)) | Ended::Archive(Err(err)) | Ended::Channels(Err(err)) => {
+            Ended::Console(Ok(counts)) => {
+                tspi::notice!(
+                    Info,
+                    "tspi console: final account: {}",
+                    tspi::metrics::all_counts_fragment(counts, ", ")
+                );
+                accounts.insert("console".into(), serde_json::json!({ "account": counts }));
+            }
+            Ended::Ingest(Err(err))
+            | Ended::Archive(Err(err))
+            | Ended::Channels(Err(err))
+            | Ended::Console(Err(err)) => {
                 ok = false;
                 tspi::notice!(Error, "tspi {}: failed: {err:#}", e.role());
                 accounts.insert(
@@ -483,17 +531,24 @@ mod tests {
         let e = Roles::require(&cfg("[channels]\nlivestream = false\n"))
             .unwrap_err()
             .to_string();
-        for key in ["[ingest] udp", "[archive] postgres", "[channels] enabled"] {
+        for key in [
+            "[ingest] udp",
+            "[archive] postgres",
+            "[channels] enabled",
+            "[console] enabled",
+        ] {
             assert!(e.contains(key), "{key} in {e}");
         }
         let all = cfg(
             "[ingest]\nudp = [\"127.0.0.1:5000\"]\n[archive]\npostgres = \"host=db\"\n\
-             [channels]\nenabled = true\n",
+             [channels]\nenabled = true\n[console]\nenabled = true\n",
         );
         assert_eq!(
             Roles::require(&all).unwrap().names(),
-            ["ingest", "archive", "channels"]
+            ["ingest", "archive", "channels", "console"]
         );
+        let console = cfg("[console]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n");
+        assert_eq!(Roles::require(&console).unwrap().names(), ["console"]);
         let archive = cfg("[archive]\npostgres = \"host=db\"\n");
         assert_eq!(Roles::of(&archive).names(), ["archive"]);
         // The documented example: ingest alone.
@@ -522,6 +577,7 @@ mod tests {
             ingest: true,
             archive: true,
             channels: true,
+            console: true,
         };
         let mut c = cfg("[ingest]\nudp = [\"127.0.0.1:5000\"]\nworkers = 2\ncores = [1, 3]\n");
         let p = placement(&mut c, roles, &[0, 1, 2, 3]).unwrap();

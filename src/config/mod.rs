@@ -82,10 +82,18 @@ pub enum Role {
     Channels,
     /// `tspi replay`: `[channels]` (its defaults).
     Replay,
+    /// `tspi console serve`: `[console]`.
+    Console,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Ingest, Role::Archive, Role::Channels, Role::Replay];
+    pub const ALL: [Role; 5] = [
+        Role::Ingest,
+        Role::Archive,
+        Role::Channels,
+        Role::Replay,
+        Role::Console,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -93,6 +101,7 @@ impl Role {
             Role::Archive => "archive",
             Role::Channels => "channels",
             Role::Replay => "replay",
+            Role::Console => "console",
         }
     }
 
@@ -105,6 +114,7 @@ impl Role {
             Role::Archive => Some("[archive] postgres"),
             Role::Channels => Some("[channels] enabled = true"),
             Role::Replay => None,
+            Role::Console => Some("[console] enabled = true"),
         }
     }
 }
@@ -233,7 +243,8 @@ impl Config {
     /// - ingest: `[ingest] udp` lists an address (it cannot run without);
     /// - archive: `[archive] postgres` is set (likewise);
     /// - channels: `[channels] enabled = true` (the service needs nothing
-    ///   but NATS, so it is switched on by name).
+    ///   but NATS, so it is switched on by name);
+    /// - console: `[console] enabled = true` (likewise).
     ///
     /// The documented example, `config/tspi.toml`, enables ingest alone.
     pub fn roles_enabled(&self) -> Vec<Role> {
@@ -246,6 +257,9 @@ impl Config {
         }
         if self.channels.enabled {
             roles.push(Role::Channels);
+        }
+        if self.console.enabled {
+            roles.push(Role::Console);
         }
         roles
     }
@@ -306,6 +320,23 @@ impl Config {
                     problems.extend(self.receive_core_problems(machine));
                 }
                 Role::Archive => {}
+                Role::Console => {
+                    // `tspi run` serves its /metrics and the hub side by
+                    // side: they cannot share a port.
+                    let listen = self.console.listen;
+                    if let Some(m) = self.metrics.addr
+                        && m.port() != 0
+                        && m.port() == listen.port()
+                        && (m.ip() == listen.ip()
+                            || m.ip().is_unspecified()
+                            || listen.ip().is_unspecified())
+                    {
+                        problems.push(format!(
+                            "console.listen = {listen} and metrics.addr = {m} share a port: \
+                             tspi run serves both; give the console its own"
+                        ));
+                    }
+                }
                 Role::Channels | Role::Replay => {
                     let replay_age_s = self.channels.replay_age_max_h.checked_mul(limits::S_PER_H);
                     if replay_age_s.is_some_and(|age| age < self.stream.duplicate_window_s) {

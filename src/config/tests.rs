@@ -895,3 +895,31 @@ fn foreign_starts_from_the_archive_need_an_archive() {
         .to_string();
     assert!(p.contains("foreign_start_source"), "{p}");
 }
+
+#[test]
+fn the_console_is_a_role_when_enabled_and_keeps_its_own_port() {
+    let c = parse("[console]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+    assert!(c.roles_enabled().is_empty(), "off unless enabled");
+    let mut c = parse("[console]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+    assert_eq!(c.roles_enabled(), [Role::Console]);
+    assert_eq!(Role::Console.enabled_by(), Some("[console] enabled = true"));
+    c.validate().unwrap();
+    // The console's values are checked for the role.
+    c.console.tick_hz = 0;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("console.tick_hz"), "{e}");
+    c.console.tick_hz = 10;
+    // tspi run serves /metrics beside the hub: not on the same port.
+    c.metrics.addr = Some("0.0.0.0:9000".parse().unwrap());
+    let e = c
+        .validate_for(&[Role::Console], &any_cores())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("console.listen = 127.0.0.1:9000 and metrics.addr = 0.0.0.0:9000"),
+        "{e}"
+    );
+    c.validate_for(&[Role::Archive], &any_cores()).unwrap();
+    c.metrics.addr = Some("127.0.0.1:9001".parse().unwrap());
+    c.validate_for(&[Role::Console], &any_cores()).unwrap();
+}

@@ -13,6 +13,11 @@ use super::tracks::{TRACKS_MAX, TracksConfig};
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
+    /// Run the hub as a role of `tspi run` (read by `tspi run` and `tspi
+    /// validate` only; `tspi console serve` runs it whatever this says).
+    /// Default false: the hub needs nothing but NATS, so it is switched on
+    /// by name, as `[channels] enabled` is.
+    pub enabled: bool,
     /// Where the WebSocket hub listens. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// Frames per second sent to each browser (1..=60). Default 10.
@@ -74,6 +79,7 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         use limits::*;
         ConsoleConfig {
+            enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tick_hz: CONSOLE_TICK_HZ.default,
             trail_s: CONSOLE_TRAIL_S.default,
@@ -220,7 +226,12 @@ mod tests {
         assert_eq!((c.clients_max, c.events_queue_len), (256, 1024));
         assert!(c.allowed_origins.is_empty() && c.operator_tokens.is_empty());
         assert!(c.sites.is_empty());
+        assert!(!c.enabled, "a role of tspi run only when switched on");
         assert_eq!(c.problems(), Vec::<String>::new());
+        let on = parse("[console]\nenabled = true\n").unwrap();
+        assert!(on.enabled);
+        let e = parse("[console]\nenabled = \"yes\"\n").unwrap_err();
+        assert!(e.to_string().contains("enabled"), "{e}");
     }
 
     #[test]

@@ -889,4 +889,135 @@ async fn ingest_latencies_are_shown_per_box_and_merged() {
     );
     let p50_01 = rta(&v["per_box"]["rx-01"])["p50"].as_f64().unwrap();
     assert!((0.99..1.01).contains(&p50_01), "{v}");
+
+/// CONTRACT §5 end to end: a tag an operator makes on the console with a
+/// frozen timestamp is captured by `TSPI_OPS`, kept by the archive in
+/// `tspi_tags` at that moment (not when it was made), and emitted again
+/// when a replay of the recorded window passes that moment: after the
+/// telemetry received before it, before the telemetry received after it,
+/// from the archive and from the streams alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_time_tag_is_archived_and_replayed_at_its_moment() {
+    use crate::kit::{T0_NS, even, publish_recording, recording, wait_rows};
+    use tspi::replay::archive::{ArchiveSource, Window};
+    use tspi::replay::driver::DriverConfig;
+    use tspi::replay::pacer::Rate;
+    use tspi::replay::sink::MemorySink;
+    use tspi::replay::source::{Source, StartAt, StreamSource};
+    use tspi::replay::{Item, ItemKind};
+    use tspi_testkit::harness::PgCluster;
+
+    const BOUND: Duration = Duration::from_secs(120);
+    let r = start(opts()).await;
+    let pg = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .unwrap()
+        .expect("postgres");
+    let dsn = pg.dsn();
+    // TSPI and TSPI_OPS, as the archive's tests make them.
+    let js = crate::kit::js(&r.nats.url()).await;
+    // The recording: 40 messages 10 ms apart from T0 (2023-11-14T22:13:20Z).
+    let rec = recording(&even(40, 10_000_000));
+    publish_recording(&js, &rec).await;
+
+    // The operator tags T0 + 205 ms: between message 20 (+200 ms) and
+    // message 21 (+210 ms), years before now.
+    let frozen_ns = T0_NS + 205_000_000;
+    let frozen = String::from_utf8(RecvTime::from_unix_ns(frozen_ns).iso().to_vec()).unwrap();
+    let mut op = connect(r.addr, "client_id=op1&token=op-token").await;
+    assert_eq!(next(&mut op).await["operator"], true);
+    let tag = serde_json::json!({"type": "tag", "label": "pass 3 start", "ts": frozen});
+    op.send(Message::Text(tag.to_string().into()))
+        .await
+        .unwrap();
+    let done = next_of(&mut op, "done").await;
+    assert!(done["what"].as_str().unwrap().starts_with("tag"), "{done}");
+    let deadline = Instant::now() + BOUND;
+    while crate::kit::stored(&js, "TSPI_OPS").await < 1 {
+        assert!(Instant::now() < deadline, "the tag never reached TSPI_OPS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The archiver keeps it, at the frozen moment.
+    let archiver = tspi::archive::Handle::spawn(crate::kit::config(&r.nats.url()), dsn.clone());
+    wait_rows(&dsn, "tspi_telemetry", 40, BOUND).await;
+    wait_rows(&dsn, "tspi_tags", 1, BOUND).await;
+    let account = archiver.stop().await.expect("archiver ran");
+    assert_eq!(account.counters.telemetry_rows, 40);
+    let db = crate::kit::pg_connect(&dsn).await;
+    let row = db
+        .query_one(
+            "SELECT id, (extract(epoch FROM ts) * 1000000)::bigint, label, creator FROM tspi_tags",
+            &[],
+        )
+        .await
+        .unwrap();
+    let id: String = row.get(0);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        (frozen_ns / 1_000) as i64,
+        "ts frozen"
+    );
+    assert_eq!(row.get::<_, String>(2), "pass 3 start");
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("op1"));
+
+    // A replay of the recorded second, from the archive and from the
+    // streams: the tag comes once, between messages 20 and 21, with its id
+    // and its frozen time.
+    let handle = tokio::runtime::Handle::current();
+    let sources: Vec<(&str, Box<dyn Source>)> = vec![
+        (
+            "archive",
+            Box::new(ArchiveSource::new(
+                handle.clone(),
+                dsn.clone(),
+                Window::Time {
+                    start_ns: T0_NS,
+                    end_ns: T0_NS + 1_000_000_000,
+                },
+            )),
+        ),
+        (
+            "stream",
+            Box::new(StreamSource::new(
+                handle.clone(),
+                js.clone(),
+                StartAt::Time(T0_NS),
+                Some(T0_NS + 1_000_000_000),
+            )),
+        ),
+    ];
+    let want: Vec<String> = rec.iter().map(|(_, m, _)| m.msg_id.clone()).collect();
+    for (name, mut source) in sources {
+        let got: Vec<Item> = tokio::task::block_in_place(|| {
+            let mut sink = MemorySink::default();
+            let (_tx, rx) = std::sync::mpsc::channel();
+            let cfg = DriverConfig {
+                rate: Rate::new(20.0).unwrap(),
+                ..DriverConfig::default()
+            };
+            let report = tspi::replay::driver::run(source.as_mut(), &mut sink, cfg, &rx)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((report.telemetry, report.tags), (40, 1), "{name}");
+            sink.got.into_iter().map(|(_, item, _)| item).collect()
+        });
+        let mut telemetry = Vec::new();
+        let mut tags = Vec::new();
+        for item in &got {
+            match &item.kind {
+                ItemKind::Telemetry { msg_id, .. } => telemetry.push(msg_id.clone()),
+                ItemKind::Tag { id: tag_id, body } => {
+                    let t = tspi::replay::source::parse_tag(body).unwrap();
+                    assert_eq!(&t.id, tag_id, "{name}");
+                    tags.push((telemetry.len(), tag_id.clone(), t.ts_ns, item.rec_ns));
+                }
+            }
+        }
+        assert_eq!(telemetry, want, "{name}: every message, in receive order");
+        assert_eq!(
+            tags,
+            [(21, id.clone(), frozen_ns, frozen_ns)],
+            "{name}: the tag once, after messages 0..=20 (<= +200 ms), before 21 (+210 ms)"
+        );
+    }
 }

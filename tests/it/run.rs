@@ -1,8 +1,9 @@
-//! `tspi run`: ingest, archive and channels from one file in one process,
-//! against a real nats-server and a real PostgreSQL. Datagrams sent over
-//! loopback UDP reach the `TSPI` stream and the archive table, the channels
-//! directory answers and plays a group replay, one `/metrics` endpoint shows every role's counters,
-//! and SIGTERM stops every role with its account printed and exit 0.
+//! `tspi run`: ingest, archive, channels and console from one file in one
+//! process, against a real nats-server and a real PostgreSQL. Datagrams sent
+//! over loopback UDP reach the `TSPI` stream and the archive table, the
+//! channels directory answers and plays a group replay, the console serves
+//! browsers, one `/metrics` endpoint shows every role's counters, and
+//! SIGTERM stops every role with its account printed and exit 0.
 
 use crate::kit::*;
 use std::io::{Read, Write};
@@ -302,6 +303,295 @@ async fn ingest_archive_and_channels_in_one_process() {
     assert_eq!(a["channels"]["account"]["groups_started"], 1);
 }
 
+/// A WebSocket client of the console.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON message of type `ty`, skipping others, if one comes
+/// within `within`.
+async fn next_within(ws: &mut Ws, ty: &str, within: Duration) -> Option<serde_json::Value> {
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()?
+            .expect("open")
+            .expect("no error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == ty {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// The next JSON message of type `ty`, skipping others; at most 20 s.
+async fn next_of(ws: &mut Ws, ty: &str) -> serde_json::Value {
+    next_within(ws, ty, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("no {ty} within 20 s"))
+}
+
+/// `[console] enabled = true`: `tspi run` serves the console's hub beside
+/// ingest and the channels service. A browser gets `hello` and a
+/// `snapshot`, then the track of a datagram that went in over UDP (ingest →
+/// `TSPI` → the livestream → the hub); the shared /metrics shows the hub's
+/// families (each family once); SIGTERM stops it with its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_a_role_of_tspi_run() {
+    use tspi::codec::{Geocentric, Payload};
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if !tspi_testkit::skip::require(
+        "the_console_is_a_role_of_tspi_run",
+        (cores.len() >= 2).then_some(()).ok_or_else(|| {
+            format!("tspi run needs a core beside the receive core; this process may use {cores:?}")
+        }),
+    ) {
+        return;
+    }
+    let nats = block_in_place(NatsServer::start).expect("nats-server");
+    let (udp, metrics, console) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[nats]\nservers = [{nats:?}]\n\
+             [stream]\nduplicate_window_s = 30\n\
+             [ingest]\nudp = [\"127.0.0.1:{udp}\"]\nbackend = \"recvmmsg\"\ncores = [{core}]\n\
+             [metrics]\ninterval_s = 1\naddr = \"127.0.0.1:{metrics}\"\n\
+             [channels]\nenabled = true\n\
+             [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\n",
+            nats = nats.url(),
+            core = cores[0],
+        ),
+    )
+    .unwrap();
+    // `tspi validate` reports the role.
+    let out = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("roles checked: ingest, channels, console\n"),
+        "{text}"
+    );
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--json", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut running = Running(Some(child));
+    let log = || stderr.lock().unwrap().clone();
+
+    // A browser on [console] listen: hello, then a snapshot.
+    let mut ws: Ws = loop {
+        let url = format!("ws://127.0.0.1:{console}/ws?client_id=range-map");
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => assert!(
+                started.elapsed() < BOUND,
+                "the console never served /ws: {e}\n{}",
+                log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let hello = next_of(&mut ws, "hello").await;
+    assert_eq!(hello["client_id"], "range-map", "{hello}");
+    assert_eq!(hello["operator"], false, "{hello}");
+    let snap = next_of(&mut ws, "snapshot").await;
+    assert_eq!(snap["channel_id"], "livestream", "{snap}");
+
+    // A geocentric datagram in over UDP reaches the browser as a track
+    // (ingest → TSPI → LIVE_MAIN → the hub: a push consumer's messages
+    // arrive under their stored subject). One every half second until one
+    // does: the livestream takes only what is stored after it starts.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0u32;
+    let frame = loop {
+        let mut f = tspi_testkit::frames::frame(1);
+        f.sensor_id = 4242;
+        f.time_ticks = 10_000 * (sent + 1);
+        f.payload = Payload::Geocentric(Geocentric {
+            x: 637_813_700, // the equator at 0° E, on the ellipsoid
+            y: 0,
+            z: 0,
+            ..Geocentric::default()
+        });
+        sock.send_to(&f.encode(), ("127.0.0.1", udp)).unwrap();
+        sent += 1;
+        if let Some(v) = next_within(&mut ws, "frame", Duration::from_millis(500)).await {
+            break v;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "no frame after {sent} datagrams:\n{}\n{}",
+            block_in_place(|| scrape(metrics)).unwrap_or_default(),
+            log()
+        );
+    };
+    assert_eq!(frame["tracks"][0]["sensor_id"], 4242, "{frame}");
+
+    // The shared /metrics: the hub's families beside the others, each once.
+    loop {
+        let text = block_in_place(|| scrape(metrics)).unwrap_or_default();
+        if sample(&text, "tspi_console_connected_total") == Some(1)
+            && text.contains("tspi_console_tracks{channel=\"livestream\"} 1\n")
+            && sample(&text, "tspi_channels_livestream_messages_total").is_some()
+        {
+            assert!(
+                text.contains("tspi_console_clients{channel=\"livestream\"} 1\n"),
+                "{text}"
+            );
+            let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+            let n = types.len();
+            types.sort_unstable();
+            types.dedup();
+            assert_eq!(types.len(), n, "a family given twice:\n{text}");
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "metrics never showed the console:\n{text}\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // SIGTERM: one drained stop, the console's account too, exit 0; the
+    // browser's connection ends.
+    let mut child = running.0.take().unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // reaped, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("stopped within 60 s of SIGTERM")
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = log();
+    assert!(status.success(), "{status:?}\n{err}");
+    for account in [
+        "tspi ingest: final account",
+        "tspi channels: final account",
+        "tspi console: final account",
+    ] {
+        assert!(err.contains(account), "{account} in:\n{err}");
+    }
+    assert!(
+        err.contains("tspi run: stopped ingest, channels, console (every role cleanly)"),
+        "{err}"
+    );
+    {
+        use futures_util::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(None | Some(Err(_))) => break,
+                Ok(Some(Ok(m))) if m.is_close() => break,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => panic!("the console's connection outlived the stop"),
+            }
+        }
+    }
+    let out = stdout.lock().unwrap().clone();
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("final_accounts"))
+        .unwrap_or_else(|| panic!("no final_accounts line:\n{out}"));
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let a = &v["final_accounts"]["console"]["account"];
+    assert_eq!(a["connected"], 1, "{v}");
+    assert!(a["frames_sent"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["final_accounts"]["ingest"]["balanced"], true, "{v}");
+}
+
+/// `systemd/tspi-console.service`: `tspi console serve` with the shipped
+/// config, validated first for the console role; it passes `systemd-analyze
+/// verify`, and its ExecStartPre accepts a console-only file.
+#[test]
+fn the_console_unit_serves_the_console_and_verifies() {
+    let unit = include_str!("../../systemd/tspi-console.service");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/tspi console serve --config /etc/tspi/tspi.toml")
+    );
+    let pre = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPre="))
+        .expect("ExecStartPre");
+    assert_eq!(
+        pre,
+        "/usr/local/bin/tspi validate --config /etc/tspi/tspi.toml --role console"
+    );
+    for hardening in [
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    crate::kit::verify_unit(
+        "the_console_unit_serves_the_console_and_verifies",
+        "tspi-console.service",
+        unit,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tspi.toml");
+    std::fs::write(
+        &path,
+        "[nats]\nservers = [\"nats://127.0.0.1:4222\"]\n[console]\nlisten = \"0.0.0.0:8080\"\n",
+    )
+    .unwrap();
+    let args: Vec<String> = pre
+        .split_whitespace()
+        .skip(1)
+        .map(|w| {
+            if w == "/etc/tspi/tspi.toml" {
+                path.to_str().unwrap().to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{pre}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("roles checked: console\n"), "{text}");
+}
+
 #[test]
 fn a_file_that_enables_no_role_is_refused_naming_the_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +604,12 @@ fn a_file_that_enables_no_role_is_refused_naming_the_keys() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for key in ["[ingest] udp", "[archive] postgres", "[channels] enabled"] {
+    for key in [
+        "[ingest] udp",
+        "[archive] postgres",
+        "[channels] enabled",
+        "[console] enabled",
+    ] {
         assert!(err.contains(key), "{key} in {err}");
     }
 }

@@ -263,6 +263,10 @@ impl Hub {
     pub async fn start(self: &Arc<Hub>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         use crate::contract::names;
         let telemetry = self.nats.subscribe("tspi.channel.>").await?;
+        // The livestream on a subscription of its own: `LIVE_MAIN` is a
+        // push consumer, whose messages arrive under their stored subject
+        // (`tspi.<type>.<sensor>`), not the one they were delivered to.
+        let livestream = self.nats.subscribe(names::SUBJECT_LIVESTREAM).await?;
         let ops = vec![
             self.nats.subscribe(names::SUBJECT_CTRL).await?,
             self.nats.subscribe("tspi.cmd.display.>").await?,
@@ -272,7 +276,12 @@ impl Hub {
         ];
         self.nats.flush().await?;
         let mut tasks = vec![
-            tokio::spawn(telemetry_loop(self.clone(), telemetry)),
+            tokio::spawn(telemetry_loop(self.clone(), telemetry, None)),
+            tokio::spawn(telemetry_loop(
+                self.clone(),
+                livestream,
+                Some(ChannelId::Livestream),
+            )),
             tokio::spawn(tick_loop(self.clone())),
         ];
         for sub in ops {
@@ -428,8 +437,20 @@ impl Hub {
         out
     }
 
-    /// The hub's Prometheus families.
+    /// The hub's Prometheus families, as its own `/metrics` serves them:
+    /// [`Hub::render_console_prometheus`] and its HTTP server's
+    /// `tspi_http_*{server="console"}`.
     pub fn render_prometheus(&self) -> String {
+        let mut s = self.render_console_prometheus();
+        s.push_str(&crate::http::render_prometheus("console", &self.http));
+        s
+    }
+
+    /// The `tspi_console_*` families alone: the hub's part of `tspi run`'s
+    /// shared `/metrics`, whose server renders its own `tspi_http_*`
+    /// families (a second HELP and TYPE of one family is not Prometheus
+    /// text).
+    pub fn render_console_prometheus(&self) -> String {
         let mut s = String::new();
         crate::metrics::write_counter_families(&mut s, "tspi_console", &self.stats.load());
         let gauges = self.channel_gauges();
@@ -457,22 +478,36 @@ impl Hub {
                 .map(|(l, (_, t, _))| (l.as_str(), *t))
                 .collect::<Vec<_>>(),
         );
-        s.push_str(&crate::http::render_prometheus("console", &self.http));
         s
     }
 }
 
-/// Telemetry on `tspi.channel.<channel>` into the channel's table.
-async fn telemetry_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
+/// Telemetry into its channel's table: every message of `sub` into
+/// `channel`'s when given (the livestream); else each message on
+/// `tspi.channel.<channel>` into that channel's, the livestream's left to
+/// its own subscription.
+async fn telemetry_loop(
+    hub: Arc<Hub>,
+    mut sub: async_nats::Subscriber,
+    channel: Option<ChannelId>,
+) {
     use futures_util::StreamExt as _;
     while let Some(msg) = sub.next().await {
-        let Some(rest) = msg.subject.as_str().strip_prefix("tspi.channel.") else {
-            continue;
-        };
-        // Requests share the prefix (`list.req`, `private.req`): only
-        // channel ids are channels.
-        let Ok(id) = ChannelId::parse(rest) else {
-            continue;
+        let id = match &channel {
+            Some(id) => id.clone(),
+            None => {
+                // Messages a push consumer delivers carry their stored
+                // subject (`tspi.<type>.<sensor>`): not a channel's.
+                let Some(rest) = msg.subject.as_str().strip_prefix("tspi.channel.") else {
+                    continue;
+                };
+                // Requests share the prefix (`list.req`, `private.req`):
+                // only channel ids are channels.
+                match ChannelId::parse(rest) {
+                    Ok(ChannelId::Livestream) | Err(_) => continue,
+                    Ok(id) => id,
+                }
+            }
         };
         let channel = hub.channel(&id);
         let r = channel
