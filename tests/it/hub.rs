@@ -889,6 +889,7 @@ async fn ingest_latencies_are_shown_per_box_and_merged() {
     );
     let p50_01 = rta(&v["per_box"]["rx-01"])["p50"].as_f64().unwrap();
     assert!((0.99..1.01).contains(&p50_01), "{v}");
+}
 
 /// CONTRACT §5 end to end: a tag an operator makes on the console with a
 /// frozen timestamp is captured by `TSPI_OPS`, kept by the archive in
@@ -1019,5 +1020,51 @@ async fn a_frozen_time_tag_is_archived_and_replayed_at_its_moment() {
             [(21, id.clone(), frozen_ns, frozen_ns)],
             "{name}: the tag once, after messages 0..=20 (<= +200 ms), before 21 (+210 ms)"
         );
+    }
+}
+
+/// Group replays reach the page however the channels service runs them:
+/// paced by the appliance (published on the channel's subject) and
+/// JetStream-native (a push consumer, whose messages carry their stored
+/// subjects): clients on live follow each and get its tracks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_replays_paced_and_jetstream_native_reach_the_page() {
+    use crate::kit::{T0_NS, even, nats_with_streams, publish_recording, recording};
+    use tspi::channels::message::{GroupReplayRequest, ReplaySpec};
+    let (nats, client, js) = nats_with_streams().await;
+    publish_recording(&js, &recording(&even(100, 20_000_000))).await;
+    let url = nats.url();
+    let _svc = crate::channels::Running::start(&url, tspi::replay::ChannelsConfig::default()).await;
+    let r = start_on(nats, opts()).await;
+    let mut ws = connect(r.addr, "client_id=watch").await;
+    next_of(&mut ws, "snapshot").await;
+    for (id, native) in [("paced", false), ("native", true)] {
+        let channel = message::ChannelId::parse(&format!("replay.{id}")).unwrap();
+        let spec = ReplaySpec {
+            start: Some(RecvTime::from_unix_ns(T0_NS).iso().as_str().to_owned()),
+            rate: 1.0,
+            jetstream_native: native,
+            ..ReplaySpec::default()
+        };
+        let req = GroupReplayRequest::new(&channel, id.into(), spec);
+        tspi::channels::service::request_group_replay(&client, &req, WAIT)
+            .await
+            .unwrap();
+        let state = next_of(&mut ws, "state").await;
+        assert_eq!(state["channel_id"], format!("replay.{id}"), "{state}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = next(&mut ws).await;
+            if v["type"] == "frame" && v["channel_id"] == format!("replay.{id}") {
+                assert!(!v["tracks"].as_array().unwrap().is_empty(), "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no frame of replay.{id}");
+        }
+        tspi::channels::service::stop_group_replay(&client, &format!("replay.{id}"), None, WAIT)
+            .await
+            .unwrap();
+        let back = next_of(&mut ws, "state").await;
+        assert_eq!(back["state"], "FOLLOWING_LIVESTREAM", "{back}");
     }
 }

@@ -225,6 +225,15 @@ pub struct Hub {
     latency: Mutex<LatencyBoard>,
     /// The last display command of each name (sent to clients on connect).
     display: Mutex<BTreeMap<String, Arc<str>>>,
+    /// Group replay channels read on a subscription of their own (see
+    /// [`Hub::feed`]), and whether it is subscribed yet.
+    feeds: Mutex<HashMap<String, Feed>>,
+}
+
+/// A channel's own subscription.
+struct Feed {
+    task: tokio::task::JoinHandle<()>,
+    live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -255,6 +264,7 @@ impl Hub {
             ops_log: Mutex::new(OpsLog::default()),
             latency: Mutex::new(LatencyBoard::default()),
             display: Mutex::new(BTreeMap::new()),
+            feeds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -288,6 +298,40 @@ impl Hub {
             tasks.push(tokio::spawn(ops_loop(self.clone(), sub)));
         }
         Ok(tasks)
+    }
+
+    /// Read group replay `id` on a subscription of its own. A replay the
+    /// channels service runs as a JetStream push consumer (`jetstream_native`)
+    /// delivers its messages under their stored subjects
+    /// (`tspi.<type>.<sensor>`), which the `tspi.channel.>` reader cannot
+    /// place; on its own subscription every message is the channel's. The
+    /// wildcard reader leaves the channel once this one is subscribed.
+    pub fn feed(self: &Arc<Hub>, id: &ChannelId) {
+        let key = id.to_string();
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if feeds.contains_key(&key) {
+            return;
+        }
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hub, subject, channel, flag) = (self.clone(), id.subject(), id.clone(), live.clone());
+        let task = tokio::spawn(async move {
+            let Ok(sub) = hub.nats.subscribe(subject).await else {
+                return; // the connection is closing
+            };
+            let _ = hub.nats.flush().await;
+            flag.store(true, Relaxed);
+            telemetry_loop(hub, sub, Some(channel)).await;
+        });
+        feeds.insert(key, Feed { task, live });
+    }
+
+    /// Whether channel `key` is read on a subscription of its own.
+    fn fed(&self, key: &str) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|f| f.live.load(Relaxed))
     }
 
     /// The channel `id`, made on first use.
@@ -505,6 +549,7 @@ async fn telemetry_loop(
                 // only channel ids are channels.
                 match ChannelId::parse(rest) {
                     Ok(ChannelId::Livestream) | Err(_) => continue,
+                    Ok(_) if hub.fed(rest) => continue,
                     Ok(id) => id,
                 }
             }
@@ -544,11 +589,21 @@ async fn tick_loop(hub: Arc<Hub>) {
         hub.channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, c| {
+            .retain(|key, c| {
                 let stopped = c.stopped_ms.load(Relaxed);
-                stopped == 0
+                let keep = stopped == 0
                     || now.saturating_sub(stopped) < linger
-                    || c.frames.receiver_count() > 0
+                    || c.frames.receiver_count() > 0;
+                if !keep
+                    && let Some(f) = hub
+                        .feeds
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(key)
+                {
+                    f.task.abort();
+                }
+                keep
             });
         // The roster's expiry, once a second.
         roster_every += 1;
@@ -588,6 +643,7 @@ async fn ops_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
                     ));
                     if let Ok(id) = ChannelId::parse(&s.channel_id) {
                         hub.channel(&id).stopped_ms.store(0, Relaxed);
+                        hub.feed(&id);
                     }
                     Some(Event::Control {
                         action: "GroupReplayStart".into(),
