@@ -32,6 +32,9 @@
 //! receipt of a frame after the first client's receipt of the same frame
 //! (the fan-out spread).
 //!
+//! `-- --trail-s N` runs the hub with `[console] trail_s = N` (default
+//! 60): the trails make the snapshots, and the snapshots the memory.
+//!
 //! The hub limits connections per source address (64, `HttpLimits`); the
 //! clients bind to 127.0.0.2, 127.0.0.3, ... (50 each) to stay under it.
 
@@ -463,6 +466,18 @@ fn main() {
         plan.slow,
         plan.phase.as_secs_f64()
     );
+    // `--trail-s N`: the hub's `[console] trail_s` (default 60), which sets
+    // the snapshots' size.
+    let args: Vec<String> = std::env::args().collect();
+    let trail_s: Option<u64> = args
+        .iter()
+        .position(|a| a == "--trail-s")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    if let Some(t) = trail_s {
+        std::fs::write(config.path(), format!("[console]\ntrail_s = {t}\n")).expect("config");
+        println!("hub: [console] trail_s = {t}");
+    }
     let server = NatsServer::start().expect("nats-server (run ./scripts/setup)");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let hub = HubProcess {
@@ -472,6 +487,11 @@ fn main() {
             .arg("--listen")
             .arg(addr.to_string())
             .args(["--duration-s", "300"])
+            .args(
+                trail_s
+                    .iter()
+                    .flat_map(|_| ["--config".as_ref(), config.path().as_os_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
