@@ -2,9 +2,9 @@
 //! client, and what clients that never read do to the others.
 //!
 //! `cargo bench --bench console` (about 70 s); `cargo test --benches` runs
-//! a smoke form (20 tracks, 5 clients, 0.7 s phases, about 5 s) that checks every
-//! client got its snapshot and frames in phases A and B, and none was cut
-//! off.
+//! a smoke form (20 tracks, 5 clients, 0.7 s phases, about 5 s) that
+//! checks counts: every client got its snapshot and frames and was not cut
+//! off, and frames of phases A and B reached the clients.
 //!
 //! One real nats-server; the hub is the `tspi console serve` binary as its
 //! own process (shipped defaults: the console's track tables, 10 Hz tick,
@@ -690,17 +690,20 @@ fn main() {
         }
     }
 
-    // The smoke run's checks: counts, never timings.
+    // The smoke run's checks: counts, never timings (a client that fell
+    // behind on a loaded runner may skip a phase's frames for a snapshot).
     assert!(published > 0);
     assert!(pa.frames() > 0.0, "frames were sent in phase A");
+    for (name, from, to) in [("A", pa.from_ms, pa.to_ms), ("B", pb.from_ms, pb.to_ms)] {
+        assert!(
+            seen.iter()
+                .any(|s| s.frames.iter().any(|(ms, _)| (from..to).contains(ms))),
+            "frames of phase {name} reached the clients"
+        );
+    }
     for (i, s) in seen.iter().enumerate() {
         assert!(s.snapshots >= 1, "client {i} got its snapshot");
-        for (name, from, to) in [("A", pa.from_ms, pa.to_ms), ("B", pb.from_ms, pb.to_ms)] {
-            assert!(
-                s.frames.iter().any(|(ms, _)| (from..to).contains(ms)),
-                "client {i} got frames in phase {name}"
-            );
-        }
+        assert!(!s.frames.is_empty(), "client {i} got frames");
         assert!(s.bye.is_none(), "client {i} was cut off: {:?}", s.bye);
     }
 }
