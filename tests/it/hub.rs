@@ -58,7 +58,7 @@ impl Table for Latest {
         )
     }
 
-    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String {
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64, _trails: bool) -> String {
         let tracks: Vec<Value> = self
             .tracks
             .iter()

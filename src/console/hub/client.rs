@@ -180,9 +180,10 @@ impl Watching {
         }
     }
 
-    /// A snapshot of the channel; later frames continue from it.
-    async fn snapshot(&mut self, conn: &mut Conn) -> Result<(), Cut> {
-        let (seq, text) = self.channel.snapshot(now_ms());
+    /// A snapshot of the channel (with its trails when `trails`); later
+    /// frames continue from it.
+    async fn snapshot(&mut self, conn: &mut Conn, trails: bool) -> Result<(), Cut> {
+        let (seq, text) = self.channel.snapshot(now_ms(), trails);
         self.seq = seq;
         conn.hub.stats.snapshots_sent.fetch_add(1, Relaxed);
         conn.text(text).await
@@ -205,7 +206,10 @@ impl Watching {
             .stats
             .frames_skipped
             .fetch_add(f.seq - self.seq - 1, Relaxed);
-        self.snapshot(conn).await
+        // Without trails: the client has them up to where it fell behind,
+        // and a snapshot the size of a frame does not make a slow client
+        // slower (with trails, a storm of them fed itself).
+        self.snapshot(conn, false).await
     }
 }
 
@@ -327,7 +331,7 @@ impl Client {
                         // The channel was dropped: follow its successor.
                         let id = watching.channel.id.clone();
                         *watching = Watching::new(&self.hub, &id);
-                        watching.snapshot(conn).await?;
+                        watching.snapshot(conn, true).await?;
                     } else {
                         watching.newest(conn).await?;
                     }
@@ -362,7 +366,7 @@ impl Client {
         if channel != watching.channel.id || watching.seq == 0 {
             *watching = Watching::new(&self.hub, &channel);
             self.hub.moved(self.id, &channel);
-            watching.snapshot(conn).await?;
+            watching.snapshot(conn, true).await?;
         }
         self.announce().await;
         Ok(())

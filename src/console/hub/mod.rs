@@ -28,6 +28,7 @@ pub mod protocol;
 
 use crate::channels::message::{ChannelId, Ctrl, Heartbeat};
 use crate::http::{HttpLimits, HttpStats};
+use axum::extract::ws::Utf8Bytes;
 use protocol::{Event, OpsLog, Percentiles, Roster, RosterEntry};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,8 +44,9 @@ pub trait Table: Send + 'static {
     fn ingest(&mut self, now_ms: u64, body: &[u8]) -> Result<(), String>;
     /// The changes since the last tick as a `frame` message, if any.
     fn tick_json(&mut self, channel_id: &str, now_ms: u64) -> Option<String>;
-    /// Every track as a `snapshot` message.
-    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String;
+    /// Every track as a `snapshot` message; their trails only when
+    /// `trails` (a client that skipped frames keeps the trails it has).
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64, trails: bool) -> String;
     /// Tracks in the table.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -70,8 +72,14 @@ impl Table for super::tracks::TrackTable {
             .map(|f| serde_json::to_string(&f).expect("frames serialize"))
     }
 
-    fn snapshot_json(&self, _channel_id: &str, now_ms: u64) -> String {
-        serde_json::to_string(&self.snapshot(now_ms)).expect("snapshots serialize")
+    fn snapshot_json(&self, _channel_id: &str, now_ms: u64, trails: bool) -> String {
+        let mut snap = self.snapshot(now_ms);
+        if !trails {
+            for t in &mut snap.tracks {
+                t.trail = None;
+            }
+        }
+        serde_json::to_string(&snap).expect("snapshots serialize")
     }
 
     fn len(&self) -> usize {
@@ -173,6 +181,9 @@ pub struct Channel {
     frames: watch::Sender<Option<Arc<Encoded>>>,
     /// When the replay behind it stopped (ms since epoch), if it did.
     stopped_ms: AtomicU64,
+    /// The last snapshot rendered, without and with trails, and the frame
+    /// each is current to.
+    snapshots: Mutex<[Option<(u64, Utf8Bytes)>; 2]>,
 }
 
 /// A frame serialized once for every client.
@@ -180,16 +191,31 @@ pub struct Channel {
 pub struct Encoded {
     /// Frames of this channel so far; a client that sees a gap skipped one.
     pub seq: u64,
-    pub text: axum::extract::ws::Utf8Bytes,
+    pub text: Utf8Bytes,
 }
 
 impl Channel {
-    fn snapshot(&self, now_ms: u64) -> (u64, String) {
+    /// The channel's snapshot and the frame it is current to. Rendered at
+    /// most once per frame and kind, and shared: when many clients need one
+    /// at once (connecting together, or falling behind together) the table
+    /// is serialized once, not once each.
+    fn snapshot(&self, now_ms: u64, trails: bool) -> (u64, Utf8Bytes) {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         // The sequence read under the table's lock: the snapshot holds
         // every frame up to it.
         let seq = self.frames.borrow().as_ref().map_or(0, |f| f.seq);
-        (seq, table.snapshot_json(&self.id.to_string(), now_ms))
+        let mut cache = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut cache[usize::from(trails)];
+        if let Some((at, text)) = slot
+            && *at == seq
+        {
+            return (seq, text.clone());
+        }
+        let text: Utf8Bytes = table
+            .snapshot_json(&self.id.to_string(), now_ms, trails)
+            .into();
+        *slot = Some((seq, text.clone()));
+        (seq, text)
     }
 }
 
@@ -346,6 +372,7 @@ impl Hub {
                     table: Mutex::new((self.make_table)(id)),
                     frames: watch::channel(None).0,
                     stopped_ms: AtomicU64::new(0),
+                    snapshots: Mutex::new([None, None]),
                 })
             })
             .clone()
@@ -812,8 +839,11 @@ pub async fn serve(
     let router = client::router(hub.clone());
     // WebSocket connections live long: the idle timeout is longer than
     // the ping interval, which keeps a healthy connection busy.
+    // No share per address below the client limit: behind a reverse
+    // proxy every browser comes from one address.
     let limits = HttpLimits {
         connections_max: hub.opts.clients_max + 64,
+        connections_per_peer_max: hub.opts.clients_max + 64,
         idle_timeout: Duration::from_secs(60).max(hub.opts.ping_interval * 4),
         ..HttpLimits::METRICS
     };
