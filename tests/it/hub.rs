@@ -58,7 +58,7 @@ impl Table for Latest {
         )
     }
 
-    fn snapshot_json(&self, channel_id: &str, now_ms: u64, _trails: bool) -> String {
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String {
         let tracks: Vec<Value> = self
             .tracks
             .iter()
@@ -766,6 +766,25 @@ async fn the_binary_serves_tracks_at_their_wgs84_positions() {
     let miss = ((gx - x).powi(2) + (gy - y).powi(2) + (gz - z).powi(2)).sqrt();
     assert!(miss < 0.02, "{miss} m from the fix: {v}");
     assert_eq!(t["time_s"], 1.0 * 100.0);
+    // A client connecting now gets the track in its snapshot, without a
+    // trail, and the trail in a `trails` message after it.
+    let mut late = connect(addr, "client_id=late").await;
+    let snap = next_of(&mut late, "snapshot").await;
+    assert_eq!(snap["tracks"][0]["sensor_id"], 4242, "{snap}");
+    assert!(snap["tracks"][0].get("trail").is_none(), "{snap}");
+    let trails = next(&mut late).await;
+    assert_eq!(
+        trails["type"], "trails",
+        "right after the snapshot: {trails}"
+    );
+    assert_eq!(trails["tracks"][0]["id"], "4242:geocentric");
+    let p = &trails["tracks"][0]["trail"][0];
+    assert_eq!(p[3], 100.0, "{trails}");
+    assert!(
+        (p[0].as_f64().unwrap() - truth.lat_deg).abs() < 1e-6,
+        "{trails}"
+    );
+    drop(late);
     // The hub's own metrics, on its own port.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -778,8 +797,10 @@ async fn the_binary_serves_tracks_at_their_wgs84_positions() {
         out.contains("tspi_console_tracks{channel=\"livestream\"} 1\n"),
         "{out}"
     );
+    // The late client may not have been seen leaving yet.
     assert!(
-        out.contains("tspi_console_clients{channel=\"livestream\"} 1\n"),
+        out.contains("tspi_console_clients{channel=\"livestream\"} 1\n")
+            || out.contains("tspi_console_clients{channel=\"livestream\"} 2\n"),
         "{out}"
     );
     let _ = child.kill();

@@ -183,10 +183,14 @@ impl Watching {
     /// A snapshot of the channel (with its trails when `trails`); later
     /// frames continue from it.
     async fn snapshot(&mut self, conn: &mut Conn, trails: bool) -> Result<(), Cut> {
-        let (seq, text) = self.channel.snapshot(now_ms(), trails);
+        let (seq, text, trails) = self.channel.snapshot(now_ms(), trails);
         self.seq = seq;
         conn.hub.stats.snapshots_sent.fetch_add(1, Relaxed);
-        conn.text(text).await
+        conn.text(text).await?;
+        for t in trails.iter() {
+            conn.text(t.clone()).await?;
+        }
+        Ok(())
     }
 
     /// The newest frame: sent if it follows the last one, else a snapshot.

@@ -44,15 +44,26 @@ pub trait Table: Send + 'static {
     fn ingest(&mut self, now_ms: u64, body: &[u8]) -> Result<(), String>;
     /// The changes since the last tick as a `frame` message, if any.
     fn tick_json(&mut self, channel_id: &str, now_ms: u64) -> Option<String>;
-    /// Every track as a `snapshot` message; their trails only when
-    /// `trails` (a client that skipped frames keeps the trails it has).
-    fn snapshot_json(&self, channel_id: &str, now_ms: u64, trails: bool) -> String;
+    /// Every track as a `snapshot` message, without trails.
+    fn snapshot_json(&self, channel_id: &str, now_ms: u64) -> String;
+    /// The tracks' trails as `trails` messages of at most
+    /// [`TRAIL_POINTS_PER_MESSAGE`] points each (a track's whole trail in
+    /// one), sent after the snapshot on connecting and switching.
+    fn trails_json(&self, _channel_id: &str, _now_ms: u64) -> Vec<String> {
+        Vec::new()
+    }
     /// Tracks in the table.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
+
+/// Trail points per `trails` message: about 100 KB of JSON, under a frame
+/// of 1,000 tracks, so no message a client is sent is much larger than a
+/// frame (a connection's write buffer grows to its largest message and
+/// stays: one snapshot with every trail cost ~6 MiB per client).
+pub const TRAIL_POINTS_PER_MESSAGE: usize = 1_500;
 
 /// Makes the table of a channel the hub meets for the first time.
 pub type TableFactory = Arc<dyn Fn(&ChannelId) -> Box<dyn Table> + Send + Sync>;
@@ -72,14 +83,41 @@ impl Table for super::tracks::TrackTable {
             .map(|f| serde_json::to_string(&f).expect("frames serialize"))
     }
 
-    fn snapshot_json(&self, _channel_id: &str, now_ms: u64, trails: bool) -> String {
+    fn snapshot_json(&self, _channel_id: &str, now_ms: u64) -> String {
         let mut snap = self.snapshot(now_ms);
-        if !trails {
-            for t in &mut snap.tracks {
-                t.trail = None;
-            }
+        for t in &mut snap.tracks {
+            t.trail = None;
         }
         serde_json::to_string(&snap).expect("snapshots serialize")
+    }
+
+    fn trails_json(&self, channel_id: &str, now_ms: u64) -> Vec<String> {
+        let snap = self.snapshot(now_ms);
+        let mut out = Vec::new();
+        let mut chunk: Vec<serde_json::Value> = Vec::new();
+        let mut points = 0;
+        let flush = |chunk: &mut Vec<serde_json::Value>, out: &mut Vec<String>| {
+            if !chunk.is_empty() {
+                out.push(
+                    serde_json::json!({"type": "trails", "channel_id": channel_id,
+                        "server_time_ms": now_ms, "tracks": std::mem::take(chunk)})
+                    .to_string(),
+                );
+            }
+        };
+        for t in snap.tracks {
+            let Some(trail) = t.trail.filter(|tr| !tr.is_empty()) else {
+                continue;
+            };
+            if points + trail.len() > TRAIL_POINTS_PER_MESSAGE {
+                flush(&mut chunk, &mut out);
+                points = 0;
+            }
+            points += trail.len();
+            chunk.push(serde_json::json!({"id": t.id, "trail": trail}));
+        }
+        flush(&mut chunk, &mut out);
+        out
     }
 
     fn len(&self) -> usize {
@@ -181,9 +219,7 @@ pub struct Channel {
     frames: watch::Sender<Option<Arc<Encoded>>>,
     /// When the replay behind it stopped (ms since epoch), if it did.
     stopped_ms: AtomicU64,
-    /// The last snapshot rendered, without and with trails, and the frame
-    /// each is current to.
-    snapshots: Mutex<[Option<(u64, Utf8Bytes)>; 2]>,
+    snapshots: Mutex<SnapshotCache>,
 }
 
 /// A frame serialized once for every client.
@@ -195,28 +231,50 @@ pub struct Encoded {
 }
 
 impl Channel {
-    /// The channel's snapshot and the frame it is current to. Rendered at
-    /// most once per frame and kind, and shared: when many clients need one
-    /// at once (connecting together, or falling behind together) the table
-    /// is serialized once, not once each.
-    fn snapshot(&self, now_ms: u64, trails: bool) -> (u64, Utf8Bytes) {
+    /// The channel's snapshot (without trails) and the frame it is current
+    /// to, and with `trails` its `trails` messages. Rendered at most once
+    /// per frame, and shared: when many clients need one at once
+    /// (connecting together, or falling behind together) the table is
+    /// serialized once, not once each.
+    fn snapshot(&self, now_ms: u64, trails: bool) -> (u64, Utf8Bytes, Arc<[Utf8Bytes]>) {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         // The sequence read under the table's lock: the snapshot holds
         // every frame up to it.
         let seq = self.frames.borrow().as_ref().map_or(0, |f| f.seq);
+        let id = self.id.to_string();
         let mut cache = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut cache[usize::from(trails)];
-        if let Some((at, text)) = slot
-            && *at == seq
-        {
-            return (seq, text.clone());
+        let snap = match &cache.snapshot {
+            Some((at, text)) if *at == seq => text.clone(),
+            _ => {
+                let text: Utf8Bytes = table.snapshot_json(&id, now_ms).into();
+                cache.snapshot = Some((seq, text.clone()));
+                text
+            }
+        };
+        if !trails {
+            return (seq, snap, Arc::from(Vec::new()));
         }
-        let text: Utf8Bytes = table
-            .snapshot_json(&self.id.to_string(), now_ms, trails)
-            .into();
-        *slot = Some((seq, text.clone()));
-        (seq, text)
+        let trails = match &cache.trails {
+            Some((at, t)) if *at == seq => t.clone(),
+            _ => {
+                let t: Arc<[Utf8Bytes]> = table
+                    .trails_json(&id, now_ms)
+                    .into_iter()
+                    .map(Utf8Bytes::from)
+                    .collect();
+                cache.trails = Some((seq, t.clone()));
+                t
+            }
+        };
+        (seq, snap, trails)
     }
+}
+
+/// A channel's last snapshot and trails, and the frame each is current to.
+#[derive(Default)]
+struct SnapshotCache {
+    snapshot: Option<(u64, Utf8Bytes)>,
+    trails: Option<(u64, Arc<[Utf8Bytes]>)>,
 }
 
 /// A connected client as the hub sees it.
@@ -372,7 +430,7 @@ impl Hub {
                     table: Mutex::new((self.make_table)(id)),
                     frames: watch::channel(None).0,
                     stopped_ms: AtomicU64::new(0),
-                    snapshots: Mutex::new([None, None]),
+                    snapshots: Mutex::new(SnapshotCache::default()),
                 })
             })
             .clone()
