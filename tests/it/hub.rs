@@ -786,13 +786,8 @@ async fn the_binary_serves_tracks_at_their_wgs84_positions() {
     );
     drop(late);
     // The hub's own metrics, on its own port.
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let out =
+        crate::metrics::http(addr, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(
         out.contains("tspi_console_tracks{channel=\"livestream\"} 1\n"),
         "{out}"

@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// One request on a fresh connection; the whole response (the server
 /// closes after it).
-async fn http(addr: std::net::SocketAddr, request: &str) -> String {
+pub(crate) async fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr)
         .await
         .expect("connect to /metrics server");

@@ -265,28 +265,17 @@ async fn ingest_archive_and_channels_in_one_process() {
     }
 
     // SIGTERM: one drained stop, every role's account, exit 0.
-    let mut child = running.0.take().unwrap();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not
-    // reaped, with a valid signal number.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    let child = running.0.take().unwrap();
+    let err = sigterm_with_accounts(
+        child,
+        &log,
+        &[
+            "tspi ingest: final account",
+            "tspi archive: final account",
+            "tspi channels: final account",
+        ],
     )
-    .await
-    .expect("stopped within 60 s of SIGTERM")
-    .unwrap();
-    // Let the readers take the last lines.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let err = log();
-    assert!(status.success(), "{status:?}\n{err}");
-    for account in [
-        "tspi ingest: final account",
-        "tspi archive: final account",
-        "tspi channels: final account",
-    ] {
-        assert!(err.contains(account), "{account} in:\n{err}");
-    }
+    .await;
     assert!(!err.contains("UNBALANCED"), "{err}");
     let out = stdout.lock().unwrap().clone();
     let last = out
@@ -481,27 +470,17 @@ async fn the_console_is_a_role_of_tspi_run() {
 
     // SIGTERM: one drained stop, the console's account too, exit 0; the
     // browser's connection ends.
-    let mut child = running.0.take().unwrap();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not
-    // reaped, with a valid signal number.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    let child = running.0.take().unwrap();
+    let err = sigterm_with_accounts(
+        child,
+        &log,
+        &[
+            "tspi ingest: final account",
+            "tspi channels: final account",
+            "tspi console: final account",
+        ],
     )
-    .await
-    .expect("stopped within 60 s of SIGTERM")
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let err = log();
-    assert!(status.success(), "{status:?}\n{err}");
-    for account in [
-        "tspi ingest: final account",
-        "tspi channels: final account",
-        "tspi console: final account",
-    ] {
-        assert!(err.contains(account), "{account} in:\n{err}");
-    }
+    .await;
     assert!(
         err.contains("tspi run: stopped ingest, channels, console (every role cleanly)"),
         "{err}"
@@ -643,4 +622,32 @@ fn a_role_that_fails_makes_the_exit_status_non_zero() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("tspi archive: failed"), "{err}");
     assert!(err.contains("FAILED"), "{err}");
+}
+
+/// SIGTERM to `tspi run`: it stops within 60 s with exit 0 and prints each
+/// of `accounts`; returns its log (`log()` once the readers took the last
+/// lines).
+async fn sigterm_with_accounts(
+    mut child: std::process::Child,
+    log: &impl Fn() -> String,
+    accounts: &[&str],
+) -> String {
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // reaped, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("stopped within 60 s of SIGTERM")
+    .unwrap();
+    // Let the readers take the last lines.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = log();
+    assert!(status.success(), "{status:?}\n{err}");
+    for account in accounts {
+        assert!(err.contains(account), "{account} in:\n{err}");
+    }
+    err
 }
