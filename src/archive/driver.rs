@@ -21,13 +21,14 @@ use super::proto::{
     AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
 };
 use super::report::{self, ArchiveCounts, Lag};
+use super::reporting::{self, AbortOnDrop};
 use super::{AckMode, ArchiveConfig};
 use crate::config::{Config, ConfigError, Machine, Role};
 use crate::jetstream::{
     Existing, STREAM_OPS, STREAM_TELEMETRY, ensure_stream_with, ops_stream, telemetry_required,
     telemetry_stream,
 };
-use crate::metrics::{Exposition, hostname, new_latency_histogram, serve_exposition};
+use crate::metrics::{Exposition, new_latency_histogram};
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
@@ -96,7 +97,7 @@ pub enum ArchiveError {
 pub use crate::contract::names::OPS_SUBJECTS_ARCHIVED as OPS_SUBJECTS;
 
 /// The stream a batcher of this kind reads.
-fn stream_name(kind: Kind) -> &'static str {
+pub(super) fn stream_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Telemetry => STREAM_TELEMETRY,
         Kind::Ops => STREAM_OPS,
@@ -119,7 +120,7 @@ pub struct StreamProgress {
     /// Messages whose acks were handed to the connection.
     pub acked: AtomicU64,
     /// What the consumer owes as of the last poll of its info (every
-    /// [`LAG_POLL_INTERVAL`]): the server's count of messages not yet
+    /// [`LAG_POLL_INTERVAL`](crate::archive::LAG_POLL_INTERVAL)): the server's count of messages not yet
     /// acknowledged (`num_pending + num_ack_pending`) plus the messages
     /// acked before the request (which the server had seen: acks and the
     /// request share the connection, in order). Minus what is committed
@@ -131,7 +132,7 @@ pub struct StreamProgress {
 impl StreamProgress {
     /// Lag at `now_unix_us`: messages not yet archived, from the server's
     /// count for the consumer (see [`Self::owed`]; messages that arrived
-    /// since the last poll, at most [`LAG_POLL_INTERVAL`] ago, are not in
+    /// since the last poll, at most [`LAG_POLL_INTERVAL`](crate::archive::LAG_POLL_INTERVAL) ago, are not in
     /// it yet) less what was committed since.
     /// Until the server answered, an estimate from the deliveries: the
     /// pending count in the last one's reply subject, which goes stale as
@@ -212,7 +213,7 @@ impl Stats {
         self.counts.load()
     }
 
-    fn progress(&self, kind: Kind) -> &StreamProgress {
+    pub(super) fn progress(&self, kind: Kind) -> &StreamProgress {
         match kind {
             Kind::Telemetry => &self.telemetry,
             Kind::Ops => &self.ops,
@@ -228,7 +229,7 @@ pub struct Account {
     pub abandoned_batches: u64,
 }
 
-fn now_unix_us() -> i64 {
+pub(super) fn now_unix_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -827,12 +828,12 @@ pub async fn run_reporting(
         durables.push((Kind::Ops, a.durable_ops.clone()));
     }
     // Ends with this function, however it returns.
-    let _lag_poll = AbortOnDrop(tokio::spawn(lag_poll_loop(
+    let _lag_poll = AbortOnDrop(tokio::spawn(reporting::lag_poll_loop(
         js.clone(),
         durables,
         stats.clone(),
     )));
-    let reporter = tokio::spawn(report_loop(
+    let reporter = tokio::spawn(reporting::report_loop(
         cfg.clone(),
         client.clone(),
         stats.clone(),
@@ -874,141 +875,6 @@ pub async fn run_reporting(
         counters: stats.counters(),
         abandoned_batches: abandoned,
     })
-}
-
-/// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// How often the archive asks the server how many messages each consumer
-/// has not acknowledged (its lag).
-pub const LAG_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Every [`LAG_POLL_INTERVAL`], each consumer's info from the server into
-/// its [`StreamProgress`]: the lag operators see is the server's count, not
-/// an estimate from the last delivery (which stops moving when the archive
-/// stops pulling, in a PostgreSQL outage). A failed poll leaves the last
-/// value; the next one retries.
-async fn lag_poll_loop(js: jetstream::Context, durables: Vec<(Kind, String)>, stats: Arc<Stats>) {
-    let mut tick = tokio::time::interval(LAG_POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut streams: Vec<Option<jetstream::stream::Stream>> = vec![None; durables.len()];
-    loop {
-        tick.tick().await;
-        for ((kind, durable), stream) in durables.iter().zip(streams.iter_mut()) {
-            let progress = stats.progress(*kind);
-            let acked = progress.acked.load(Relaxed);
-            let ask = async {
-                if stream.is_none() {
-                    *stream = Some(js.get_stream(stream_name(*kind)).await.ok()?);
-                }
-                stream.as_ref()?.consumer_info(durable).await.ok()
-            };
-            let Ok(Some(info)) = tokio::time::timeout(LAG_POLL_INTERVAL * 2, ask).await else {
-                continue;
-            };
-            let unacked = info.num_pending + info.num_ack_pending as u64;
-            progress.owed.store(unacked + acked, Relaxed);
-            progress.server_known.store(true, Relaxed);
-        }
-    }
-}
-
-/// The archive's Prometheus text now, from the live counters.
-fn render_live(stats: &Stats) -> String {
-    // Histograms first, counters after: a batch is counted before its
-    // commit time is recorded, so no count exceeds its counter.
-    let commit = stats.commit.lock().unwrap_or_else(|e| e.into_inner());
-    let counters = stats.counters();
-    let now_us = now_unix_us();
-    report::render_prometheus_at(
-        &counters,
-        stats.telemetry.lag(now_us),
-        stats.ops.lag(now_us),
-        &commit.cumulative,
-    )
-}
-
-async fn report_loop(
-    cfg: Config,
-    client: async_nats::Client,
-    stats: Arc<Stats>,
-    json: bool,
-    prometheus: Option<Exposition>,
-    mut done: watch::Receiver<bool>,
-) {
-    let m = &cfg.metrics;
-    let live = {
-        let stats = stats.clone();
-        move || render_live(&stats)
-    };
-    match (prometheus, m.addr) {
-        (Some(shared), _) => shared.register(live),
-        (None, Some(addr)) => {
-            // Serving its own endpoint, the archive also shows the
-            // process's NATS counters (`tspi run` registers them once for
-            // every role).
-            let exposition = Exposition::new();
-            exposition.register(live);
-            exposition.register(crate::nats::render_prometheus);
-            match serve_exposition(addr, exposition).await {
-                Ok((bound, _task)) => tracing::info!(%bound, "prometheus /metrics"),
-                Err(e) => tracing::error!(%addr, error = %e, "cannot serve /metrics"),
-            }
-        }
-        (None, None) => {}
-    }
-    let host = hostname();
-    let mut previous = ArchiveCounts::default();
-    let mut previous_unix_ms = (now_unix_us() / 1000) as u64;
-    let mut previous_mono = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(m.interval_s));
-    tick.tick().await;
-    loop {
-        let last = tokio::select! {
-            _ = tick.tick() => false,
-            _ = done.wait_for(|d| *d) => true,
-        };
-        let (interval, cumulative) = {
-            let mut h = stats.commit.lock().unwrap_or_else(|e| e.into_inner());
-            let interval = std::mem::replace(&mut h.interval, new_latency_histogram());
-            (interval, h.cumulative.clone())
-        };
-        let counters = stats.counters();
-        let now_us = now_unix_us();
-        let r = report::Report {
-            start_unix_ms: previous_unix_ms,
-            at_unix_ms: (now_us / 1000) as u64,
-            interval_s: previous_mono.elapsed().as_secs_f64(),
-            counters,
-            delta: counters.delta_since(&previous),
-            telemetry_lag: stats.telemetry.lag(now_us),
-            ops_lag: stats.ops.lag(now_us),
-            commit: &interval,
-            commit_cumulative: &cumulative,
-        };
-        tracing::info!("{}", report::render_log_line(&r));
-        if json {
-            println!("{}", report::render_json_line(&r));
-        }
-        if m.nats_snapshot {
-            let (subject, body) = report::snapshot_message(&r, &host);
-            if let Err(e) = client.publish(subject, body.into()).await {
-                tracing::warn!(error = %e, "metrics snapshot not published");
-            }
-        }
-        if last {
-            return;
-        }
-        previous = counters;
-        previous_unix_ms = r.at_unix_ms;
-        previous_mono = Instant::now();
-    }
 }
 
 /// The archiver running as a task of the current runtime (tests, bench).

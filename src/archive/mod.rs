@@ -37,10 +37,12 @@ pub mod db;
 pub mod driver;
 pub mod proto;
 pub mod report;
+mod reporting;
 pub mod schema;
 
 pub use driver::{Account, ArchiveError, Handle, Stats, run, run_reporting};
 /// The pure decoders and the COPY writer, where they always were.
 pub use proto::{copy, rows};
+pub use reporting::LAG_POLL_INTERVAL;
 
 pub use config::{AckMode, ArchiveConfig, BATCH_LEN_LIMIT, BATCHES_IN_FLIGHT_LIMIT, Partitioning};
