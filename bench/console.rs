@@ -52,6 +52,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tspi::codec::Frame;
 use tspi::message::{RecvTime, utc_day_ticks};
 use tspi_testkit::harness::NatsServer;
+use tspi_testkit::proc::cpu_seconds;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -126,18 +127,6 @@ struct Sample {
     events_sent: f64,
     slow_disconnects: f64,
     connected: f64,
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // utime and stime: the 14th and 15th fields, after the command name.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
 }
 
 /// `VmRSS` (now) or `VmHWM` (peak) of a process, KiB.

@@ -45,6 +45,7 @@ use tspi::message::{self, RecvTime};
 use tspi::send::DatagramSender;
 use tspi_loadgen::Pacer;
 use tspi_testkit::harness::NatsServer;
+use tspi_testkit::proc::cpu_seconds;
 // Datagram i is sensor `i % SENSORS` at tick `i / SENSORS`; `index_of`
 // inverts a message id.
 use tspi_testkit::frames::{frame, index_of};
@@ -145,19 +146,6 @@ fn latency_line(h: &Histogram<u64>) -> String {
         h.max() as f64 / 1e6,
         h.len()
     )
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the line.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
 }
 
 /// CPU seconds per thread name of a process (threads of one name summed).

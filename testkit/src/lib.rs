@@ -6,9 +6,11 @@
 //!   processes on loopback, each in a temporary directory;
 //! - [`frames`]: one deterministic `frame(i)` and one seeded generator;
 //! - [`arb`]: property-test strategies for frames;
-//! - [`skip`]: probes for what a machine may lack, and loud skips.
+//! - [`skip`]: probes for what a machine may lack, and loud skips;
+//! - [`proc`]: what a bench reads of a process from `/proc`.
 
 pub mod arb;
 pub mod frames;
 pub mod harness;
+pub mod proc;
 pub mod skip;

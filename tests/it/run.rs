@@ -101,6 +101,22 @@ fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
 /// Kills the child if the test fails before it stops it.
 struct Running(Option<Child>);
 
+/// `tspi run --json --config <path>`, its stdout and stderr collected as
+/// they come.
+fn spawn_run(path: &std::path::Path) -> (Running, Arc<Mutex<String>>, Arc<Mutex<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--json", "--config"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    (Running(Some(child)), stdout, stderr)
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(c) = &mut self.0 {
@@ -148,17 +164,7 @@ async fn ingest_archive_and_channels_in_one_process() {
     )
     .unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
-        .args(["run", "--json", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let mut running = Running(Some(child));
+    let (mut running, stdout, stderr) = spawn_run(&path);
     let log = || stderr.lock().unwrap().clone();
 
     // Receiving once ingest has reported (its reporter starts after the
@@ -380,17 +386,7 @@ async fn the_console_is_a_role_of_tspi_run() {
     );
 
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
-        .args(["run", "--json", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    let mut running = Running(Some(child));
+    let (mut running, stdout, stderr) = spawn_run(&path);
     let log = || stderr.lock().unwrap().clone();
 
     // A browser on [console] listen: hello, then a snapshot.

@@ -331,12 +331,11 @@ proptest! {
     }
 }
 
-/// A drain that cannot finish (the server never answers) gives up at the
-/// drain timeout and counts everything in hand and in the rings as failed.
-#[test]
-fn drain_timeout_fails_what_is_left() {
+/// A machine of flow `flow` (2 batches outstanding, up to 100 frames, a
+/// 200 ms ack timeout) that drains for `drain`.
+fn machine(flow: u16, drain: Duration) -> FastBatcher<SimFrame> {
     let cfg = FastConfig {
-        flow: 4,
+        flow,
         ack_interval: Duration::ZERO,
         outstanding: 2,
         batch_len_max: 100,
@@ -346,8 +345,14 @@ fn drain_timeout_fails_what_is_left() {
         stream: "SIM".into(),
     };
     let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
-    let mut m =
-        FastBatcher::<SimFrame>::new(PREFIX.into(), cfg, backoff, Duration::from_secs(1), 0);
+    FastBatcher::<SimFrame>::new(PREFIX.into(), cfg, backoff, drain, 0)
+}
+
+/// A drain that cannot finish (the server never answers) gives up at the
+/// drain timeout and counts everything in hand and in the rings as failed.
+#[test]
+fn drain_timeout_fails_what_is_left() {
+    let mut m = machine(4, Duration::from_secs(1));
     assert_eq!(m.poll_event(), Some(Event::StreamPositionWanted));
     m.handle_stream_position(None);
     assert!(m.wants_frame());
@@ -567,19 +572,7 @@ fn lossy_server_shrinks_the_flow_and_finishes_within_the_window() {
 /// up to the configured flow.
 #[test]
 fn failed_batches_halve_the_flow_and_commits_restore_it() {
-    let cfg = FastConfig {
-        flow: 8,
-        ack_interval: Duration::ZERO,
-        outstanding: 2,
-        batch_len_max: 100,
-        batch_age_max: Duration::from_millis(50),
-        idle_commit: Duration::from_millis(5),
-        ack_timeout: Duration::from_millis(200),
-        stream: "SIM".into(),
-    };
-    let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
-    let mut m =
-        FastBatcher::<SimFrame>::new(PREFIX.into(), cfg, backoff, Duration::from_secs(60), 0);
+    let mut m = machine(8, Duration::from_secs(60));
     let (mut now, mut next_idx) = (0, 0);
     let mut opened = Vec::new();
     for i in 0..7 {
