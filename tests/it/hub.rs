@@ -706,11 +706,7 @@ async fn the_binary_serves_tracks_at_their_wgs84_positions() {
         .await
         .unwrap()
         .expect("nats-server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::kit::free_tcp_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
         .args(["console", "serve", "--nats", &nats.url()])
         .args([

@@ -429,3 +429,13 @@ pub async fn insert_telemetry_rows(db: &Client, rec: &[(RecvTime, Message, Frame
         .unwrap();
     }
 }
+
+/// A TCP port free on loopback now (bound and released: a server started
+/// next takes it).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

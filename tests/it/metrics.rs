@@ -484,11 +484,7 @@ async fn ingest_metrics_are_live_and_consistent_at_each_scrape() {
         .await
         .unwrap()
         .expect("nats-server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::kit::free_tcp_port();
     let metrics_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cfg = tspi::config::Config::default();
     cfg.nats.servers = vec![server.url()];

@@ -18,14 +18,6 @@ use tspi_testkit::harness::{NatsServer, PgCluster};
 /// How long the whole run may take at most, start to stop, on a loaded box.
 const BOUND: Duration = Duration::from_secs(120);
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

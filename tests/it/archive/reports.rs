@@ -34,11 +34,7 @@ async fn json_prometheus_and_nats_snapshot() {
     watcher.flush().await.unwrap();
     assert_eq!(publish_all(&js, &telemetry(0, N, 5)).await, N);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::kit::free_tcp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_tspi"))
         .args(["archive", "--nats", &nats.url(), "--postgres", &pg.dsn()])
         // Long enough that /metrics is still up after the snapshot wait on
