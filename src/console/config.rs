@@ -50,6 +50,99 @@ pub struct ConsoleConfig {
     /// `[[console.site]]` tables `{ sensor_id, lat_deg, lon_deg, alt_m }`.
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
+    /// The directory of the web page's files (a build of `web/`: `npm run
+    /// build` writes `web/dist`; packages install it as
+    /// `/usr/share/tspi/web`). Empty: the first of `$TSPI_WEB_DIR`,
+    /// `<executable>/../share/tspi/web`, `/usr/share/tspi/web` and the
+    /// source tree's `web/dist` that holds an `index.html`.
+    pub web_dir: String,
+    /// `[console.map]`: what the page's map shows besides the tracks.
+    pub map: MapConfig,
+}
+
+/// `[console.map]`: the range origin, its range rings, and an optional
+/// offline basemap.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MapConfig {
+    /// The range origin (degrees); both or neither. Neither: the first
+    /// `[[console.site]]`, else the centre of the first tracks seen.
+    pub origin_lat_deg: Option<f64>,
+    pub origin_lon_deg: Option<f64>,
+    /// Range rings around the origin, km.
+    pub rings_km: Vec<f64>,
+    /// A PMTiles file (raster or vector tiles) served to the page as its
+    /// basemap, with no network. Empty: no basemap (background,
+    /// graticule, origin and rings).
+    pub tiles: String,
+}
+
+/// Range rings at most.
+pub const MAP_RINGS_MAX: usize = 16;
+/// The largest range ring (km).
+pub const MAP_RING_KM_MAX: f64 = 2_000.0;
+
+impl Default for MapConfig {
+    fn default() -> Self {
+        MapConfig {
+            origin_lat_deg: None,
+            origin_lon_deg: None,
+            rings_km: vec![10.0, 25.0, 50.0, 100.0],
+            tiles: String::new(),
+        }
+    }
+}
+
+impl MapConfig {
+    fn problems(&self, p: &mut Vec<String>) {
+        match (self.origin_lat_deg, self.origin_lon_deg) {
+            (Some(lat), Some(lon)) => {
+                if !(-90.0..=90.0).contains(&lat) {
+                    p.push(format!(
+                        "console.map.origin_lat_deg = {lat}: must be -90..=90"
+                    ));
+                }
+                if !(-180.0..=180.0).contains(&lon) {
+                    p.push(format!(
+                        "console.map.origin_lon_deg = {lon}: must be -180..=180"
+                    ));
+                }
+            }
+            (None, None) => {}
+            _ => p.push(
+                "console.map: origin_lat_deg and origin_lon_deg go together (both or neither)"
+                    .into(),
+            ),
+        }
+        if self.rings_km.len() > MAP_RINGS_MAX {
+            p.push(format!(
+                "console.map.rings_km: {} rings: at most {MAP_RINGS_MAX}",
+                self.rings_km.len()
+            ));
+        }
+        for r in &self.rings_km {
+            if !(*r > 0.0 && *r <= MAP_RING_KM_MAX) {
+                p.push(format!(
+                    "console.map.rings_km: {r}: each ring must be more than 0 and at most \
+                     {MAP_RING_KM_MAX} km"
+                ));
+            }
+        }
+        if !self.tiles.is_empty() && !self.tiles.ends_with(".pmtiles") {
+            p.push(format!(
+                "console.map.tiles = {:?}: must be a PMTiles file (*.pmtiles)",
+                self.tiles
+            ));
+        }
+    }
+
+    /// The origin: the configured one, else the first site's.
+    pub fn origin(&self, sites: &[SiteConfig]) -> Option<(f64, f64)> {
+        match (self.origin_lat_deg, self.origin_lon_deg) {
+            (Some(lat), Some(lon)) => Some((lat, lon)),
+            _ => sites.first().map(|s| (s.lat_deg, s.lon_deg)),
+        }
+    }
 }
 
 /// `[[console.site]]`: where a spherical sensor stands.
@@ -90,6 +183,8 @@ impl Default for ConsoleConfig {
             allowed_origins: Vec::new(),
             operator_tokens: Vec::new(),
             sites: Vec::new(),
+            web_dir: String::new(),
+            map: MapConfig::default(),
         }
     }
 }
@@ -153,6 +248,7 @@ impl ConsoleConfig {
                 self.sites.len()
             ));
         }
+        self.map.problems(&mut p);
         let mut seen = HashMap::new();
         for (i, s) in self.sites.iter().enumerate() {
             let at = format!("console.site[{i}] (sensor_id {})", s.sensor_id);
@@ -247,6 +343,38 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[&7].lat_deg, 32.5);
         assert_eq!(m[&8].lon_deg, 20.0);
+    }
+
+    #[test]
+    fn map_section_parses_and_checks() {
+        let c = parse("").unwrap();
+        assert_eq!(c.map.rings_km, vec![10.0, 25.0, 50.0, 100.0]);
+        assert_eq!(c.map.origin(&[]), None);
+        let c = parse(
+            "[console.map]\norigin_lat_deg = 32.4\norigin_lon_deg = -106.4\n\
+             rings_km = [5]\ntiles = \"/srv/range.pmtiles\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+        assert_eq!(c.map.origin(&[]), Some((32.4, -106.4)));
+        let site = SiteConfig {
+            sensor_id: 1,
+            lat_deg: 1.0,
+            lon_deg: 2.0,
+            alt_m: 0.0,
+        };
+        let c = parse("").unwrap();
+        assert_eq!(c.map.origin(&[site]), Some((1.0, 2.0)));
+        let c = parse(
+            "[console.map]\norigin_lat_deg = 95\nrings_km = [0, 3000]\ntiles = \"x.mbtiles\"\n",
+        )
+        .unwrap();
+        let p = c.problems().join("\n");
+        for want in ["go together", "rings_km: 0", "rings_km: 3000", "x.mbtiles"] {
+            assert!(p.contains(want), "{want} not in {p}");
+        }
+        let e = parse("[console.map]\nzoom = 3\n").unwrap_err();
+        assert!(e.to_string().contains("zoom"), "{e}");
     }
 
     #[test]

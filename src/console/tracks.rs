@@ -202,6 +202,74 @@ struct TrackState {
     /// The last frame said this track is stale.
     stale_sent: bool,
     trail: VecDeque<TrailPoint>,
+    /// The latest datagram and its receive time, for [`TrackTable::detail`].
+    last: crate::codec::Frame,
+    recv_unix_us: i64,
+    rate: UpdateRate,
+    /// Server time of the first update.
+    first_ms: u64,
+}
+
+/// Updates per second of one track over the last one to two windows of
+/// [`RATE_WINDOW_MS`]: two buckets, the current and the previous.
+#[derive(Clone, Copy, Debug, Default)]
+struct UpdateRate {
+    start_ms: u64,
+    current: u32,
+    previous: u32,
+}
+
+/// The window of [`UpdateRate`].
+const RATE_WINDOW_MS: u64 = 5_000;
+
+impl UpdateRate {
+    fn roll(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.start_ms);
+        if elapsed >= 2 * RATE_WINDOW_MS {
+            (self.previous, self.current) = (0, 0);
+            self.start_ms = now_ms - now_ms % RATE_WINDOW_MS;
+        } else if elapsed >= RATE_WINDOW_MS {
+            (self.previous, self.current) = (self.current, 0);
+            self.start_ms += RATE_WINDOW_MS;
+        }
+    }
+
+    fn note(&mut self, now_ms: u64) {
+        self.roll(now_ms);
+        self.current = self.current.saturating_add(1);
+    }
+
+    /// Updates per second seen over the previous window and the current
+    /// one so far; `first_ms` (the track's first update) shortens the span
+    /// of a young track.
+    fn per_s(mut self, now_ms: u64, first_ms: u64) -> f64 {
+        self.roll(now_ms);
+        let from = self.start_ms.saturating_sub(RATE_WINDOW_MS).max(first_ms);
+        let span_ms = now_ms.saturating_sub(from).max(1);
+        f64::from(self.previous + self.current) * 1000.0 / span_ms as f64
+    }
+}
+
+/// `{"type": "track_detail", ...}`: one track's latest datagram, every
+/// contract field (`record`, as `tspi decode` prints it), with the age of
+/// its last update and its update rate; the answer to a client's
+/// `track_detail` request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackDetail {
+    /// Always `"track_detail"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub channel_id: String,
+    pub id: String,
+    pub server_time_ms: u64,
+    /// The contract record of the latest datagram (CONTRACT §2).
+    pub record: crate::message::Record,
+    /// Server time since the last update (ms).
+    pub age_ms: u64,
+    /// Updates per second over the last 5 to 10 s.
+    pub updates_per_s: f64,
+    pub stale: bool,
+    pub track: Track,
 }
 
 /// The tracks of one channel. See the module docs for the protocol.
@@ -321,8 +389,18 @@ impl TrackTable {
             updated_ms: now_ms,
             stale_sent: false,
             trail: VecDeque::new(),
+            last: frame,
+            recv_unix_us: row.recv_unix_us,
+            rate: UpdateRate {
+                start_ms: now_ms - now_ms % RATE_WINDOW_MS,
+                ..UpdateRate::default()
+            },
+            first_ms: now_ms,
         });
         t.fix = fix;
+        t.last = frame;
+        t.recv_unix_us = row.recv_unix_us;
+        t.rate.note(now_ms);
         t.updated_ms = now_ms;
         t.stale_sent = false;
         trim_trail(&mut t.trail, now_ms, trail_ms);
@@ -407,6 +485,35 @@ impl TrackTable {
             server_time_ms: now_ms,
             tracks,
         }
+    }
+
+    /// Track `id`'s latest datagram, every field, with the age of its
+    /// last update and its update rate; `None` if the table has no such
+    /// track.
+    pub fn detail(&self, id: &str, now_ms: u64) -> Option<TrackDetail> {
+        let (sensor, kind) = id.split_once(':')?;
+        let sensor: u16 = sensor.parse().ok()?;
+        let (key, t) = self
+            .tracks
+            .range((sensor, 0)..=(sensor, u8::MAX))
+            .find(|(_, t)| t.kind.name() == kind)?;
+        let recv = crate::message::RecvTime::from_unix_ns(
+            u64::try_from(t.recv_unix_us)
+                .unwrap_or(0)
+                .saturating_mul(1_000),
+        );
+        let age_ms = now_ms.saturating_sub(t.updated_ms);
+        Some(TrackDetail {
+            kind: "track_detail",
+            channel_id: self.channel_id.clone(),
+            id: id.to_owned(),
+            server_time_ms: now_ms,
+            record: crate::message::Record::new(&t.last, recv),
+            age_ms,
+            updates_per_s: t.rate.per_s(now_ms, t.first_ms),
+            stale: age_ms >= self.cfg.stale_ms,
+            track: self.track(*key, t, now_ms, false),
+        })
     }
 
     fn track(&self, key: Key, t: &TrackState, now_ms: u64, with_trail: bool) -> Track {

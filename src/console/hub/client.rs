@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _};
 use std::net::SocketAddr;
@@ -26,18 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-/// The page until the web page lands (issue 15).
-const INDEX: &str = "<!doctype html><meta charset=utf-8><title>tspi console</title>\
-<p>The tspi console hub. The WebSocket protocol is at <code>/ws</code> \
-(docs/console.md); metrics at <a href=/metrics>/metrics</a>.";
-
 /// How long a goodbye may take to write before the connection is dropped.
 const BYE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// `/`, `/ws` and `/metrics`.
+/// `/ws` and `/metrics` (the page's routes are [`super::web`]'s).
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(INDEX) }))
         .route("/ws", get(upgrade))
         .route("/metrics", get(metrics))
         .with_state(hub)
@@ -475,6 +469,23 @@ impl Client {
                     .await
                 }
             },
+            ClientMsg::TrackDetail { id } => {
+                let channel = watching.channel.clone();
+                let detail = channel
+                    .table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .detail_json(&id, now_ms());
+                match detail {
+                    Some(text) => conn.text(text).await,
+                    None => {
+                        conn.event(&Event::Error {
+                            reason: format!("no track {id:?} on channel {}", channel.id),
+                        })
+                        .await
+                    }
+                }
+            }
             ClientMsg::Action(a) => {
                 if !self.operator {
                     self.hub.stats.actions_refused.fetch_add(1, Relaxed);

@@ -23,13 +23,15 @@
 //! ([`protocol`]). This module and [`client`] are the edges.
 
 pub mod actions;
+pub mod board;
 pub mod client;
 pub mod protocol;
+pub mod web;
 
 use crate::channels::message::{ChannelId, Ctrl, Heartbeat};
 use crate::http::{HttpLimits, HttpStats};
 use axum::extract::ws::Utf8Bytes;
-use protocol::{Event, OpsLog, Percentiles, Roster, RosterEntry};
+use protocol::{Event, OpsLog, Roster, RosterEntry};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,6 +53,11 @@ pub trait Table: Send + 'static {
     /// one), sent after the snapshot on connecting and switching.
     fn trails_json(&self, _channel_id: &str, _now_ms: u64) -> Vec<String> {
         Vec::new()
+    }
+    /// Every field of track `id` as a `track_detail` message; `None`
+    /// when the table has no such track.
+    fn detail_json(&self, _id: &str, _now_ms: u64) -> Option<String> {
+        None
     }
     /// Tracks in the table.
     fn len(&self) -> usize;
@@ -120,6 +127,11 @@ impl Table for super::tracks::TrackTable {
         out
     }
 
+    fn detail_json(&self, id: &str, now_ms: u64) -> Option<String> {
+        self.detail(id, now_ms)
+            .map(|d| serde_json::to_string(&d).expect("details serialize"))
+    }
+
     fn len(&self) -> usize {
         super::tracks::TrackTable::len(self)
     }
@@ -158,6 +170,8 @@ pub struct HubOptions {
     /// How long a replay channel's table is kept after the replay stopped
     /// and its last client left.
     pub channel_linger: Duration,
+    /// The web page: where its files are, and its `/config.json`.
+    pub page: web::PageOptions,
 }
 
 impl HubOptions {
@@ -171,6 +185,7 @@ impl HubOptions {
             events_queue_len: c.events_queue_len as usize,
             allowed_origins: c.allowed_origins.clone(),
             operator_tokens: cfg.console_operator_tokens(),
+            page: web::PageOptions::from_console(c),
             ..HubOptions::default()
         }
     }
@@ -189,6 +204,7 @@ impl Default for HubOptions {
             heartbeat_interval: Duration::from_secs(5),
             roster_stale: Duration::from_secs(15),
             channel_linger: Duration::from_secs(60),
+            page: web::PageOptions::default(),
         }
     }
 }
@@ -306,7 +322,8 @@ pub struct Hub {
     next_client: AtomicU64,
     roster: Mutex<Roster>,
     ops_log: Mutex<OpsLog>,
-    latency: Mutex<LatencyBoard>,
+    /// Health, directory, timeline and tags ([`board`]).
+    boards: board::Boards,
     /// The last display command of each name (sent to clients on connect).
     display: Mutex<BTreeMap<String, Arc<str>>>,
     /// Group replay channels read on a subscription of their own (see
@@ -346,7 +363,7 @@ impl Hub {
             next_client: AtomicU64::new(1),
             roster: Mutex::new(Roster::default()),
             ops_log: Mutex::new(OpsLog::default()),
-            latency: Mutex::new(LatencyBoard::default()),
+            boards: board::Boards::default(),
             display: Mutex::new(BTreeMap::new()),
             feeds: Mutex::new(HashMap::new()),
         })
@@ -381,6 +398,9 @@ impl Hub {
         for sub in ops {
             tasks.push(tokio::spawn(ops_loop(self.clone(), sub)));
         }
+        tasks.push(tokio::spawn(board::directory_loop(self.clone())));
+        tasks.push(tokio::spawn(board::timeline_loop(self.clone())));
+        tasks.push(tokio::spawn(board::load_tags(self.clone())));
         Ok(tasks)
     }
 
@@ -556,8 +576,42 @@ impl Hub {
                 .values()
                 .map(|s| s.to_string()),
         );
+        {
+            let latency = self
+                .boards
+                .latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            out.push(latency.event().to_json());
+            out.push(latency.health_event().to_json());
+        }
+        let directory = self
+            .boards
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| {
+                Event::Directory {
+                    channels: board::directory_view(&[
+                        crate::channels::message::DirectoryEntry::livestream(),
+                    ]),
+                }
+                .to_json()
+            });
+        out.push(directory);
+        if let Some(t) = self
+            .boards
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            out.push(t);
+        }
         out.push(
-            self.latency
+            self.boards
+                .tags
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .event()
@@ -782,6 +836,17 @@ async fn ops_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
                 continue;
             };
             hub.log(format!("tag \"{}\"", t.label));
+            hub.boards
+                .tags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(protocol::TagView {
+                    id: t.id.clone(),
+                    label: t.label.clone(),
+                    ts_unix_us: t.ts_unix_us,
+                    notes: t.notes.clone(),
+                    creator: t.creator.clone(),
+                });
             hub.broadcast_event(&Event::Tag {
                 id: t.id,
                 label: t.label,
@@ -801,6 +866,7 @@ async fn ops_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
                 operator: h.operator,
                 ping_ms: h.ping_ms,
                 seen_unix_ms: now_ms(),
+                since_unix_ms: now_ms(),
             };
             let mut roster = hub.roster.lock().unwrap_or_else(|e| e.into_inner());
             if roster.heartbeat(entry) {
@@ -809,92 +875,37 @@ async fn ops_loop(hub: Arc<Hub>, mut sub: async_nats::Subscriber) {
                 hub.broadcast_event(&e);
             }
         } else if let Some(host) = subject.strip_prefix("tspi.ops.metrics.ingest.") {
-            let changed = hub
-                .latency
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .update(host, &msg.payload);
-            if changed {
-                let e = hub
-                    .latency
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .event();
-                hub.broadcast_event(&e);
+            let events = {
+                let mut board = hub.boards.latency.lock().unwrap_or_else(|e| e.into_inner());
+                board
+                    .update(host, &msg.payload)
+                    .then(|| (board.event(), board.health_event()))
+            };
+            if let Some((latency, health)) = events {
+                hub.broadcast_event(&latency);
+                hub.broadcast_event(&health);
             }
         }
     }
 }
 
-/// The ingest boxes' latency histograms: each box's last interval (its
-/// snapshot), and their merge.
-#[derive(Debug, Default)]
-struct LatencyBoard {
-    boxes: BTreeMap<String, BTreeMap<String, hdrhistogram::Histogram<u64>>>,
-}
-
-impl LatencyBoard {
-    /// Take one box's snapshot; false if it did not decode.
-    fn update(&mut self, host: &str, body: &[u8]) -> bool {
-        let Ok(snap) = serde_json::from_slice::<crate::metrics::Snapshot>(body) else {
-            return false;
-        };
-        let mut hs = BTreeMap::new();
-        let h = &snap.histograms;
-        for (name, b64) in [
-            ("receive_to_publish", &h.receive_to_publish),
-            ("publish_to_ack", &h.publish_to_ack),
-            ("receive_to_ack", &h.receive_to_ack),
-        ] {
-            if let Ok(h) = crate::metrics::decode_hdr_snapshot(b64) {
-                hs.insert(name.to_owned(), h);
-            }
-        }
-        if hs.is_empty() {
-            return false;
-        }
-        // Bounded: one entry per box name, names from subjects NATS accepted.
-        if self.boxes.len() < 256 || self.boxes.contains_key(host) {
-            self.boxes.insert(host.to_owned(), hs);
-        }
-        true
-    }
-
-    fn event(&self) -> Event {
-        let mut merged: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
-        let mut per_box = BTreeMap::new();
-        for (host, hs) in &self.boxes {
-            let mut mine = BTreeMap::new();
-            for (name, h) in hs {
-                mine.insert(name.clone(), Percentiles::of(h));
-                match merged.get_mut(name) {
-                    Some(m) => {
-                        let _ = m.add(h);
-                    }
-                    None => {
-                        merged.insert(name.clone(), h.clone());
-                    }
-                }
-            }
-            per_box.insert(host.clone(), mine);
-        }
-        Event::Latency {
-            merged: merged
-                .iter()
-                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
-                .collect(),
-            per_box,
-        }
-    }
-}
-
-/// Serve the hub on `addr`: `/` (the page: a placeholder until the web
-/// page lands), `/ws` (the protocol), `/metrics`.
+/// Serve the hub on `addr`: `/` and the page's files ([`web`]), `/ws`
+/// (the protocol), `/metrics`. A configured web directory that is not a
+/// build of the page is an error; none found is a warning (the page then
+/// says where it looked).
 pub async fn serve(
     hub: Arc<Hub>,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let router = client::router(hub.clone());
+    let assets = web::WebAssets::load(&hub.opts.page.web_dir)?;
+    match &assets.dir {
+        Some(d) => tracing::info!(dir = %d.display(), files = assets.len(), "console: web page"),
+        None => tracing::warn!(
+            "console: the web page's files were not found (build: npm --prefix web ci && \
+             npm --prefix web run build; or set [console] web_dir): / explains"
+        ),
+    }
+    let router = client::router(hub.clone()).merge(web::routes(assets, hub.opts.page.clone()));
     // WebSocket connections live long: the idle timeout is longer than
     // the ping interval, which keeps a healthy connection busy.
     // No share per address below the client limit: behind a reverse

@@ -28,6 +28,9 @@ pub enum ClientMsg {
     /// Follow this private replay (the client's own, started with
     /// `private_replay_start`).
     FollowPrivate { channel_id: String },
+    /// Every field of track `id` of the client's channel (answered with a
+    /// `track_detail`, or an `error` if the channel has no such track).
+    TrackDetail { id: String },
     /// An operator action, carried out with the connection's credential
     /// (see [`Action`]).
     #[serde(untagged)]
@@ -149,6 +152,30 @@ pub enum Event {
         merged: BTreeMap<String, Percentiles>,
         per_box: BTreeMap<String, BTreeMap<String, Percentiles>>,
     },
+    /// The data plane's health: each ingest box's last interval (rates,
+    /// every counter, drops) and the merged receive-to-ack latency
+    /// distribution, sent with each `latency`.
+    Health {
+        per_box: BTreeMap<String, BoxHealth>,
+        /// `[percentile, ms]` of the merged receive-to-ack histogram, at
+        /// [`DISTRIBUTION_PERCENTILES`].
+        distribution: Vec<[f64; 2]>,
+    },
+    /// The channel directory (the channels service's answer to
+    /// `tspi.channel.list.req`), livestream first; sent on connecting and
+    /// when it changes.
+    Directory { channels: Vec<DirectoryView> },
+    /// What can be replayed: the telemetry stream's first and last
+    /// message times (ms since the Unix epoch; null while it is empty or
+    /// unknown), every 5 s.
+    Timeline {
+        first_unix_ms: Option<u64>,
+        last_unix_ms: Option<u64>,
+        messages: u64,
+    },
+    /// Tags seen before the client connected (from the operations stream,
+    /// and since the hub started), oldest first; live ones come as `tag`.
+    Tags { tags: Vec<TagView> },
     /// An action was refused or failed.
     Error { reason: String },
     /// An action was carried out.
@@ -163,6 +190,57 @@ impl Event {
     }
 }
 
+/// Percentiles of the `distribution` in [`Event::Health`].
+pub const DISTRIBUTION_PERCENTILES: [f64; 14] = [
+    0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
+
+/// One ingest box's last interval, from its metrics snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BoxHealth {
+    /// The interval's end (ms since the Unix epoch) and length (ms).
+    pub end_unix_ms: u64,
+    pub interval_ms: u64,
+    /// Datagrams received and publishes acknowledged per second over it.
+    pub received_per_s: f64,
+    pub acked_per_s: f64,
+    /// Every counter since the box started, and what each gained in the
+    /// interval (the snapshot's `counters` and `delta`).
+    pub counters: serde_json::Value,
+    pub delta: serde_json::Value,
+    /// The counters that lose data (`rejected.*`, `ring_dropped`,
+    /// `failed`, `kernel_dropped`, and any counter named `*dropped*`),
+    /// with what each gained in the interval: the page turns red when one
+    /// moves.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Whether counter `name` (a snapshot's counter, or `rejected.<reason>`)
+/// counts data lost.
+pub fn is_drop_counter(name: &str) -> bool {
+    name.starts_with("rejected") || name == "failed" || name.contains("dropped")
+}
+
+/// One channel of the directory, as the page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DirectoryView {
+    pub channel_id: String,
+    pub display_name: String,
+    /// `livestream`, `group_replay` or `private_replay`.
+    pub kind: String,
+    pub identifier: Option<String>,
+}
+
+/// A tag, as in [`Event::Tag`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TagView {
+    pub id: String,
+    pub label: String,
+    pub ts_unix_us: i64,
+    pub notes: Option<String>,
+    pub creator: Option<String>,
+}
+
 /// One client of the roster.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RosterEntry {
@@ -174,6 +252,9 @@ pub struct RosterEntry {
     pub ping_ms: Option<f64>,
     /// When its last heartbeat arrived (ms since the Unix epoch).
     pub seen_unix_ms: u64,
+    /// When its first heartbeat in this roster arrived: connected since
+    /// (ms since the Unix epoch).
+    pub since_unix_ms: u64,
 }
 
 /// The roster: the latest heartbeat of each client, expired after
@@ -185,7 +266,10 @@ pub struct Roster {
 
 impl Roster {
     /// Note a heartbeat; true if the roster changed (other than its time).
-    pub fn heartbeat(&mut self, e: RosterEntry) -> bool {
+    pub fn heartbeat(&mut self, mut e: RosterEntry) -> bool {
+        if let Some(old) = self.entries.get(&e.client_id) {
+            e.since_unix_ms = old.since_unix_ms;
+        }
         let changed = match self.entries.get(&e.client_id) {
             Some(old) => {
                 (
@@ -375,6 +459,7 @@ mod tests {
             operator: None,
             ping_ms: Some(1.0),
             seen_unix_ms: seen,
+            since_unix_ms: seen,
         };
         assert!(r.heartbeat(e("a", "FOLLOWING_LIVESTREAM", 1_000)));
         assert!(
@@ -383,9 +468,46 @@ mod tests {
         );
         assert!(r.heartbeat(e("a", "LIVE_OVERRIDE", 7_000)));
         assert!(r.heartbeat(e("b", "FOLLOWING_LIVESTREAM", 2_000)));
+        let Event::Roster { clients } = r.event() else {
+            unreachable!()
+        };
+        assert_eq!(
+            (clients[0].since_unix_ms, clients[0].seen_unix_ms),
+            (1_000, 7_000),
+            "connected since its first heartbeat"
+        );
         assert!(r.expire(18_000, 15_000), "b is stale");
         assert_eq!(r.len(), 1);
         assert!(!r.expire(18_000, 15_000));
+    }
+
+    #[test]
+    fn drop_counters() {
+        for d in [
+            "rejected",
+            "rejected.malformed",
+            "ring_dropped",
+            "kernel_dropped",
+            "failed",
+        ] {
+            assert!(is_drop_counter(d), "{d}");
+        }
+        for ok in [
+            "received",
+            "acked",
+            "published",
+            "duplicate",
+            "retried",
+            "filtered",
+        ] {
+            assert!(!is_drop_counter(ok), "{ok}");
+        }
+        assert_eq!(
+            ClientMsg::parse(r#"{"type":"track_detail","id":"7:geocentric"}"#),
+            Ok(ClientMsg::TrackDetail {
+                id: "7:geocentric".into()
+            })
+        );
     }
 
     #[test]

@@ -400,3 +400,64 @@ proptest! {
         prop_assert!(serde_json::to_string(&s).is_ok());
     }
 }
+
+#[test]
+fn detail_has_every_contract_field_age_and_rate() {
+    let mut t = TrackTable::new("livestream", &cfg());
+    let north = [0.0, 150.0, 0.0];
+    // 10 Hz for 8 s of server time.
+    for i in 0..80u64 {
+        let b = geocentric(3, 10.0 + i as f64 / 10.0, here(i as f64 * 15.0), north);
+        assert_eq!(t.ingest(T0_MS + i * 100, &b), Ok(Ingested::Updated));
+    }
+    let now = T0_MS + 7_900 + 250;
+    let d = t.detail("3:geocentric", now).expect("the track is there");
+    assert_eq!(
+        (d.kind, d.id.as_str(), d.age_ms),
+        ("track_detail", "3:geocentric", 250)
+    );
+    assert!(!d.stale);
+    assert!((d.updates_per_s - 10.0).abs() < 0.6, "{}", d.updates_per_s);
+    let v = json(&d);
+    for field in [
+        "type",
+        "sensor_id",
+        "day",
+        "time_s",
+        "status",
+        "status_flags",
+        "recv_iso",
+        "payload",
+    ] {
+        assert!(
+            v["record"].get(field).is_some(),
+            "record lacks {field}: {v}"
+        );
+    }
+    assert_eq!(v["record"]["sensor_id"], 3);
+    assert_eq!(v["record"]["time_s"], 17.9);
+    assert!(v["record"]["payload"]["vy_mps"].is_number(), "{v}");
+    assert_eq!(v["track"]["id"], "3:geocentric");
+    assert!(v["track"].get("trail").is_none());
+    // Unknown ids, other types of the same sensor, and nonsense: none.
+    assert!(t.detail("3:spherical", now).is_none());
+    assert!(t.detail("4:geocentric", now).is_none());
+    assert!(t.detail("x", now).is_none());
+    assert!(t.detail("99999:geocentric", now).is_none());
+    // Silent for 20 s: stale, and the rate falls to nothing.
+    let later = t.detail("3:geocentric", now + 20_000).unwrap();
+    assert!(later.stale);
+    assert_eq!(later.updates_per_s, 0.0);
+}
+
+#[test]
+fn update_rate_of_a_young_track_counts_from_its_first_update() {
+    let mut t = TrackTable::new("livestream", &cfg());
+    for i in 0..4u64 {
+        let b = geocentric(5, 10.0 + i as f64, here(0.0), [0.0; 3]);
+        t.ingest(T0_MS + 1_000 + i * 500, &b).unwrap();
+    }
+    // Four updates in 1.5 s (2 s to now): about 2 per second, not 4/10.
+    let d = t.detail("5:geocentric", T0_MS + 3_000).unwrap();
+    assert!((d.updates_per_s - 2.0).abs() < 0.01, "{}", d.updates_per_s);
+}
