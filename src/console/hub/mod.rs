@@ -711,6 +711,7 @@ async fn tick_loop(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(hub.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut roster_every = 0u32;
+    let mut roster_seconds = 0u32;
     loop {
         tick.tick().await;
         let now = now_ms();
@@ -756,7 +757,12 @@ async fn tick_loop(hub: Arc<Hub>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .expire(now, stale);
-            if expired {
+            // Every 5 s the roster goes out anyway: its pings and last-seen
+            // times move without a change of state.
+            roster_seconds = (roster_seconds + 1) % 5;
+            let refresh = roster_seconds == 0
+                && hub.roster.lock().unwrap_or_else(|e| e.into_inner()).len() > 0;
+            if expired || refresh {
                 let e = hub.roster.lock().unwrap_or_else(|e| e.into_inner()).event();
                 hub.broadcast_event(&e);
             }

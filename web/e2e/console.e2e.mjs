@@ -1,0 +1,152 @@
+// The operator's page in a real browser, against a running appliance
+// (tests/it/web.rs starts nats-server, `tspi run` with ingest, channels and
+// the console, and a loadgen fleet, then runs this):
+//
+//   node web/e2e/console.e2e.mjs --url http://127.0.0.1:PORT --token T --tracks N --out DIR
+//
+// Each step prints `ok <step>` or throws (exit 1) with what the pages
+// showed. At the end a screenshot of the live page is written to
+// DIR/console.png.
+import { launch, openPage, waitBody } from './browser.mjs';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const origin = args.url;
+const token = args.token;
+const tracks = Number(args.tracks || 10);
+const out = args.out || '.';
+mkdirSync(out, { recursive: true });
+
+const ok = (step) => console.log(`ok ${step}`);
+const body = (page) => page.evaluate(() => ({ ...document.body.dataset }));
+
+const { browser, close } = await launch();
+const pages = [];
+try {
+  // --- the page loads with no request leaving the machine; tracks appear --
+  const viewer = await openPage(browser, origin, '/?client_id=viewer-a');
+  const ops = await openPage(browser, origin, `/?client_id=ops-b&token=${encodeURIComponent(token)}`);
+  pages.push(viewer, ops);
+  for (const p of pages) {
+    await waitBody(p, () => document.body.dataset.connected === 'true' && document.body.dataset.state === 'FOLLOWING_LIVESTREAM', 'connected, following the livestream');
+    await waitBody(p, `Number(document.body.dataset.trackCount) >= ${tracks}`, `${tracks} tracks shown`);
+  }
+  const f1 = Number((await body(viewer)).lastFrameMs);
+  await waitBody(viewer, `Number(document.body.dataset.lastFrameMs) > ${f1}`, 'frames keep coming');
+  const b = await body(viewer);
+  if (b.channel !== 'livestream' || b.map !== 'ok') throw new Error(`viewer: ${JSON.stringify(b)}`);
+  ok(`page loads offline and shows the fleet (${b.trackCount} tracks, map ${b.map})`);
+
+  // --- a viewer sees no operator controls, and the hub refuses its actions
+  for (const id of ['tag-button', 'replay-panel', 'display-panel']) {
+    if (await viewer.isVisible(`#${id}`)) throw new Error(`viewer sees #${id}`);
+    if (!(await ops.isVisible(`#${id}`))) throw new Error(`operator does not see #${id}`);
+  }
+  if ((await body(viewer)).operator !== 'false' || (await body(ops)).operator !== 'true') throw new Error('roles');
+  await viewer.evaluate(() => window.tspi.st.ws.send(JSON.stringify({ type: 'tag', label: 'sneaky' })));
+  await waitBody(viewer, () => (document.body.dataset.lastError || '').includes('viewers cannot act'), 'the hub refuses a viewer\'s action');
+  ok('a viewer has no operator controls and the hub refuses its actions');
+
+  // --- click a track: its details; units switched by an operator ----------
+  const clickTrack = async (page) => {
+    const at = await page.evaluate(() => {
+      const m = window.tspi.map.map;
+      const c = m.getCanvas().getBoundingClientRect();
+      for (const t of window.tspi.store.tracks.values()) {
+        if (t.stale) continue;
+        const p = m.project([t.lon_deg, t.lat_deg]);
+        if (p.x > 20 && p.y > 20 && p.x < c.width - 20 && p.y < c.height - 20) return { x: c.left + p.x, y: c.top + p.y };
+      }
+      return null;
+    });
+    if (!at) throw new Error('no track on screen to click');
+    await page.mouse.click(at.x, at.y);
+    await page.waitForSelector('#detail:not([hidden])', { timeout: 10000 });
+  };
+  await clickTrack(viewer);
+  await viewer.waitForFunction(() => /updates\/s/.test(document.getElementById('detail-summary').textContent), null, { timeout: 10000 });
+  const fields = await viewer.$$eval('#detail-fields td:first-child', (tds) => tds.map((t) => t.textContent));
+  for (const f of ['sensor_id', 'day', 'time_s', 'status', 'recv_iso', 'payload.x_m', 'payload.vx_mps']) {
+    if (!fields.includes(f)) throw new Error(`details lack ${f}: ${fields.join(', ')}`);
+  }
+  const metric = await viewer.textContent('#detail-summary');
+  if (!/\d m ·/.test(metric)) throw new Error(`altitude not in metres: ${metric}`);
+  await ops.selectOption('#units', 'imperial');
+  await waitBody(viewer, () => document.body.dataset.units === 'imperial', 'units reach the viewer');
+  await viewer.waitForFunction(() => / ft ·/.test(document.getElementById('detail-summary').textContent), null, { timeout: 5000 });
+  ok(`track details show every field; units switched by an operator: "${metric.split(' · ')[0]}" -> "${(await viewer.textContent('#detail-summary')).split(' · ')[0]}"`);
+  await ops.selectOption('#units', 'metric');
+  await waitBody(viewer, () => document.body.dataset.units === 'metric', 'units back to metric');
+
+  // --- a tag made in one browser appears in the other ---------------------
+  const label = `merge-${Date.now() % 100000}`;
+  await ops.click('#tag-button');
+  await ops.fill('#tag-label', label);
+  await ops.fill('#tag-notes', 'clean pass');
+  await ops.click('#tag-send');
+  await viewer.waitForFunction((l) => [...document.querySelectorAll('#tl-tag option')].some((o) => o.textContent.startsWith(l)), label, { timeout: 10000 });
+  await viewer.waitForFunction((l) => document.getElementById('ops-log').textContent.includes(l), label, { timeout: 10000 });
+  ok(`a tag made in one browser ("${label}") appears in the other`);
+
+  // --- both browsers are in the roster, with a ping -----------------------
+  for (const p of pages) {
+    await p.waitForFunction(() => ['viewer-a', 'ops-b'].every((c) => document.querySelector(`#roster tr[data-client="${c}"][data-ping]`)), null, { timeout: 20000 });
+  }
+  ok('both browsers are in the roster with a ping measured by the hub');
+
+  // --- private replay, then a group replay: the offer; back to live -------
+  const ops2 = await openPage(browser, origin, `/?client_id=ops-c&token=${encodeURIComponent(token)}`);
+  pages.push(ops2);
+  await waitBody(ops2, () => document.body.dataset.state === 'FOLLOWING_LIVESTREAM' && document.body.dataset.operator === 'true', 'second operator connected');
+  await ops2.waitForFunction(() => window.tspi.st.timeline.first != null, null, { timeout: 15000 });
+  await ops2.click('#start-private');
+  await waitBody(ops2, () => document.body.dataset.state === 'FOLLOWING_PRIVATE_REPLAY' && document.body.dataset.channel.startsWith('client.ops-c.'), 'private replay followed');
+  await waitBody(ops2, () => Number(document.body.dataset.trackCount) > 0, 'private replay shows tracks');
+  ok(`a private replay: ${(await body(ops2)).channel}`);
+
+  await ops.waitForFunction(() => window.tspi.st.timeline.first != null, null, { timeout: 15000 });
+  await ops.click('#start-group');
+  for (const p of [viewer, ops]) {
+    await waitBody(p, () => document.body.dataset.state === 'FOLLOWING_GROUP_REPLAY' && document.body.dataset.channel.startsWith('replay.'), 'the group replay switches the page');
+  }
+  await waitBody(viewer, () => Number(document.body.dataset.trackCount) > 0, 'the group replay shows tracks');
+  const group = (await body(viewer)).channel;
+  await waitBody(ops2, () => document.body.dataset.state === 'FOLLOWING_PRIVATE_REPLAY' && document.body.dataset.offered !== '', 'the private replay keeps its page and gets the offer');
+  if (!(await ops2.isVisible('#offer'))) throw new Error('offer not shown');
+  ok(`a group replay (${group}) switches the viewer; the private replay keeps its page and shows the offer`);
+
+  // The playhead moves at the replay's pace; pause holds it.
+  await waitBody(ops, () => Number(document.body.dataset.playheadMs) > 0, 'a playhead');
+  const p0 = Number((await body(ops)).playheadMs);
+  await waitBody(ops, `Number(document.body.dataset.playheadMs) > ${p0 + 500}`, 'the playhead moves');
+  ok('the playhead moves with the replay');
+
+  await viewer.click('#back-live');
+  await waitBody(viewer, () => document.body.dataset.state === 'LIVE_OVERRIDE' && document.body.dataset.channel === 'livestream', 'back to live');
+  await waitBody(viewer, `Number(document.body.dataset.trackCount) >= ${tracks}`, 'live tracks again');
+  ok('back to live works (LIVE_OVERRIDE on the livestream)');
+
+  await ops2.click('#join-group');
+  await waitBody(ops2, (g) => document.body.dataset.state === 'FOLLOWING_GROUP_REPLAY', 'joining the group replay');
+  ok('the offer joins the group replay');
+
+  // --- nothing left the machine; no script errors -------------------------
+  for (const p of pages) {
+    if (p.foreign.length) throw new Error(`requests left the machine: ${p.foreign.join(', ')}`);
+    if (p.errors.length) throw new Error(`page errors: ${p.errors.join(' | ')}`);
+  }
+  ok('no request left the machine; no page errors');
+
+  // --- a screenshot of the live page, for a person ------------------------
+  await ops.click('#back-live');
+  await waitBody(ops, () => document.body.dataset.channel === 'livestream', 'operator back to live');
+  await waitBody(ops, `Number(document.body.dataset.trackCount) >= ${tracks}`, 'live tracks on the operator page');
+  await ops.waitForTimeout(1500);
+  await ops.screenshot({ path: join(out, 'console.png') });
+  ok(`screenshot ${join(out, 'console.png')}`);
+} finally {
+  await close();
+}
