@@ -439,3 +439,57 @@ pub fn free_tcp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Collects what a child writes on a pipe, so it never blocks on a full one.
+pub fn collect_pipe(
+    mut r: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let o = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    out
+}
+
+/// Kills the child if the test fails before it stops it.
+pub struct Running(pub Option<std::process::Child>);
+
+/// `tspi run --json --config <path>`, its stdout and stderr collected as
+/// they come.
+pub fn spawn_run(
+    path: &std::path::Path,
+) -> (
+    Running,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["run", "--json", "--config"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect_pipe(child.stdout.take().unwrap());
+    let stderr = collect_pipe(child.stderr.take().unwrap());
+    (Running(Some(child)), stdout, stderr)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

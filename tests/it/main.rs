@@ -26,3 +26,4 @@ mod replay;
 mod run;
 mod schema;
 mod stream_settings;
+mod web;

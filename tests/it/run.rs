@@ -7,8 +7,7 @@
 
 use crate::kit::*;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 use tspi::replay::channels::{DirectoryEntry, GroupReplayRequest, ReplaySpec};
@@ -70,52 +69,6 @@ fn threads(pid: u32) -> Vec<(String, Vec<usize>)> {
         }
     }
     out
-}
-
-/// Collects what a child writes on a pipe, so it never blocks on a full one.
-fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let out = Arc::new(Mutex::new(String::new()));
-    let o = out.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            o.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    out
-}
-
-/// Kills the child if the test fails before it stops it.
-struct Running(Option<Child>);
-
-/// `tspi run --json --config <path>`, its stdout and stderr collected as
-/// they come.
-fn spawn_run(path: &std::path::Path) -> (Running, Arc<Mutex<String>>, Arc<Mutex<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tspi"))
-        .args(["run", "--json", "--config"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
-    (Running(Some(child)), stdout, stderr)
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

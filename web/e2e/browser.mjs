@@ -45,12 +45,23 @@ export async function openPage(browser, origin, path, { width = 1400, height = 9
   return page;
 }
 
-/** Wait until `fn(document.body.dataset)` is truthy in the page. */
-export async function waitBody(page, fn, what, timeout = 30000) {
+/** Wait until `fn(arg)` is truthy in the page (a function, never a
+ * string: the page's Content-Security-Policy forbids eval). */
+export async function waitBody(page, fn, what, { timeout = 30000, arg = null } = {}) {
   try {
-    await page.waitForFunction(fn, null, { timeout, polling: 100 });
+    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
   } catch (e) {
-    const ds = await page.evaluate(() => ({ ...document.body.dataset })).catch(() => ({}));
-    throw new Error(`${what}: not within ${timeout} ms; body: ${JSON.stringify(ds)}; errors: ${page.errors.join(' | ')}`);
+    const ds = await page
+      .evaluate(() => ({
+        ...document.body.dataset,
+        timeline: window.tspi?.st.timeline,
+        replayWindow: window.tspi?.st.replayWindow,
+        newestFix: window.tspi?.store.newestFix(),
+        stale: [...(window.tspi?.store.tracks.values() || [])].filter((t) => t.stale).length,
+        now: Date.now(),
+        messages: window.tspi?.perf.messages,
+      }))
+      .catch(() => ({}));
+    throw new Error(`${what}: not within ${timeout} ms (${e.message.split("\n")[0]}); body: ${JSON.stringify(ds)}; errors: ${page.errors.join(' | ')}`);
   }
 }

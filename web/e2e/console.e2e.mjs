@@ -20,7 +20,8 @@ const tracks = Number(args.tracks || 10);
 const out = args.out || '.';
 mkdirSync(out, { recursive: true });
 
-const ok = (step) => console.log(`ok ${step}`);
+const t0 = Date.now();
+const ok = (step) => console.log(`ok ${step} [${((Date.now() - t0) / 1000).toFixed(1)} s]`);
 const body = (page) => page.evaluate(() => ({ ...document.body.dataset }));
 
 const { browser, close } = await launch();
@@ -32,10 +33,10 @@ try {
   pages.push(viewer, ops);
   for (const p of pages) {
     await waitBody(p, () => document.body.dataset.connected === 'true' && document.body.dataset.state === 'FOLLOWING_LIVESTREAM', 'connected, following the livestream');
-    await waitBody(p, `Number(document.body.dataset.trackCount) >= ${tracks}`, `${tracks} tracks shown`);
+    await waitBody(p, (n) => Number(document.body.dataset.trackCount) >= n, `${tracks} tracks shown`, { arg: tracks });
   }
   const f1 = Number((await body(viewer)).lastFrameMs);
-  await waitBody(viewer, `Number(document.body.dataset.lastFrameMs) > ${f1}`, 'frames keep coming');
+  await waitBody(viewer, (f) => Number(document.body.dataset.lastFrameMs) > f, 'frames keep coming', { arg: f1 });
   const b = await body(viewer);
   if (b.channel !== 'livestream' || b.map !== 'ok') throw new Error(`viewer: ${JSON.stringify(b)}`);
   ok(`page loads offline and shows the fleet (${b.trackCount} tracks, map ${b.map})`);
@@ -121,16 +122,16 @@ try {
   // The playhead moves at the replay's pace; pause holds it.
   await waitBody(ops, () => Number(document.body.dataset.playheadMs) > 0, 'a playhead');
   const p0 = Number((await body(ops)).playheadMs);
-  await waitBody(ops, `Number(document.body.dataset.playheadMs) > ${p0 + 500}`, 'the playhead moves');
+  await waitBody(ops, (p) => Number(document.body.dataset.playheadMs) > p, 'the playhead moves', { arg: p0 + 500 });
   ok('the playhead moves with the replay');
 
   await viewer.click('#back-live');
   await waitBody(viewer, () => document.body.dataset.state === 'LIVE_OVERRIDE' && document.body.dataset.channel === 'livestream', 'back to live');
-  await waitBody(viewer, `Number(document.body.dataset.trackCount) >= ${tracks}`, 'live tracks again');
+  await waitBody(viewer, (n) => Number(document.body.dataset.trackCount) >= n, 'live tracks again', { arg: tracks });
   ok('back to live works (LIVE_OVERRIDE on the livestream)');
 
   await ops2.click('#join-group');
-  await waitBody(ops2, (g) => document.body.dataset.state === 'FOLLOWING_GROUP_REPLAY', 'joining the group replay');
+  await waitBody(ops2, () => document.body.dataset.state === 'FOLLOWING_GROUP_REPLAY', 'joining the group replay');
   ok('the offer joins the group replay');
 
   // --- nothing left the machine; no script errors -------------------------
@@ -143,7 +144,7 @@ try {
   // --- a screenshot of the live page, for a person ------------------------
   await ops.click('#back-live');
   await waitBody(ops, () => document.body.dataset.channel === 'livestream', 'operator back to live');
-  await waitBody(ops, `Number(document.body.dataset.trackCount) >= ${tracks}`, 'live tracks on the operator page');
+  await waitBody(ops, (n) => Number(document.body.dataset.trackCount) >= n, 'live tracks on the operator page', { arg: tracks });
   await ops.waitForTimeout(1500);
   await ops.screenshot({ path: join(out, 'console.png') });
   ok(`screenshot ${join(out, 'console.png')}`);
