@@ -20,6 +20,7 @@ mod ingest_drain;
 mod kit;
 mod metrics;
 mod nats_auth;
+mod ops;
 mod player;
 mod receive;
 mod replay;

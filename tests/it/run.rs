@@ -101,9 +101,11 @@ async fn ingest_archive_and_channels_in_one_process() {
              [metrics]\ninterval_s = 1\naddr = \"127.0.0.1:{metrics}\"\n\
              [archive]\npostgres = {dsn:?}\nbatch_len_max = 500\nflush_interval_ms = 50\n\
              ack_wait_s = 3\npartitioning = \"native\"\n\
-             [channels]\nenabled = true\n",
+             [channels]\nenabled = true\n\
+             [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\n",
             nats = nats.url(),
             dsn = pg.dsn(),
+            console = free_tcp_port(),
             core = cores[0],
         ),
     )
@@ -183,6 +185,13 @@ async fn ingest_archive_and_channels_in_one_process() {
             && sample(&text, "tspi_channels_groups_started_total") == Some(1)
         {
             assert_eq!(text.matches("# TYPE tspi_ingest_acked_total ").count(), 1);
+            // The Grafana dashboard and the alert rules name only metrics
+            // the appliance exports.
+            let missing = crate::ops::missing_from(&text);
+            assert!(
+                missing.is_empty(),
+                "the dashboard or the rules name {missing:?}, which /metrics lacks:\n{text}"
+            );
             break;
         }
         assert!(
