@@ -43,10 +43,10 @@ fn dashboard_exprs() -> Vec<String> {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    if k == "expr" || k == "query" {
-                        if let Some(s) = v.as_str() {
-                            out.push(s.to_owned());
-                        }
+                    if (k == "expr" || k == "query")
+                        && let Some(s) = v.as_str()
+                    {
+                        out.push(s.to_owned());
                     }
                     walk(v, out);
                 }

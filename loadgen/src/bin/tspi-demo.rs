@@ -43,6 +43,9 @@ use tspi_loadgen::screen::{self, LogTo, Screen, Shared};
 use tspi_loadgen::{Fleet, FleetConfig, Generator, Style, drive};
 use tspi_testkit::harness::{HarnessError, NatsCluster, NatsServer};
 
+#[path = "demo/appliance.rs"]
+mod appliance;
+
 /// Start a local JetStream cluster, run `tspi ingest` on it, fly a
 /// generated airshow fleet at it over UDP, and show the latency report and
 /// the account of every datagram.
@@ -64,9 +67,22 @@ struct DemoArgs {
     /// Updates per second per track.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     rate_hz: u32,
-    /// How long to generate for.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
-    duration_s: u32,
+    /// How long to fly the fleet. Default: 10 s headless; 300 s for a person
+    /// at the keyboard watching the appliance's page.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=600))]
+    duration_s: Option<u32>,
+    /// No one is watching (CI): fly for 10 s by default, report and stop.
+    /// Also the default when stdout is not a terminal.
+    #[arg(long)]
+    headless: bool,
+    /// The ingest path alone, in this process (no archive, channels or
+    /// console): the latency demo of the receive and publish path.
+    #[arg(long)]
+    ingest_only: bool,
+    /// The console's port for the page (0: a free one). Default 8080 when
+    /// it is free, else a free one.
+    #[arg(long, value_name = "PORT")]
+    console_port: Option<u16>,
     /// JetStream nodes to start (3: a cluster with replicated stream; 1: single server).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
     nodes: u8,
@@ -192,6 +208,11 @@ fn init_logging(filter: Option<&str>, log_to: &LogTo, view: &View) -> anyhow::Re
     Ok(())
 }
 
+/// No person at the keyboard: `--headless`, or stdout is not a terminal.
+fn headless(a: &DemoArgs) -> bool {
+    a.headless || !std::io::stdout().is_terminal()
+}
+
 fn run(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -200,7 +221,34 @@ fn run(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     rt.block_on(demo(a, view))
 }
 
-fn percentiles(h: &Histogram<u64>) -> String {
+/// The ingest boxes' HdrHistogram snapshots (`tspi.ops.metrics.ingest.>`),
+/// merged into one receive→ack histogram until told to stop.
+pub(crate) async fn collect_snapshots(
+    client: &async_nats::Client,
+) -> anyhow::Result<(oneshot::Sender<()>, tokio::task::JoinHandle<Histogram<u64>>)> {
+    let mut snapshots = client.subscribe("tspi.ops.metrics.ingest.>").await?;
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut recv_to_ack =
+            Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
+        loop {
+            tokio::select! {
+                Some(s) = snapshots.next() => {
+                    if let Ok(snap) = serde_json::from_slice::<tspi::metrics::Snapshot>(&s.payload)
+                        && let Ok(h) = tspi::metrics::decode_hdr_snapshot(&snap.histograms.receive_to_ack)
+                    {
+                        let _ = recv_to_ack.add(&h);
+                    }
+                }
+                _ = &mut stopped => break,
+            }
+        }
+        recv_to_ack
+    });
+    Ok((stop, collector))
+}
+
+pub(crate) fn percentiles(h: &Histogram<u64>) -> String {
     if h.is_empty() {
         return "no samples".into();
     }
@@ -235,6 +283,12 @@ async fn demo(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
         urls.join(", ")
     );
 
+    let duration_s = a.duration_s.unwrap_or(if headless(&a) { 10 } else { 300 });
+    if !a.ingest_only {
+        return appliance::run(&a, duration_s, &view, &urls).await;
+    }
+    let duration_s = u64::from(duration_s);
+
     // tspi ingest, in this process, on a free loopback port.
     let mut cfg = Config::default();
     cfg.nats.servers = urls.clone();
@@ -259,38 +313,20 @@ async fn demo(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
         .await?;
     let js = async_nats::jetstream::new(client.clone());
     js.get_stream("TSPI").await.context("stream TSPI")?;
-    let mut snapshots = client.subscribe("tspi.ops.metrics.ingest.>").await?;
-    let (collector_stop, mut collector_stopped) = oneshot::channel::<()>();
-    let collector = tokio::spawn(async move {
-        let mut recv_to_ack =
-            Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("bounds");
-        loop {
-            tokio::select! {
-                Some(s) = snapshots.next() => {
-                    if let Ok(snap) = serde_json::from_slice::<tspi::metrics::Snapshot>(&s.payload)
-                        && let Ok(h) = tspi::metrics::decode_hdr_snapshot(&snap.histograms.receive_to_ack)
-                    {
-                        let _ = recv_to_ack.add(&h);
-                    }
-                }
-                _ = &mut collector_stopped => break,
-            }
-        }
-        recv_to_ack
-    });
+    let (collector_stop, collector) = collect_snapshots(&client).await?;
 
     let fleet = Fleet::new(FleetConfig::new(
         Style::Airshow,
         u32::from(a.tracks),
         a.seed,
     ))?;
-    let total = u64::from(a.tracks) * u64::from(a.rate_hz) * u64::from(a.duration_s);
+    let total = u64::from(a.tracks) * u64::from(a.rate_hz) * duration_s;
     println!(
         "flying an airshow fleet of {} tracks (formation teams over {} show box(es): loops, rolls, opposing passes, vertical climbs) x {} Hz x {} s = {} datagrams at it over UDP",
         a.tracks,
         u32::from(a.tracks).div_ceil(44),
         a.rate_hz,
-        a.duration_s,
+        duration_s,
         total
     );
     println!(
@@ -314,7 +350,7 @@ async fn demo(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     let run = drive::measured_run(
         fleet.clone(),
         f64::from(a.rate_hz),
-        f64::from(a.duration_s),
+        duration_s as f64,
         drive::Output::Udp {
             targets: vec![udp],
             // Wake at most every 0.2 ms: the demo shares two cores with

@@ -12,10 +12,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn demo(nodes: &str) {
+fn demo(nodes: &str, mode: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tspi-demo"))
         .args(["--log", "warn", "--tracks", "40", "--rate-hz", "10"])
         .args(["--duration-s", "2", "--nodes", nodes, "--interval-s", "1"])
+        .args(mode)
         .output()
         .expect("run tspi-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -48,16 +49,33 @@ fn demo(nodes: &str) {
         stdout.contains("receive -> JetStream ack (ingest HdrHistogram)   p50"),
         "{stdout}"
     );
+    stdout.into_owned()
+}
+
+/// `./demo`'s default: the whole appliance (`tspi run` with every role from
+/// one file), the page's address printed, the archive holding the stream.
+#[test]
+fn demo_the_whole_appliance_headless() {
+    let out = demo("1", &["--headless", "--console-port", "0"]);
+    assert!(out.contains("== the operator's page =="), "{out}");
+    assert!(out.contains("  operators: http://127.0.0.1:"), "{out}");
+    assert!(out.contains("?token=demo-"), "{out}");
+    assert!(
+        out.contains("(ingest, archive, channels, console)"),
+        "{out}"
+    );
+    assert!(out.contains("the archive committed 800 rows"), "{out}");
 }
 
 #[test]
-fn demo_single_server() {
-    demo("1");
+fn demo_single_server_ingest_only() {
+    let out = demo("1", &["--ingest-only"]);
+    assert!(!out.contains("the operator's page"), "{out}");
 }
 
 #[test]
 fn demo_three_node_cluster() {
-    demo("3");
+    demo("3", &["--ingest-only"]);
 }
 
 #[test]
@@ -65,6 +83,7 @@ fn ctrl_c_stops_the_demo_cleanly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tspi-demo"))
         .args(["--log", "warn", "--tracks", "50", "--rate-hz", "10"])
         .args(["--duration-s", "600", "--nodes", "1", "--interval-s", "1"])
+        .arg("--ingest-only")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +125,7 @@ fn short_demo(extra: &[&str], tmp: &Path) -> (Option<i32>, String, String) {
         .env_remove("RUST_LOG")
         .env("TMPDIR", tmp)
         .args(["--tracks", "20", "--rate-hz", "10", "--duration-s", "2"])
-        .args(["--nodes", "1", "--interval-s", "1"])
+        .args(["--nodes", "1", "--interval-s", "1", "--ingest-only"])
         .args(extra)
         .output()
         .expect("run tspi-demo");
@@ -190,6 +209,7 @@ fn on_a_terminal_the_live_line_is_redrawn_and_the_log_goes_to_a_file() {
         .env("TMPDIR", tmp.path())
         .args(["--log", "info", "--tracks", "20", "--rate-hz", "10"])
         .args(["--duration-s", "3", "--nodes", "1", "--interval-s", "1"])
+        .arg("--ingest-only")
         .stdin(Stdio::null())
         .stdout(terminal.try_clone().unwrap())
         .stderr(terminal)

@@ -761,7 +761,11 @@ async fn tick_loop(hub: Arc<Hub>) {
             // times move without a change of state.
             roster_seconds = (roster_seconds + 1) % 5;
             let refresh = roster_seconds == 0
-                && hub.roster.lock().unwrap_or_else(|e| e.into_inner()).len() > 0;
+                && !hub
+                    .roster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
             if expired || refresh {
                 let e = hub.roster.lock().unwrap_or_else(|e| e.into_inner()).event();
                 hub.broadcast_event(&e);
