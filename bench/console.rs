@@ -49,8 +49,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tspi::codec::Frame;
-use tspi::message::{RecvTime, utc_day_ticks};
 use tspi_testkit::harness::NatsServer;
 use tspi_testkit::proc::cpu_seconds;
 
@@ -176,55 +174,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// Track `j`'s `k`-th update: sensor `j + 1`, geocentric, moving, stamped
-/// now (so its time only grows).
-fn body(j: u16, k: u32, out: &mut Vec<u8>) {
-    let now = RecvTime::now();
-    let (day, time_ticks) = utc_day_ticks(now.unix_ns);
-    let mut payload = tspi_testkit::frames::geocentric(u64::from(j));
-    if let tspi::codec::Payload::Geocentric(g) = &mut payload {
-        g.x += (k % 100_000) as i32 * 120;
-    }
-    let f = Frame {
-        sensor_id: j + 1,
-        day,
-        time_ticks,
-        status: 0xFF,
-        status_flags: 0x01,
-        payload,
-    };
-    out.clear();
-    tspi::message::encode_cbor(&f, now, out);
-}
-
-/// Publish every track at 10 Hz, a tenth of them each 10 ms slot, until
-/// `stop` (or `limit`). Returns bodies published and seconds taken.
-async fn publish(url: String, tracks: u16, stop: Arc<AtomicBool>, limit: Duration) -> (u64, f64) {
-    let client = async_nats::connect(url).await.expect("publisher connects");
-    let mut slot = tokio::time::interval(Duration::from_millis(10));
-    slot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let start = Instant::now();
-    let mut buf = Vec::with_capacity(128);
-    let mut sent = 0u64;
-    let mut n = 0u64;
-    while !stop.load(Relaxed) && start.elapsed() < limit {
-        slot.tick().await;
-        let s = (n % 10) as u16;
-        let k = (n / 10) as u32;
-        for j in (s..tracks).step_by(10) {
-            body(j, k, &mut buf);
-            client
-                .publish("tspi.channel.livestream", buf.clone().into())
-                .await
-                .expect("publish");
-            sent += 1;
-        }
-        n += 1;
-    }
-    client.flush().await.expect("flush");
-    (sent, start.elapsed().as_secs_f64())
 }
 
 /// Client `i`'s source address: 50 per address from 127.0.0.2 (the hub
@@ -499,7 +448,7 @@ fn main() {
         .expect("runtime");
 
     let stop_pub = Arc::new(AtomicBool::new(false));
-    let publisher = rt.spawn(publish(
+    let publisher = rt.spawn(tspi_testkit::load::publish_livestream(
         server.url(),
         plan.tracks,
         stop_pub.clone(),
