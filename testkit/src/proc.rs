@@ -1,4 +1,5 @@
-//! What a bench reads of a process from `/proc`.
+//! What a bench or test reads of a process: its `/proc` entries, and its
+//! `/metrics`.
 
 /// CPU time (user + system) process `pid` has used, seconds; 0 if it
 /// cannot be read.
@@ -26,4 +27,25 @@ mod tests {
         assert!(x != 1);
         assert!(super::cpu_seconds(std::process::id()) > 0.0);
     }
+}
+
+/// One scrape of `/metrics` on loopback `port` (HTTP/1.1, the whole
+/// response, headers included); `None` if it did not answer within 5 s.
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of sample `name` (labels included, exactly as exposed) in a
+/// scrape, if it has one.
+pub fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

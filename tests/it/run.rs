@@ -13,6 +13,7 @@ use tokio::task::block_in_place;
 use tspi::replay::channels::{DirectoryEntry, GroupReplayRequest, ReplaySpec};
 use tspi::replay::service;
 use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::proc::{sample, scrape};
 
 /// How long the whole run may take at most, start to stop, on a loaded box.
 const BOUND: Duration = Duration::from_secs(120);
@@ -23,22 +24,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn scrape(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-/// The value of an unlabelled sample, if the exposition has it.
-fn sample(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `Cpus_allowed_list` (`0-2,5`) as cores.

@@ -3,7 +3,8 @@
 //! appliance: a nats-server with JetStream, `tspi run` with ingest, the
 //! channels service and the console from one file, and an airshow fleet
 //! flown into ingest over loopback UDP. The script checks the page loads
-//! with no request leaving the machine and shows the fleet; a viewer has no
+//! with no request leaving the machine and shows the fleet; an offline
+//! PMTiles basemap is read by byte ranges and drawn; a viewer has no
 //! operator controls and the hub refuses its actions; track details and
 //! units; tags across browsers; the roster with pings; private and group
 //! replays, the offer, back to live; and writes a screenshot.
@@ -119,6 +120,18 @@ async fn the_page_in_a_real_browser() {
     let (metrics, console) = (free_tcp_port(), free_tcp_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tspi.toml");
+    // An offline basemap: one PMTiles raster tile, written by the script.
+    let basemap = dir.path().join("basemap.pmtiles");
+    let made = Command::new("node")
+        .arg(web_dir().join("e2e/pmtiles.mjs"))
+        .arg(&basemap)
+        .output()
+        .expect("node runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     std::fs::write(
         &path,
         format!(
@@ -127,7 +140,7 @@ async fn the_page_in_a_real_browser() {
              [metrics]\ninterval_s = 1\naddr = \"127.0.0.1:{metrics}\"\n\
              [channels]\nenabled = true\noperator_tokens = [\"{TOKEN}\"]\n\
              [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\nweb_dir = {web:?}\n\
-             [console.map]\nrings_km = [2, 5, 10]\n",
+             [console.map]\nrings_km = [2, 5, 10]\ntiles = {basemap:?}\n",
             nats = nats.url(),
             core = cores[0].id,
             web = web_dir().join("dist"),
@@ -155,7 +168,14 @@ async fn the_page_in_a_real_browser() {
             .args(["-k", "5", "240", "node"])
             .arg(web_dir().join("e2e/console.e2e.mjs"))
             .args(["--url", &format!("http://127.0.0.1:{console}")])
-            .args(["--token", TOKEN, "--tracks", &TRACKS.to_string()])
+            .args([
+                "--token",
+                TOKEN,
+                "--tracks",
+                &TRACKS.to_string(),
+                "--basemap",
+                "1",
+            ])
             .arg("--out")
             .arg(&out)
             .current_dir(web_dir())
@@ -175,6 +195,7 @@ async fn the_page_in_a_real_browser() {
     );
     for step in [
         "ok page loads offline",
+        "ok the offline basemap is drawn",
         "ok a viewer has no operator controls",
         "ok track details show every field; units switched",
         "ok a tag made in one browser",

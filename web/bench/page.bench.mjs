@@ -3,9 +3,11 @@
 //
 //   node web/bench/page.bench.mjs --url http://127.0.0.1:PORT --tracks N --seconds S
 //
-// After the tracks are all shown and a warm-up, the page's per-message
-// timings (performance.now() around receive, decode and update, kept by
-// app.js in window.tspi.perf) are reset; S seconds later they are read.
+// After the tracks are all shown and a warm-up (long enough to fill the
+// trails), the page's timings are reset; S seconds later they are read:
+// per frame, performance.now() around the message handler (receive,
+// decode, apply to the track store), and per map update (at most one per
+// animation frame: the store's tracks and trails handed to MapLibre).
 // Memory: the JS heap after a forced garbage collection (CDP), at the start
 // and at the end of the S seconds, and the renderer's heap samples every
 // tenth of the run. Prints one JSON line.
@@ -18,10 +20,11 @@ const origin = args.url;
 const tracks = Number(args.tracks || 1000);
 const seconds = Number(args.seconds || 300);
 const warmup = Number(args.warmup || 10);
+const query = args.query || '';
 
 const { browser, close } = await launch();
 try {
-  const page = await openPage(browser, origin, '/?client_id=bench');
+  const page = await openPage(browser, origin, `/?client_id=bench${query ? `&${query}` : ''}`);
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
   const heap = async () => {
@@ -35,6 +38,8 @@ try {
   await page.evaluate(() => {
     window.tspi.perf.frameMs.length = 0;
     window.tspi.perf.snapshotMs.length = 0;
+    window.tspi.perf.mapMs.length = 0;
+    window.tspi.perf.mapUpdates = 0;
     window.tspi.perf.messages = 0;
     window.tspi.perf.bytes = 0;
   });
@@ -54,6 +59,9 @@ try {
     return {
       frames: f.length, messages: p.messages, mib_received: p.bytes / 1048576,
       frame_ms_p50: pc(50), frame_ms_p99: pc(99), frame_ms_max: pc(100),
+      map_updates: p.mapUpdates,
+      map_ms_p50: window.tspi.percentile(p.mapMs, 50), map_ms_p99: window.tspi.percentile(p.mapMs, 99),
+      map_ms_max: window.tspi.percentile(p.mapMs, 100),
       tracks_shown: window.tspi.store.size,
       label_ms_p99: window.tspi.percentile(window.tspi.map?.labelMs || [], 99),
     };

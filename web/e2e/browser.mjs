@@ -37,6 +37,10 @@ export async function openPage(browser, origin, path, { width = 1400, height = 9
     page.foreign.push(url);
     return route.abort();
   });
+  page.tiles = [];
+  page.on('response', (r) => {
+    if (r.url().includes('/tiles.pmtiles')) page.tiles.push(r.status());
+  });
   page.on('pageerror', (e) => page.errors.push(String(e)));
   page.on('console', (m) => {
     if (m.type() === 'error') page.errors.push(m.text());

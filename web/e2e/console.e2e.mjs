@@ -41,6 +41,33 @@ try {
   if (b.channel !== 'livestream' || b.map !== 'ok') throw new Error(`viewer: ${JSON.stringify(b)}`);
   ok(`page loads offline and shows the fleet (${b.trackCount} tracks, map ${b.map})`);
 
+  // --- the offline basemap: PMTiles read by byte ranges from the hub ---
+  if (args.basemap) {
+    await viewer.waitForFunction(() => {
+      const m = window.tspi.map?.map;
+      return m && m.getLayer('base') && m.isSourceLoaded('base');
+    }, null, { timeout: 20000 });
+    const px = await viewer.evaluate(async () => {
+      const m = window.tspi.map.map;
+      const c = m.getCanvas();
+      // Read the drawing buffer while it is valid: in a render event.
+      const url = await new Promise((resolve) => {
+        m.once('render', () => resolve(c.toDataURL('image/png')));
+        m.triggerRepaint();
+      });
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      const g = Object.assign(document.createElement('canvas'), { width: c.width, height: c.height }).getContext('2d');
+      g.drawImage(img, 0, 0);
+      return [...g.getImageData(Math.floor(c.width * 0.9), Math.floor(c.height * 0.15), 1, 1).data];
+    });
+    if (!viewer.tiles.includes(206)) throw new Error(`no range request answered for the basemap: ${viewer.tiles}`);
+    // The background alone is #0e1a24; the tile (#2a5d3c at 0.8) over it is far greener.
+    if (!(px[1] > 0x40 && px[1] > px[2])) throw new Error(`the basemap is not drawn: pixel ${px}`);
+    ok(`the offline basemap is drawn (PMTiles by range: ${viewer.tiles.filter((s) => s === 206).length} partial answers; pixel rgb(${px.slice(0, 3)}))`);
+  }
+
   // --- a viewer sees no operator controls, and the hub refuses its actions
   for (const id of ['tag-button', 'replay-panel', 'display-panel']) {
     if (await viewer.isVisible(`#${id}`)) throw new Error(`viewer sees #${id}`);

@@ -1,8 +1,9 @@
 // The live map: MapLibre GL with no network. Without a basemap it draws a
 // background, a graticule, the range origin and its rings; with
 // `[console.map] tiles` it adds the PMTiles basemap the hub serves. Tracks
-// are a GeoJSON symbol layer (a heading arrow, a dot without heading) in
-// the session's marker colour, grey when stale; trails a line layer;
+// are a GeoJSON circle layer in the session's marker colour, grey when
+// stale, each with a velocity leader (heading and speed: where it will be
+// in 30 s); trails a line layer;
 // labels (sensor id and altitude) are drawn on a canvas over the map, so
 // no glyph server is needed.
 
@@ -12,35 +13,25 @@ import { graticule, ringCoords, trackLabel } from './model.js';
 /** Trail points drawn per track (the store keeps more). */
 const TRAIL_DRAWN = 120;
 /** Trails are redrawn at most this often (ms): positions every frame. */
-const TRAIL_EVERY_MS = 500;
+const TRAIL_EVERY_MS = 1000;
 /** Labels drawn at most (the rest of a dense picture is symbols alone). */
-const LABELS_MAX = 400;
+const LABELS_MAX = 200;
+/** Labels are redrawn at most this often (ms) while the view is still. */
+const LABELS_EVERY_MS = 333;
 const STALE_COLOR = '#8a8f98';
 
-function arrowImage(size) {
-  const c = document.createElement('canvas');
-  c.width = c.height = size;
-  const g = c.getContext('2d');
-  g.fillStyle = '#fff';
-  g.beginPath();
-  g.moveTo(size / 2, 1);
-  g.lineTo(size - 3, size - 2);
-  g.lineTo(size / 2, size * 0.72);
-  g.lineTo(3, size - 2);
-  g.closePath();
-  g.fill();
-  return g.getImageData(0, 0, size, size);
-}
+/** Seconds ahead a velocity leader points. */
+const LEADER_S = 30;
+const M_PER_DEG = 111320;
 
-function dotImage(size) {
-  const c = document.createElement('canvas');
-  c.width = c.height = size;
-  const g = c.getContext('2d');
-  g.fillStyle = '#fff';
-  g.beginPath();
-  g.arc(size / 2, size / 2, size / 2 - 3, 0, 2 * Math.PI);
-  g.fill();
-  return g.getImageData(0, 0, size, size);
+/** Where a track at (lon, lat) moving `speed` m/s on `heading` degrees
+ * will be in `s` seconds (flat earth: leaders are a few km). */
+export function ahead(lon, lat, speed, heading, s = LEADER_S) {
+  const d = speed * s;
+  const h = (heading * Math.PI) / 180;
+  const dLat = (d * Math.cos(h)) / M_PER_DEG;
+  const dLon = (d * Math.sin(h)) / (M_PER_DEG * Math.max(0.01, Math.cos((lat * Math.PI) / 180)));
+  return [lon + dLon, lat + dLat];
 }
 
 const empty = () => ({ type: 'FeatureCollection', features: [] });
@@ -67,6 +58,7 @@ export class LiveMap {
         rings: { type: 'geojson', data: empty() },
         origin: { type: 'geojson', data: empty() },
         trails: { type: 'geojson', data: empty() },
+        leaders: { type: 'geojson', data: empty() },
         tracks: { type: 'geojson', data: empty() },
       },
       layers: [
@@ -75,17 +67,13 @@ export class LiveMap {
         { id: 'rings', type: 'line', source: 'rings', paint: { 'line-color': '#3f6b57', 'line-width': 1.2, 'line-dasharray': [4, 3] } },
         { id: 'origin', type: 'circle', source: 'origin', paint: { 'circle-radius': 5, 'circle-color': '#0e1a24', 'circle-stroke-color': '#7fd1a8', 'circle-stroke-width': 2 } },
         { id: 'trails', type: 'line', source: 'trails', paint: { 'line-color': ['get', 'color'], 'line-opacity': 0.55, 'line-width': 1.5 } },
+        // A velocity leader (where the track will be in LEADER_S at its
+        // speed and heading, as on a radar scope) and a dot: cheaper to
+        // draw than rotated icons, which matters without a GPU.
+        { id: 'leaders', type: 'line', source: 'leaders', paint: { 'line-color': ['get', 'color'], 'line-width': 1.5 } },
         {
-          id: 'tracks', type: 'symbol', source: 'tracks',
-          layout: {
-            'icon-image': ['get', 'icon'],
-            'icon-rotate': ['get', 'heading'],
-            'icon-rotation-alignment': 'map',
-            'icon-allow-overlap': true,
-            'icon-ignore-placement': true,
-            'icon-size': 1,
-          },
-          paint: { 'icon-color': ['get', 'color'], 'icon-halo-color': '#000', 'icon-halo-width': 1 },
+          id: 'tracks', type: 'circle', source: 'tracks',
+          paint: { 'circle-radius': 4.5, 'circle-color': ['get', 'color'], 'circle-stroke-color': '#000', 'circle-stroke-width': 1 },
         },
       ],
     };
@@ -96,8 +84,6 @@ export class LiveMap {
       zoom: this.origin ? 8 : 2,
       attributionControl: false,
       fadeDuration: 0,
-      // Tests and the benchmark read the canvas; keep what was drawn.
-      canvasContextAttributes: { preserveDrawingBuffer: true },
     });
     this.map.addControl(new maplibregl.NavigationControl({ showCompass: true }), 'top-left');
     this.map.addControl(new maplibregl.ScaleControl({ unit: 'metric' }), 'bottom-left');
@@ -105,8 +91,6 @@ export class LiveMap {
     this.labels.className = 'labels';
     el.appendChild(this.labels);
     this.map.on('load', () => {
-      this.map.addImage('arrow', arrowImage(24), { sdf: true });
-      this.map.addImage('dot', dotImage(16), { sdf: true });
       this.ready = true;
       this.#drawGrid();
       this.#drawOrigin();
@@ -206,20 +190,24 @@ export class LiveMap {
   update(trailsToo = false) {
     if (!this.ready || !this.store) return;
     const features = [];
+    const leaders = [];
     for (const t of this.store.tracks.values()) {
-      const heading = t.heading_deg;
+      const color = t.stale ? STALE_COLOR : this.color;
       features.push({
         type: 'Feature',
         geometry: { type: 'Point', coordinates: [t.lon_deg, t.lat_deg] },
-        properties: {
-          id: t.id,
-          icon: heading == null ? 'dot' : 'arrow',
-          heading: heading ?? 0,
-          color: t.stale ? STALE_COLOR : this.color,
-        },
+        properties: { id: t.id, color },
       });
+      if (t.heading_deg != null && t.speed_mps != null && !t.stale) {
+        leaders.push({
+          type: 'Feature',
+          geometry: { type: 'LineString', coordinates: [[t.lon_deg, t.lat_deg], ahead(t.lon_deg, t.lat_deg, t.speed_mps, t.heading_deg)] },
+          properties: { color },
+        });
+      }
     }
     this.map.getSource('tracks').setData({ type: 'FeatureCollection', features });
+    this.map.getSource('leaders').setData({ type: 'FeatureCollection', features: leaders });
     const now = performance.now();
     if (trailsToo || now - this.lastTrailMs >= TRAIL_EVERY_MS) {
       this.lastTrailMs = now;
@@ -239,6 +227,18 @@ export class LiveMap {
 
   #drawLabels() {
     const t0 = performance.now();
+    const still = !this.map.isMoving() && !this.map.isZooming() && !this.map.isRotating();
+    if (still && t0 - (this.labelsAt || 0) < LABELS_EVERY_MS) {
+      if (!this.labelsPending) {
+        this.labelsPending = true;
+        setTimeout(() => {
+          this.labelsPending = false;
+          this.#drawLabels();
+        }, LABELS_EVERY_MS);
+      }
+      return;
+    }
+    this.labelsAt = t0;
     const canvas = this.labels;
     const map = this.map.getCanvas();
     const dpr = window.devicePixelRatio || 1;

@@ -4,8 +4,11 @@
 
 /** Tracks the page keeps at most (the hub's table holds up to 20,000). */
 export const TRACKS_MAX = 20000;
-/** Trail points kept per track (the hub keeps at most 600). */
-export const TRAIL_POINTS_MAX = 600;
+/** Trail points kept per track, at most one per [`TRAIL_STEP_MS`] of
+ * server time: 120 points, a minute of trail (the hub's default `trail_s`),
+ * whatever the update rate. */
+export const TRAIL_POINTS_MAX = 120;
+export const TRAIL_STEP_MS = 500;
 /** Operations log lines kept. */
 export const OPS_LOG_MAX = 200;
 
@@ -15,12 +18,14 @@ export const OPS_LOG_MAX = 200;
  * trails after a snapshot.
  */
 export class TrackStore {
-  constructor({ tracksMax = TRACKS_MAX, trailMax = TRAIL_POINTS_MAX } = {}) {
+  constructor({ tracksMax = TRACKS_MAX, trailMax = TRAIL_POINTS_MAX, trailStepMs = TRAIL_STEP_MS } = {}) {
     this.tracksMax = tracksMax;
     this.trailMax = trailMax;
+    this.trailStepMs = trailStepMs;
     /** @type {Map<string, object>} id -> track (the hub's fields) */
     this.tracks = new Map();
-    /** @type {Map<string, number[][]>} id -> [[lon, lat], ...] oldest first */
+    /** @type {Map<string, number[][]>} id -> [[lon, lat], ...] oldest first;
+     * each trail's `headAt` is the server time its newest point was added */
     this.trails = new Map();
     this.channel = null;
     this.lastFrameMs = 0;
@@ -44,7 +49,7 @@ export class TrackStore {
       }
       this.tracks.set(t.id, t);
       keep.add(t.id);
-      this.#extend(t);
+      this.#extend(t, msg.server_time_ms);
     }
     for (const id of [...this.trails.keys()]) {
       if (!keep.has(id)) this.trails.delete(id);
@@ -65,7 +70,7 @@ export class TrackStore {
         continue;
       }
       this.tracks.set(t.id, t);
-      this.#extend(t);
+      this.#extend(t, msg.server_time_ms);
       changed.push(t.id);
     }
     const removed = [];
@@ -81,29 +86,49 @@ export class TrackStore {
   /** `trails` after a snapshot: whole trails of some tracks. */
   applyTrails(msg) {
     if (msg.channel_id !== this.channel) return;
+    // The hub's trail points carry the fix's time of day (s): thin them to
+    // one per step as the page's own are.
+    const step = this.trailStepMs / 1000;
     for (const { id, trail } of msg.tracks) {
       if (!this.tracks.has(id)) continue;
-      const pts = trail.slice(-this.trailMax).map((p) => [p[1], p[0]]);
+      let pts = [];
+      let at = -Infinity;
+      for (const p of trail) {
+        if (p[3] - at >= step || p[3] < at) {
+          pts.push([p[1], p[0]]);
+          at = p[3];
+        }
+      }
       const cur = this.tracks.get(id);
       const last = pts[pts.length - 1];
       if (!last || last[0] !== cur.lon_deg || last[1] !== cur.lat_deg) {
         pts.push([cur.lon_deg, cur.lat_deg]);
       }
-      this.trails.set(id, pts.slice(-this.trailMax));
+      pts = pts.slice(-this.trailMax);
+      pts.headAt = msg.server_time_ms;
+      this.trails.set(id, pts);
     }
   }
 
-  #extend(t) {
+  /** The trail gains the track's position, at most one point per step
+   * of server time; the newest point always follows the track. */
+  #extend(t, nowMs) {
     let tr = this.trails.get(t.id);
     if (!tr) {
       tr = [];
       this.trails.set(t.id, tr);
     }
     const last = tr[tr.length - 1];
-    if (!last || last[0] !== t.lon_deg || last[1] !== t.lat_deg) {
-      tr.push([t.lon_deg, t.lat_deg]);
-      if (tr.length > this.trailMax) tr.splice(0, tr.length - this.trailMax);
+    if (last && last[0] === t.lon_deg && last[1] === t.lat_deg) return;
+    if (tr.length >= 2 && nowMs - tr.headAt < this.trailStepMs) {
+      // Within the step: move the head instead of adding a point.
+      last[0] = t.lon_deg;
+      last[1] = t.lat_deg;
+      return;
     }
+    tr.push([t.lon_deg, t.lat_deg]);
+    tr.headAt = nowMs;
+    if (tr.length > this.trailMax) tr.splice(0, tr.length - this.trailMax);
   }
 
   get size() {

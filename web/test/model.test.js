@@ -24,7 +24,7 @@ test('a snapshot replaces, a frame changes only what it names', () => {
   assert.deepEqual(r, { changed: ['2:geocentric', '3:geocentric'], removed: ['1:geocentric'] });
   assert.deepEqual([...s.tracks.keys()].sort(), ['2:geocentric', '3:geocentric']);
   assert.equal(s.lastFrameMs, 1100);
-  assert.deepEqual(s.trails.get('2:geocentric'), [[-106, 33], [-106, 33.1]]);
+  assert.deepEqual([...s.trails.get('2:geocentric')], [[-106, 33], [-106, 33.1]]);
   assert.equal(s.trails.has('1:geocentric'), false);
   // A late frame of another channel is ignored.
   assert.equal(s.applyFrame({ channel_id: 'replay.x', server_time_ms: 1200, tracks: [], removed: ['2:geocentric'] }), null);
@@ -32,10 +32,10 @@ test('a snapshot replaces, a frame changes only what it names', () => {
 });
 
 test('switching channel clears trails; trails messages fill them, bounded', () => {
-  const s = new TrackStore({ trailMax: 5 });
+  const s = new TrackStore({ trailMax: 5, trailStepMs: 0 });
   s.applySnapshot({ channel_id: 'livestream', server_time_ms: 1, tracks: [track('1:geocentric', 1, 1)] });
   s.applySnapshot({ channel_id: 'replay.a', server_time_ms: 2, tracks: [track('1:geocentric', 10, 10)] });
-  assert.deepEqual(s.trails.get('1:geocentric'), [[10, 10]]);
+  assert.deepEqual([...s.trails.get('1:geocentric')], [[10, 10]]);
   const trail = Array.from({ length: 20 }, (_, i) => [i, i + 100, 3000, i]);
   s.applyTrails({ channel_id: 'replay.a', tracks: [{ id: '1:geocentric', trail }, { id: 'gone', trail }] });
   const t = s.trails.get('1:geocentric');
@@ -46,6 +46,22 @@ test('switching channel clears trails; trails messages fill them, bounded', () =
     s.applyFrame({ channel_id: 'replay.a', server_time_ms: 3 + i, tracks: [track('1:geocentric', 10 + i, 10)], removed: [] });
   }
   assert.equal(s.trails.get('1:geocentric').length, 5);
+});
+
+test('a trail keeps one point per step of server time, its head following the track', () => {
+  const s = new TrackStore({ trailMax: 100, trailStepMs: 500 });
+  s.applySnapshot({ channel_id: 'l', server_time_ms: 0, tracks: [track('1:geocentric', 0, 0)] });
+  // 10 Hz for 3 s: 30 frames.
+  for (let i = 1; i <= 30; i++) {
+    s.applyFrame({ channel_id: 'l', server_time_ms: i * 100, tracks: [track('1:geocentric', i, 0)], removed: [] });
+  }
+  const tr = s.trails.get('1:geocentric');
+  assert.ok(tr.length >= 6 && tr.length <= 8, `about one point per 500 ms: ${tr.length}`);
+  assert.deepEqual(tr[tr.length - 1], [0, 30], 'the head is the track');
+  // The hub's trail (time of day in s, 10 Hz) thinned the same way.
+  const trail = Array.from({ length: 50 }, (_, i) => [i, 0, 3000, 100 + i / 10]);
+  s.applyTrails({ channel_id: 'l', tracks: [{ id: '1:geocentric', trail }] });
+  assert.equal(s.trails.get('1:geocentric').length, 11, '5 s of trail at 2 points/s, and the head');
 });
 
 test('the table is capped', () => {

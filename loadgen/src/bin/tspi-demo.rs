@@ -221,6 +221,56 @@ fn run(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
     rt.block_on(demo(a, view))
 }
 
+/// Fly `fleet` at `target` for `duration_s` on an open-loop schedule while
+/// measuring every arrival at stream `TSPI` (progress on the view); then,
+/// unless `stop` was set (Ctrl-C), repeat the first update of every track
+/// as a redundant sender would (JetStream drops the copies by
+/// `Nats-Msg-Id`). Returns the run, the repeated datagrams, and whether it
+/// was interrupted.
+pub(crate) async fn fly(
+    a: &DemoArgs,
+    fleet: Arc<Fleet>,
+    duration_s: f64,
+    target: std::net::SocketAddr,
+    client: &async_nats::Client,
+    view: &View,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(drive::RunResult, Vec<[u8; codec::DATAGRAM_LEN]>, bool)> {
+    let run = drive::measured_run(
+        fleet.clone(),
+        f64::from(a.rate_hz),
+        duration_s,
+        drive::Output::Udp {
+            targets: vec![target],
+            // Wake at most every 0.2 ms: the demo shares two cores with
+            // the servers and the appliance; the latency includes this.
+            coalesce_ns: 200_000,
+            multicast: Default::default(),
+        },
+        client,
+        &drive::Source::Stream("TSPI".into()),
+        Duration::from_secs(10),
+        Duration::from_secs(a.interval_s.max(1)),
+        stop.clone(),
+        |p| view.lock().progress(&p.line()),
+    )
+    .await;
+    view.lock().end_live();
+    let interrupted = stop.load(Relaxed);
+    let run = run.context("measured run")?;
+    let mut first_tick = Vec::new();
+    if !interrupted {
+        let mut g = Generator::new(fleet, *run.ledger.schedule());
+        first_tick = g
+            .by_ref()
+            .take(usize::from(a.tracks))
+            .map(|(_, d)| d)
+            .collect();
+        DatagramSender::connect(target)?.send(&first_tick)?;
+    }
+    Ok((run, first_tick, interrupted))
+}
+
 /// The ingest boxes' HdrHistogram snapshots (`tspi.ops.metrics.ingest.>`),
 /// merged into one receive→ack histogram until told to stop.
 pub(crate) async fn collect_snapshots(
@@ -347,46 +397,14 @@ async fn demo(a: DemoArgs, view: View) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let run = drive::measured_run(
-        fleet.clone(),
-        f64::from(a.rate_hz),
-        duration_s as f64,
-        drive::Output::Udp {
-            targets: vec![udp],
-            // Wake at most every 0.2 ms: the demo shares two cores with
-            // three servers and ingest; the latency includes this.
-            coalesce_ns: 200_000,
-            multicast: Default::default(),
-        },
-        &client,
-        &drive::Source::Stream("TSPI".into()),
-        Duration::from_secs(10),
-        Duration::from_secs(a.interval_s.max(1)),
-        stop.clone(),
-        |p| view.lock().progress(&p.line()),
-    )
-    .await;
-    view.lock().end_live();
-    let interrupted = stop.load(Relaxed);
-    let run = match run {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ingest.stop().await;
-            return Err(e.context("measured run"));
-        }
-    };
-    // A redundant sender repeats the first update of every track: JetStream
-    // drops the copies by Nats-Msg-Id.
-    let mut first_tick: Vec<[u8; codec::DATAGRAM_LEN]> = Vec::new();
-    if !interrupted {
-        let mut g = Generator::new(fleet, *run.ledger.schedule());
-        first_tick = g
-            .by_ref()
-            .take(usize::from(a.tracks))
-            .map(|(_, d)| d)
-            .collect();
-        DatagramSender::connect(udp)?.send(&first_tick)?;
-    }
+    let (run, first_tick, interrupted) =
+        match fly(&a, fleet, duration_s as f64, udp, &client, &view, &stop).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ingest.stop().await;
+                return Err(e);
+            }
+        };
     let expected = run.summary.sent;
 
     // Let the last acks land, then stop ingest the way SIGTERM does.

@@ -9,16 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::task::block_in_place;
 use tspi_testkit::harness::{NatsServer, PgCluster};
-
-fn scrape(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
+use tspi_testkit::proc::scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_prometheus_and_nats_snapshot() {

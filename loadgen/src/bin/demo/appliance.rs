@@ -9,7 +9,7 @@
 //! datagram accounted for, the stream holding each unique one once, the
 //! archive holding every message of the stream.
 
-use super::{DemoArgs, View, collect_snapshots, percentiles};
+use super::{DemoArgs, View, collect_snapshots, fly, percentiles};
 use anyhow::{Context as _, bail};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -18,9 +18,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tspi::send::DatagramSender;
-use tspi_loadgen::{Fleet, FleetConfig, Generator, Style, drive};
+use tspi_loadgen::{Fleet, FleetConfig, Style};
 use tspi_testkit::harness::PgCluster;
+use tspi_testkit::proc::{sample, scrape};
 
 /// `tspi run`, stopped (SIGTERM, then SIGKILL) if the demo ends early.
 struct Appliance {
@@ -92,23 +92,6 @@ fn tspi_binary() -> anyhow::Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
-}
-
-/// One scrape of `/metrics` on `port`.
-fn scrape(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-/// The value of sample `name` (labels included, exactly) in a scrape.
-fn sample(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// An operator token for the demo's page, fresh each run.
@@ -245,37 +228,16 @@ pub async fn run(
         }
     });
     let target: SocketAddr = format!("127.0.0.1:{udp}").parse()?;
-    let run = drive::measured_run(
-        fleet.clone(),
-        f64::from(a.rate_hz),
+    let (run, first_tick, interrupted) = fly(
+        a,
+        fleet,
         f64::from(duration_s),
-        drive::Output::Udp {
-            targets: vec![target],
-            coalesce_ns: 200_000,
-            multicast: Default::default(),
-        },
+        target,
         &client,
-        &drive::Source::Stream("TSPI".into()),
-        Duration::from_secs(10),
-        Duration::from_secs(a.interval_s.max(1)),
-        stop.clone(),
-        |p| view.lock().progress(&p.line()),
+        view,
+        &stop,
     )
-    .await;
-    view.lock().end_live();
-    let interrupted = stop.load(Relaxed);
-    let run = run.context("measured run")?;
-    // A redundant sender repeats the first update of every track.
-    let mut first_tick = Vec::new();
-    if !interrupted {
-        let mut g = Generator::new(fleet, *run.ledger.schedule());
-        first_tick = g
-            .by_ref()
-            .take(usize::from(a.tracks))
-            .map(|(_, d)| d)
-            .collect();
-        DatagramSender::connect(target)?.send(&first_tick)?;
-    }
+    .await?;
     let expected = run.summary.sent;
     // The stream, then the archive, catch up.
     let deadline = Instant::now() + Duration::from_secs(if interrupted { 5 } else { 60 });
