@@ -16,19 +16,6 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / hz
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn this_process_has_used_some_cpu() {
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_add(i * i);
-        }
-        assert!(x != 1);
-        assert!(super::cpu_seconds(std::process::id()) > 0.0);
-    }
-}
-
 /// One scrape of `/metrics` on loopback `port` (HTTP/1.1, the whole
 /// response, headers included); `None` if it did not answer within 5 s.
 pub fn scrape(port: u16) -> Option<String> {
@@ -48,4 +35,17 @@ pub fn scrape(port: u16) -> Option<String> {
 pub fn sample(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x != 1);
+        assert!(super::cpu_seconds(std::process::id()) > 0.0);
+    }
 }
