@@ -11,7 +11,7 @@
 
 use super::{DemoArgs, View, collect_snapshots, fly, percentiles};
 use anyhow::{Context as _, bail};
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
