@@ -4,7 +4,7 @@
 
 use crate::kit::*;
 use futures_util::StreamExt;
-use std::io::{Read, Write};
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::task::block_in_place;
