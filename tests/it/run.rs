@@ -6,7 +6,6 @@
 //! SIGTERM stops every role with its account printed and exit 0.
 
 use crate::kit::*;
-use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
