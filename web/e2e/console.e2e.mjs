@@ -92,9 +92,19 @@ try {
     });
     if (!at) throw new Error('no track on screen to click');
     await page.mouse.click(at.x, at.y);
-    await page.waitForSelector('#detail:not([hidden])', { timeout: 10000 });
+    await page.waitForSelector('#detail:not([hidden])', { timeout: 4000 });
   };
-  await clickTrack(viewer);
+  // On a loaded machine the drawn dot can lag its track: try a few times.
+  const clickTrackRetrying = async (page) => {
+    for (let i = 1; ; i++) {
+      try {
+        return await clickTrack(page);
+      } catch (e) {
+        if (i >= 5) throw e;
+      }
+    }
+  };
+  await clickTrackRetrying(viewer);
   await viewer.waitForFunction(() => /updates\/s/.test(document.getElementById('detail-summary').textContent), null, { timeout: 10000 });
   const fields = await viewer.$$eval('#detail-fields td:first-child', (tds) => tds.map((t) => t.textContent));
   for (const f of ['sensor_id', 'day', 'time_s', 'status', 'recv_iso', 'payload.x_m', 'payload.vx_mps']) {

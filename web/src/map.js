@@ -99,9 +99,19 @@ export class LiveMap {
     });
     this.map.on('moveend', () => this.#drawGrid());
     this.map.on('render', () => this.#drawLabels());
-    this.map.on('click', 'tracks', (e) => {
-      const f = e.features && e.features[0];
-      if (f) onPick(f.properties.id);
+    // A click picks the nearest track within 10 px: dots are small and move.
+    this.map.on('click', (e) => {
+      const r = 10;
+      const { x, y } = e.point;
+      const near = this.map.queryRenderedFeatures([[x - r, y - r], [x + r, y + r]], { layers: ['tracks'] });
+      let best = null;
+      let bestD = Infinity;
+      for (const f of near) {
+        const p = this.map.project(f.geometry.coordinates);
+        const d = (p.x - x) ** 2 + (p.y - y) ** 2;
+        if (d < bestD) [best, bestD] = [f, d];
+      }
+      if (best) onPick(best.properties.id);
     });
     this.map.on('mouseenter', 'tracks', () => (this.map.getCanvas().style.cursor = 'pointer'));
     this.map.on('mouseleave', 'tracks', () => (this.map.getCanvas().style.cursor = ''));
