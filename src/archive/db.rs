@@ -55,7 +55,7 @@ impl From<tokio_postgres::Error> for WriteError {
 }
 
 /// A PostgreSQL error in full, as one line: `SQLSTATE code: message
-/// (detail)` when the server said something, else the client's text and
+/// (detail); hint: hint` when the server said something, else the client's text and
 /// its cause (`tokio_postgres::Error` alone displays only its kind, e.g.
 /// "db error"). Errors here carry this text instead of a `source`, so a
 /// `{:#}` chain does not say it twice.
@@ -67,6 +67,10 @@ pub fn pg_text(e: &tokio_postgres::Error) -> String {
                 s.push_str(" (");
                 s.push_str(d);
                 s.push(')');
+            }
+            if let Some(h) = db.hint() {
+                s.push_str("; hint: ");
+                s.push_str(h);
             }
             s
         }

@@ -39,6 +39,7 @@ pub mod proto;
 pub mod report;
 mod reporting;
 pub mod schema;
+mod stats;
 
 pub use driver::{Account, ArchiveError, Handle, Stats, run, run_reporting};
 /// The pure decoders and the COPY writer, where they always were.

@@ -1,5 +1,13 @@
 //! PostgreSQL: `initdb` and `postgres` in a temporary directory, TCP on a free
 //! loopback port, trust authentication for the user `tspi`.
+//!
+//! Started plain ([`PgCluster::start`]) or with TimescaleDB preloaded
+//! ([`PgCluster::start_timescaledb`]); [`PgCluster::ordinary_database`] does
+//! a DBA's one-time steps for an archive role that is not a superuser.
+
+mod roles;
+
+pub use roles::{Ordinary, timescaledb_installed};
 
 use super::process::{self, free_port};
 use super::{HarnessError, PORT_ATTEMPTS, READY_TIMEOUT, STOP_TIMEOUT};
