@@ -21,13 +21,15 @@ use bytes::Bytes;
 use futures_util::SinkExt as _;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connecting to PostgreSQL: {}", pg_text(.0))]
-    Connect(tokio_postgres::Error),
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::ConnectError),
+    #[error(transparent)]
+    Tls(#[from] crate::pg::TlsError),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
     #[error("preparing the archive's session: {}", pg_text(.0))]
@@ -156,14 +158,10 @@ impl Drop for Db {
 impl Db {
     /// Connect, apply migrations, create the staging table, prepare.
     pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> Result<Db, ConnectError> {
-        let (mut client, connection) = tokio_postgres::connect(dsn, NoTls)
+        let tls = crate::pg::Tls::from_setting(cfg.ca_file.as_deref())?;
+        let (mut client, connection) = crate::pg::connect(dsn, tls.as_ref())
             .await
             .map_err(ConnectError::Connect)?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
         schema::migrate(&mut client, cfg.partitioning).await?;
         client
             .batch_execute(

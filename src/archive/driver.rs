@@ -76,6 +76,8 @@ pub enum ArchiveError {
         found: AckPolicy,
         want: AckMode,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::pg::TlsError),
     #[error("the archiver's task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{what} durable consumer {durable} on {stream}: {source}")]
@@ -621,6 +623,8 @@ pub async fn run_reporting(
     cfg.validate_for(&[Role::Archive], &Machine::current())?;
     dsn.parse::<tokio_postgres::Config>()
         .map_err(ArchiveError::Dsn)?;
+    // A CA file that cannot be read is an error now, not a retry loop.
+    crate::pg::Tls::from_setting(a.ca_file.as_deref())?;
     let client = crate::nats::connect(&cfg.nats)
         .await
         .map_err(|e| ArchiveError::Nats(e.into()))?;

@@ -25,7 +25,7 @@ mod process;
 pub use nats::{
     NATS_MIN_VERSION, NatsCluster, NatsServer, ServerAuth, nats_server_binary, parse_nats_version,
 };
-pub use postgres::{Ordinary, PG_USER, PgCluster, pg_bindir, timescaledb_installed};
+pub use postgres::{Ordinary, PG_USER, PgCluster, make_ca, pg_bindir, timescaledb_installed};
 
 use std::io;
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ mod reports;
 mod servers;
 mod systemd;
 mod timescaledb;
+mod tls;
 
 use crate::kit::*;
 use ciborium::Value;

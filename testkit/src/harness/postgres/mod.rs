@@ -6,8 +6,10 @@
 //! a DBA's one-time steps for an archive role that is not a superuser.
 
 mod roles;
+mod tls;
 
 pub use roles::{Ordinary, timescaledb_installed};
+pub use tls::make_ca;
 
 use super::process::{self, free_port};
 use super::{HarnessError, PORT_ATTEMPTS, READY_TIMEOUT, STOP_TIMEOUT};
@@ -147,6 +149,8 @@ pub struct PgCluster {
     label: String,
     /// `name=value` server settings passed after the defaults (so they win).
     settings: Vec<String>,
+    /// The CA that signed the server's certificate, when it requires TLS.
+    tls_ca: Option<PathBuf>,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -163,6 +167,15 @@ impl PgCluster {
     /// `["fsync=on", "synchronous_commit=on", "full_page_writes=on"]` for a
     /// durable server in a benchmark.
     pub fn start_with_settings(settings: &[&str]) -> Result<PgCluster, HarnessError> {
+        Self::start_prepared(settings, |_| Ok(()))
+    }
+
+    /// `initdb`, then `prepare` (configuration files, certificates), then
+    /// start with `settings`.
+    fn start_prepared(
+        settings: &[&str],
+        prepare: impl FnOnce(&mut PgCluster) -> Result<(), HarnessError>,
+    ) -> Result<PgCluster, HarnessError> {
         let bindir = pg_bindir()?;
         let account = run_as()?;
         let dir = tempfile::Builder::new()
@@ -185,6 +198,7 @@ impl PgCluster {
             log_path: dir.path().join("postgres.log"),
             label: "postgres".to_owned(),
             settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            tls_ca: None,
             bindir,
             account,
             socket_dir,
@@ -192,6 +206,7 @@ impl PgCluster {
             dir,
         };
         pg.initdb()?;
+        prepare(&mut pg)?;
         for _ in 0..PORT_ATTEMPTS {
             pg.port = free_port()?;
             pg.label = format!("postgres (127.0.0.1:{})", pg.port);

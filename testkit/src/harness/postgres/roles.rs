@@ -103,13 +103,16 @@ impl PgCluster {
             .any(|s| s == "shared_preload_libraries=timescaledb")
     }
 
-    /// Run `sql` with `psql` as the superuser `tspi` in `dbname` (stop at
-    /// the first error); returns its unaligned, tuples-only output.
+    /// Run `sql` with `psql` as the superuser `tspi` in `dbname`, over the
+    /// Unix socket (stop at the first error); returns its unaligned,
+    /// tuples-only output.
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, HarnessError> {
         let out = self
             .command("psql")
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string()])
             .args(["-U", PG_USER, "-d", dbname, "-c", sql])
             .output()
             .map_err(|e| HarnessError::io(format!("running {}/psql", self.bindir.display()), e))?;
