@@ -10,6 +10,12 @@
 //! `host=127.0.0.1`). rustls (ring) does the handshake: TLS 1.2 and 1.3.
 //! A failed verification is an error naming the cause (`invalid peer
 //! certificate: UnknownIssuer`, `NotValidForName`, ...).
+//!
+//! Several hosts (`host=a,b port=5432,5432`) are tried in order; a
+//! [`Target`] says which kind of server a role needs: the archive writes,
+//! so it asks for the primary (`target_session_attrs=read-write`: after a
+//! failover it finds the promoted standby); replay may ask for a standby
+//! (read-only), falling back to any server when none answers.
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -20,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{SslMode, TargetSessionAttrs};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 use tokio_rustls::rustls;
 
@@ -115,13 +121,60 @@ impl ConnectError {
     }
 }
 
+/// Which kind of server a session needs, among the hosts of a connection
+/// string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// As the connection string says (its `target_session_attrs`).
+    #[default]
+    AsGiven,
+    /// A server that accepts writes (`read-write`).
+    Primary,
+    /// A hot standby (`read-only`) if one of the hosts is; else any.
+    PreferStandby,
+}
+
+/// A client and its connection's task (ended on drop of the client).
+pub type Session = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+
 /// Connect (TLS when `tls` is given) and spawn the connection's task,
 /// which logs at debug how it ended.
-pub async fn connect(
+pub async fn connect(dsn: &str, tls: Option<&Tls>) -> Result<Session, ConnectError> {
+    connect_to(dsn, tls, Target::AsGiven).await
+}
+
+/// [`connect`] to a server of the `target` kind.
+pub async fn connect_to(
     dsn: &str,
     tls: Option<&Tls>,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), ConnectError> {
+    target: Target,
+) -> Result<Session, ConnectError> {
     let mut config: tokio_postgres::Config = dsn.parse()?;
+    match target {
+        Target::AsGiven => {}
+        Target::Primary => {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
+        Target::PreferStandby => {
+            let mut standby = config.clone();
+            standby.target_session_attrs(TargetSessionAttrs::ReadOnly);
+            match connect_config(standby, tls).await {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::info!(
+                    error = %e,
+                    "no standby among the PostgreSQL hosts; reading from any of them"
+                ),
+            }
+            config.target_session_attrs(TargetSessionAttrs::Any);
+        }
+    }
+    connect_config(config, tls).await
+}
+
+async fn connect_config(
+    mut config: tokio_postgres::Config,
+    tls: Option<&Tls>,
+) -> Result<Session, ConnectError> {
     let Some(tls) = tls else {
         let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
         return Ok((client, spawn(conn)));

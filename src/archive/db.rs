@@ -159,9 +159,11 @@ impl Db {
     /// Connect, apply migrations, create the staging table, prepare.
     pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> Result<Db, ConnectError> {
         let tls = crate::pg::Tls::from_setting(cfg.ca_file.as_deref())?;
-        let (mut client, connection) = crate::pg::connect(dsn, tls.as_ref())
-            .await
-            .map_err(ConnectError::Connect)?;
+        // The archive writes: with several hosts, the one that is primary.
+        let (mut client, connection) =
+            crate::pg::connect_to(dsn, tls.as_ref(), crate::pg::Target::Primary)
+                .await
+                .map_err(ConnectError::Connect)?;
         schema::migrate(&mut client, cfg.partitioning).await?;
         client
             .batch_execute(

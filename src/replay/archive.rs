@@ -65,6 +65,9 @@ pub struct ArchiveSource {
     pub with_tags: bool,
     pub subject_prefix: String,
     pub read_ahead: ReadAhead,
+    /// Read from a hot standby among the DSN's hosts when one answers (the
+    /// primary keeps its I/O for the archive's writes); else from any.
+    pub from_standby: bool,
     feed: Feed,
     counters: Arc<SourceCounts>,
 }
@@ -78,6 +81,7 @@ impl ArchiveSource {
             with_tags: true,
             subject_prefix: message::DEFAULT_PREFIX.into(),
             read_ahead: ReadAhead::default(),
+            from_standby: false,
             feed: Feed::default(),
             counters: Arc::default(),
         }
@@ -118,14 +122,18 @@ pub fn row_item(
 
 /// A connection to the archive at `dsn` (its connection task spawned).
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, ReplayError> {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+    connect_to(dsn, crate::pg::Target::AsGiven).await
+}
+
+/// [`connect`] to a server of the `target` kind: replay reads, so it may
+/// read from a hot standby ([`crate::pg::Target::PreferStandby`]).
+pub async fn connect_to(
+    dsn: &str,
+    target: crate::pg::Target,
+) -> Result<tokio_postgres::Client, ReplayError> {
+    let (client, _conn) = crate::pg::connect_to(dsn, None, target)
         .await
-        .map_err(pg)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "archive connection ended");
-        }
-    });
+        .map_err(|e| ReplayError::Source(format!("archive: {e}")))?;
     Ok(client)
 }
 
@@ -141,6 +149,7 @@ pub async fn tag_moment_ns(client: &tokio_postgres::Client, id: &str) -> Result<
 
 struct Read {
     dsn: String,
+    target: crate::pg::Target,
     window: Window,
     from_ns: Option<u64>,
     with_tags: bool,
@@ -151,7 +160,7 @@ struct Read {
 
 impl Read {
     async fn run(self, tx: &mpsc::Sender<Batch>) -> Result<(), ReplayError> {
-        let mut client = connect(&self.dsn).await?;
+        let mut client = connect_to(&self.dsn, self.target).await?;
         let (lo_ns, hi_ns) = match &self.window {
             Window::Time { start_ns, end_ns } => (*start_ns, *end_ns),
             Window::Tag {
@@ -257,6 +266,11 @@ impl Source for ArchiveSource {
         self.feed.replace(rx);
         let read = Read {
             dsn: self.dsn.clone(),
+            target: if self.from_standby {
+                crate::pg::Target::PreferStandby
+            } else {
+                crate::pg::Target::AsGiven
+            },
             window: self.window.clone(),
             from_ns,
             with_tags: self.with_tags,

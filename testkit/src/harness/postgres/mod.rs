@@ -5,6 +5,7 @@
 //! ([`PgCluster::start_timescaledb`]); [`PgCluster::ordinary_database`] does
 //! a DBA's one-time steps for an archive role that is not a superuser.
 
+mod replica;
 mod roles;
 mod tls;
 
@@ -176,6 +177,16 @@ impl PgCluster {
         settings: &[&str],
         prepare: impl FnOnce(&mut PgCluster) -> Result<(), HarnessError>,
     ) -> Result<PgCluster, HarnessError> {
+        let mut pg = Self::unstarted(settings)?;
+        pg.initdb()?;
+        prepare(&mut pg)?;
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    /// The temporary directories (owned by the server's account), no data
+    /// directory yet, not running.
+    fn unstarted(settings: &[&str]) -> Result<PgCluster, HarnessError> {
         let bindir = pg_bindir()?;
         let account = run_as()?;
         let dir = tempfile::Builder::new()
@@ -192,7 +203,7 @@ impl PgCluster {
                 })?;
             }
         }
-        let mut pg = PgCluster {
+        Ok(PgCluster {
             port: 0,
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("postgres.log"),
@@ -204,14 +215,17 @@ impl PgCluster {
             socket_dir,
             child: None,
             dir,
-        };
-        pg.initdb()?;
-        prepare(&mut pg)?;
+        })
+    }
+
+    /// Start on a free port (retried when the port was taken meanwhile);
+    /// returns once ready.
+    fn launch(&mut self) -> Result<(), HarnessError> {
         for _ in 0..PORT_ATTEMPTS {
-            pg.port = free_port()?;
-            pg.label = format!("postgres (127.0.0.1:{})", pg.port);
-            match pg.spawn().and_then(|()| pg.wait_ready()) {
-                Ok(()) => return Ok(pg),
+            self.port = free_port()?;
+            self.label = format!("postgres (127.0.0.1:{})", self.port);
+            match self.spawn().and_then(|()| self.wait_ready()) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_port_in_use() => continue,
                 Err(e) => return Err(e),
             }
@@ -219,7 +233,7 @@ impl PgCluster {
         Err(HarnessError::PortsExhausted {
             server: "postgres".to_owned(),
             attempts: PORT_ATTEMPTS,
-            log: pg.log_tail(40),
+            log: self.log_tail(40),
         })
     }
 
