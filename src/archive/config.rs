@@ -80,6 +80,10 @@ pub struct ArchiveConfig {
     pub retention_days: u32,
     /// Seconds between partition upkeep runs (premake and retention).
     pub maintenance_interval_s: u64,
+    /// TimescaleDB: compress chunks older than this many days (a compression
+    /// policy, segmented by sensor, ordered by time); 0: no policy. Needs
+    /// the Timescale-licensed build; elsewhere a warning says why not.
+    pub compress_after_days: u32,
 }
 
 impl Default for ArchiveConfig {
@@ -103,6 +107,7 @@ impl Default for ArchiveConfig {
             partition_premake_days: ARCHIVE_PARTITION_PREMAKE_DAYS.default as u32,
             retention_days: ARCHIVE_RETENTION_DAYS.default as u32,
             maintenance_interval_s: ARCHIVE_MAINTENANCE_INTERVAL_S.default,
+            compress_after_days: ARCHIVE_COMPRESS_AFTER_DAYS.default as u32,
         }
     }
 }
@@ -191,6 +196,11 @@ impl ArchiveConfig {
         ARCHIVE_MAINTENANCE_INTERVAL_S.check(
             &k("maintenance_interval_s"),
             self.maintenance_interval_s,
+            &mut p,
+        );
+        ARCHIVE_COMPRESS_AFTER_DAYS.check(
+            &k("compress_after_days"),
+            self.compress_after_days,
             &mut p,
         );
         p

@@ -123,6 +123,17 @@ pub fn system_time(unix_us: i64) -> SystemTime {
     }
 }
 
+/// What [`Db::compression`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// No policy (none asked for).
+    Off,
+    /// Chunks older than this many days are compressed.
+    Policy { after_days: u32 },
+    /// Asked for, but this server cannot: why.
+    Unavailable(String),
+}
+
 /// A connected, migrated session with its staging table and statements.
 pub struct Db {
     client: Client,
@@ -226,6 +237,62 @@ impl Db {
             event,
             days_ready: HashSet::new(),
         })
+    }
+
+    /// Set the TimescaleDB compression policy: chunks older than
+    /// `after_days` are compressed (segment by sensor, order by time); 0
+    /// removes it. What the server allows decides: native partitions and
+    /// the Apache-2 build of TimescaleDB have no compression.
+    pub async fn compression(&self, after_days: u32) -> Result<Compression, tokio_postgres::Error> {
+        if self.partitioning().await? != "timescaledb" {
+            return Ok(if after_days == 0 {
+                Compression::Off
+            } else {
+                Compression::Unavailable(
+                    "the telemetry is in native partitions: compression needs TimescaleDB".into(),
+                )
+            });
+        }
+        let license: Option<String> = self
+            .client
+            .query_one("SELECT current_setting('timescaledb.license', true)", &[])
+            .await?
+            .get(0);
+        if license.as_deref() == Some("apache") {
+            return Ok(if after_days == 0 {
+                Compression::Off
+            } else {
+                Compression::Unavailable(
+                    "this TimescaleDB is the Apache-2 build (timescaledb.license = apache), which \
+                     has no compression"
+                        .into(),
+                )
+            });
+        }
+        self.client
+            .execute(
+                "SELECT remove_compression_policy('tspi_telemetry', if_exists => true)",
+                &[],
+            )
+            .await?;
+        if after_days == 0 {
+            return Ok(Compression::Off);
+        }
+        self.client
+            .batch_execute(
+                "ALTER TABLE tspi_telemetry SET (timescaledb.compress, \
+                 timescaledb.compress_segmentby = 'sensor_id', \
+                 timescaledb.compress_orderby = 'recv_time')",
+            )
+            .await?;
+        self.client
+            .execute(
+                "SELECT add_compression_policy('tspi_telemetry', \
+                 compress_after => make_interval(days => $1))",
+                &[&(after_days as i32)],
+            )
+            .await?;
+        Ok(Compression::Policy { after_days })
     }
 
     /// The partitioning mode the schema was created with.

@@ -435,6 +435,8 @@ async fn write_loop(
     maintain: bool,
 ) {
     let mut db: Option<Db> = None;
+    // The compression policy is set once, on the first session.
+    let mut compression_set = !maintain;
     let mut upkeep = tokio::time::interval(Duration::from_secs(cfg.maintenance_interval_s));
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -462,6 +464,23 @@ async fn write_loop(
                 continue;
             }
         };
+        if !compression_set && let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
+            compression_set = true;
+            match d.compression(cfg.compress_after_days).await {
+                Ok(super::db::Compression::Off) => {}
+                Ok(super::db::Compression::Policy { after_days }) => {
+                    tracing::info!(after_days, "TimescaleDB compression policy set");
+                }
+                Ok(super::db::Compression::Unavailable(why)) => tracing::warn!(
+                    compress_after_days = cfg.compress_after_days,
+                    "archive.compress_after_days not applied: {why}"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %super::db::pg_text(&e),
+                    "setting the compression policy failed; not retried"
+                ),
+            }
+        }
         let t0 = Instant::now();
         let result = match connected(&mut db, &dsn, &cfg, &stats).await {
             Ok(d) => d.write(&batch).await,

@@ -37,6 +37,12 @@ pub const MIGRATIONS: &[Migration] = &[
         // (superuser or pg_read_all_settings only); same tables.
         superseded: &["a5cb29da6b3d5a27"],
     },
+    Migration {
+        version: 3,
+        name: "0003_track_minutes.sql",
+        sql: include_str!("../../schema/migrations/0003_track_minutes.sql"),
+        superseded: &[],
+    },
 ];
 
 const _: () = {

@@ -3,6 +3,7 @@
 //! whose `raw` is the original datagram; operator messages land in their
 //! tables; what does not decode lands in `tspi_rejects`.
 
+mod aggregate;
 mod failover;
 mod failures;
 mod ingest;
@@ -331,6 +332,7 @@ async fn exactly_once(test: &str, flavor: Flavor) {
         "{a2:?}"
     );
     assert_eq!(count(&dsn, "tspi_telemetry").await, N as i64);
+    aggregate::check_track_minutes(&dsn, N as i64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +360,7 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 
     // Upkeep at 2024-03-10 12:00 UTC: yesterday .. today + 3 exist.
     let day_us: i64 = 86_400_000_000;

@@ -193,4 +193,51 @@ async fn retention_drops_old_day_chunks_timescaledb() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 4);
+    // The aggregate lost the same days.
+    super::aggregate::check_track_minutes(&role.dsn, 4).await;
+}
+
+/// `archive.compress_after_days` sets a compression policy where the server
+/// has compression; on the Apache-2 build (this machine's, built from
+/// source) and on native partitions it says why not instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_policy_where_the_server_has_it() {
+    use tspi::archive::db::Compression;
+    let test = "archive::timescaledb::compression_policy_where_the_server_has_it";
+    let Some((pg, role)) = block_in_place(|| archive_pg(test, Flavor::Timescaledb)) else {
+        return;
+    };
+    let db = Db::connect(&role.dsn, &ArchiveConfig::default())
+        .await
+        .expect("migrate");
+    assert_eq!(db.compression(0).await.unwrap(), Compression::Off);
+    let license = block_in_place(|| pg.psql(ROLE, "SHOW timescaledb.license")).unwrap();
+    match db.compression(7).await.unwrap() {
+        Compression::Unavailable(why) => {
+            assert_eq!(license, "apache");
+            assert!(why.contains("Apache-2 build"), "{why}");
+        }
+        Compression::Policy { after_days } => {
+            assert_eq!((license.as_str(), after_days), ("timescale", 7));
+            let jobs = block_in_place(|| {
+                pg.psql(
+                    ROLE,
+                    "SELECT count(*) FROM timescaledb_information.jobs \
+                     WHERE proc_name = 'policy_compression'",
+                )
+            })
+            .unwrap();
+            assert_eq!(jobs, "1");
+        }
+        Compression::Off => panic!("asked for a policy"),
+    }
+
+    let (_plain, native) = block_in_place(|| archive_pg(test, Flavor::Native)).unwrap();
+    let db = Db::connect(&native.dsn, &ArchiveConfig::default())
+        .await
+        .expect("migrate");
+    match db.compression(7).await.unwrap() {
+        Compression::Unavailable(why) => assert!(why.contains("native partitions"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
