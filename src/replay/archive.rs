@@ -68,6 +68,8 @@ pub struct ArchiveSource {
     /// Read from a hot standby among the DSN's hosts when one answers (the
     /// primary keeps its I/O for the archive's writes); else from any.
     pub from_standby: bool,
+    /// TLS with the server verified (`--archive-ca-file`); `None`: plain.
+    pub tls: Option<crate::pg::Tls>,
     feed: Feed,
     counters: Arc<SourceCounts>,
 }
@@ -82,6 +84,7 @@ impl ArchiveSource {
             subject_prefix: message::DEFAULT_PREFIX.into(),
             read_ahead: ReadAhead::default(),
             from_standby: false,
+            tls: None,
             feed: Feed::default(),
             counters: Arc::default(),
         }
@@ -131,7 +134,17 @@ pub async fn connect_to(
     dsn: &str,
     target: crate::pg::Target,
 ) -> Result<tokio_postgres::Client, ReplayError> {
-    let (client, _conn) = crate::pg::connect_to(dsn, None, target)
+    connect_with(dsn, None, target).await
+}
+
+/// [`connect_to`], over TLS when `tls` is given (the server verified
+/// against its CA file, as the archive's `ca_file`).
+pub async fn connect_with(
+    dsn: &str,
+    tls: Option<&crate::pg::Tls>,
+    target: crate::pg::Target,
+) -> Result<tokio_postgres::Client, ReplayError> {
+    let (client, _conn) = crate::pg::connect_to(dsn, tls, target)
         .await
         .map_err(|e| ReplayError::Source(format!("archive: {e}")))?;
     Ok(client)
@@ -150,6 +163,7 @@ pub async fn tag_moment_ns(client: &tokio_postgres::Client, id: &str) -> Result<
 struct Read {
     dsn: String,
     target: crate::pg::Target,
+    tls: Option<crate::pg::Tls>,
     window: Window,
     from_ns: Option<u64>,
     with_tags: bool,
@@ -160,7 +174,7 @@ struct Read {
 
 impl Read {
     async fn run(self, tx: &mpsc::Sender<Batch>) -> Result<(), ReplayError> {
-        let mut client = connect_to(&self.dsn, self.target).await?;
+        let mut client = connect_with(&self.dsn, self.tls.as_ref(), self.target).await?;
         let (lo_ns, hi_ns) = match &self.window {
             Window::Time { start_ns, end_ns } => (*start_ns, *end_ns),
             Window::Tag {
@@ -271,6 +285,7 @@ impl Source for ArchiveSource {
             } else {
                 crate::pg::Target::AsGiven
             },
+            tls: self.tls.clone(),
             window: self.window.clone(),
             from_ns,
             with_tags: self.with_tags,
