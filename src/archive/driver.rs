@@ -1,7 +1,7 @@
 //! Edge: per stream, a task that owns the durable pull consumer and the
 //! clock and drives a [`Batcher`] (the pure core decides batches, acks,
 //! retries and rewinds), and a writer task that owns the PostgreSQL session
-//! and commits one batch at a time; plus the reporter.
+//! and commits one batch at a time (`writer.rs`); plus the reporter.
 //!
 //! ```text
 //! TSPI ──pull──> stream task (Batcher) ──Write──> writer ──> PostgreSQL
@@ -16,7 +16,7 @@
 //! `max_ack_pending` stops the server from delivering more. Nothing is
 //! acked, nothing is dropped.
 
-use super::db::{Db, WriteError};
+use super::db::WriteError;
 use super::proto::{
     AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
 };
@@ -37,7 +37,7 @@ use futures_util::StreamExt as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -106,7 +106,7 @@ pub(super) fn stream_name(kind: Kind) -> &'static str {
 }
 
 /// What the writer hands back: the batch, its outcome, how long it took.
-type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
+pub(super) type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
 
 /// The batcher's configuration for a stream.
 fn batcher_config(kind: Kind, cfg: &ArchiveConfig) -> BatcherConfig {
@@ -423,109 +423,6 @@ async fn stream_loop(
     }
 }
 
-/// Commit batches one at a time, in the order given; report each outcome.
-/// Reconnects as needed; a failed connect is a transient failure of the
-/// batch. With `maintain`, also keeps the partitions between batches.
-async fn write_loop(
-    dsn: String,
-    cfg: ArchiveConfig,
-    mut rx: mpsc::Receiver<Arc<Batch>>,
-    done: mpsc::Sender<Done>,
-    stats: Arc<Stats>,
-    maintain: bool,
-) {
-    let mut db: Option<Db> = None;
-    // The compression policy is set once, on the first session.
-    let mut compression_set = !maintain;
-    let mut upkeep = tokio::time::interval(Duration::from_secs(cfg.maintenance_interval_s));
-    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let batch = tokio::select! {
-            b = rx.recv() => match b {
-                Some(b) => b,
-                None => return,
-            },
-            _ = upkeep.tick(), if maintain => {
-                if let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
-                    match d.maintain(now_unix_us(), cfg.partition_premake_days, cfg.retention_days).await {
-                        Ok((created, dropped)) => {
-                            stats.partitions_created.fetch_add(created.max(0) as u64, Relaxed);
-                            stats.partitions_dropped.fetch_add(dropped.len() as u64, Relaxed);
-                            if !dropped.is_empty() {
-                                tracing::info!(?dropped, retention_days = cfg.retention_days, "retention dropped partitions");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %super::db::pg_text(&e), "partition upkeep failed; next time");
-                            db = None;
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        if !compression_set && let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
-            compression_set = true;
-            match d.compression(cfg.compress_after_days).await {
-                Ok(super::db::Compression::Off) => {}
-                Ok(super::db::Compression::Policy { after_days }) => {
-                    tracing::info!(after_days, "TimescaleDB compression policy set");
-                }
-                Ok(super::db::Compression::Unavailable(why)) => tracing::warn!(
-                    compress_after_days = cfg.compress_after_days,
-                    "archive.compress_after_days not applied: {why}"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %super::db::pg_text(&e),
-                    "setting the compression policy failed; not retried"
-                ),
-            }
-        }
-        let t0 = Instant::now();
-        let result = match connected(&mut db, &dsn, &cfg, &stats).await {
-            Ok(d) => d.write(&batch).await,
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(_) => stats.set_db_down(None),
-            Err(e) if e.failure().retry == super::proto::Retry::Transient => {
-                // The session may be broken: start a fresh one next time.
-                db = None;
-                stats.set_db_down(Some(e.to_string()));
-            }
-            Err(_) => {}
-        }
-        if done.send((batch, result, t0.elapsed())).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The session, connecting (once) if there is none. A failed connect is
-/// logged and returned as a (transient) write error.
-async fn connected<'a>(
-    db: &'a mut Option<Db>,
-    dsn: &str,
-    cfg: &ArchiveConfig,
-    stats: &Stats,
-) -> Result<&'a mut Db, WriteError> {
-    if db.is_none() {
-        match Db::connect(dsn, cfg).await {
-            Ok(d) => {
-                tracing::info!("postgres connected, schema up to date");
-                *db = Some(d);
-            }
-            Err(e) => {
-                stats.db_errors.fetch_add(1, Relaxed);
-                stats.set_db_down(Some(e.to_string()));
-                tracing::warn!(error = %e, "postgres unavailable; retrying");
-                return Err(WriteError::Connect(e));
-            }
-        }
-    }
-    Ok(db.as_mut().unwrap_or_else(|| unreachable!()))
-}
-
 /// Create (or update) the durable pull consumer. Under ack policy all it
 /// is rewound to its ack floor when it has unacked deliveries (at start:
 /// a predecessor's), or always with `rewind` (a delivery went missing).
@@ -702,7 +599,7 @@ pub async fn run_reporting(
             stop_rx.clone(),
             stats.clone(),
         )));
-        writers.push(tokio::spawn(write_loop(
+        writers.push(tokio::spawn(super::writer::write_loop(
             dsn.clone(),
             a.clone(),
             write_rx,
