@@ -32,7 +32,8 @@
 //! Then, where TimescaleDB is installed (`scripts/setup`), on a third
 //! server with it preloaded (fsync off, as the harness's): the same stream
 //! archived (explicit acks) into native partitions and into a hypertable,
-//! each on its own database, side by side; bytes per row of each; and three
+//! each on its own database, side by side, then into native partitions
+//! with the aggregate's trigger disabled (its cost); bytes per row; and three
 //! queries on each, raw rows beside the per-minute aggregate
 //! (`bench/archive_tsdb.rs`). `-- --only tsdb` runs this part alone.
 
@@ -170,7 +171,7 @@ struct Run {
 }
 
 async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
-    archive_run_into(nats, pg, n, ack, name, Partitioning::Native).await
+    archive_run_into(nats, pg, n, ack, name, Partitioning::Native, None).await
 }
 
 async fn archive_run_into(
@@ -180,10 +181,26 @@ async fn archive_run_into(
     ack: AckMode,
     name: &str,
     partitioning: Partitioning,
+    // SQL run on the migrated database before the archiver starts.
+    before: Option<&str>,
 ) -> Run {
     let nats_needle = nats_needle(nats);
     let nats = &nats.url();
     let dsn = create_db(pg, name).await;
+    if let Some(sql) = before {
+        let migrate = tspi::archive::ArchiveConfig {
+            partitioning,
+            ..Default::default()
+        };
+        drop(
+            tspi::archive::db::Db::connect(&dsn, &migrate)
+                .await
+                .unwrap(),
+        );
+        let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(sql).await.unwrap();
+    }
     let mut cfg = Config::default();
     cfg.nats.servers = vec![nats.to_owned()];
     cfg.metrics.nats_snapshot = false;
@@ -451,7 +468,7 @@ async fn tsdb_part(nats: &NatsServer, pg: &PgCluster, n: u64) {
         ("native partitions", "tsdb_native", Partitioning::Native),
         ("hypertable", "tsdb_hyper", Partitioning::Timescaledb),
     ] {
-        let r = archive_run_into(nats, pg, n, AckMode::Explicit, name, partitioning).await;
+        let r = archive_run_into(nats, pg, n, AckMode::Explicit, name, partitioning, None).await;
         println!("timescaledb server: archive into {label}: {r:?}");
         assert_eq!(r.rows, n, "every message archived ({label})");
         let dsn = format!("host=127.0.0.1 port={} user=tspi dbname={name}", pg.port());
@@ -466,6 +483,19 @@ async fn tsdb_part(nats: &NatsServer, pg: &PgCluster, n: u64) {
         let queries = tsdb::queries(&day_dsn).await;
         runs.push((label, r, bytes, agg_bytes, queries));
     }
+    // The same native run without the aggregate's trigger: its cost.
+    let bare = archive_run_into(
+        nats,
+        pg,
+        n,
+        AckMode::Explicit,
+        "tsdb_native_bare",
+        Partitioning::Native,
+        Some("ALTER TABLE tspi_telemetry DISABLE TRIGGER tspi_track_minutes_add"),
+    )
+    .await;
+    println!("timescaledb server: archive into native partitions, no aggregate trigger: {bare:?}");
+    assert_eq!(bare.rows, n);
     println!();
     println!(
         "| TimescaleDB server (fsync off) | rows | sustained rows/s | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL | bytes/row (with indexes) | aggregate bytes/row |"
@@ -483,6 +513,17 @@ async fn tsdb_part(nats: &NatsServer, pg: &PgCluster, n: u64) {
             r.pg_us
         );
     }
+    let r = &bare;
+    println!(
+        "| native partitions, aggregate trigger disabled | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | | |",
+        r.rows,
+        r.sustained_rows_per_s,
+        r.commit_p50_ms,
+        r.commit_p99_ms,
+        r.archiver_us,
+        r.nats_us,
+        r.pg_us
+    );
     println!();
     println!("| query (median of 5) | table | raw rows ms | aggregate ms | result rows |");
     println!("|---|---|---|---|---|");
