@@ -28,6 +28,14 @@
 //!
 //! Printed, per server: rows/s of each, the ratio archive/baseline and
 //! explicit/all.
+//!
+//! Then, where TimescaleDB is installed (`scripts/setup`), on a third
+//! server with it preloaded (fsync off, as the harness's): the same stream
+//! archived (explicit acks) into native partitions and into a hypertable,
+//! each on its own database, side by side, then into native partitions
+//! with the aggregate's trigger disabled (its cost); bytes per row; and three
+//! queries on each, raw rows beside the per-minute aggregate
+//! (`bench/archive_tsdb.rs`). `-- --only tsdb` runs this part alone.
 
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
@@ -44,6 +52,9 @@ use tspi::message::{Message, Record, RecvTime, utc_day_ticks};
 use tspi_testkit::harness::{NatsServer, PgCluster};
 
 use tspi_testkit::frames::frame;
+
+#[path = "archive_tsdb.rs"]
+mod tsdb;
 
 /// 2024-05-01T20:00:00Z; N messages spread over 8 h cross midnight.
 const BASE_NS: u64 = 1_714_593_600_000_000_000;
@@ -160,9 +171,36 @@ struct Run {
 }
 
 async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
+    archive_run_into(nats, pg, n, ack, name, Partitioning::Native, None).await
+}
+
+async fn archive_run_into(
+    nats: &NatsServer,
+    pg: &PgCluster,
+    n: u64,
+    ack: AckMode,
+    name: &str,
+    partitioning: Partitioning,
+    // SQL run on the migrated database before the archiver starts.
+    before: Option<&str>,
+) -> Run {
     let nats_needle = nats_needle(nats);
     let nats = &nats.url();
     let dsn = create_db(pg, name).await;
+    if let Some(sql) = before {
+        let migrate = tspi::archive::ArchiveConfig {
+            partitioning,
+            ..Default::default()
+        };
+        drop(
+            tspi::archive::db::Db::connect(&dsn, &migrate)
+                .await
+                .unwrap(),
+        );
+        let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(sql).await.unwrap();
+    }
     let mut cfg = Config::default();
     cfg.nats.servers = vec![nats.to_owned()];
     cfg.metrics.nats_snapshot = false;
@@ -171,7 +209,7 @@ async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, na
     cfg.archive.ops = false;
     cfg.archive.ack = ack;
     cfg.archive.durable = format!("bench-{name}");
-    cfg.archive.partitioning = Partitioning::Native;
+    cfg.archive.partitioning = partitioning;
     // Its own runtime, as `tspi archive` has.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -306,6 +344,7 @@ fn main() {
     let bench_mode = args.iter().any(|a| a == "--bench");
     let quick = args.iter().any(|a| a == "--quick");
     let smoke = !bench_mode; // `cargo test --benches`
+    let tsdb_only = args.windows(2).any(|w| w[0] == "--only" && w[1] == "tsdb");
     let n: u64 = if smoke {
         3_000
     } else if quick {
@@ -330,6 +369,11 @@ fn main() {
         "full_page_writes=on",
     ])
     .expect("durable postgres");
+    let timescale = tspi_testkit::skip::require(
+        "bench archive: hypertable vs native partitions",
+        tspi_testkit::skip::timescaledb(),
+    )
+    .then(|| PgCluster::start_timescaledb().expect("postgres + timescaledb"));
     // The bench's own driver runtime: publishing, polling, the baseline.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -356,7 +400,12 @@ fn main() {
             took.as_secs_f64()
         );
         let mut table = Vec::new();
-        for (server, pg) in [("durable", &durable), ("fsync off", &fast)] {
+        let servers: &[(&str, &PgCluster)] = if tsdb_only {
+            &[]
+        } else {
+            &[("durable", &durable), ("fsync off", &fast)]
+        };
+        for &(server, pg) in servers {
             let (c, conn) = tokio_postgres::connect(&pg.dsn(), NoTls).await.unwrap();
             tokio::spawn(conn);
             let fsync: String = c.query_one("SHOW fsync", &[]).await.unwrap().get(0);
@@ -405,5 +454,85 @@ fn main() {
                 if explicit.sustained_rows_per_s >= 100_000.0 { "met" } else { "NOT met" }
             );
         }
+        if let Some(ts) = &timescale {
+            tsdb_part(&nats, ts, n).await;
+        }
     });
+}
+
+/// Hypertable beside native partitions on one TimescaleDB server; the
+/// queries on raw rows beside the aggregate.
+async fn tsdb_part(nats: &NatsServer, pg: &PgCluster, n: u64) {
+    let mut runs = Vec::new();
+    for (label, name, partitioning) in [
+        ("native partitions", "tsdb_native", Partitioning::Native),
+        ("hypertable", "tsdb_hyper", Partitioning::Timescaledb),
+    ] {
+        let r = archive_run_into(nats, pg, n, AckMode::Explicit, name, partitioning, None).await;
+        println!("timescaledb server: archive into {label}: {r:?}");
+        assert_eq!(r.rows, n, "every message archived ({label})");
+        let dsn = format!("host=127.0.0.1 port={} user=tspi dbname={name}", pg.port());
+        let (bytes, agg_bytes) = tsdb::bytes_per_row(&dsn).await;
+        // The queries, on an airshow day of their own (10 Hz; smoke: 1 Hz).
+        let hz = if n >= 100_000 { 10 } else { 1 };
+        let (day_dsn, day_rows, took) =
+            tsdb::airshow_day(pg, &format!("{name}_day"), partitioning, hz).await;
+        println!(
+            "timescaledb server: airshow day into {label}: {day_rows} rows in {took:.1} s (one INSERT, with the aggregate's trigger)"
+        );
+        let queries = tsdb::queries(&day_dsn).await;
+        runs.push((label, r, bytes, agg_bytes, queries));
+    }
+    // The same native run without the aggregate's trigger: its cost.
+    let bare = archive_run_into(
+        nats,
+        pg,
+        n,
+        AckMode::Explicit,
+        "tsdb_native_bare",
+        Partitioning::Native,
+        Some("ALTER TABLE tspi_telemetry DISABLE TRIGGER tspi_track_minutes_add"),
+    )
+    .await;
+    println!("timescaledb server: archive into native partitions, no aggregate trigger: {bare:?}");
+    assert_eq!(bare.rows, n);
+    println!();
+    println!(
+        "| TimescaleDB server (fsync off) | rows | sustained rows/s | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL | bytes/row (with indexes) | aggregate bytes/row |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (label, r, bytes, agg_bytes, _) in &runs {
+        println!(
+            "| {label} | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {bytes:.0} | {agg_bytes:.1} |",
+            r.rows,
+            r.sustained_rows_per_s,
+            r.commit_p50_ms,
+            r.commit_p99_ms,
+            r.archiver_us,
+            r.nats_us,
+            r.pg_us
+        );
+    }
+    let r = &bare;
+    println!(
+        "| native partitions, aggregate trigger disabled | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | | |",
+        r.rows,
+        r.sustained_rows_per_s,
+        r.commit_p50_ms,
+        r.commit_p99_ms,
+        r.archiver_us,
+        r.nats_us,
+        r.pg_us
+    );
+    println!();
+    println!("| query (median of 5) | table | raw rows ms | aggregate ms | result rows |");
+    println!("|---|---|---|---|---|");
+    for (label, _, _, _, queries) in &runs {
+        for q in queries {
+            println!(
+                "| {} | {label} | {:.2} | {:.2} | {} |",
+                q.name, q.raw_ms, q.agg_ms, q.rows
+            );
+        }
+    }
 }

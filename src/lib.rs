@@ -25,7 +25,7 @@
 //! [`player`] (`tspi player`, the `tspi console` commands).
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
-//! NATS and the contract's streams), [`metrics`], [`decode`] (captures
+//! NATS and the contract's streams), [`pg`] (the one way to reach PostgreSQL), [`metrics`], [`decode`] (captures
 //! behind `tspi decode`), [`clock`], [`logging`] (text or JSON lines on
 //! stderr, coloured only on a terminal).
 
@@ -49,6 +49,7 @@ pub mod jetstream;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod pg;
 pub mod player;
 pub mod publish;
 pub mod receive;

@@ -3,12 +3,21 @@
 -- The partitioning mode comes from the session setting tspi.partitioning
 -- ('auto', 'timescaledb' or 'native'; the archiver sets it from
 -- archive.partitioning before migrating):
--- - timescaledb: a hypertable with 1-day chunks (needs the extension
---   installed AND in shared_preload_libraries);
+-- - timescaledb: a hypertable with 1-day chunks. Needs the extension in
+--   this database: created by a DBA beforehand (an ordinary archive role),
+--   or created here when the library is preloaded and this role may (a
+--   superuser, or a role with CREATE on the database: the extension is
+--   trusted);
 -- - native: declarative range partitioning, one partition per UTC day,
 --   named tspi_telemetry_pYYYYMMDD, created ahead of time and on demand by
 --   tspi_archive_ensure_partitions;
--- - auto: timescaledb when it can be created, else native.
+-- - auto: timescaledb when the extension is there or can be created, else
+--   native.
+-- The decision reads only what any role can see: pg_extension, whether the
+-- TimescaleDB loader is in this backend (its setting timescaledb.disable_load
+-- exists only when the library is preloaded), pg_available_extension_versions
+-- and the role's own privileges. Never shared_preload_libraries, which needs
+-- superuser or pg_read_all_settings.
 -- The mode chosen is recorded in tspi_archive_settings('partitioning').
 --
 -- Dedup: the unique key is (recv_time, msg_id). A partitioned table (and a
@@ -24,7 +33,9 @@
 DO $migration$
 DECLARE
     wanted  text := coalesce(nullif(current_setting('tspi.partitioning', true), ''), 'auto');
-    have_ts boolean;
+    have_ext   boolean;
+    can_create boolean;
+    have_ts    boolean;
     mode    text;
     columns text := $cols$
         recv_time            timestamptz      NOT NULL,
@@ -61,10 +72,21 @@ BEGIN
     IF wanted NOT IN ('auto', 'timescaledb', 'native') THEN
         RAISE EXCEPTION 'tspi.partitioning = %: expected auto, timescaledb or native', wanted;
     END IF;
-    have_ts := EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-               AND current_setting('shared_preload_libraries') LIKE '%timescaledb%';
+    have_ext := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb');
+    can_create := current_setting('timescaledb.disable_load', true) IS NOT NULL
+        AND EXISTS (
+            SELECT 1
+            FROM pg_available_extensions e
+            JOIN pg_available_extension_versions v
+              ON v.name = e.name AND v.version = e.default_version
+            WHERE e.name = 'timescaledb'
+              AND (NOT v.superuser
+                   OR (v.trusted AND has_database_privilege(current_database(), 'CREATE'))
+                   OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)));
+    have_ts := have_ext OR can_create;
     IF wanted = 'timescaledb' AND NOT have_ts THEN
-        RAISE EXCEPTION 'archive.partitioning = "timescaledb", but the timescaledb extension is not installed or not in shared_preload_libraries; install it, or use "native" or "auto"';
+        RAISE EXCEPTION 'archive.partitioning = "timescaledb", but the timescaledb extension is not installed in this database, and this role cannot create it (the library is not in shared_preload_libraries, or the role lacks CREATE on the database)'
+            USING HINT = 'a DBA adds timescaledb to shared_preload_libraries, restarts PostgreSQL and runs CREATE EXTENSION timescaledb in this database; or use partitioning "native" or "auto"';
     END IF;
     mode := CASE WHEN wanted = 'native' OR NOT have_ts THEN 'native' ELSE 'timescaledb' END;
     IF mode = 'timescaledb' THEN

@@ -37,9 +37,14 @@ impl Partitioning {
 pub struct ArchiveConfig {
     /// PostgreSQL connection string, libpq key/value
     /// (`host=db port=5432 user=tspi dbname=tspi`) or URL form. `--postgres`
-    /// overrides it. Plain TCP or a Unix socket (`host=/run/postgresql`); no
-    /// TLS yet.
+    /// overrides it. Plain TCP, a Unix socket (`host=/run/postgresql`), or
+    /// TLS with [`Self::ca_file`]. Several hosts with
+    /// `target_session_attrs=read-write` reach whichever is the primary.
     pub postgres: Option<String>,
+    /// PEM file of the CA(s) the PostgreSQL server's certificate must chain
+    /// to. Set: TLS is required and the server verified (its name must match
+    /// the host connected to); see [`crate::pg`].
+    pub ca_file: Option<std::path::PathBuf>,
     /// Durable pull consumer on `TSPI`.
     pub durable: String,
     /// Durable pull consumer on `TSPI_OPS`. Was `ops_durable`.
@@ -75,6 +80,10 @@ pub struct ArchiveConfig {
     pub retention_days: u32,
     /// Seconds between partition upkeep runs (premake and retention).
     pub maintenance_interval_s: u64,
+    /// TimescaleDB: compress chunks older than this many days (a compression
+    /// policy, segmented by sensor, ordered by time); 0: no policy. Needs
+    /// the Timescale-licensed build; elsewhere a warning says why not.
+    pub compress_after_days: u32,
 }
 
 impl Default for ArchiveConfig {
@@ -82,6 +91,7 @@ impl Default for ArchiveConfig {
         use limits::*;
         ArchiveConfig {
             postgres: None,
+            ca_file: None,
             durable: "tspi-archive".into(),
             durable_ops: "tspi-archive-ops".into(),
             ops: true,
@@ -97,6 +107,7 @@ impl Default for ArchiveConfig {
             partition_premake_days: ARCHIVE_PARTITION_PREMAKE_DAYS.default as u32,
             retention_days: ARCHIVE_RETENTION_DAYS.default as u32,
             maintenance_interval_s: ARCHIVE_MAINTENANCE_INTERVAL_S.default,
+            compress_after_days: ARCHIVE_COMPRESS_AFTER_DAYS.default as u32,
         }
     }
 }
@@ -116,6 +127,11 @@ impl ArchiveConfig {
             && dsn.trim().is_empty()
         {
             p.push("archive.postgres is empty: give a connection string or leave it out".into());
+        }
+        if let Some(ca) = &self.ca_file
+            && ca.as_os_str().is_empty()
+        {
+            p.push("archive.ca_file is empty: give the CA file's path or leave it out".into());
         }
         for (key, name) in [
             ("durable", &self.durable),
@@ -180,6 +196,11 @@ impl ArchiveConfig {
         ARCHIVE_MAINTENANCE_INTERVAL_S.check(
             &k("maintenance_interval_s"),
             self.maintenance_interval_s,
+            &mut p,
+        );
+        ARCHIVE_COMPRESS_AFTER_DAYS.check(
+            &k("compress_after_days"),
+            self.compress_after_days,
             &mut p,
         );
         p

@@ -21,13 +21,15 @@ use bytes::Bytes;
 use futures_util::SinkExt as _;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connecting to PostgreSQL: {}", pg_text(.0))]
-    Connect(tokio_postgres::Error),
+    #[error("connecting to PostgreSQL: {0}")]
+    Connect(crate::pg::ConnectError),
+    #[error(transparent)]
+    Tls(#[from] crate::pg::TlsError),
     #[error(transparent)]
     Migrate(#[from] MigrateError),
     #[error("preparing the archive's session: {}", pg_text(.0))]
@@ -55,7 +57,7 @@ impl From<tokio_postgres::Error> for WriteError {
 }
 
 /// A PostgreSQL error in full, as one line: `SQLSTATE code: message
-/// (detail)` when the server said something, else the client's text and
+/// (detail); hint: hint` when the server said something, else the client's text and
 /// its cause (`tokio_postgres::Error` alone displays only its kind, e.g.
 /// "db error"). Errors here carry this text instead of a `source`, so a
 /// `{:#}` chain does not say it twice.
@@ -67,6 +69,10 @@ pub fn pg_text(e: &tokio_postgres::Error) -> String {
                 s.push_str(" (");
                 s.push_str(d);
                 s.push(')');
+            }
+            if let Some(h) = db.hint() {
+                s.push_str("; hint: ");
+                s.push_str(h);
             }
             s
         }
@@ -117,6 +123,17 @@ pub fn system_time(unix_us: i64) -> SystemTime {
     }
 }
 
+/// What [`Db::compression`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// No policy (none asked for).
+    Off,
+    /// Chunks older than this many days are compressed.
+    Policy { after_days: u32 },
+    /// Asked for, but this server cannot: why.
+    Unavailable(String),
+}
+
 /// A connected, migrated session with its staging table and statements.
 pub struct Db {
     client: Client,
@@ -152,14 +169,12 @@ impl Drop for Db {
 impl Db {
     /// Connect, apply migrations, create the staging table, prepare.
     pub async fn connect(dsn: &str, cfg: &ArchiveConfig) -> Result<Db, ConnectError> {
-        let (mut client, connection) = tokio_postgres::connect(dsn, NoTls)
-            .await
-            .map_err(ConnectError::Connect)?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
+        let tls = crate::pg::Tls::from_setting(cfg.ca_file.as_deref())?;
+        // The archive writes: with several hosts, the one that is primary.
+        let (mut client, connection) =
+            crate::pg::connect_to(dsn, tls.as_ref(), crate::pg::Target::Primary)
+                .await
+                .map_err(ConnectError::Connect)?;
         schema::migrate(&mut client, cfg.partitioning).await?;
         client
             .batch_execute(
@@ -222,6 +237,62 @@ impl Db {
             event,
             days_ready: HashSet::new(),
         })
+    }
+
+    /// Set the TimescaleDB compression policy: chunks older than
+    /// `after_days` are compressed (segment by sensor, order by time); 0
+    /// removes it. What the server allows decides: native partitions and
+    /// the Apache-2 build of TimescaleDB have no compression.
+    pub async fn compression(&self, after_days: u32) -> Result<Compression, tokio_postgres::Error> {
+        if self.partitioning().await? != "timescaledb" {
+            return Ok(if after_days == 0 {
+                Compression::Off
+            } else {
+                Compression::Unavailable(
+                    "the telemetry is in native partitions: compression needs TimescaleDB".into(),
+                )
+            });
+        }
+        let license: Option<String> = self
+            .client
+            .query_one("SELECT current_setting('timescaledb.license', true)", &[])
+            .await?
+            .get(0);
+        if license.as_deref() == Some("apache") {
+            return Ok(if after_days == 0 {
+                Compression::Off
+            } else {
+                Compression::Unavailable(
+                    "this TimescaleDB is the Apache-2 build (timescaledb.license = apache), which \
+                     has no compression"
+                        .into(),
+                )
+            });
+        }
+        self.client
+            .execute(
+                "SELECT remove_compression_policy('tspi_telemetry', if_exists => true)",
+                &[],
+            )
+            .await?;
+        if after_days == 0 {
+            return Ok(Compression::Off);
+        }
+        self.client
+            .batch_execute(
+                "ALTER TABLE tspi_telemetry SET (timescaledb.compress, \
+                 timescaledb.compress_segmentby = 'sensor_id', \
+                 timescaledb.compress_orderby = 'recv_time')",
+            )
+            .await?;
+        self.client
+            .execute(
+                "SELECT add_compression_policy('tspi_telemetry', \
+                 compress_after => make_interval(days => $1))",
+                &[&(after_days as i32)],
+            )
+            .await?;
+        Ok(Compression::Policy { after_days })
     }
 
     /// The partitioning mode the schema was created with.

@@ -1,7 +1,7 @@
 //! Edge: per stream, a task that owns the durable pull consumer and the
 //! clock and drives a [`Batcher`] (the pure core decides batches, acks,
 //! retries and rewinds), and a writer task that owns the PostgreSQL session
-//! and commits one batch at a time; plus the reporter.
+//! and commits one batch at a time (`writer.rs`); plus the reporter.
 //!
 //! ```text
 //! TSPI ──pull──> stream task (Batcher) ──Write──> writer ──> PostgreSQL
@@ -16,11 +16,10 @@
 //! `max_ack_pending` stops the server from delivering more. Nothing is
 //! acked, nothing is dropped.
 
-use super::db::{Db, WriteError};
+use super::db::WriteError;
 use super::proto::{
     AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
 };
-use super::report::{self, ArchiveCounts, Lag};
 use super::reporting::{self, AbortOnDrop};
 use super::{AckMode, ArchiveConfig};
 use crate::config::{Config, ConfigError, Machine, Role};
@@ -28,19 +27,17 @@ use crate::jetstream::{
     Existing, STREAM_OPS, STREAM_TELEMETRY, ensure_stream_with, ops_stream, telemetry_required,
     telemetry_stream,
 };
-use crate::metrics::{Exposition, new_latency_histogram};
+use crate::metrics::Exposition;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, pull},
     message::Acker,
 };
 use futures_util::StreamExt as _;
-use hdrhistogram::Histogram;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -79,6 +76,8 @@ pub enum ArchiveError {
         found: AckPolicy,
         want: AckMode,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::pg::TlsError),
     #[error("the archiver's task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{what} durable consumer {durable} on {stream}: {source}")]
@@ -91,6 +90,8 @@ pub enum ArchiveError {
     },
 }
 
+pub(super) use super::stats::now_unix_us;
+pub use super::stats::{Account, CommitLatency, Stats, StreamProgress};
 /// Subjects of `TSPI_OPS` that are archived: display and other commands,
 /// tags, control and status heartbeats. Metrics snapshots
 /// (`tspi.ops.metrics.>`) are not: they are the boxes' own reports.
@@ -104,139 +105,8 @@ pub(super) fn stream_name(kind: Kind) -> &'static str {
     }
 }
 
-/// Per-stream progress, for the lag.
-#[derive(Debug, Default)]
-pub struct StreamProgress {
-    /// Messages taken from the consumer, and committed.
-    pub taken: AtomicU64,
-    pub committed: AtomicU64,
-    /// Messages still in the stream for this consumer after the last one
-    /// taken (the server's `num_pending` in its reply subject).
-    pub pending: AtomicU64,
-    /// Stream time (µs) of the last committed message; of the first taken
-    /// until something committed.
-    pub committed_unix_us: AtomicI64,
-    pub first_taken_unix_us: AtomicI64,
-    /// Messages whose acks were handed to the connection.
-    pub acked: AtomicU64,
-    /// What the consumer owes as of the last poll of its info (every
-    /// [`LAG_POLL_INTERVAL`](crate::archive::LAG_POLL_INTERVAL)): the server's count of messages not yet
-    /// acknowledged (`num_pending + num_ack_pending`) plus the messages
-    /// acked before the request (which the server had seen: acks and the
-    /// request share the connection, in order). Minus what is committed
-    /// now, it is the lag. [`Self::server_known`] once polled.
-    pub owed: AtomicU64,
-    pub server_known: AtomicBool,
-}
-
-impl StreamProgress {
-    /// Lag at `now_unix_us`: messages not yet archived, from the server's
-    /// count for the consumer (see [`Self::owed`]; messages that arrived
-    /// since the last poll, at most [`LAG_POLL_INTERVAL`](crate::archive::LAG_POLL_INTERVAL) ago, are not in
-    /// it yet) less what was committed since.
-    /// Until the server answered, an estimate from the deliveries: the
-    /// pending count in the last one's reply subject, which goes stale as
-    /// soon as the archive stops pulling (a PostgreSQL outage), plus what
-    /// was taken and not committed.
-    pub fn lag(&self, now_unix_us: i64) -> Lag {
-        let taken = self.taken.load(Relaxed);
-        let committed = self.committed.load(Relaxed);
-        let messages = if self.server_known.load(Relaxed) {
-            self.owed.load(Relaxed).saturating_sub(committed)
-        } else {
-            self.pending.load(Relaxed) + taken.saturating_sub(committed)
-        };
-        let since = if committed > 0 {
-            self.committed_unix_us.load(Relaxed)
-        } else {
-            self.first_taken_unix_us.load(Relaxed)
-        };
-        let seconds = if messages > 0 && since > 0 {
-            (now_unix_us - since).max(0) as f64 / 1e6
-        } else {
-            0.0
-        };
-        Lag { messages, seconds }
-    }
-}
-
-/// Live counters, shared by the tasks, the reporter and callers (tests,
-/// the bench) that watch progress: the [`ArchiveCounts`] counted live
-/// ([`report::ArchiveLive`], reached through `Deref`: `stats.acked`), each
-/// stream's progress and the commit latency.
-#[derive(Debug)]
-pub struct Stats {
-    pub counts: report::ArchiveLive,
-    pub telemetry: StreamProgress,
-    pub ops: StreamProgress,
-    /// Batch commit latency, ns.
-    pub commit: Mutex<CommitLatency>,
-}
-
-/// Batch commit latency, ns: since the last report, and since start.
-#[derive(Debug)]
-pub struct CommitLatency {
-    pub interval: Histogram<u64>,
-    pub cumulative: Histogram<u64>,
-}
-
-impl CommitLatency {
-    fn record(&mut self, ns: u64) {
-        self.interval.saturating_record(ns);
-        self.cumulative.saturating_record(ns);
-    }
-}
-
-impl std::ops::Deref for Stats {
-    type Target = report::ArchiveLive;
-    fn deref(&self) -> &report::ArchiveLive {
-        &self.counts
-    }
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            counts: report::ArchiveLive::default(),
-            telemetry: StreamProgress::default(),
-            ops: StreamProgress::default(),
-            commit: Mutex::new(CommitLatency {
-                interval: new_latency_histogram(),
-                cumulative: new_latency_histogram(),
-            }),
-        }
-    }
-}
-
-impl Stats {
-    pub fn counters(&self) -> ArchiveCounts {
-        self.counts.load()
-    }
-
-    pub(super) fn progress(&self, kind: Kind) -> &StreamProgress {
-        match kind {
-            Kind::Telemetry => &self.telemetry,
-            Kind::Ops => &self.ops,
-        }
-    }
-}
-
-/// The account of a run.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Account {
-    pub counters: ArchiveCounts,
-    /// Batches still unacked when the drain timed out (redelivered later).
-    pub abandoned_batches: u64,
-}
-
-pub(super) fn now_unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// What the writer hands back: the batch, its outcome, how long it took.
-type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
+pub(super) type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
 
 /// The batcher's configuration for a stream.
 fn batcher_config(kind: Kind, cfg: &ArchiveConfig) -> BatcherConfig {
@@ -553,86 +423,6 @@ async fn stream_loop(
     }
 }
 
-/// Commit batches one at a time, in the order given; report each outcome.
-/// Reconnects as needed; a failed connect is a transient failure of the
-/// batch. With `maintain`, also keeps the partitions between batches.
-async fn write_loop(
-    dsn: String,
-    cfg: ArchiveConfig,
-    mut rx: mpsc::Receiver<Arc<Batch>>,
-    done: mpsc::Sender<Done>,
-    stats: Arc<Stats>,
-    maintain: bool,
-) {
-    let mut db: Option<Db> = None;
-    let mut upkeep = tokio::time::interval(Duration::from_secs(cfg.maintenance_interval_s));
-    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let batch = tokio::select! {
-            b = rx.recv() => match b {
-                Some(b) => b,
-                None => return,
-            },
-            _ = upkeep.tick(), if maintain => {
-                if let Ok(d) = connected(&mut db, &dsn, &cfg, &stats).await {
-                    match d.maintain(now_unix_us(), cfg.partition_premake_days, cfg.retention_days).await {
-                        Ok((created, dropped)) => {
-                            stats.partitions_created.fetch_add(created.max(0) as u64, Relaxed);
-                            stats.partitions_dropped.fetch_add(dropped.len() as u64, Relaxed);
-                            if !dropped.is_empty() {
-                                tracing::info!(?dropped, retention_days = cfg.retention_days, "retention dropped partitions");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %super::db::pg_text(&e), "partition upkeep failed; next time");
-                            db = None;
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        let t0 = Instant::now();
-        let result = match connected(&mut db, &dsn, &cfg, &stats).await {
-            Ok(d) => d.write(&batch).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result
-            && e.failure().retry == super::proto::Retry::Transient
-        {
-            // The session may be broken: start a fresh one next time.
-            db = None;
-        }
-        if done.send((batch, result, t0.elapsed())).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The session, connecting (once) if there is none. A failed connect is
-/// logged and returned as a (transient) write error.
-async fn connected<'a>(
-    db: &'a mut Option<Db>,
-    dsn: &str,
-    cfg: &ArchiveConfig,
-    stats: &Stats,
-) -> Result<&'a mut Db, WriteError> {
-    if db.is_none() {
-        match Db::connect(dsn, cfg).await {
-            Ok(d) => {
-                tracing::info!("postgres connected, schema up to date");
-                *db = Some(d);
-            }
-            Err(e) => {
-                stats.db_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "postgres unavailable; retrying");
-                return Err(WriteError::Connect(e));
-            }
-        }
-    }
-    Ok(db.as_mut().unwrap_or_else(|| unreachable!()))
-}
-
 /// Create (or update) the durable pull consumer. Under ack policy all it
 /// is rewound to its ack floor when it has unacked deliveries (at start:
 /// a predecessor's), or always with `rewind` (a delivery went missing).
@@ -749,6 +539,8 @@ pub async fn run_reporting(
     cfg.validate_for(&[Role::Archive], &Machine::current())?;
     dsn.parse::<tokio_postgres::Config>()
         .map_err(ArchiveError::Dsn)?;
+    // A CA file that cannot be read is an error now, not a retry loop.
+    crate::pg::Tls::from_setting(a.ca_file.as_deref())?;
     let client = crate::nats::connect(&cfg.nats)
         .await
         .map_err(|e| ArchiveError::Nats(e.into()))?;
@@ -807,7 +599,7 @@ pub async fn run_reporting(
             stop_rx.clone(),
             stats.clone(),
         )));
-        writers.push(tokio::spawn(write_loop(
+        writers.push(tokio::spawn(super::writer::write_loop(
             dsn.clone(),
             a.clone(),
             write_rx,
@@ -843,7 +635,24 @@ pub async fn run_reporting(
     ));
 
     stop.await;
-    tracing::info!("stopping: draining batches in flight");
+    match stats.db_down() {
+        // Say at once what the drain waits for, and what happens if it
+        // waits in vain: nothing is lost, nothing is acked uncommitted.
+        Some(error) => tracing::warn!(
+            uncommitted = stats.uncommitted(),
+            drain_timeout_s = a.drain_timeout_s,
+            last_error = %error,
+            "stopping while PostgreSQL cannot be reached: waiting up to {} s for it to commit the \
+             {} messages taken; what is not committed by then stays unacknowledged and JetStream \
+             redelivers it to the next archiver",
+            a.drain_timeout_s,
+            stats.uncommitted()
+        ),
+        None => tracing::info!(
+            uncommitted = stats.uncommitted(),
+            "stopping: draining batches in flight"
+        ),
+    }
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.drain_timeout_s);
     let mut abandoned = 0;
@@ -851,7 +660,11 @@ pub async fn run_reporting(
         if tokio::time::timeout_at(deadline, &mut s).await.is_err() {
             s.abort();
             abandoned += 1;
-            tracing::warn!("drain timed out: batches left unacked (redelivered and skipped later)");
+            tracing::warn!(
+                drain_timeout_s = a.drain_timeout_s,
+                "drain timed out: batches left unacknowledged; JetStream redelivers them to the \
+                 next archiver (rows already committed are skipped)"
+            );
         }
     }
     // The stream tasks are done (or aborted): their writers see the

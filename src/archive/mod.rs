@@ -14,11 +14,13 @@
 //!   at start and recorded in `tspi_schema_migrations`;
 //! - [`db`]: one PostgreSQL session that writes a batch in one transaction
 //!   (binary `COPY` into a temporary staging table, then `INSERT ... SELECT
-//!   ... ON CONFLICT DO NOTHING` into place), keeps partitions, and says
-//!   whether a failed write is transient or permanent;
+//!   ... ON CONFLICT DO NOTHING` into place), keeps partitions, sets the
+//!   compression policy, and says whether a failed write is transient or
+//!   permanent; it connects through [`crate::pg`] (TLS with `ca_file`, the
+//!   primary among several hosts);
 //! - [`driver`]: per stream, a task that owns the durable pull consumer and
-//!   the clock and drives a batcher, and a writer task that owns the
-//!   database session;
+//!   the clock and drives a batcher, and a writer task (`writer.rs`) that
+//!   owns the database session; `stats.rs` holds the live state;
 //! - [`report`]: counters, deltas and their renderings (log line, JSON line,
 //!   Prometheus, NATS snapshot).
 //!
@@ -39,6 +41,8 @@ pub mod proto;
 pub mod report;
 mod reporting;
 pub mod schema;
+mod stats;
+mod writer;
 
 pub use driver::{Account, ArchiveError, Handle, Stats, run, run_reporting};
 /// The pure decoders and the COPY writer, where they always were.

@@ -2,7 +2,10 @@
 //! start, each in its own transaction, and recorded in
 //! `tspi_schema_migrations` with a checksum. A session-level advisory lock
 //! keeps two archivers starting at once from applying one twice. A recorded
-//! migration whose text has since changed is an error, never re-run.
+//! migration whose text has since changed is an error, never re-run, unless
+//! the recorded checksum is one of that migration's `superseded` texts: a
+//! fix to how a migration decides (never to what it creates on a database
+//! where it already ran) lists the old checksum there.
 
 use super::Partitioning;
 use tokio_postgres::Client;
@@ -13,6 +16,9 @@ pub struct Migration {
     pub version: i32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// Checksums of earlier texts of this migration that created the same
+    /// schema, so databases migrated by them are accepted.
+    pub superseded: &'static [&'static str],
 }
 
 /// Every migration, in order. Version numbers are the file prefixes.
@@ -21,11 +27,21 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "0001_operator_tables.sql",
         sql: include_str!("../../schema/migrations/0001_operator_tables.sql"),
+        superseded: &[],
     },
     Migration {
         version: 2,
         name: "0002_telemetry.sql",
         sql: include_str!("../../schema/migrations/0002_telemetry.sql"),
+        // The text that chose TimescaleDB by reading shared_preload_libraries
+        // (superuser or pg_read_all_settings only); same tables.
+        superseded: &["a5cb29da6b3d5a27"],
+    },
+    Migration {
+        version: 3,
+        name: "0003_track_minutes.sql",
+        sql: include_str!("../../schema/migrations/0003_track_minutes.sql"),
+        superseded: &[],
     },
 ];
 
@@ -136,7 +152,7 @@ async fn migrate_locked(
     for m in MIGRATIONS {
         let ours = checksum(m.sql);
         if let Some((_, theirs)) = recorded.iter().find(|(v, _)| *v == m.version) {
-            if *theirs != ours {
+            if *theirs != ours && !m.superseded.contains(&theirs.as_str()) {
                 return Err(MigrateError::Changed {
                     name: m.name,
                     recorded: theirs.clone(),
@@ -179,6 +195,17 @@ mod tests {
         assert_eq!(checksum(""), "cbf29ce484222325");
         assert_ne!(checksum(MIGRATIONS[0].sql), checksum(MIGRATIONS[1].sql));
         assert_eq!(checksum("a"), checksum("a"));
+    }
+
+    #[test]
+    fn superseded_texts_are_not_the_current_ones() {
+        for m in MIGRATIONS {
+            assert!(
+                !m.superseded.contains(&checksum(m.sql).as_str()),
+                "{}",
+                m.name
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub struct ReplayArgs {
     /// `host=/run/postgresql dbname=tspi` or `postgres://...`).
     #[arg(long, value_name = "DSN")]
     pub from_archive: Option<String>,
+    /// With --from-archive: read from a hot standby among the DSN's hosts
+    /// (`host=primary,standby`) when one answers, else from any of them.
+    #[arg(long, requires = "from_archive")]
+    pub from_standby: bool,
+    /// With --from-archive: TLS to PostgreSQL, the server's certificate
+    /// verified against this PEM CA file (as the archive's `ca_file`).
+    #[arg(long, value_name = "FILE", requires = "from_archive")]
+    pub archive_ca_file: Option<PathBuf>,
     /// Where to start: an RFC 3339 time, or (stream only) a sequence number.
     #[arg(long, value_name = "TIME|SEQ")]
     pub start: Option<StartAt>,
@@ -167,6 +175,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         let mut s = tspi::replay::archive::ArchiveSource::new(handle.clone(), dsn.clone(), window);
         s.with_tags = !a.no_tags;
+        s.from_standby = a.from_standby;
+        s.tls = tspi::pg::Tls::from_setting(a.archive_ca_file.as_deref())?;
         s.read_ahead = read_ahead;
         Box::new(s)
     } else {

@@ -198,6 +198,8 @@ pub const ARCHIVE_PARTITION_PREMAKE_DAYS: Bound = Bound::new(0, 366, 3);
 /// `archive.retention_days`: 0 keeps everything; else up to 100 years (the
 /// cut-off is computed in microseconds as an `i64`).
 pub const ARCHIVE_RETENTION_DAYS: Bound = Bound::new(0, 36_525, 0);
+/// `archive.compress_after_days` (TimescaleDB compression policy; 0: off).
+pub const ARCHIVE_COMPRESS_AFTER_DAYS: Bound = Bound::new(0, 36_525, 0);
 /// `archive.maintenance_interval_s`: a day at most.
 pub const ARCHIVE_MAINTENANCE_INTERVAL_S: Bound = Bound::new(1, 86_400, 3_600);
 

@@ -449,6 +449,7 @@ macro_rules! key {
 
 /// Every number of the file.
 fn numeric_keys() -> Vec<Key> {
+    const I32: u128 = i32::MAX as u128;
     const I64: u128 = i64::MAX as u128;
     const U64: u128 = u64::MAX as u128;
     const S: u128 = 1_000_000_000;
@@ -544,6 +545,12 @@ fn numeric_keys() -> Vec<Key> {
             archive.maintenance_interval_s,
             ARCHIVE_MAINTENANCE_INTERVAL_S,
             Some((S, U64))
+        ),
+        // Days become make_interval(days => i32).
+        key!(
+            archive.compress_after_days,
+            ARCHIVE_COMPRESS_AFTER_DAYS,
+            Some((1, I32))
         ),
         key!(
             channels.replay_age_max_h,

@@ -65,6 +65,11 @@ pub struct ArchiveSource {
     pub with_tags: bool,
     pub subject_prefix: String,
     pub read_ahead: ReadAhead,
+    /// Read from a hot standby among the DSN's hosts when one answers (the
+    /// primary keeps its I/O for the archive's writes); else from any.
+    pub from_standby: bool,
+    /// TLS with the server verified (`--archive-ca-file`); `None`: plain.
+    pub tls: Option<crate::pg::Tls>,
     feed: Feed,
     counters: Arc<SourceCounts>,
 }
@@ -78,6 +83,8 @@ impl ArchiveSource {
             with_tags: true,
             subject_prefix: message::DEFAULT_PREFIX.into(),
             read_ahead: ReadAhead::default(),
+            from_standby: false,
+            tls: None,
             feed: Feed::default(),
             counters: Arc::default(),
         }
@@ -118,14 +125,28 @@ pub fn row_item(
 
 /// A connection to the archive at `dsn` (its connection task spawned).
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, ReplayError> {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+    connect_to(dsn, crate::pg::Target::AsGiven).await
+}
+
+/// [`connect`] to a server of the `target` kind: replay reads, so it may
+/// read from a hot standby ([`crate::pg::Target::PreferStandby`]).
+pub async fn connect_to(
+    dsn: &str,
+    target: crate::pg::Target,
+) -> Result<tokio_postgres::Client, ReplayError> {
+    connect_with(dsn, None, target).await
+}
+
+/// [`connect_to`], over TLS when `tls` is given (the server verified
+/// against its CA file, as the archive's `ca_file`).
+pub async fn connect_with(
+    dsn: &str,
+    tls: Option<&crate::pg::Tls>,
+    target: crate::pg::Target,
+) -> Result<tokio_postgres::Client, ReplayError> {
+    let (client, _conn) = crate::pg::connect_to(dsn, tls, target)
         .await
-        .map_err(pg)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "archive connection ended");
-        }
-    });
+        .map_err(|e| ReplayError::Source(format!("archive: {e}")))?;
     Ok(client)
 }
 
@@ -141,6 +162,8 @@ pub async fn tag_moment_ns(client: &tokio_postgres::Client, id: &str) -> Result<
 
 struct Read {
     dsn: String,
+    target: crate::pg::Target,
+    tls: Option<crate::pg::Tls>,
     window: Window,
     from_ns: Option<u64>,
     with_tags: bool,
@@ -151,7 +174,7 @@ struct Read {
 
 impl Read {
     async fn run(self, tx: &mpsc::Sender<Batch>) -> Result<(), ReplayError> {
-        let mut client = connect(&self.dsn).await?;
+        let mut client = connect_with(&self.dsn, self.tls.as_ref(), self.target).await?;
         let (lo_ns, hi_ns) = match &self.window {
             Window::Time { start_ns, end_ns } => (*start_ns, *end_ns),
             Window::Tag {
@@ -257,6 +280,12 @@ impl Source for ArchiveSource {
         self.feed.replace(rx);
         let read = Read {
             dsn: self.dsn.clone(),
+            target: if self.from_standby {
+                crate::pg::Target::PreferStandby
+            } else {
+                crate::pg::Target::AsGiven
+            },
+            tls: self.tls.clone(),
             window: self.window.clone(),
             from_ns,
             with_tags: self.with_tags,

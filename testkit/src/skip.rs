@@ -64,6 +64,12 @@ pub fn netns() -> Result<(), String> {
     }
 }
 
+/// TimescaleDB is installed for the harness's PostgreSQL (`./scripts/setup`
+/// installs or builds it).
+pub fn timescaledb() -> Result<(), String> {
+    crate::harness::timescaledb_installed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ mod process;
 pub use nats::{
     NATS_MIN_VERSION, NatsCluster, NatsServer, ServerAuth, nats_server_binary, parse_nats_version,
 };
-pub use postgres::{PG_USER, PgCluster, pg_bindir};
+pub use postgres::{Ordinary, PG_USER, PgCluster, make_ca, pg_bindir, timescaledb_installed};
 
 use std::io;
 use std::path::PathBuf;
@@ -60,6 +60,9 @@ pub enum HarnessError {
          `apt-get install postgresql`, or set TSPI_PG_BINDIR to the directory holding initdb and postgres"
     )]
     PgNotFound { detail: String },
+
+    #[error("{detail}")]
+    TimescaledbNotFound { detail: String },
 
     #[error(
         "running as root, and PostgreSQL refuses to: the account {user:?} it should run as does \

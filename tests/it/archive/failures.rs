@@ -3,12 +3,13 @@
 //! while and restarted. Either way the table ends with exactly one row per
 //! unique message.
 
+use super::servers::{Flavor, archive_pg, plain};
 use crate::kit::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 use tspi::archive::Handle;
-use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::harness::NatsServer;
 
 fn spawn_archiver(nats: &str, dsn: &str, ack: &str, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -42,11 +43,11 @@ async fn archiver_killed_mid_stream_and_restarted_still_exactly_once_ack_all() {
 
 async fn killed_and_restarted(ack: &str, seed: u64) {
     const N: u64 = 30_000;
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
     let js = js(&nats.url()).await;
     assert_eq!(publish_all(&js, &telemetry(0, N, seed)).await, N);
-    let dsn = pg.dsn();
+    let dsn = role.dsn.clone();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("archive.log");
 
@@ -92,14 +93,35 @@ async fn killed_and_restarted(ack: &str, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
+    postgres_stopped_and_restarted(
+        "archive::failures::postgres_stopped_and_restarted_catches_up_exactly_once",
+        Flavor::Native,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_restarted_catches_up_exactly_once_timescaledb() {
+    postgres_stopped_and_restarted(
+        "archive::failures::postgres_stopped_and_restarted_catches_up_exactly_once_timescaledb",
+        Flavor::Timescaledb,
+    )
+    .await;
+}
+
+async fn postgres_stopped_and_restarted(test: &str, flavor: Flavor) {
     const N: u64 = 8_000;
     const MORE: u64 = 3_000;
     const SEED: u64 = 23;
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, mut pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, pg) = block_in_place(|| (NatsServer::start(), archive_pg(test, flavor)));
+    let nats = nats.expect("nats-server");
+    let Some((mut pg, role)) = pg else { return };
     let js = js(&nats.url()).await;
-    let dsn = pg.dsn();
-    let archiver = Handle::spawn(config(&nats.url()), dsn.clone());
+    let dsn = role.dsn.clone();
+    let mut cfg = config(&nats.url());
+    // TimescaleDB where the server has it.
+    cfg.archive.partitioning = tspi::archive::Partitioning::Auto;
+    let archiver = Handle::spawn(cfg, dsn.clone());
 
     publish_all(&js, &telemetry(0, N / 2, SEED)).await;
     wait_rows(
@@ -174,6 +196,13 @@ async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
     assert_eq!(account.counters.telemetry_rows, total, "{account:?}");
     assert!(account.counters.db_errors > 0);
     check_telemetry(&dsn, 0, total, SEED).await;
+    let mode: String = pg_connect(&dsn)
+        .await
+        .query_one("SELECT tspi_archive_partitioning()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, flavor.mode());
 }
 
 /// Under ack policy all, a delivery that never reaches the archiver (here:
@@ -185,11 +214,11 @@ async fn postgres_stopped_and_restarted_catches_up_exactly_once() {
 async fn ack_all_rewinds_when_a_delivery_goes_missing() {
     const N: u64 = 40_000;
     const SEED: u64 = 31;
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
     let js = js(&nats.url()).await;
     assert_eq!(publish_all(&js, &telemetry(0, N, SEED)).await, N);
-    let dsn = pg.dsn();
+    let dsn = role.dsn.clone();
     let mut cfg = config(&nats.url());
     cfg.archive.ack = tspi::archive::AckMode::All;
     cfg.archive.ack_wait_s = 30; // the stolen message must not come back by itself
@@ -241,13 +270,13 @@ async fn nats_restarted_mid_stream_still_exactly_once() {
         (tspi::archive::AckMode::Explicit, 41),
         (tspi::archive::AckMode::All, 42),
     ] {
-        let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-        let (mut nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+        let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+        let mut nats = nats.expect("nats-server");
         {
             let js = js(&nats.url()).await;
             assert_eq!(publish_all(&js, &telemetry(0, N, seed)).await, N);
         }
-        let dsn = pg.dsn();
+        let dsn = role.dsn.clone();
         let mut cfg = config(&nats.url());
         cfg.archive.ack = ack;
         let archiver = Handle::spawn(cfg, dsn.clone());
@@ -266,4 +295,88 @@ async fn nats_restarted_mid_stream_still_exactly_once() {
         assert_eq!(account.counters.telemetry_rows, N, "{ack:?}: {account:?}");
         check_telemetry(&dsn, 0, N, seed).await;
     }
+}
+
+/// A stop while PostgreSQL is down says at once what it waits for and that
+/// what is not committed will be redelivered (it used to wait in silence
+/// for `drain_timeout_s`, then say "drain timed out"); it then exits 0, and
+/// the next archiver gets those messages again: exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_while_postgres_is_down_says_what_it_waits_for() {
+    const N: u64 = 1_000;
+    const SEED: u64 = 29;
+    let (nats, (mut pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
+    let js = js(&nats.url()).await;
+    let dsn = role.dsn.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("archive.log");
+    let conf = dir.path().join("tspi.toml");
+    std::fs::write(&conf, "[archive]\ndrain_timeout_s = 4\n").unwrap();
+    let spawn = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tspi"));
+        cmd.args(["archive", "--nats", &nats.url(), "--postgres", &dsn])
+            .arg("--config")
+            .arg(&conf)
+            .args(["--batch-len-max", "200", "--flush-interval-ms", "50"])
+            .args(["--ack-wait-s", "2", "--interval-s", "1"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            );
+        cmd.spawn().expect("start tspi archive")
+    };
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    publish_all(&js, &telemetry(0, N / 2, SEED)).await;
+    let mut child = spawn();
+    wait_rows(
+        &dsn,
+        "tspi_telemetry",
+        (N / 2) as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    block_in_place(|| pg.stop());
+    publish_all(&js, &telemetry(N / 2, N, SEED)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read().contains("retrying") {
+        assert!(Instant::now() < deadline, "no retry logged:\n{}", read());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let asked = Instant::now();
+    let said = loop {
+        let text = read();
+        if let Some(at) = text.find("stopping while PostgreSQL cannot be reached") {
+            break text[at..].lines().next().unwrap_or_default().to_owned();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "the stop did not say at once what it waits for:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(said.contains("waiting up to 4 s"), "{said}");
+    assert!(said.contains("redelivers"), "{said}");
+    assert!(said.contains("last_error"), "names the cause: {said}");
+    let status = block_in_place(|| child.wait()).unwrap();
+    assert!(status.success(), "{status:?}\n{}", read());
+    assert!(read().contains("drain timed out"), "{}", read());
+
+    // Nothing was acked uncommitted: the next archiver gets it all.
+    block_in_place(|| pg.restart()).expect("restart postgres");
+    let mut child = spawn();
+    wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(60)).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(block_in_place(|| child.wait()).unwrap().success());
+    check_telemetry(&dsn, 0, N, SEED).await;
 }

@@ -2,6 +2,7 @@
 //! `tspi ingest` (in-process), JetStream, `tspi archive`, PostgreSQL. Every
 //! unique datagram is one row whose `raw` is the datagram as sent.
 
+use super::servers::plain;
 use crate::kit::*;
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
@@ -9,13 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::block_in_place;
 use tspi::archive::Handle;
 use tspi::codec;
-use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::harness::NatsServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_through_ingest_into_the_archive() {
     const N: u64 = 3_000;
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
     let mut icfg = tspi::config::Config::default();
     icfg.nats.servers = vec![nats.url()];
     icfg.ingest.udp = vec!["127.0.0.1:0".parse().unwrap()];
@@ -48,9 +49,9 @@ async fn udp_through_ingest_into_the_archive() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    let archiver = Handle::spawn(config(&nats.url()), pg.dsn());
+    let archiver = Handle::spawn(config(&nats.url()), role.dsn.clone());
     wait_rows(
-        &pg.dsn(),
+        &role.dsn,
         "tspi_telemetry",
         N as i64,
         Duration::from_secs(120),
@@ -66,7 +67,7 @@ async fn udp_through_ingest_into_the_archive() {
     let a = archiver.stop().await.expect("archiver ran");
     assert_eq!(a.counters.telemetry_rows, N);
 
-    let client = pg_connect(&pg.dsn()).await;
+    let client = pg_connect(&role.dsn).await;
     let rows = client
         .query(
             "SELECT msg_id, raw, (extract(epoch FROM recv_time) * 1000000)::bigint, recv_epoch_ms,

@@ -3,18 +3,24 @@
 //! whose `raw` is the original datagram; operator messages land in their
 //! tables; what does not decode lands in `tspi_rejects`.
 
+mod aggregate;
+mod failover;
 mod failures;
 mod ingest;
 mod permanent;
 mod reports;
+mod servers;
 mod systemd;
+mod timescaledb;
+mod tls;
 
 use crate::kit::*;
 use ciborium::Value;
+use servers::{Flavor, archive_pg};
 use std::time::Duration;
 use tokio::task::block_in_place;
 use tspi::archive::Handle;
-use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::harness::NatsServer;
 
 fn cbor(entries: Vec<(&str, Value)>) -> Vec<u8> {
     let map = Value::Map(
@@ -32,10 +38,30 @@ const SEED: u64 = 7;
 /// Crosses UTC midnight (see BASE_NS): rows land in two day partitions.
 const N: u64 = 6_000;
 
+/// Native day partitions, as an ordinary role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_with_duplicates_ops_and_rejects() {
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    exactly_once(
+        "archive::exactly_once_with_duplicates_ops_and_rejects",
+        Flavor::Native,
+    )
+    .await;
+}
+
+/// The same into a TimescaleDB hypertable with day chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_duplicates_ops_and_rejects_timescaledb() {
+    exactly_once(
+        "archive::exactly_once_with_duplicates_ops_and_rejects_timescaledb",
+        Flavor::Timescaledb,
+    )
+    .await;
+}
+
+async fn exactly_once(test: &str, flavor: Flavor) {
+    let (nats, pg) = block_in_place(|| (NatsServer::start(), archive_pg(test, flavor)));
+    let nats = nats.expect("nats-server");
+    let Some((_pg, role)) = pg else { return };
     let js = js(&nats.url()).await;
 
     let mut msgs = telemetry(0, N, SEED);
@@ -152,8 +178,10 @@ async fn exactly_once_with_duplicates_ops_and_rejects() {
     ];
     publish_all(&js, &ops).await;
 
-    let dsn = pg.dsn();
+    let dsn = role.dsn.clone();
     let mut cfg = config(&nats.url());
+    // TimescaleDB where the server has it.
+    cfg.archive.partitioning = tspi::archive::Partitioning::Auto;
     // No redelivery by timeout, however loaded the box: the duplicate and
     // reject counts below are exact.
     cfg.archive.ack_wait_s = 120;
@@ -182,7 +210,7 @@ async fn exactly_once_with_duplicates_ops_and_rejects() {
 
     check_telemetry(&dsn, 0, N, SEED).await;
     let client = pg_connect(&dsn).await;
-    // Two day partitions got rows (plus those made ahead of time).
+    // Two day partitions (or chunks) got rows (plus partitions made ahead).
     let parts: i64 = client
         .query_one("SELECT count(DISTINCT tableoid) FROM tspi_telemetry", &[])
         .await
@@ -194,7 +222,24 @@ async fn exactly_once_with_duplicates_ops_and_rejects() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(mode, "native");
+    assert_eq!(mode, flavor.mode());
+    if flavor == Flavor::Timescaledb {
+        // Exactly two chunks, each one UTC day.
+        let days: Vec<(f64, bool)> = client
+            .query(
+                "SELECT extract(epoch FROM range_end - range_start)::float8,
+                        extract(epoch FROM range_start)::bigint % 86400 = 0
+                 FROM timescaledb_information.chunks
+                 WHERE hypertable_name = 'tspi_telemetry' ORDER BY range_start",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(days, [(86_400.0, true), (86_400.0, true)]);
+    }
 
     let rejects = client
         .query(
@@ -287,12 +332,14 @@ async fn exactly_once_with_duplicates_ops_and_rejects() {
         "{a2:?}"
     );
     assert_eq!(count(&dsn, "tspi_telemetry").await, N as i64);
+    aggregate::check_track_minutes(&dsn, N as i64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_recorded_once_and_retention_drops_old_days() {
-    let pg = block_in_place(PgCluster::start).expect("postgres");
-    let dsn = pg.dsn();
+    let test = "archive::migrations_are_recorded_once_and_retention_drops_old_days";
+    let (_pg, role) = block_in_place(|| archive_pg(test, Flavor::Native)).expect("plain server");
+    let dsn = role.dsn;
     let cfg = tspi::archive::ArchiveConfig {
         partitioning: tspi::archive::Partitioning::Native,
         ..Default::default()
@@ -313,7 +360,7 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 
     // Upkeep at 2024-03-10 12:00 UTC: yesterday .. today + 3 exist.
     let day_us: i64 = 86_400_000_000;
@@ -345,54 +392,6 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
             "tspi_telemetry_p20240321"
         ]
     );
-}
-
-/// Partitioning choice on a server without TimescaleDB (Debian's
-/// PostgreSQL has no package for it): `timescaledb` is refused with the
-/// reason and nothing is half-created; `auto` falls back to native day
-/// partitions and records that choice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_timescaledb_auto_is_native_and_timescaledb_is_refused() {
-    let pg = block_in_place(PgCluster::start).expect("postgres");
-    let dsn = pg.dsn();
-    let client = pg_client(&dsn).await;
-    let have: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!have, "this test is about a server without TimescaleDB");
-    let refused = match tspi::archive::db::Db::connect(
-        &dsn,
-        &tspi::archive::ArchiveConfig {
-            partitioning: tspi::archive::Partitioning::Timescaledb,
-            ..Default::default()
-        },
-    )
-    .await
-    {
-        Ok(_) => panic!("timescaledb without the extension must fail"),
-        Err(e) => e,
-    };
-    let text = format!("{refused:#}");
-    assert!(
-        text.contains("timescaledb extension is not installed"),
-        "{text}"
-    );
-    let telemetry: Option<String> = client
-        .query_one("SELECT to_regclass('tspi_telemetry')::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(telemetry, None, "the failed migration left no table");
-
-    let db = tspi::archive::db::Db::connect(&dsn, &tspi::archive::ArchiveConfig::default())
-        .await
-        .expect("auto migrates");
-    assert_eq!(db.partitioning().await.unwrap(), "native");
 }
 
 async fn pg_client(dsn: &str) -> tokio_postgres::Client {

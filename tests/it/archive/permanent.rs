@@ -4,12 +4,13 @@
 //! in `tspi_rejects` with the server's reason; every other message is
 //! archived, everything is acked, and the consumer does not stall.
 
+use super::servers::plain;
 use crate::kit::*;
 use ciborium::Value;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 use tspi::archive::{AckMode, Handle};
-use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::harness::NatsServer;
 
 const SEED: u64 = 21;
 const N: u64 = 2_000;
@@ -43,10 +44,10 @@ async fn refused_rows_go_to_rejects_and_the_stream_goes_on_ack_all() {
 }
 
 async fn refused_rows(ack: AckMode) {
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
     let js = js(&nats.url()).await;
-    let dsn = pg.dsn();
+    let dsn = role.dsn.clone();
 
     // The schema, then rules the archive knows nothing of.
     let mut db = pg_connect(&dsn).await;

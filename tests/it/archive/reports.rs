@@ -2,20 +2,21 @@
 //! lines on stdout (`--json`), Prometheus `/metrics` (`--metrics-addr`), and
 //! the HdrHistogram snapshot on `tspi.ops.metrics.archive.<host>`.
 
+use super::servers::plain;
 use crate::kit::*;
 use futures_util::StreamExt;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::task::block_in_place;
-use tspi_testkit::harness::{NatsServer, PgCluster};
+use tspi_testkit::harness::NatsServer;
 use tspi_testkit::proc::scrape;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_prometheus_and_nats_snapshot() {
     const N: u64 = 2_000;
-    let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
-    let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
+    let (nats, (_pg, role)) = block_in_place(|| (NatsServer::start(), plain()));
+    let nats = nats.expect("nats-server");
     let js = js(&nats.url()).await;
     let watcher = async_nats::connect(nats.url()).await.unwrap();
     let mut snapshots = watcher
@@ -27,7 +28,7 @@ async fn json_prometheus_and_nats_snapshot() {
 
     let port = crate::kit::free_tcp_port();
     let child = Command::new(env!("CARGO_BIN_EXE_tspi"))
-        .args(["archive", "--nats", &nats.url(), "--postgres", &pg.dsn()])
+        .args(["archive", "--nats", &nats.url(), "--postgres", &role.dsn])
         // Long enough that /metrics is still up after the snapshot wait on
         // a loaded machine; it then stops by itself.
         .args(["--json", "--interval-s", "1", "--duration-s", "15"])

@@ -115,3 +115,47 @@ async fn two_servers_side_by_side() {
         connection.await.unwrap().unwrap();
     }
 }
+
+/// A server with TimescaleDB preloaded, and the ordinary role the archive
+/// tests connect as: not a superuser, cannot read the preload list, owns
+/// its database, where the DBA's step created the extension.
+#[tokio::test(flavor = "multi_thread")]
+async fn timescaledb_server_and_ordinary_role() {
+    let test = "harness::postgres::timescaledb_server_and_ordinary_role";
+    if !tspi_testkit::skip::require(test, tspi_testkit::skip::timescaledb()) {
+        return;
+    }
+    let pg = block_in_place(PgCluster::start_timescaledb).expect("postgres + timescaledb");
+    assert!(pg.has_timescaledb());
+    let role = block_in_place(|| pg.ordinary_database("app")).expect("role");
+    let (client, connection) = tokio_postgres::connect(&role.dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT rolsuper, (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
+                    current_setting('timescaledb.license'), current_database()
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "not a superuser");
+    assert!(
+        row.get::<_, Option<String>>(1).is_some(),
+        "extension created"
+    );
+    let license: String = row.get(2);
+    assert!(
+        ["apache", "timescale"].contains(&license.as_str()),
+        "{license}"
+    );
+    assert_eq!(row.get::<_, String>(3), "app");
+    let err = client
+        .query_one("SELECT current_setting('shared_preload_libraries')", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("pg_read_all_settings"),
+        "{err:?}"
+    );
+}

@@ -1,5 +1,16 @@
 //! PostgreSQL: `initdb` and `postgres` in a temporary directory, TCP on a free
 //! loopback port, trust authentication for the user `tspi`.
+//!
+//! Started plain ([`PgCluster::start`]) or with TimescaleDB preloaded
+//! ([`PgCluster::start_timescaledb`]); [`PgCluster::ordinary_database`] does
+//! a DBA's one-time steps for an archive role that is not a superuser.
+
+mod replica;
+mod roles;
+mod tls;
+
+pub use roles::{Ordinary, timescaledb_installed};
+pub use tls::make_ca;
 
 use super::process::{self, free_port};
 use super::{HarnessError, PORT_ATTEMPTS, READY_TIMEOUT, STOP_TIMEOUT};
@@ -139,6 +150,8 @@ pub struct PgCluster {
     label: String,
     /// `name=value` server settings passed after the defaults (so they win).
     settings: Vec<String>,
+    /// The CA that signed the server's certificate, when it requires TLS.
+    tls_ca: Option<PathBuf>,
     child: Option<Child>,
     dir: TempDir,
 }
@@ -155,6 +168,25 @@ impl PgCluster {
     /// `["fsync=on", "synchronous_commit=on", "full_page_writes=on"]` for a
     /// durable server in a benchmark.
     pub fn start_with_settings(settings: &[&str]) -> Result<PgCluster, HarnessError> {
+        Self::start_prepared(settings, |_| Ok(()))
+    }
+
+    /// `initdb`, then `prepare` (configuration files, certificates), then
+    /// start with `settings`.
+    fn start_prepared(
+        settings: &[&str],
+        prepare: impl FnOnce(&mut PgCluster) -> Result<(), HarnessError>,
+    ) -> Result<PgCluster, HarnessError> {
+        let mut pg = Self::unstarted(settings)?;
+        pg.initdb()?;
+        prepare(&mut pg)?;
+        pg.launch()?;
+        Ok(pg)
+    }
+
+    /// The temporary directories (owned by the server's account), no data
+    /// directory yet, not running.
+    fn unstarted(settings: &[&str]) -> Result<PgCluster, HarnessError> {
         let bindir = pg_bindir()?;
         let account = run_as()?;
         let dir = tempfile::Builder::new()
@@ -171,24 +203,29 @@ impl PgCluster {
                 })?;
             }
         }
-        let mut pg = PgCluster {
+        Ok(PgCluster {
             port: 0,
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("postgres.log"),
             label: "postgres".to_owned(),
             settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            tls_ca: None,
             bindir,
             account,
             socket_dir,
             child: None,
             dir,
-        };
-        pg.initdb()?;
+        })
+    }
+
+    /// Start on a free port (retried when the port was taken meanwhile);
+    /// returns once ready.
+    fn launch(&mut self) -> Result<(), HarnessError> {
         for _ in 0..PORT_ATTEMPTS {
-            pg.port = free_port()?;
-            pg.label = format!("postgres (127.0.0.1:{})", pg.port);
-            match pg.spawn().and_then(|()| pg.wait_ready()) {
-                Ok(()) => return Ok(pg),
+            self.port = free_port()?;
+            self.label = format!("postgres (127.0.0.1:{})", self.port);
+            match self.spawn().and_then(|()| self.wait_ready()) {
+                Ok(()) => return Ok(()),
                 Err(e) if e.is_port_in_use() => continue,
                 Err(e) => return Err(e),
             }
@@ -196,7 +233,7 @@ impl PgCluster {
         Err(HarnessError::PortsExhausted {
             server: "postgres".to_owned(),
             attempts: PORT_ATTEMPTS,
-            log: pg.log_tail(40),
+            log: self.log_tail(40),
         })
     }
 
