@@ -54,6 +54,7 @@ pub mod publish;
 pub mod receive;
 pub mod replay;
 pub mod send;
+pub mod spool;
 
 #[cfg(test)]
 mod purity;

@@ -1,0 +1,4 @@
+//! The disk spool: frames JetStream cannot take now, kept on local disk
+//! and published later, oldest first, with their original `Nats-Msg-Id`.
+
+pub mod proto;
