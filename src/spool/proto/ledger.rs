@@ -344,6 +344,14 @@ impl Ledger {
         self.segs.iter_mut().find(|s| s.seq == seq)
     }
 
+    /// Slots of segment `seq` (0 when unknown).
+    pub fn slots(&self, seq: u64) -> u64 {
+        self.segs
+            .iter()
+            .find(|s| s.seq == seq)
+            .map_or(0, |s| s.slots)
+    }
+
     /// Whether slot `slot` of `seq` is still to be delivered.
     pub fn is_pending(&self, seq: u64, slot: u64) -> bool {
         self.segs
