@@ -234,6 +234,16 @@ pub(super) fn print_account(account: &ingest::Account) {
             c.kernel_dropped
         ),
     );
+    let s = &account.spool;
+    if *s != ingest::SpoolAccount::default() {
+        tspi::logging::notice(
+            Level::Info,
+            &format!(
+                "tspi ingest: spool: found at start {} (+ received) = ... + spool dropped {} + spool held {}; spooled {}, drained {} (in acked), torn {}",
+                s.recovered, s.dropped, s.held, s.spooled, s.drained, s.torn
+            ),
+        );
+    }
     if let Some(why) = &account.failed_reason {
         tspi::notice!(
             Warn,

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 /// How the batch mode ended.
 pub(super) enum Outcome {
-    /// Input closed and drained (or the drain timeout passed).
-    Done,
+    /// Input closed and drained (or the drain timeout passed), with the
+    /// frames given up at the deadline.
+    Done(Vec<Queued<Pending>>),
     /// The server cannot do fast batches: continue pipelined with these.
     Fallback(Vec<Queued<Pending>>),
 }
@@ -149,7 +150,7 @@ impl Publisher {
                     Event::Done => {
                         self.sync_stats(&m);
                         self.take_acks(&mut m);
-                        return Outcome::Done;
+                        return Outcome::Done(m.take_given_up());
                     }
                 }
             }
@@ -285,7 +286,8 @@ impl Publisher {
             }
             *ring_index = ring_index.wrapping_add(1);
         }
-        None
+        // The rings are empty: the spool's drain, paced by the spool thread.
+        self.pop_spool(cbor, scratch)
     }
 
     /// Record the latency of every frame the machine has seen acknowledged.
@@ -298,7 +300,9 @@ impl Publisher {
                 .record_publish_to_ack(a.at.saturating_sub(a.sent));
             self.latency
                 .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+            self.note_acked(&a.frame);
         }
+        self.report_spool_acks();
     }
 
     /// Mirror the machine's counters into the ones the reporter reads.

@@ -35,6 +35,7 @@ use crate::clock::mono_ns;
 use crate::message;
 use crate::metrics::LatencyRecorder;
 use crate::receive::Received;
+use crate::spool::{SpoolLink, SpoolRef, ToSpool};
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderValue, Subject};
@@ -87,6 +88,14 @@ pub struct PublisherStats {
     pub in_flight: CachePadded<AtomicU64>,
     /// Fast-ingest batches committed.
     pub batches: CachePadded<AtomicU64>,
+    /// Frames taken from the disk spool's drain (counted in `taken` too).
+    pub from_spool: CachePadded<AtomicU64>,
+    /// Live frames handed to the disk spool at the stop, unacknowledged
+    /// (counted in `failed` too).
+    pub to_spool: CachePadded<AtomicU64>,
+    /// Frames from the spool unacknowledged at the stop: they stay there
+    /// (counted in `failed` too).
+    pub returned: CachePadded<AtomicU64>,
     /// The mode running now: true while fast-ingest batches are used.
     pub fast: AtomicBool,
 }
@@ -102,6 +111,9 @@ pub struct PublisherCounts {
     pub failed: u64,
     pub in_flight: u64,
     pub batches: u64,
+    pub from_spool: u64,
+    pub to_spool: u64,
+    pub returned: u64,
     /// Fast-ingest batches were the mode at the end (false: pipelined,
     /// configured or fallen back to).
     pub fast: bool,
@@ -118,6 +130,9 @@ impl PublisherStats {
             failed: self.failed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             batches: self.batches.load(Relaxed),
+            from_spool: self.from_spool.load(Relaxed),
+            to_spool: self.to_spool.load(Relaxed),
+            returned: self.returned.load(Relaxed),
             fast: self.fast.load(Relaxed),
         }
     }
@@ -129,6 +144,10 @@ struct Pending {
     headers: HeaderMap,
     body: Bytes,
     recv_mono_ns: u64,
+    /// The frame itself, for the spool should it not be acknowledged.
+    raw: Received,
+    /// Where it lives in the spool, when it came from there.
+    origin: Option<SpoolRef>,
 }
 
 /// A pipelined publish's ack, named by the token the machine gave it.
@@ -175,6 +194,11 @@ pub struct Publisher {
     input_closed: Arc<AtomicBool>,
     /// Notified by the receive threads after each batch they ring.
     wake: Arc<tokio::sync::Notify>,
+    /// The disk spool: frames to drain, and where acks and unacknowledged
+    /// frames are reported.
+    spool: Option<SpoolLink>,
+    /// Spooled frames acknowledged, not yet reported.
+    spool_acked: Vec<SpoolRef>,
 }
 
 impl Publisher {
@@ -194,6 +218,74 @@ impl Publisher {
             latency,
             input_closed: Arc::default(),
             wake,
+            spool: None,
+            spool_acked: Vec::new(),
+        }
+    }
+
+    /// Drain the disk spool (when the rings are empty) and hand it what
+    /// is not acknowledged at the stop.
+    pub fn with_spool(mut self, link: Option<SpoolLink>) -> Self {
+        self.spool = link;
+        self
+    }
+
+    /// A frame from the spool's drain, encoded: only while the input is
+    /// open (at the stop, what is in the spool stays there).
+    fn pop_spool(&mut self, cbor: &mut Vec<u8>, scratch: &mut String) -> Option<Pending> {
+        if self.input_closed.load(Relaxed) {
+            return None;
+        }
+        let d = self.spool.as_mut()?.drain.pop().ok()?;
+        self.stats.from_spool.fetch_add(1, Relaxed);
+        let mut p = self.encode(&d.received, cbor, scratch);
+        p.origin = Some(d.at);
+        Some(p)
+    }
+
+    /// Note an acknowledged frame for the spool.
+    fn note_acked(&mut self, p: &Pending) {
+        if let Some(at) = p.origin {
+            self.spool_acked.push(at);
+        }
+    }
+
+    /// Tell the spool which of its frames were acknowledged.
+    fn report_spool_acks(&mut self) {
+        if self.spool_acked.is_empty() {
+            return;
+        }
+        let refs = std::mem::take(&mut self.spool_acked);
+        if let Some(link) = &self.spool {
+            let _ = link.tx.send(ToSpool::Acked(refs));
+        }
+    }
+
+    /// At the stop: every frame not acknowledged goes to the spool (live
+    /// ones written, spooled ones left where they are), the rings too.
+    /// Without a spool they stay counted as failed.
+    fn hand_to_spool(&mut self, given_up: Vec<Queued<Pending>>) {
+        self.report_spool_acks();
+        let Some(link) = &self.spool else { return };
+        let mut live = Vec::new();
+        let mut returned = Vec::new();
+        for q in given_up {
+            match q.frame.origin {
+                Some(at) => returned.push(at),
+                None => live.push((q.frame.raw, q.attempts > 0)),
+            }
+        }
+        for ring in &mut self.rings {
+            while let Ok(r) = ring.pop() {
+                live.push((r, false));
+            }
+        }
+        self.stats.to_spool.fetch_add(live.len() as u64, Relaxed);
+        self.stats
+            .returned
+            .fetch_add(returned.len() as u64, Relaxed);
+        if !live.is_empty() || !returned.is_empty() {
+            let _ = link.tx.send(ToSpool::Unacked { live, returned });
         }
     }
 
@@ -229,6 +321,8 @@ impl Publisher {
             // async-nats takes an owned Bytes per message.
             body: Bytes::copy_from_slice(cbor),
             recv_mono_ns: r.recv_mono_ns,
+            raw: *r,
+            origin: None,
         }
     }
 
@@ -239,7 +333,8 @@ impl Publisher {
         if let Some(fc) = self.cfg.fast.clone() {
             self.stats.fast.store(true, Relaxed);
             match self.run_fast(&fc).await {
-                driver::Outcome::Done => {
+                driver::Outcome::Done(given_up) => {
+                    self.hand_to_spool(given_up);
                     self.stats.in_flight.store(0, Relaxed);
                     self.latency.flush();
                     return self.stats.snapshot();
@@ -296,6 +391,19 @@ impl Publisher {
                 }
                 progressed |= taken > 0;
             }
+            // The spool's drain when the rings had nothing.
+            if !progressed {
+                let mut taken = 0;
+                while taken < self.cfg.batch_len_max && m.wants_frame() {
+                    let Some(p) = self.pop_spool(&mut cbor, &mut scratch) else {
+                        break;
+                    };
+                    taken += 1;
+                    m.push(p);
+                    self.send_pipelined(&mut m, &mut in_flight).await;
+                }
+                progressed |= taken > 0;
+            }
             if !closed && self.input_closed.load(Relaxed) {
                 m.close_input(now);
                 closed = true;
@@ -337,8 +445,12 @@ impl Publisher {
                     .record_publish_to_ack(a.at.saturating_sub(a.sent));
                 self.latency
                     .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+                self.note_acked(&a.frame);
             }
+            self.report_spool_acks();
             if done {
+                let given_up = m.take_given_up();
+                self.hand_to_spool(given_up);
                 break;
             }
             if !progressed {

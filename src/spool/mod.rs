@@ -4,6 +4,7 @@
 #![doc = include_str!("../../docs/spool.md")]
 
 pub mod config;
+pub mod metrics;
 pub mod proto;
 mod store;
 
@@ -148,7 +149,7 @@ impl Stats {
 pub struct Spool {
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<SpoolCounts>>,
+    thread: std::sync::Mutex<Option<JoinHandle<SpoolCounts>>>,
 }
 
 impl Spool {
@@ -204,7 +205,7 @@ impl Spool {
             Spool {
                 stats,
                 stop,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
             },
             SpoolLink { drain, tx },
         ))
@@ -218,9 +219,10 @@ impl Spool {
     /// Stop after the publisher has ended (its last report sent) and the
     /// receive threads have stopped: the spill rings are emptied onto
     /// disk, the cursor written, the segment synced. The final counts.
-    pub fn stop(mut self) -> SpoolCounts {
+    pub fn stop(&self) -> SpoolCounts {
         self.stop.store(true, Release);
-        match self.thread.take().map(JoinHandle::join) {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match thread.map(JoinHandle::join) {
             Some(Ok(c)) => c,
             _ => self.stats.load(),
         }

@@ -25,4 +25,5 @@ mod receive;
 mod replay;
 mod run;
 mod schema;
+mod spool;
 mod stream_settings;

@@ -262,6 +262,8 @@ pub struct FastBatcher<F: Frame> {
     /// A frame pushed and not yet published.
     offered: Option<Slot<F>>,
     acked: VecDeque<Acked<F>>,
+    /// Frames given up at the drain deadline ([`Self::take_given_up`]).
+    given_up: Vec<Queued<F>>,
     events: VecDeque<Event>,
     /// The publish handed out by `poll_transmit` whose result is awaited.
     sending: Option<Op>,
@@ -310,6 +312,7 @@ impl<F: Frame> FastBatcher<F> {
             retries: VecDeque::new(),
             offered: None,
             acked: VecDeque::new(),
+            given_up: Vec::new(),
             events,
             sending: None,
             reply: String::with_capacity(96),
@@ -707,9 +710,19 @@ impl<F: Frame> FastBatcher<F> {
     /// is counted failed, and the machine is done.
     fn give_up(&mut self, ring_frames: u64) {
         let failed = self.in_flight() + self.queued() + ring_frames;
-        self.unacked.clear();
-        self.retries.clear();
-        self.offered = None;
+        let unacked = self.unacked.drain(..).map(|s| (0, s));
+        let retries = self.retries.drain(..);
+        let offered = self.offered.take().map(|s| (0, s));
+        self.given_up.extend(
+            unacked
+                .chain(retries)
+                .chain(offered)
+                .map(|(due, s)| Queued {
+                    due,
+                    attempts: s.attempts,
+                    frame: s.frame,
+                }),
+        );
         self.batch = None;
         self.counts.failed += failed;
         // Frames still in the rings were never taken: count them as
@@ -768,6 +781,12 @@ impl<F: Frame> FastBatcher<F> {
     /// The next acknowledged frame.
     pub fn poll_acked(&mut self) -> Option<Acked<F>> {
         self.acked.pop_front()
+    }
+
+    /// The frames counted failed at the drain deadline (not ring frames):
+    /// `attempts` > 0 were published without an acknowledgement seen.
+    pub fn take_given_up(&mut self) -> Vec<Queued<F>> {
+        std::mem::take(&mut self.given_up)
     }
 
     /// The next event.
