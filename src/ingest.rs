@@ -192,8 +192,9 @@ fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> In
         filtered: rc.filtered,
         ring_dropped: rc.ring_dropped,
         published: p.published,
-        acked: p.acked,
-        duplicate: p.duplicate,
+        // Frames from the spool the stream held already count as acked.
+        acked: p.acked + p.resolved,
+        duplicate: p.duplicate + p.resolved,
         retried: p.retried,
         // Handed to the spool at the stop, or left there: not lost.
         failed: p.failed.saturating_sub(p.to_spool + p.returned),

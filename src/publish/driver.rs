@@ -81,6 +81,7 @@ impl Publisher {
         let mut ring_index = 0usize;
         let mut warned: Option<Nanos> = None;
         let mut closed = false;
+        let mut down: Option<Nanos> = None;
 
         loop {
             // 1. What the machine has to say.
@@ -166,10 +167,22 @@ impl Publisher {
             }
             m.handle_timeout(now, Self::ring_frames(&self.rings));
 
-            // 3. Publish what the machine asks, taking frames as it wants them.
-            let progressed = self
-                .transmit(&client, &mut m, &mut ring_index, &mut cbor, &mut scratch)
-                .await;
+            // 3. Publish what the machine asks, taking frames as it wants
+            // them; nothing while the connection is down (the client would
+            // only buffer it, to send after the duplicate window perhaps).
+            // When it is back, frames in doubt are checked first.
+            self.resolve_spool_doubt(&mut cbor, &mut scratch).await;
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            if !connected {
+                down.get_or_insert(now);
+            } else if let Some(since) = down.take() {
+                self.settle_after_outage(&mut m, now.saturating_sub(since))
+                    .await;
+            }
+            let progressed = connected
+                && self
+                    .transmit(&client, &mut m, &mut ring_index, &mut cbor, &mut scratch)
+                    .await;
             self.sync_stats(&m);
             self.take_acks(&mut m);
 

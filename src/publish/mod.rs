@@ -22,6 +22,7 @@
 //! `acks_in_flight_max`.
 
 pub mod config;
+mod doubt;
 mod driver;
 pub mod proto;
 
@@ -96,6 +97,9 @@ pub struct PublisherStats {
     /// Frames from the spool unacknowledged at the stop: they stay there
     /// (counted in `failed` too).
     pub returned: CachePadded<AtomicU64>,
+    /// Frames from the spool in doubt that the stream held already: not
+    /// published again (not in `acked`).
+    pub resolved: CachePadded<AtomicU64>,
     /// The mode running now: true while fast-ingest batches are used.
     pub fast: AtomicBool,
 }
@@ -114,6 +118,7 @@ pub struct PublisherCounts {
     pub from_spool: u64,
     pub to_spool: u64,
     pub returned: u64,
+    pub resolved: u64,
     /// Fast-ingest batches were the mode at the end (false: pipelined,
     /// configured or fallen back to).
     pub fast: bool,
@@ -133,6 +138,7 @@ impl PublisherStats {
             from_spool: self.from_spool.load(Relaxed),
             to_spool: self.to_spool.load(Relaxed),
             returned: self.returned.load(Relaxed),
+            resolved: self.resolved.load(Relaxed),
             fast: self.fast.load(Relaxed),
         }
     }
@@ -199,6 +205,10 @@ pub struct Publisher {
     spool: Option<SpoolLink>,
     /// Spooled frames acknowledged, not yet reported.
     spool_acked: Vec<SpoolRef>,
+    /// Frames from the spool in doubt, to check against the stream.
+    spool_doubt: Vec<crate::spool::Drained>,
+    /// Frames from the spool checked, to publish.
+    spool_ready: std::collections::VecDeque<Pending>,
 }
 
 impl Publisher {
@@ -220,6 +230,8 @@ impl Publisher {
             wake,
             spool: None,
             spool_acked: Vec::new(),
+            spool_doubt: Vec::new(),
+            spool_ready: std::collections::VecDeque::new(),
         }
     }
 
@@ -236,11 +248,25 @@ impl Publisher {
         if self.input_closed.load(Relaxed) {
             return None;
         }
-        let d = self.spool.as_mut()?.drain.pop().ok()?;
-        self.stats.from_spool.fetch_add(1, Relaxed);
-        let mut p = self.encode(&d.received, cbor, scratch);
-        p.origin = Some(d.at);
-        Some(p)
+        if let Some(p) = self.spool_ready.pop_front() {
+            self.stats.from_spool.fetch_add(1, Relaxed);
+            return Some(p);
+        }
+        loop {
+            if self.spool_doubt.len() >= doubt::SPOOL_DOUBT_MAX {
+                return None;
+            }
+            let d = self.spool.as_mut()?.drain.pop().ok()?;
+            if d.in_doubt {
+                // Checked against the stream first (resolve_spool_doubt).
+                self.spool_doubt.push(d);
+                continue;
+            }
+            self.stats.from_spool.fetch_add(1, Relaxed);
+            let mut p = self.encode(&d.received, cbor, scratch);
+            p.origin = Some(d.at);
+            return Some(p);
+        }
     }
 
     /// Note an acknowledged frame for the spool.
@@ -367,18 +393,31 @@ impl Publisher {
         let mut warned: Option<u64> = None;
         let mut closed = false;
         let mut ring_index = 0usize;
+        let client = self.js.client();
+        let mut down: Option<u64> = None;
         loop {
             // Harvest acks that are ready.
             while let Some(Some((token, r))) = in_flight.next().now_or_never() {
                 m.handle_ack(mono_ns(), token, ack_result(r));
             }
+            self.resolve_spool_doubt(&mut cbor, &mut scratch).await;
             let now = mono_ns();
+            // While the connection is down nothing is sent (the client would
+            // only buffer it, to send after the duplicate window perhaps);
+            // when it is back, frames in doubt are checked first.
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            if !connected {
+                down.get_or_insert(now);
+            } else if let Some(since) = down.take() {
+                self.settle_after_outage(&mut m, now.saturating_sub(since))
+                    .await;
+            }
             // Retries whose backoff has passed go first: they are oldest.
-            let mut progressed = self.send_pipelined(&mut m, &mut in_flight).await;
+            let mut progressed = connected && self.send_pipelined(&mut m, &mut in_flight).await;
             // New frames, round-robin over the rings, while there is room
             // for their acks (outstanding = in flight + waiting to retry).
             let mut visited = 0;
-            while visited < self.rings.len() && m.wants_frame() {
+            while connected && visited < self.rings.len() && m.wants_frame() {
                 let k = ring_index % self.rings.len();
                 ring_index = ring_index.wrapping_add(1);
                 visited += 1;
@@ -392,7 +431,7 @@ impl Publisher {
                 progressed |= taken > 0;
             }
             // The spool's drain when the rings had nothing.
-            if !progressed {
+            if connected && !progressed {
                 let mut taken = 0;
                 while taken < self.cfg.batch_len_max && m.wants_frame() {
                     let Some(p) = self.pop_spool(&mut cbor, &mut scratch) else {

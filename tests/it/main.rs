@@ -26,4 +26,5 @@ mod replay;
 mod run;
 mod schema;
 mod spool;
+mod spool_doubt;
 mod stream_settings;

@@ -215,12 +215,12 @@ pub struct FastCounts {
 }
 
 #[derive(Debug)]
-struct Slot<F> {
-    frame: F,
+pub(super) struct Slot<F> {
+    pub(super) frame: F,
     /// Times published.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// Last published at.
-    sent: Nanos,
+    pub(super) sent: Nanos,
 }
 
 #[derive(Debug)]
@@ -258,10 +258,10 @@ pub struct FastBatcher<F: Frame> {
     /// `unacked[i]` has batch sequence `window.acked + 1 + i`.
     unacked: VecDeque<Slot<F>>,
     /// Frames to publish again, oldest first, each due at its time.
-    retries: VecDeque<(Nanos, Slot<F>)>,
+    pub(super) retries: VecDeque<(Nanos, Slot<F>)>,
     /// A frame pushed and not yet published.
     offered: Option<Slot<F>>,
-    acked: VecDeque<Acked<F>>,
+    pub(super) acked: VecDeque<Acked<F>>,
     /// Frames given up at the drain deadline ([`Self::take_given_up`]).
     given_up: Vec<Queued<F>>,
     events: VecDeque<Event>,
@@ -281,7 +281,7 @@ pub struct FastBatcher<F: Frame> {
     /// (`before`, `count`), settled by the next stream position.
     unsettled: Option<(u64, u64)>,
     drain_deadline: Option<Nanos>,
-    counts: FastCounts,
+    pub(super) counts: FastCounts,
 }
 
 impl<F: Frame> FastBatcher<F> {

@@ -65,10 +65,10 @@ pub struct PipelineCounts {
 }
 
 #[derive(Debug)]
-struct Slot<F> {
-    frame: F,
-    attempts: u32,
-    sent: Nanos,
+pub(super) struct Slot<F> {
+    pub(super) frame: F,
+    pub(super) attempts: u32,
+    pub(super) sent: Nanos,
 }
 
 /// The pipelined publisher, without I/O. See the module docs.
@@ -81,17 +81,17 @@ pub struct Pipeline<F> {
     in_flight: Vec<Option<Slot<F>>>,
     free: Vec<usize>,
     in_flight_len: usize,
-    retries: VecDeque<(Nanos, Slot<F>)>,
+    pub(super) retries: VecDeque<(Nanos, Slot<F>)>,
     offered: Option<Slot<F>>,
     /// The publish handed out whose send result is awaited.
     sending: Option<Token>,
-    acked: VecDeque<Acked<F>>,
+    pub(super) acked: VecDeque<Acked<F>>,
     /// Frames given up at the drain deadline ([`Self::take_given_up`]).
     given_up: Vec<Queued<F>>,
     events: VecDeque<Event>,
     drain_deadline: Option<Nanos>,
     done: bool,
-    counts: PipelineCounts,
+    pub(super) counts: PipelineCounts,
 }
 
 impl<F> Pipeline<F> {
