@@ -26,5 +26,6 @@ mod replay;
 mod run;
 mod schema;
 mod spool;
+mod spool_cluster;
 mod spool_doubt;
 mod stream_settings;
