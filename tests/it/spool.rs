@@ -46,19 +46,108 @@ pub fn send_range(to: SocketAddr, from: u64, until: u64) {
 
 /// The stream's message ids, each once (a second copy fails the test).
 pub async fn stored_ids(url: &str) -> BTreeSet<String> {
+    let (ids, dups) = stored_ids_counting(url).await;
+    assert_eq!(dups, 0, "{dups} ids stored twice");
+    ids
+}
+
+/// The stream's message ids, and how many were stored more than once
+/// (read by an ordered consumer, headers only).
+pub async fn stored_ids_counting(url: &str) -> (BTreeSet<String>, u64) {
+    use async_nats::jetstream::consumer::push::OrderedConfig;
+    use futures_util::StreamExt as _;
     let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("TSPI").await.unwrap();
-    let info = stream.info().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("TSPI").await.unwrap();
+    let total = stream_messages(url).await;
     let mut out = BTreeSet::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        let Ok(m) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        let id = m.headers.get("Nats-Msg-Id").unwrap().to_string();
-        assert!(out.insert(id.clone()), "id {id} stored twice");
+    let mut dups = 0;
+    if total == 0 {
+        return (out, 0);
     }
-    out
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            headers_only: true,
+            ..OrderedConfig::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut read = 0;
+    while read < total {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream read in time")
+            .unwrap()
+            .unwrap();
+        read += 1;
+        let id = m.headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap();
+        if !out.insert(id.to_string()) {
+            dups += 1;
+        }
+    }
+    (out, dups)
+}
+
+/// Watch the stream grow (any of `urls`) until it holds `total`: the
+/// longest time it did not (the stall).
+pub fn watch_stall(urls: Vec<String>, total: u64) -> tokio::task::JoinHandle<Duration> {
+    tokio::spawn(async move {
+        let (mut last, mut since, mut stall) = (0u64, Instant::now(), Duration::ZERO);
+        let until = Instant::now() + Duration::from_secs(300);
+        while last < total && Instant::now() < until {
+            let mut n = 0;
+            for u in &urls {
+                n = n.max(stream_messages(u).await);
+            }
+            if n > last {
+                stall = stall.max(since.elapsed());
+                last = n;
+                since = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stall
+    })
+}
+
+/// One row of the chaos report (`scripts/chaos` collects these lines).
+pub struct Chaos<'a> {
+    pub scenario: &'a str,
+    pub rate_per_s: f64,
+    pub sent: u64,
+    pub stored: u64,
+    pub duplicated: u64,
+    pub lost: u64,
+    pub counted_drops: u64,
+    pub stall: Duration,
+}
+
+impl Chaos<'_> {
+    pub fn print(&self) {
+        eprintln!(
+            "CHAOS|{}|{:.0}|{}|{}|{}|{}|{}|{:.1}",
+            self.scenario,
+            self.rate_per_s,
+            self.sent,
+            self.stored,
+            self.duplicated,
+            self.lost,
+            self.counted_drops,
+            self.stall.as_secs_f64()
+        );
+    }
+}
+
+/// Seconds of outage in the outage scenarios: `TSPI_CHAOS_OUTAGE_S`
+/// (`scripts/chaos` sets it; 1 by default, to keep the tests short).
+pub fn outage_s() -> u64 {
+    std::env::var("TSPI_CHAOS_OUTAGE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 600)
 }
 
 /// Messages in `TSPI` now (0 when the server does not answer).
@@ -105,23 +194,41 @@ async fn outage(mode: PublishMode) -> Account {
     .await
     .expect("ingest started");
     let addr = handle.addrs[0];
-    let total = 12_000u64;
-    let send = |from, to| tokio::task::spawn_blocking(move || send_range(addr, from, to));
-    send(0, 2_000).await.unwrap();
+    // About 20k/s for 1 s, the outage, and 1 s after it.
+    let outage = outage_s();
+    let total = 20_000 * (2 + outage);
+    let t0 = Instant::now();
+    let feed = tokio::task::spawn_blocking(move || {
+        send_range(addr, 0, total);
+        t0.elapsed()
+    });
+    let stall = watch_stall(vec![server.url()], total);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     server.kill();
-    // Three times what the ring holds, during the outage.
-    send(2_000, 8_000).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(outage)).await;
     server.restart().expect("restart nats-server");
-    send(8_000, total).await.unwrap();
-    let stored = wait_stored(&server.url(), total, Duration::from_secs(60)).await;
+    let fed = feed.await.unwrap();
+    let stored = wait_stored(&server.url(), total, Duration::from_secs(60 + 2 * outage)).await;
+    let stall = stall.await.unwrap();
     let a = tokio::time::timeout(Duration::from_secs(60), handle.stop())
         .await
         .expect("stopped in time")
         .expect("ingest ran");
+    let (ids_stored, dups) = stored_ids_counting(&server.url()).await;
+    let c = &a.counters;
+    Chaos {
+        scenario: &format!("JetStream outage {outage} s ({})", a.publish_mode),
+        rate_per_s: total as f64 / fed.as_secs_f64(),
+        sent: total,
+        stored: ids_stored.len() as u64,
+        duplicated: dups,
+        lost: total - ids_stored.intersection(&ids(0..total)).count() as u64,
+        counted_drops: c.ring_dropped + c.failed + a.spool.dropped,
+        stall,
+    }
+    .print();
     assert_eq!(stored, total, "{a:?}");
     assert!(a.balanced(), "{a:?}");
-    let c = &a.counters;
     assert_eq!(
         (c.received, c.ring_dropped, c.failed),
         (total, 0, 0),
@@ -131,7 +238,8 @@ async fn outage(mode: PublishMode) -> Account {
     let s = &a.spool;
     assert!(s.spooled > 0, "the outage overflowed the ring: {a:?}");
     assert_eq!((s.drained, s.held, s.dropped), (s.spooled, 0, 0), "{a:?}");
-    assert_eq!(stored_ids(&server.url()).await, ids(0..total), "each once");
+    assert_eq!(dups, 0, "each once");
+    assert_eq!(ids_stored, ids(0..total), "none lost");
     a
 }
 
@@ -281,6 +389,18 @@ async fn sigkilled_ingest_delivers_its_spool_after_a_restart_and_skips_a_torn_re
     let v = tokio::task::spawn_blocking(move || stop_for_account(child))
         .await
         .unwrap();
+    let (got, dups) = stored_ids_counting(&server.url()).await;
+    Chaos {
+        scenario: "tspi ingest SIGKILLed with a spool (JetStream away), restarted",
+        rate_per_s: 20_000.0,
+        sent: total,
+        stored: got.len() as u64,
+        duplicated: dups,
+        lost: total - got.len() as u64,
+        counted_drops: v["final_account"]["spool"]["torn"].as_u64().unwrap_or(0),
+        stall: Duration::ZERO,
+    }
+    .print();
     assert_eq!(v["balanced"], true, "{v}");
     let s = &v["final_account"]["spool"];
     assert_eq!(s["recovered"], written - 1, "{v}");

@@ -3,7 +3,7 @@
 //! back later: every datagram stored once, none lost; how long publishing
 //! stalled is printed (the chaos report's figure).
 
-use crate::spool::{config, ids, send_range, stored_ids, stream_messages, wait_stored};
+use crate::spool::{Chaos, config, ids, send_range, stored_ids_counting, wait_stored, watch_stall};
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 use tspi::config::PublishMode;
@@ -32,36 +32,22 @@ async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once() {
     let addr = handle.addrs[0];
     // 2 s at about 20k/s.
     let total = 40_000u64;
-    let feed = tokio::task::spawn_blocking(move || send_range(addr, 0, total));
-    // Watch the stream grow: the longest pause is the stall.
-    let watch_urls = urls.clone();
-    let watch = tokio::spawn(async move {
-        let (mut last, mut since, mut stall) = (0u64, Instant::now(), Duration::ZERO);
-        let until = Instant::now() + Duration::from_secs(60);
-        while last < total && Instant::now() < until {
-            let mut n = 0;
-            for u in &watch_urls {
-                n = n.max(stream_messages(u).await);
-            }
-            if n > last {
-                stall = stall.max(since.elapsed());
-                last = n;
-                since = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        stall
+    let t0 = Instant::now();
+    let feed = tokio::task::spawn_blocking(move || {
+        send_range(addr, 0, total);
+        t0.elapsed()
     });
+    let stall = watch_stall(urls.clone(), total);
     tokio::time::sleep(Duration::from_millis(700)).await;
     let victim = leader(&urls).await.and_then(|l| cluster.index_of(&l));
     let victim = victim.expect("the stream has a leader among our nodes");
     block_in_place(|| cluster.node_mut(victim).kill());
-    feed.await.unwrap();
+    let fed = feed.await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     block_in_place(|| cluster.node_mut(victim).restart()).expect("restart node");
     let live = &urls[(victim + 1) % urls.len()];
     let stored = wait_stored(live, total, Duration::from_secs(60)).await;
-    let stall = watch.await.unwrap();
+    let stall = stall.await.unwrap();
     let a = tokio::time::timeout(Duration::from_secs(60), handle.stop())
         .await
         .expect("stopped in time")
@@ -71,12 +57,22 @@ async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once() {
         stall.as_secs_f64(),
         a.spool.spooled
     );
+    let (got, dups) = stored_ids_counting(live).await;
+    let c = &a.counters;
+    Chaos {
+        scenario: "stream leader killed, three-node cluster, R3",
+        rate_per_s: total as f64 / fed.as_secs_f64(),
+        sent: total,
+        stored: got.len() as u64,
+        duplicated: dups,
+        lost: total - got.intersection(&ids(0..total)).count() as u64,
+        counted_drops: c.ring_dropped + c.failed + a.spool.dropped,
+        stall,
+    }
+    .print();
     assert!(a.balanced(), "{a:?}");
-    assert_eq!(
-        (a.counters.received, a.counters.failed),
-        (total, 0),
-        "{a:?}"
-    );
-    assert_eq!(a.counters.ring_dropped, 0, "{a:?}");
-    assert_eq!(stored_ids(live).await, ids(0..total), "each once: {a:?}");
+    assert_eq!((c.received, c.failed), (total, 0), "{a:?}");
+    assert_eq!(c.ring_dropped, 0, "{a:?}");
+    assert_eq!(dups, 0, "each once: {a:?}");
+    assert_eq!(got, ids(0..total), "none lost: {a:?}");
 }
