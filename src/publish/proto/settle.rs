@@ -57,8 +57,57 @@ settle_impl!(Pipeline, Sized);
 #[cfg(test)]
 mod tests {
     use super::super::Backoff;
+    use super::super::fast::{Event, FastBatcher, FastConfig};
     use super::super::pipelined::Pipeline;
+    use super::super::sim::{PREFIX, SimFrame};
     use std::time::Duration;
+
+    fn frame(i: u64) -> SimFrame {
+        SimFrame {
+            idx: i,
+            id: i,
+            body: i,
+        }
+    }
+
+    /// A batch whose server went quiet ends; its frames wait in doubt; the
+    /// stored ones are settled, never published again, the account
+    /// balanced; the rest are published again.
+    #[test]
+    fn fast_settles_frames_of_an_ended_batch() {
+        let cfg = FastConfig {
+            flow: 1,
+            ack_interval: Duration::ZERO,
+            outstanding: 2,
+            batch_len_max: 100,
+            batch_age_max: Duration::from_millis(50),
+            idle_commit: Duration::from_millis(5),
+            ack_timeout: Duration::from_millis(200),
+            stream: "SIM".into(),
+        };
+        let backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
+        let mut m = FastBatcher::new(PREFIX.into(), cfg, backoff, Duration::from_secs(5), 0);
+        assert_eq!(m.poll_event(), Some(Event::StreamPositionWanted));
+        m.handle_stream_position(None);
+        m.push(0, frame(7));
+        assert!(m.poll_transmit(0, || 0).is_some());
+        m.handle_send_result(0, Ok(()));
+        assert_eq!(m.in_doubt().count(), 0, "in flight, not yet in doubt");
+        // The server went away: no answer, the batch ends.
+        m.handle_timeout(300 * MS, 0);
+        let doubt: Vec<u64> = m.in_doubt().map(|f| f.id).collect();
+        assert_eq!(doubt, vec![7]);
+        assert_eq!(m.settle_stored(400 * MS, |f| f.id == 8), 0);
+        assert_eq!(m.settle_stored(400 * MS, |f| f.id == 7), 1);
+        assert!(m.balanced(), "{:?}", m.counts());
+        assert_eq!(m.poll_acked().map(|a| a.frame.id), Some(7));
+        assert_eq!((m.counts().acked, m.counts().duplicate), (1, 1));
+        assert_eq!(m.in_doubt().count(), 0);
+        assert!(
+            m.poll_transmit(500 * MS, || 0).is_none(),
+            "nothing to publish again"
+        );
+    }
 
     const MS: u64 = 1_000_000;
 
