@@ -275,7 +275,7 @@ fn spooled_records(dir: &std::path::Path) -> (u64, Vec<std::path::PathBuf>) {
     (n, segs.into_iter().map(|s| s.1).collect())
 }
 
-fn ingest_binary(cfg: &std::path::Path, udp: &str, url: &str) -> std::process::Child {
+pub fn ingest_binary(cfg: &std::path::Path, udp: &str, url: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
         .args(["--log", "warn", "ingest", "--config"])
         .arg(cfg)
@@ -287,7 +287,7 @@ fn ingest_binary(cfg: &std::path::Path, udp: &str, url: &str) -> std::process::C
 }
 
 /// SIGTERM, wait (bounded), and the final account's JSON line.
-fn stop_for_account(mut child: std::process::Child) -> serde_json::Value {
+pub fn stop_for_account(mut child: std::process::Child) -> serde_json::Value {
     use std::io::Read as _;
     // SAFETY: kill(2) on our own child's pid with a valid signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
