@@ -443,8 +443,11 @@ pub async fn run(
     }
     let failed_reason = (counters.failed > 0).then(|| {
         format!(
-            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop              (never published, or published without an answer)",
-            cfg.publish.drain_timeout_s
+            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop \
+             ({} of them published without an answer: the stream may hold those; \
+             a [spool] keeps them and the next run looks them up)",
+            cfg.publish.drain_timeout_s,
+            p.given_up_in_doubt.min(counters.failed)
         )
     });
     Ok(Account {

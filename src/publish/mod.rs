@@ -100,6 +100,9 @@ pub struct PublisherStats {
     /// Frames from the spool in doubt that the stream held already: not
     /// published again (not in `acked`).
     pub resolved: CachePadded<AtomicU64>,
+    /// Of the frames given up at the stop, those published at least once
+    /// without an answer: the stream may hold them.
+    pub given_up_in_doubt: CachePadded<AtomicU64>,
     /// The mode running now: true while fast-ingest batches are used.
     pub fast: AtomicBool,
 }
@@ -119,6 +122,7 @@ pub struct PublisherCounts {
     pub to_spool: u64,
     pub returned: u64,
     pub resolved: u64,
+    pub given_up_in_doubt: u64,
     /// Fast-ingest batches were the mode at the end (false: pipelined,
     /// configured or fallen back to).
     pub fast: bool,
@@ -139,6 +143,7 @@ impl PublisherStats {
             to_spool: self.to_spool.load(Relaxed),
             returned: self.returned.load(Relaxed),
             resolved: self.resolved.load(Relaxed),
+            given_up_in_doubt: self.given_up_in_doubt.load(Relaxed),
             fast: self.fast.load(Relaxed),
         }
     }
@@ -292,6 +297,8 @@ impl Publisher {
     /// Without a spool they stay counted as failed.
     fn hand_to_spool(&mut self, given_up: Vec<Queued<Pending>>) {
         self.report_spool_acks();
+        let in_doubt = given_up.iter().filter(|q| q.attempts > 0).count() as u64;
+        self.stats.given_up_in_doubt.fetch_add(in_doubt, Relaxed);
         let Some(link) = &self.spool else { return };
         let mut live = Vec::new();
         let mut returned = Vec::new();
