@@ -122,12 +122,17 @@ pub struct Chaos<'a> {
     pub lost: u64,
     pub counted_drops: u64,
     pub stall: Duration,
+    /// From the end of the fault until the stream held every frame.
+    pub catch_up: Option<Duration>,
 }
 
 impl Chaos<'_> {
     pub fn print(&self) {
+        let catch_up = self
+            .catch_up
+            .map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64()));
         eprintln!(
-            "CHAOS|{}|{:.0}|{}|{}|{}|{}|{}|{:.1}",
+            "CHAOS|{}|{:.0}|{}|{}|{}|{}|{}|{:.1}|{catch_up}",
             self.scenario,
             self.rate_per_s,
             self.sent,
@@ -207,8 +212,10 @@ async fn outage(mode: PublishMode) -> Account {
     server.kill();
     tokio::time::sleep(Duration::from_secs(outage)).await;
     server.restart().expect("restart nats-server");
+    let back = Instant::now();
     let fed = feed.await.unwrap();
     let stored = wait_stored(&server.url(), total, Duration::from_secs(60 + 2 * outage)).await;
+    let catch_up = back.elapsed();
     let stall = stall.await.unwrap();
     let a = tokio::time::timeout(Duration::from_secs(60), handle.stop())
         .await
@@ -225,6 +232,7 @@ async fn outage(mode: PublishMode) -> Account {
         lost: total - ids_stored.intersection(&ids(0..total)).count() as u64,
         counted_drops: c.ring_dropped + c.failed + a.spool.dropped,
         stall,
+        catch_up: Some(catch_up),
     }
     .print();
     assert_eq!(stored, total, "{a:?}");
@@ -399,6 +407,7 @@ async fn sigkilled_ingest_delivers_its_spool_after_a_restart_and_skips_a_torn_re
         lost: total - got.len() as u64,
         counted_drops: v["final_account"]["spool"]["torn"].as_u64().unwrap_or(0),
         stall: Duration::ZERO,
+        catch_up: None,
     }
     .print();
     assert_eq!(v["balanced"], true, "{v}");

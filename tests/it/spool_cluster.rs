@@ -68,6 +68,7 @@ async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once() {
         lost: total - got.intersection(&ids(0..total)).count() as u64,
         counted_drops: c.ring_dropped + c.failed + a.spool.dropped,
         stall,
+        catch_up: None,
     }
     .print();
     assert!(a.balanced(), "{a:?}");

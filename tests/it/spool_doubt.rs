@@ -58,6 +58,7 @@ async fn long_outage(mode: PublishMode) {
         lost: total - got.intersection(&ids(0..total)).count() as u64,
         counted_drops: c.ring_dropped + c.failed + a.spool.dropped,
         stall,
+        catch_up: None,
     }
     .print();
     assert!(a.balanced(), "{a:?}");
@@ -144,6 +145,7 @@ async fn frames_in_doubt_at_a_stop_are_stored_once_by_the_next_run() {
         lost: total - got.intersection(&ids(0..total)).count() as u64,
         counted_drops: c["failed"].as_u64().unwrap_or(0),
         stall: Duration::ZERO,
+        catch_up: None,
     }
     .print();
     eprintln!("stored by the resumed server before the second run: {before}; second run: {second}");
