@@ -239,8 +239,19 @@ pub(super) fn print_account(account: &ingest::Account) {
         tspi::logging::notice(
             Level::Info,
             &format!(
-                "tspi ingest: spool: found at start {} (+ received) = ... + spool dropped {} + spool held {}; spooled {}, drained {} (in acked), torn {}",
-                s.recovered, s.dropped, s.held, s.spooled, s.drained, s.torn
+                "tspi ingest: with the spool: received {} + found in the spool {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {} + spool dropped {} + spool held {}; spooled {}, drained {} (in acked), torn {}",
+                c.received,
+                s.recovered,
+                c.rejected.iter().sum::<u64>(),
+                c.filtered,
+                c.ring_dropped,
+                c.acked,
+                c.failed,
+                s.dropped,
+                s.held,
+                s.spooled,
+                s.drained,
+                s.torn
             ),
         );
     }
