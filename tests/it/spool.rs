@@ -192,12 +192,14 @@ pub fn ids(range: std::ops::Range<u64>) -> BTreeSet<String> {
 async fn outage(mode: PublishMode) -> Account {
     let mut server = NatsServer::start().expect("nats-server");
     let dir = tempfile::tempdir().unwrap();
-    let handle = ingest::Handle::spawn(
-        config(&server.url(), dir.path(), mode),
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("ingest started");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", crate::kit::free_tcp_port())
+        .parse()
+        .unwrap();
+    let mut cfg = config(&server.url(), dir.path(), mode);
+    cfg.metrics.addr = Some(metrics);
+    let handle = ingest::Handle::spawn(cfg, Duration::from_secs(30))
+        .await
+        .expect("ingest started");
     let addr = handle.addrs[0];
     // About 20k/s for 1 s, the outage, and 1 s after it.
     let outage = outage_s();
@@ -217,6 +219,34 @@ async fn outage(mode: PublishMode) -> Account {
     let stored = wait_stored(&server.url(), total, Duration::from_secs(60 + 2 * outage)).await;
     let catch_up = back.elapsed();
     let stall = stall.await.unwrap();
+    // The spool's figures at the scrape: drained (its last acks may still
+    // be on their way to the spool thread: a few scrapes at most).
+    let value = |page: &str, name: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics: {page}"))
+    };
+    let scrape = || {
+        crate::metrics::http(
+            metrics,
+            "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+    };
+    let mut page = scrape().await;
+    for _ in 0..50 {
+        if value(&page, "tspi_spool_frames") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = scrape().await;
+    }
+    let value = |name: &str| value(&page, name);
+    let spooled = value("tspi_spool_spooled_total");
+    assert!(spooled > 0, "{page}");
+    assert_eq!(value("tspi_spool_spooled_bytes_total"), spooled * 56);
+    assert_eq!(value("tspi_spool_drained_total"), spooled, "{page}");
+    assert_eq!(value("tspi_spool_frames"), 0, "{page}");
+    assert_eq!(value("tspi_spool_oldest_age_seconds"), 0, "{page}");
     let a = tokio::time::timeout(Duration::from_secs(60), handle.stop())
         .await
         .expect("stopped in time")
