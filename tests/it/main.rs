@@ -26,6 +26,7 @@ mod replay;
 mod run;
 mod schema;
 mod spool;
+mod spool_boxes;
 mod spool_cluster;
 mod spool_doubt;
 mod stream_settings;
