@@ -4,8 +4,12 @@
 //! each costs, the figure that decides between spooling only overflow and
 //! writing every frame ahead.
 //!
-//! `cargo bench --bench spool` (2M frames per case, ~1 min) or
-//! `cargo bench --bench spool -- --quick` (200k). `cargo test --benches`
+//! Then `tspi ingest` itself with a spool: CPU per datagram at ~20k/s with
+//! the spool idle, and per frame published while it drains a JetStream
+//! outage beside the same live feed.
+//!
+//! `cargo bench --bench spool` (2M frames per case, 20 s phases, ~3 min)
+//! or `cargo bench --bench spool -- --quick` (200k, 5 s phases). `cargo test --benches`
 //! runs a small smoke form that checks the counts.
 
 use std::time::{Duration, Instant};
@@ -108,6 +112,111 @@ fn run(n: u64, fsync: FsyncPolicy, dir: &std::path::Path) -> Case {
     }
 }
 
+/// Datagrams `from..from+n` to `to` at about 20k/s (100 per 5 ms).
+fn feed(to: std::net::SocketAddr, from: u64, n: u64) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for i in from..from + n {
+        s.send_to(&frame(i).encode(), to).expect("send");
+        if (i + 1).is_multiple_of(100) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn stream_messages(rt: &tokio::runtime::Runtime, url: &str) -> u64 {
+    rt.block_on(async {
+        let Ok(c) = async_nats::connect(url).await else {
+            return 0;
+        };
+        let js = async_nats::jetstream::new(c);
+        match js.get_stream("TSPI").await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// `tspi ingest` (this build) with a spool: CPU per datagram at ~20k/s
+/// with the spool idle, then, after a JetStream outage of `secs` that
+/// the spool took, CPU per frame published while it drains beside the
+/// same live feed.
+fn ingest_cpu(secs: u64, base: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut server = tspi_testkit::harness::NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir_in(base).expect("dir");
+    let cfg = dir.path().join("tspi.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[ingest]\nring_capacity = 16384\n[spool]\ndir = \"{}\"\ndrain_rate_per_s = 20000\n",
+            dir.path().join("spool").display()
+        ),
+    )
+    .expect("config");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("udp")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let udp = format!("127.0.0.1:{port}");
+    let to: std::net::SocketAddr = udp.parse().expect("addr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tspi"))
+        .args(["--log", "warn", "ingest", "--config"])
+        .arg(&cfg)
+        .args(["--udp", &udp, "--nats", &server.url()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("tspi ingest");
+    let pid = child.id();
+    let until = Instant::now() + Duration::from_secs(30);
+    while rt
+        .block_on(async {
+            let c = async_nats::connect(server.url()).await.ok()?;
+            async_nats::jetstream::new(c).get_stream("TSPI").await.ok()
+        })
+        .is_none()
+    {
+        assert!(Instant::now() < until, "no stream");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = 20_000 * secs;
+    // 1. The spool idle.
+    let c0 = cpu_seconds(pid);
+    feed(to, 0, n);
+    let wait = Instant::now() + Duration::from_secs(60);
+    while stream_messages(&rt, &server.url()) < n && Instant::now() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let idle_ns = (cpu_seconds(pid) - c0) * 1e9 / n as f64;
+    // 2. JetStream away: the ring fills, the spool takes the rest.
+    server.kill();
+    feed(to, n, n);
+    server.restart().expect("restart");
+    // 3. The drain, beside the same live feed.
+    let c1 = cpu_seconds(pid);
+    let t1 = Instant::now();
+    feed(to, 2 * n, n);
+    let wait = Instant::now() + Duration::from_secs(120 + 2 * secs);
+    while stream_messages(&rt, &server.url()) < 3 * n && Instant::now() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stored = stream_messages(&rt, &server.url());
+    let drain_s = t1.elapsed().as_secs_f64();
+    let drain_ns = (cpu_seconds(pid) - c1) * 1e9 / (2 * n) as f64;
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert_eq!(stored, 3 * n, "every datagram stored");
+    println!();
+    println!("tspi ingest with a spool, ~20k datagrams/s, {secs} s phases:");
+    println!("| phase | CPU ns per datagram published |");
+    println!("|---|---|");
+    println!("| spool idle | {idle_ns:.0} |");
+    println!(
+        "| draining a {secs} s outage beside live traffic ({drain_s:.1} s until all stored) | {drain_ns:.0} |"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench_mode = args.iter().any(|a| a == "--bench");
@@ -136,4 +245,12 @@ fn main() {
             c.fsync, c.write_fps, c.write_cpu_ns, c.drain_fps, c.drain_cpu_ns
         );
     }
+    ingest_cpu(
+        if bench_mode {
+            if quick { 5 } else { 20 }
+        } else {
+            1
+        },
+        &base,
+    );
 }
