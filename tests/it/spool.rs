@@ -97,10 +97,17 @@ pub fn watch_stall(urls: Vec<String>, total: u64) -> tokio::task::JoinHandle<Dur
         let (mut last, mut since, mut stall) = (0u64, Instant::now(), Duration::ZERO);
         let until = Instant::now() + Duration::from_secs(300);
         while last < total && Instant::now() < until {
-            let mut n = 0;
-            for u in &urls {
-                n = n.max(stream_messages(u).await);
-            }
+            // Every node at once, each given 300 ms: a node that cannot
+            // answer (no stream leader yet) must not stretch the sample.
+            let asks = urls
+                .iter()
+                .map(|u| tokio::time::timeout(Duration::from_millis(300), stream_messages(u)));
+            let n = futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .max()
+                .unwrap_or(0);
             if n > last {
                 stall = stall.max(since.elapsed());
                 last = n;

@@ -20,10 +20,19 @@ async fn leader(url: &[String]) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once() {
+    leader_killed(PublishMode::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once_pipelined() {
+    leader_killed(PublishMode::Pipelined).await;
+}
+
+async fn leader_killed(mode: PublishMode) {
     let mut cluster = block_in_place(|| NatsCluster::start(3)).expect("start cluster");
     let urls = cluster.urls();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(&urls[0], dir.path(), PublishMode::Fast);
+    let mut cfg = config(&urls[0], dir.path(), mode);
     cfg.nats.servers = urls.clone();
     cfg.stream.replicas = 3;
     let handle = ingest::Handle::spawn(cfg, Duration::from_secs(60))
@@ -60,7 +69,10 @@ async fn stream_leader_killed_mid_feed_loses_nothing_and_stores_each_once() {
     let (got, dups) = stored_ids_counting(live).await;
     let c = &a.counters;
     Chaos {
-        scenario: "stream leader killed, three-node cluster, R3",
+        scenario: &format!(
+            "stream leader killed, three-node cluster, R3 ({})",
+            a.publish_mode
+        ),
         rate_per_s: total as f64 / fed.as_secs_f64(),
         sent: total,
         stored: got.len() as u64,
