@@ -5,9 +5,11 @@
 
 use crate::config::{Config, Machine, PublishMode, Role};
 use crate::jetstream::{Existing, ensure_stream_with, telemetry_required, telemetry_stream};
+use crate::message::RecvTime;
 use crate::metrics::{self, Gauges, IngestCounts, Report, Reporter};
 use crate::publish::{FastConfig, Publisher, PublisherConfig, PublisherCounts, PublisherStats};
 use crate::receive::{ReceiveConfig, ReceiverCounts, Receivers};
+use crate::spool::{Spool, SpoolCounts};
 use anyhow::Context as _;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +25,9 @@ const FINAL_FLUSH_MAX: Duration = Duration::from_secs(1);
 const PUBLISHER_GRACE: Duration = Duration::from_secs(3);
 
 /// The final account of a run. After a drained stop:
-/// `received = rejected + filtered + ring_dropped + acked + failed`.
+/// `received + spool.recovered = rejected + filtered + ring_dropped +
+/// acked + failed + spool.dropped + spool.held`
+/// (without a spool its terms are zero).
 ///
 /// `failed` counts the frames not published: those JetStream had not
 /// acknowledged when the drain timeout (`publish.drain_timeout_s`) ended
@@ -40,14 +44,49 @@ pub struct Account {
     /// Why `counters.failed` frames were not published (`None` when none
     /// failed).
     pub failed_reason: Option<String>,
+    /// The disk spool's terms (all zero without one): frames found at
+    /// start, written, drained (acknowledged, counted in `acked` too),
+    /// dropped by the full policy, torn, and held at the stop.
+    pub spool: SpoolAccount,
+}
+
+/// The spool's part of the [`Account`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolAccount {
+    pub recovered: u64,
+    pub spooled: u64,
+    pub drained: u64,
+    pub dropped: u64,
+    pub torn: u64,
+    pub held: u64,
+}
+
+impl SpoolAccount {
+    fn from_counts(c: &SpoolCounts) -> Self {
+        SpoolAccount {
+            recovered: c.recovered,
+            spooled: c.spooled,
+            drained: c.drained,
+            dropped: c.dropped,
+            torn: c.torn,
+            held: c.held,
+        }
+    }
 }
 
 impl Account {
     /// The invariant of a drained stop.
     pub fn balanced(&self) -> bool {
         let c = &self.counters;
-        c.received
-            == c.rejected.iter().sum::<u64>() + c.filtered + c.ring_dropped + c.acked + c.failed
+        let s = &self.spool;
+        c.received + s.recovered
+            == c.rejected.iter().sum::<u64>()
+                + c.filtered
+                + c.ring_dropped
+                + c.acked
+                + c.failed
+                + s.dropped
+                + s.held
     }
 }
 
@@ -153,10 +192,12 @@ fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> In
         filtered: rc.filtered,
         ring_dropped: rc.ring_dropped,
         published: p.published,
-        acked: p.acked,
-        duplicate: p.duplicate,
+        // Frames from the spool the stream held already count as acked.
+        acked: p.acked + p.resolved,
+        duplicate: p.duplicate + p.resolved,
         retried: p.retried,
-        failed: p.failed,
+        // Handed to the spool at the stop, or left there: not lost.
+        failed: p.failed.saturating_sub(p.to_spool + p.returned),
         kernel_dropped,
     }
 }
@@ -165,7 +206,9 @@ fn counters(rc: &ReceiverCounts, p: &PublisherCounts, kernel_dropped: u64) -> In
 /// after it.
 fn gauges(rc: &ReceiverCounts, p: &PublisherCounts) -> Gauges {
     Gauges {
-        ring_frames: rc.accepted.saturating_sub(p.taken),
+        ring_frames: rc
+            .accepted
+            .saturating_sub(p.taken.saturating_sub(p.from_spool)),
         acks_in_flight: p.in_flight,
     }
 }
@@ -243,7 +286,17 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut rc = receive_config(&cfg);
     rc.wake = Some(wake.clone());
+    if cfg.spool.dir.is_some() {
+        rc.spill_capacity = Some(cfg.spool.spill_capacity);
+    }
     let mut receivers = Receivers::start(&rc).context("starting the receive threads")?;
+    let (spool, spool_link) = if cfg.spool.dir.is_some() {
+        let (spool, link) = Spool::start(&cfg.spool, receivers.take_spills())
+            .context("opening the disk spool (spool.dir)")?;
+        (Some(Arc::new(spool)), Some(link))
+    } else {
+        (None, None)
+    };
     tracing::info!(
         backend = %receivers.backend(),
         workers = cfg.ingest.workers,
@@ -254,7 +307,8 @@ pub async fn run(
     // between reports.
     let reporter = Arc::new(Mutex::new(Reporter::new()));
     let recorder = lock(&reporter).recorder();
-    let publisher = Publisher::new(js, receivers.take_consumers(), pc, recorder, wake);
+    let publisher =
+        Publisher::new(js, receivers.take_consumers(), pc, recorder, wake).with_spool(spool_link);
     let pstats: Arc<PublisherStats> = publisher.stats();
     let input_closed = publisher.input_closed();
     let publishing = tokio::spawn(publisher.run());
@@ -273,13 +327,24 @@ pub async fn run(
             metrics::render_prometheus_at(&c, &gauges(&rc, &p), cumulative)
         }
     };
+    let spool_scrape = spool.clone().map(|spool| {
+        move || crate::spool::metrics::render_prometheus(&spool.counts(), RecvTime::now())
+    });
     match (hooks.prometheus, cfg.metrics.addr) {
-        (Some(shared), _) => shared.register(scrape),
+        (Some(shared), _) => {
+            shared.register(scrape);
+            if let Some(f) = spool_scrape {
+                shared.register(f);
+            }
+        }
         (None, Some(addr)) => {
             // Serving its own endpoint, ingest also shows the process's
             // NATS counters (`tspi run` registers them once for every role).
             let exposition = metrics::Exposition::new();
             exposition.register(scrape);
+            if let Some(f) = spool_scrape {
+                exposition.register(f);
+            }
             exposition.register(crate::nats::render_prometheus);
             let (bound, _task) = metrics::serve_exposition(addr, exposition)
                 .await
@@ -321,6 +386,9 @@ pub async fn run(
                 if cfg.metrics.nats_snapshot {
                     publish_snapshot(&client, snapshot, "metrics snapshot").await;
                 }
+                if let Some(spool) = &spool {
+                    log_spool(&spool.counts());
+                }
             }
         }
     }
@@ -350,6 +418,12 @@ pub async fn run(
             p
         }
     };
+    // After the publisher: it has reported its last acks and handed the
+    // spool what it could not publish.
+    let spool_final = spool.map(|s| s.stop());
+    if let Some(c) = &spool_final {
+        log_spool(c);
+    }
     let counters = counters(&rx_final, &p, kernel_dropped);
     let snapshot = tokio::task::block_in_place(|| {
         let mut reporter = lock(&reporter);
@@ -369,8 +443,11 @@ pub async fn run(
     }
     let failed_reason = (counters.failed > 0).then(|| {
         format!(
-            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop              (never published, or published without an answer)",
-            cfg.publish.drain_timeout_s
+            "not acknowledged by JetStream within publish.drain_timeout_s = {} after the stop \
+             ({} of them published without an answer: the stream may hold those; \
+             a [spool] keeps them and the next run looks them up)",
+            cfg.publish.drain_timeout_s,
+            p.given_up_in_doubt.min(counters.failed)
         )
     });
     Ok(Account {
@@ -379,5 +456,24 @@ pub async fn run(
         batches: p.batches,
         counters,
         failed_reason,
+        spool: spool_final
+            .as_ref()
+            .map(SpoolAccount::from_counts)
+            .unwrap_or_default(),
     })
+}
+
+/// One line about the spool (each report, and at the stop).
+fn log_spool(c: &SpoolCounts) {
+    tracing::info!(
+        held = c.held,
+        bytes = c.bytes,
+        oldest_age_s = c.oldest_age_s(RecvTime::now()),
+        spooled = c.spooled,
+        drained = c.drained,
+        dropped = c.dropped,
+        torn = c.torn,
+        recovered = c.recovered,
+        "spool"
+    );
 }

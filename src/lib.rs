@@ -17,7 +17,7 @@
 //! [`replay::pacer`], the [`channels`] directory, messages and client state
 //! machine, [`receive::sources`] (the source allow-lists), [`backoff`], the
 //! [`console`]'s track tables and geodesy, [`player::body`] and
-//! [`player::view`].
+//! [`player::view`], [`spool::proto`] (the disk spool's format and ledger).
 //!
 //! Roles (each a subcommand, all of them in one process under `tspi run`):
 //! [`ingest`] (receive + publish), [`archive`], [`replay`], [`channels`];
@@ -25,7 +25,8 @@
 //! [`player`] (`tspi player`, the `tspi console` commands).
 //! Around them: [`config`] (assembles the stages' own sections; every bound
 //! in [`config::limits`]), [`nats`] and [`jetstream`] (the one way to reach
-//! NATS and the contract's streams), [`pg`] (the one way to reach PostgreSQL), [`metrics`], [`decode`] (captures
+//! NATS and the contract's streams), [`pg`] (the one way to reach PostgreSQL),
+//! [`spool`] (the disk spool), [`metrics`], [`decode`] (captures
 //! behind `tspi decode`), [`clock`], [`logging`] (text or JSON lines on
 //! stderr, coloured only on a terminal).
 
@@ -55,6 +56,7 @@ pub mod publish;
 pub mod receive;
 pub mod replay;
 pub mod send;
+pub mod spool;
 
 #[cfg(test)]
 mod purity;

@@ -32,6 +32,7 @@ pub(crate) const PURE: &[&str] = &[
     "publish/proto",
     "receive/sources.rs",
     "replay/pacer",
+    "spool/proto",
 ];
 
 /// The only paths into this crate a pure module may take: other pure
@@ -51,6 +52,7 @@ const CRATE_PATHS_ALLOWED: &[&str] = &[
     "crate::message",
     "crate::publish::proto",
     "crate::replay::pacer",
+    "crate::spool::proto",
 ];
 
 /// What a pure module must not name.

@@ -234,6 +234,27 @@ pub(super) fn print_account(account: &ingest::Account) {
             c.kernel_dropped
         ),
     );
+    let s = &account.spool;
+    if *s != ingest::SpoolAccount::default() {
+        tspi::logging::notice(
+            Level::Info,
+            &format!(
+                "tspi ingest: with the spool: received {} + found in the spool {} = rejected {} + filtered {} + ring_dropped {} + acked {} + failed {} + spool dropped {} + spool held {}; spooled {}, drained {} (in acked), torn {}",
+                c.received,
+                s.recovered,
+                c.rejected.iter().sum::<u64>(),
+                c.filtered,
+                c.ring_dropped,
+                c.acked,
+                c.failed,
+                s.dropped,
+                s.held,
+                s.spooled,
+                s.drained,
+                s.torn
+            ),
+        );
+    }
     if let Some(why) = &account.failed_reason {
         tspi::notice!(
             Warn,

@@ -176,6 +176,25 @@ const _: () = assert!(PUBLISH_FAST_BATCH_AGE_MAX_MS.max < 10_000);
 /// `metrics.interval_s`: an hour at most.
 pub const METRICS_INTERVAL_S: Bound = Bound::new(1, 3_600, 10);
 
+// ----------------------------------------------------------------- [spool]
+
+/// `spool.max_bytes`: 1 MiB to 16 TiB; 1 GiB by default (about 19 million
+/// frames of 56 bytes: 16 minutes at 20k/s).
+pub const SPOOL_MAX_BYTES: Bound = Bound::new(1 << 20, 1 << 44, 1 << 30);
+/// `spool.segment_bytes`: one segment file (read whole into memory by the
+/// drain), 64 KiB to 256 MiB; 8 MiB by default.
+pub const SPOOL_SEGMENT_BYTES: Bound = Bound::new(1 << 16, 1 << 28, 8 << 20);
+/// `spool.drain_rate_per_s`: frames per second the drain hands the
+/// publisher at most, beside live traffic (0: unpaced).
+pub const SPOOL_DRAIN_RATE_PER_S: Bound = Bound::new(0, 10_000_000, 20_000);
+/// `spool.fsync_interval_ms` (with `fsync = "interval"`).
+pub const SPOOL_FSYNC_INTERVAL_MS: Bound = Bound::new(1, 60_000, 1_000);
+/// `spool.spill_capacity`: frames per receive worker waiting for the
+/// spool thread when the ring is full (~48 bytes each).
+pub const SPOOL_SPILL_CAPACITY: Bound = Bound::new(1, 1 << 24, 1 << 16);
+const _: () = assert!(SPOOL_SEGMENT_BYTES.max <= SPOOL_MAX_BYTES.min << 8);
+const _: () = assert!(SPOOL_SEGMENT_BYTES.default <= SPOOL_MAX_BYTES.default);
+
 // --------------------------------------------------------------- [archive]
 
 /// `archive.batch_len_max`: bounds the COPY buffer (~300 bytes a row) and

@@ -9,6 +9,7 @@
 //! | `[stream]`   | [`crate::jetstream::config`]             |
 //! | `[ingest]`   | [`crate::receive::config`]               |
 //! | `[publish]`  | [`crate::publish::config`]               |
+//! | `[spool]`    | [`crate::spool::config`]                 |
 //! | `[metrics]`  | [`crate::metrics::config`]               |
 //! | `[archive]`  | [`crate::archive::config`]               |
 //! | `[channels]` | [`crate::replay::config`]                |
@@ -37,6 +38,7 @@ pub use crate::nats::config::{NatsConfig, TlsConfig};
 pub use crate::publish::config::{PublishConfig, PublishMode};
 pub use crate::receive::config::{IngestConfig, MulticastConfig};
 pub use crate::replay::config::ChannelsConfig;
+pub use crate::spool::config::SpoolConfig;
 
 use serde::Deserialize;
 use std::fmt;
@@ -51,6 +53,7 @@ pub struct Config {
     pub stream: StreamConfig,
     pub ingest: IngestConfig,
     pub publish: PublishConfig,
+    pub spool: SpoolConfig,
     pub metrics: MetricsConfig,
     pub archive: ArchiveConfig,
     pub channels: ChannelsConfig,
@@ -292,6 +295,7 @@ impl Config {
         problems.extend(self.stream.problems());
         problems.extend(self.ingest.problems());
         problems.extend(self.publish.problems());
+        problems.extend(self.spool.problems());
         problems.extend(self.metrics.problems());
         problems.extend(self.archive.problems());
         problems.extend(self.channels.problems());

@@ -508,6 +508,11 @@ fn numeric_keys() -> Vec<Key> {
             Some((MS, U64))
         ),
         key!(metrics.interval_s, METRICS_INTERVAL_S, Some((S, U64))),
+        key!(spool.max_bytes, SPOOL_MAX_BYTES),
+        key!(spool.segment_bytes, SPOOL_SEGMENT_BYTES),
+        key!(spool.drain_rate_per_s, SPOOL_DRAIN_RATE_PER_S),
+        key!(spool.fsync_interval_ms, SPOOL_FSYNC_INTERVAL_MS),
+        key!(spool.spill_capacity, SPOOL_SPILL_CAPACITY),
         key!(archive.batch_len_max, ARCHIVE_BATCH_LEN_MAX),
         key!(
             archive.flush_interval_ms,

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 /// How the batch mode ended.
 pub(super) enum Outcome {
-    /// Input closed and drained (or the drain timeout passed).
-    Done,
+    /// Input closed and drained (or the drain timeout passed), with the
+    /// frames given up at the deadline.
+    Done(Vec<Queued<Pending>>),
     /// The server cannot do fast batches: continue pipelined with these.
     Fallback(Vec<Queued<Pending>>),
 }
@@ -80,6 +81,7 @@ impl Publisher {
         let mut ring_index = 0usize;
         let mut warned: Option<Nanos> = None;
         let mut closed = false;
+        let mut down: Option<Nanos> = None;
 
         loop {
             // 1. What the machine has to say.
@@ -149,7 +151,7 @@ impl Publisher {
                     Event::Done => {
                         self.sync_stats(&m);
                         self.take_acks(&mut m);
-                        return Outcome::Done;
+                        return Outcome::Done(m.take_given_up());
                     }
                 }
             }
@@ -165,10 +167,22 @@ impl Publisher {
             }
             m.handle_timeout(now, Self::ring_frames(&self.rings));
 
-            // 3. Publish what the machine asks, taking frames as it wants them.
-            let progressed = self
-                .transmit(&client, &mut m, &mut ring_index, &mut cbor, &mut scratch)
-                .await;
+            // 3. Publish what the machine asks, taking frames as it wants
+            // them; nothing while the connection is down (the client would
+            // only buffer it, to send after the duplicate window perhaps).
+            // When it is back, frames in doubt are checked first.
+            self.resolve_spool_doubt(&mut cbor, &mut scratch).await;
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            if !connected {
+                down.get_or_insert(now);
+            } else if let Some(since) = down.take() {
+                self.settle_after_outage(&mut m, now.saturating_sub(since))
+                    .await;
+            }
+            let progressed = connected
+                && self
+                    .transmit(&client, &mut m, &mut ring_index, &mut cbor, &mut scratch)
+                    .await;
             self.sync_stats(&m);
             self.take_acks(&mut m);
 
@@ -285,7 +299,8 @@ impl Publisher {
             }
             *ring_index = ring_index.wrapping_add(1);
         }
-        None
+        // The rings are empty: the spool's drain, paced by the spool thread.
+        self.pop_spool(cbor, scratch)
     }
 
     /// Record the latency of every frame the machine has seen acknowledged.
@@ -298,7 +313,9 @@ impl Publisher {
                 .record_publish_to_ack(a.at.saturating_sub(a.sent));
             self.latency
                 .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+            self.note_acked(&a.frame);
         }
+        self.report_spool_acks();
     }
 
     /// Mirror the machine's counters into the ones the reporter reads.

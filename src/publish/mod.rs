@@ -22,6 +22,7 @@
 //! `acks_in_flight_max`.
 
 pub mod config;
+mod doubt;
 mod driver;
 pub mod proto;
 
@@ -35,6 +36,7 @@ use crate::clock::mono_ns;
 use crate::message;
 use crate::metrics::LatencyRecorder;
 use crate::receive::Received;
+use crate::spool::{SpoolLink, SpoolRef, ToSpool};
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderValue, Subject};
@@ -87,6 +89,20 @@ pub struct PublisherStats {
     pub in_flight: CachePadded<AtomicU64>,
     /// Fast-ingest batches committed.
     pub batches: CachePadded<AtomicU64>,
+    /// Frames taken from the disk spool's drain (counted in `taken` too).
+    pub from_spool: CachePadded<AtomicU64>,
+    /// Live frames handed to the disk spool at the stop, unacknowledged
+    /// (counted in `failed` too).
+    pub to_spool: CachePadded<AtomicU64>,
+    /// Frames from the spool unacknowledged at the stop: they stay there
+    /// (counted in `failed` too).
+    pub returned: CachePadded<AtomicU64>,
+    /// Frames from the spool in doubt that the stream held already: not
+    /// published again (not in `acked`).
+    pub resolved: CachePadded<AtomicU64>,
+    /// Of the frames given up at the stop, those published at least once
+    /// without an answer: the stream may hold them.
+    pub given_up_in_doubt: CachePadded<AtomicU64>,
     /// The mode running now: true while fast-ingest batches are used.
     pub fast: AtomicBool,
 }
@@ -102,6 +118,11 @@ pub struct PublisherCounts {
     pub failed: u64,
     pub in_flight: u64,
     pub batches: u64,
+    pub from_spool: u64,
+    pub to_spool: u64,
+    pub returned: u64,
+    pub resolved: u64,
+    pub given_up_in_doubt: u64,
     /// Fast-ingest batches were the mode at the end (false: pipelined,
     /// configured or fallen back to).
     pub fast: bool,
@@ -118,6 +139,11 @@ impl PublisherStats {
             failed: self.failed.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             batches: self.batches.load(Relaxed),
+            from_spool: self.from_spool.load(Relaxed),
+            to_spool: self.to_spool.load(Relaxed),
+            returned: self.returned.load(Relaxed),
+            resolved: self.resolved.load(Relaxed),
+            given_up_in_doubt: self.given_up_in_doubt.load(Relaxed),
             fast: self.fast.load(Relaxed),
         }
     }
@@ -129,6 +155,10 @@ struct Pending {
     headers: HeaderMap,
     body: Bytes,
     recv_mono_ns: u64,
+    /// The frame itself, for the spool should it not be acknowledged.
+    raw: Received,
+    /// Where it lives in the spool, when it came from there.
+    origin: Option<SpoolRef>,
 }
 
 /// A pipelined publish's ack, named by the token the machine gave it.
@@ -175,6 +205,15 @@ pub struct Publisher {
     input_closed: Arc<AtomicBool>,
     /// Notified by the receive threads after each batch they ring.
     wake: Arc<tokio::sync::Notify>,
+    /// The disk spool: frames to drain, and where acks and unacknowledged
+    /// frames are reported.
+    spool: Option<SpoolLink>,
+    /// Spooled frames acknowledged, not yet reported.
+    spool_acked: Vec<SpoolRef>,
+    /// Frames from the spool in doubt, to check against the stream.
+    spool_doubt: Vec<crate::spool::Drained>,
+    /// Frames from the spool checked, to publish.
+    spool_ready: std::collections::VecDeque<Pending>,
 }
 
 impl Publisher {
@@ -194,6 +233,92 @@ impl Publisher {
             latency,
             input_closed: Arc::default(),
             wake,
+            spool: None,
+            spool_acked: Vec::new(),
+            spool_doubt: Vec::new(),
+            spool_ready: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Drain the disk spool (when the rings are empty) and hand it what
+    /// is not acknowledged at the stop.
+    pub fn with_spool(mut self, link: Option<SpoolLink>) -> Self {
+        self.spool = link;
+        self
+    }
+
+    /// A frame from the spool's drain, encoded: only while the input is
+    /// open (at the stop, what is in the spool stays there).
+    fn pop_spool(&mut self, cbor: &mut Vec<u8>, scratch: &mut String) -> Option<Pending> {
+        if self.input_closed.load(Relaxed) {
+            return None;
+        }
+        if let Some(p) = self.spool_ready.pop_front() {
+            self.stats.from_spool.fetch_add(1, Relaxed);
+            return Some(p);
+        }
+        loop {
+            if self.spool_doubt.len() >= doubt::SPOOL_DOUBT_MAX {
+                return None;
+            }
+            let d = self.spool.as_mut()?.drain.pop().ok()?;
+            if d.in_doubt {
+                // Checked against the stream first (resolve_spool_doubt).
+                self.spool_doubt.push(d);
+                continue;
+            }
+            self.stats.from_spool.fetch_add(1, Relaxed);
+            let mut p = self.encode(&d.received, cbor, scratch);
+            p.origin = Some(d.at);
+            return Some(p);
+        }
+    }
+
+    /// Note an acknowledged frame for the spool.
+    fn note_acked(&mut self, p: &Pending) {
+        if let Some(at) = p.origin {
+            self.spool_acked.push(at);
+        }
+    }
+
+    /// Tell the spool which of its frames were acknowledged.
+    fn report_spool_acks(&mut self) {
+        if self.spool_acked.is_empty() {
+            return;
+        }
+        let refs = std::mem::take(&mut self.spool_acked);
+        if let Some(link) = &self.spool {
+            let _ = link.tx.send(ToSpool::Acked(refs));
+        }
+    }
+
+    /// At the stop: every frame not acknowledged goes to the spool (live
+    /// ones written, spooled ones left where they are), the rings too.
+    /// Without a spool they stay counted as failed.
+    fn hand_to_spool(&mut self, given_up: Vec<Queued<Pending>>) {
+        self.report_spool_acks();
+        let in_doubt = given_up.iter().filter(|q| q.attempts > 0).count() as u64;
+        self.stats.given_up_in_doubt.fetch_add(in_doubt, Relaxed);
+        let Some(link) = &self.spool else { return };
+        let mut live = Vec::new();
+        let mut returned = Vec::new();
+        for q in given_up {
+            match q.frame.origin {
+                Some(at) => returned.push(at),
+                None => live.push((q.frame.raw, q.attempts > 0)),
+            }
+        }
+        for ring in &mut self.rings {
+            while let Ok(r) = ring.pop() {
+                live.push((r, false));
+            }
+        }
+        self.stats.to_spool.fetch_add(live.len() as u64, Relaxed);
+        self.stats
+            .returned
+            .fetch_add(returned.len() as u64, Relaxed);
+        if !live.is_empty() || !returned.is_empty() {
+            let _ = link.tx.send(ToSpool::Unacked { live, returned });
         }
     }
 
@@ -229,6 +354,8 @@ impl Publisher {
             // async-nats takes an owned Bytes per message.
             body: Bytes::copy_from_slice(cbor),
             recv_mono_ns: r.recv_mono_ns,
+            raw: *r,
+            origin: None,
         }
     }
 
@@ -239,7 +366,8 @@ impl Publisher {
         if let Some(fc) = self.cfg.fast.clone() {
             self.stats.fast.store(true, Relaxed);
             match self.run_fast(&fc).await {
-                driver::Outcome::Done => {
+                driver::Outcome::Done(given_up) => {
+                    self.hand_to_spool(given_up);
                     self.stats.in_flight.store(0, Relaxed);
                     self.latency.flush();
                     return self.stats.snapshot();
@@ -272,18 +400,31 @@ impl Publisher {
         let mut warned: Option<u64> = None;
         let mut closed = false;
         let mut ring_index = 0usize;
+        let client = self.js.client();
+        let mut down: Option<u64> = None;
         loop {
             // Harvest acks that are ready.
             while let Some(Some((token, r))) = in_flight.next().now_or_never() {
                 m.handle_ack(mono_ns(), token, ack_result(r));
             }
+            self.resolve_spool_doubt(&mut cbor, &mut scratch).await;
             let now = mono_ns();
+            // While the connection is down nothing is sent (the client would
+            // only buffer it, to send after the duplicate window perhaps);
+            // when it is back, frames in doubt are checked first.
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            if !connected {
+                down.get_or_insert(now);
+            } else if let Some(since) = down.take() {
+                self.settle_after_outage(&mut m, now.saturating_sub(since))
+                    .await;
+            }
             // Retries whose backoff has passed go first: they are oldest.
-            let mut progressed = self.send_pipelined(&mut m, &mut in_flight).await;
+            let mut progressed = connected && self.send_pipelined(&mut m, &mut in_flight).await;
             // New frames, round-robin over the rings, while there is room
             // for their acks (outstanding = in flight + waiting to retry).
             let mut visited = 0;
-            while visited < self.rings.len() && m.wants_frame() {
+            while connected && visited < self.rings.len() && m.wants_frame() {
                 let k = ring_index % self.rings.len();
                 ring_index = ring_index.wrapping_add(1);
                 visited += 1;
@@ -292,6 +433,19 @@ impl Publisher {
                     let Ok(r) = self.rings[k].pop() else { break };
                     taken += 1;
                     m.push(self.encode(&r, &mut cbor, &mut scratch));
+                    self.send_pipelined(&mut m, &mut in_flight).await;
+                }
+                progressed |= taken > 0;
+            }
+            // The spool's drain when the rings had nothing.
+            if connected && !progressed {
+                let mut taken = 0;
+                while taken < self.cfg.batch_len_max && m.wants_frame() {
+                    let Some(p) = self.pop_spool(&mut cbor, &mut scratch) else {
+                        break;
+                    };
+                    taken += 1;
+                    m.push(p);
                     self.send_pipelined(&mut m, &mut in_flight).await;
                 }
                 progressed |= taken > 0;
@@ -337,8 +491,12 @@ impl Publisher {
                     .record_publish_to_ack(a.at.saturating_sub(a.sent));
                 self.latency
                     .record_receive_to_ack(a.at.saturating_sub(a.frame.recv_mono_ns));
+                self.note_acked(&a.frame);
             }
+            self.report_spool_acks();
             if done {
+                let given_up = m.take_given_up();
+                self.hand_to_spool(given_up);
                 break;
             }
             if !progressed {

@@ -156,6 +156,7 @@ impl IngestConfig {
             allow_sources: self.allow_sources.clone(),
             sources: self.sources.clone(),
             overflow: self.overflow,
+            spill_capacity: None,
             wake: None,
         }
     }
@@ -347,6 +348,10 @@ pub struct ReceiveConfig {
     /// address; each names an address of `listen`.
     pub sources: Vec<SourcesConfig>,
     pub overflow: OverflowPolicy,
+    /// Per worker, a ring of this many frames that takes what the main
+    /// ring cannot hold (the disk spool's thread empties it); `None`: no
+    /// spill, a full ring drops.
+    pub spill_capacity: Option<usize>,
     /// Notified after every batch that put frames into a ring, so a parked
     /// consumer wakes at once instead of on its next timer tick. One
     /// notification per batch, never per datagram.
@@ -371,6 +376,7 @@ impl ReceiveConfig {
             allow_sources: Vec::new(),
             sources: Vec::new(),
             overflow: OverflowPolicy::DropNewest,
+            spill_capacity: None,
             wake: None,
         }
     }

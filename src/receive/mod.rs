@@ -184,6 +184,9 @@ pub struct Receivers {
     /// ([`Receivers::take_consumers`]) before [`Receivers::stop`], which
     /// would drop any left here.
     pub consumers: Vec<Consumer<Received>>,
+    /// The spill rings' consumer ends (with `spill_capacity`), for the
+    /// disk spool ([`Receivers::take_spills`]).
+    spills: Vec<Consumer<Received>>,
     stats: Vec<Arc<ReceiverStats>>,
     backend: Backend,
     local_addrs: Vec<SocketAddr>,
@@ -247,6 +250,7 @@ impl Receivers {
         let (ready_tx, ready_rx) = mpsc::sync_channel(cfg.workers);
         let mut rx = Receivers {
             consumers: Vec::with_capacity(cfg.workers),
+            spills: Vec::new(),
             stats: Vec::with_capacity(cfg.workers),
             backend,
             local_addrs: open.local_addrs,
@@ -262,6 +266,11 @@ impl Receivers {
             .enumerate()
         {
             let (producer, consumer) = RingBuffer::new(cfg.ring_capacity);
+            let spill = cfg.spill_capacity.map(|n| {
+                let (p, c) = RingBuffer::new(n);
+                rx.spills.push(c);
+                p
+            });
             let stats = Arc::new(ReceiverStats::new());
             let worker_sources = listen.iter().map(|&i| sources[i].clone()).collect();
             let worker = Worker {
@@ -273,6 +282,7 @@ impl Receivers {
                 sockets,
                 sink: Sink::new(producer, allow.clone(), cfg.overflow, stats.clone())
                     .with_wake(cfg.wake.clone())
+                    .with_spill(spill)
                     .with_sources(worker_sources),
                 stop: stop.clone(),
                 ready: ready_tx.clone(),
@@ -322,6 +332,12 @@ impl Receivers {
     /// second call).
     pub fn take_consumers(&mut self) -> Vec<Consumer<Received>> {
         std::mem::take(&mut self.consumers)
+    }
+
+    /// The spill rings' consumer ends, one per worker (empty without
+    /// `spill_capacity`, or on a second call).
+    pub fn take_spills(&mut self) -> Vec<Consumer<Received>> {
+        std::mem::take(&mut self.spills)
     }
 
     /// The backend running: [`Backend::IoUring`] or [`Backend::Recvmmsg`].

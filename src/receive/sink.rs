@@ -84,6 +84,9 @@ impl Stamp {
 /// running totals.
 pub(crate) struct Sink {
     producer: Producer<Received>,
+    /// Where a frame goes when the ring is full (the disk spool's thread
+    /// takes it from there); none: it is dropped.
+    spill: Option<Producer<Received>>,
     allow: Option<AllowList>,
     /// Per socket of the worker (in its order), the senders allowed;
     /// `None` (or no entry): every sender.
@@ -106,6 +109,7 @@ impl Sink {
     ) -> Self {
         Sink {
             producer,
+            spill: None,
             allow,
             sources: Box::new([]),
             overflow,
@@ -120,6 +124,13 @@ impl Sink {
     /// Wake `wake` after each batch that accepted frames.
     pub(crate) fn with_wake(mut self, wake: Option<Arc<tokio::sync::Notify>>) -> Self {
         self.wake = wake;
+        self
+    }
+
+    /// Frames the ring cannot hold go to `spill` (counted `spilled`), and
+    /// only when that is full too are they dropped.
+    pub(crate) fn with_spill(mut self, spill: Option<Producer<Received>>) -> Self {
+        self.spill = spill;
         self
     }
 
@@ -189,9 +200,16 @@ impl Sink {
         };
         match self.producer.push(item) {
             Ok(()) => self.totals.accepted += 1,
-            Err(PushError::Full(_)) => match self.overflow {
-                OverflowPolicy::DropNewest => self.totals.ring_dropped += 1,
-            },
+            Err(PushError::Full(item)) => {
+                let spilled = self.spill.as_mut().is_some_and(|s| s.push(item).is_ok());
+                if spilled {
+                    self.totals.spilled += 1;
+                } else {
+                    match self.overflow {
+                        OverflowPolicy::DropNewest => self.totals.ring_dropped += 1,
+                    }
+                }
+            }
         }
     }
 
@@ -321,6 +339,25 @@ mod tests {
         assert_eq!(a.recv_mono_ns, 7);
         assert_eq!(consumer.pop().unwrap().frame.sensor_id, 2048);
         assert!(consumer.pop().is_err());
+    }
+
+    #[test]
+    fn a_full_ring_spills_then_drops() {
+        let (producer, mut ring) = rtrb::RingBuffer::new(1);
+        let (spill, mut spilled) = rtrb::RingBuffer::new(2);
+        let stats = Arc::new(ReceiverStats::new());
+        let mut sink = Sink::new(producer, None, OverflowPolicy::DropNewest, stats.clone())
+            .with_spill(Some(spill));
+        let g1 = vectors::bytes(vectors::GEOCENTRIC_1);
+        for _ in 0..5 {
+            sink.datagram(&g1, false, stamp());
+        }
+        sink.publish();
+        let c = stats.snapshot();
+        assert_eq!((c.accepted, c.spilled, c.ring_dropped), (1, 2, 2));
+        assert!(c.is_consistent());
+        assert!(ring.pop().is_ok());
+        assert!(spilled.pop().is_ok() && spilled.pop().is_ok() && spilled.pop().is_err());
     }
 
     fn sockaddr_v4(ip: [u8; 4]) -> Vec<u8> {

@@ -13,7 +13,7 @@ const REASONS: usize = RejectReason::ALL.len();
 /// What happened to the datagrams one worker (or all of them) read.
 ///
 /// Invariant (see [`ReceiverCounts::is_consistent`]):
-/// `received = sum(rejected) + filtered + ring_dropped + accepted`.
+/// `received = sum(rejected) + filtered + ring_dropped + spilled + accepted`.
 /// Datagrams the kernel dropped before a worker read them are not here; see
 /// [`super::Receivers::kernel_drops`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct ReceiverCounts {
     /// Valid and allowed, but the worker's ring was full
     /// ([`super::OverflowPolicy::DropNewest`]).
     pub ring_dropped: u64,
+    /// Valid and allowed, the ring full: pushed into the worker's spill
+    /// ring for the disk spool instead.
+    pub spilled: u64,
     /// Pushed into the ring for the publisher.
     pub accepted: u64,
 }
@@ -43,9 +46,14 @@ impl ReceiverCounts {
         self.rejected[reason.index()]
     }
 
-    /// `received = sum(rejected) + filtered + ring_dropped + accepted`.
+    /// `received = sum(rejected) + filtered + ring_dropped + spilled + accepted`.
     pub fn is_consistent(&self) -> bool {
-        self.received == self.rejected_total() + self.filtered + self.ring_dropped + self.accepted
+        self.received
+            == self.rejected_total()
+                + self.filtered
+                + self.ring_dropped
+                + self.spilled
+                + self.accepted
     }
 }
 
@@ -57,6 +65,7 @@ impl AddAssign for ReceiverCounts {
         }
         self.filtered += o.filtered;
         self.ring_dropped += o.ring_dropped;
+        self.spilled += o.spilled;
         self.accepted += o.accepted;
     }
 }
@@ -76,13 +85,14 @@ impl std::iter::Sum for ReceiverCounts {
 }
 
 /// Counter cells: `received`, six rejection reasons, `filtered`,
-/// `ring_dropped`, `accepted`.
-const CELLS: usize = 4 + REASONS;
+/// `ring_dropped`, `spilled`, `accepted`.
+const CELLS: usize = 5 + REASONS;
 const RECEIVED: usize = 0;
 const REJECTED: usize = 1;
 const FILTERED: usize = REJECTED + REASONS;
 const RING_DROPPED: usize = FILTERED + 1;
-const ACCEPTED: usize = RING_DROPPED + 1;
+const SPILLED: usize = RING_DROPPED + 1;
+const ACCEPTED: usize = SPILLED + 1;
 const _: () = assert!(ACCEPTED + 1 == CELLS);
 
 /// Snapshot attempts before a reader stops waiting for a quiet moment (the
@@ -132,6 +142,7 @@ impl ReceiverStats {
         }
         cells[FILTERED].store(c.filtered, Ordering::Relaxed);
         cells[RING_DROPPED].store(c.ring_dropped, Ordering::Relaxed);
+        cells[SPILLED].store(c.spilled, Ordering::Relaxed);
         cells[ACCEPTED].store(c.accepted, Ordering::Relaxed);
         self.inner.seq.store(s.wrapping_add(2), Ordering::Release);
     }
@@ -146,7 +157,8 @@ impl ReceiverStats {
     pub fn snapshot(&self) -> ReceiverCounts {
         self.try_snapshot().unwrap_or_else(|| {
             let mut out = self.read_cells();
-            out.received = out.rejected_total() + out.filtered + out.ring_dropped + out.accepted;
+            out.received =
+                out.rejected_total() + out.filtered + out.ring_dropped + out.spilled + out.accepted;
             out
         })
     }
@@ -178,6 +190,7 @@ impl ReceiverStats {
             rejected: std::array::from_fn(|i| cells[REJECTED + i].load(Ordering::Relaxed)),
             filtered: cells[FILTERED].load(Ordering::Relaxed),
             ring_dropped: cells[RING_DROPPED].load(Ordering::Relaxed),
+            spilled: cells[SPILLED].load(Ordering::Relaxed),
             accepted: cells[ACCEPTED].load(Ordering::Relaxed),
         }
     }
@@ -194,10 +207,11 @@ mod tests {
         let s = ReceiverStats::new();
         assert_eq!(s.snapshot(), ReceiverCounts::default());
         let c = ReceiverCounts {
-            received: 10,
+            received: 12,
             rejected: [1, 2, 0, 0, 1, 0],
             filtered: 1,
             ring_dropped: 2,
+            spilled: 2,
             accepted: 3,
         };
         assert!(c.is_consistent());
@@ -205,7 +219,7 @@ mod tests {
         assert_eq!(s.snapshot(), c);
         assert_eq!(c.rejected_total(), 4);
         assert_eq!(c.rejected_for(RejectReason::Version), 0);
-        assert_eq!((c + c).received, 20);
+        assert_eq!((c + c).received, 24);
         assert_eq!([c, c, c].into_iter().sum::<ReceiverCounts>().accepted, 9);
     }
 

@@ -215,12 +215,12 @@ pub struct FastCounts {
 }
 
 #[derive(Debug)]
-struct Slot<F> {
-    frame: F,
+pub(super) struct Slot<F> {
+    pub(super) frame: F,
     /// Times published.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// Last published at.
-    sent: Nanos,
+    pub(super) sent: Nanos,
 }
 
 #[derive(Debug)]
@@ -258,10 +258,12 @@ pub struct FastBatcher<F: Frame> {
     /// `unacked[i]` has batch sequence `window.acked + 1 + i`.
     unacked: VecDeque<Slot<F>>,
     /// Frames to publish again, oldest first, each due at its time.
-    retries: VecDeque<(Nanos, Slot<F>)>,
+    pub(super) retries: VecDeque<(Nanos, Slot<F>)>,
     /// A frame pushed and not yet published.
     offered: Option<Slot<F>>,
-    acked: VecDeque<Acked<F>>,
+    pub(super) acked: VecDeque<Acked<F>>,
+    /// Frames given up at the drain deadline ([`Self::take_given_up`]).
+    given_up: Vec<Queued<F>>,
     events: VecDeque<Event>,
     /// The publish handed out by `poll_transmit` whose result is awaited.
     sending: Option<Op>,
@@ -279,7 +281,7 @@ pub struct FastBatcher<F: Frame> {
     /// (`before`, `count`), settled by the next stream position.
     unsettled: Option<(u64, u64)>,
     drain_deadline: Option<Nanos>,
-    counts: FastCounts,
+    pub(super) counts: FastCounts,
 }
 
 impl<F: Frame> FastBatcher<F> {
@@ -310,6 +312,7 @@ impl<F: Frame> FastBatcher<F> {
             retries: VecDeque::new(),
             offered: None,
             acked: VecDeque::new(),
+            given_up: Vec::new(),
             events,
             sending: None,
             reply: String::with_capacity(96),
@@ -707,9 +710,19 @@ impl<F: Frame> FastBatcher<F> {
     /// is counted failed, and the machine is done.
     fn give_up(&mut self, ring_frames: u64) {
         let failed = self.in_flight() + self.queued() + ring_frames;
-        self.unacked.clear();
-        self.retries.clear();
-        self.offered = None;
+        let unacked = self.unacked.drain(..).map(|s| (0, s));
+        let retries = self.retries.drain(..);
+        let offered = self.offered.take().map(|s| (0, s));
+        self.given_up.extend(
+            unacked
+                .chain(retries)
+                .chain(offered)
+                .map(|(due, s)| Queued {
+                    due,
+                    attempts: s.attempts,
+                    frame: s.frame,
+                }),
+        );
         self.batch = None;
         self.counts.failed += failed;
         // Frames still in the rings were never taken: count them as
@@ -768,6 +781,12 @@ impl<F: Frame> FastBatcher<F> {
     /// The next acknowledged frame.
     pub fn poll_acked(&mut self) -> Option<Acked<F>> {
         self.acked.pop_front()
+    }
+
+    /// The frames counted failed at the drain deadline (not ring frames):
+    /// `attempts` > 0 were published without an acknowledgement seen.
+    pub fn take_given_up(&mut self) -> Vec<Queued<F>> {
+        std::mem::take(&mut self.given_up)
     }
 
     /// The next event.

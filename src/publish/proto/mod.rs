@@ -45,6 +45,7 @@
 pub mod fast;
 pub mod flow;
 pub mod pipelined;
+mod settle;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

@@ -65,10 +65,10 @@ pub struct PipelineCounts {
 }
 
 #[derive(Debug)]
-struct Slot<F> {
-    frame: F,
-    attempts: u32,
-    sent: Nanos,
+pub(super) struct Slot<F> {
+    pub(super) frame: F,
+    pub(super) attempts: u32,
+    pub(super) sent: Nanos,
 }
 
 /// The pipelined publisher, without I/O. See the module docs.
@@ -81,15 +81,17 @@ pub struct Pipeline<F> {
     in_flight: Vec<Option<Slot<F>>>,
     free: Vec<usize>,
     in_flight_len: usize,
-    retries: VecDeque<(Nanos, Slot<F>)>,
+    pub(super) retries: VecDeque<(Nanos, Slot<F>)>,
     offered: Option<Slot<F>>,
     /// The publish handed out whose send result is awaited.
     sending: Option<Token>,
-    acked: VecDeque<Acked<F>>,
+    pub(super) acked: VecDeque<Acked<F>>,
+    /// Frames given up at the drain deadline ([`Self::take_given_up`]).
+    given_up: Vec<Queued<F>>,
     events: VecDeque<Event>,
     drain_deadline: Option<Nanos>,
     done: bool,
-    counts: PipelineCounts,
+    pub(super) counts: PipelineCounts,
 }
 
 impl<F> Pipeline<F> {
@@ -134,6 +136,7 @@ impl<F> Pipeline<F> {
             offered: None,
             sending: None,
             acked: VecDeque::new(),
+            given_up: Vec::new(),
             events: VecDeque::new(),
             drain_deadline: None,
             done: false,
@@ -281,11 +284,21 @@ impl<F> Pipeline<F> {
     /// is counted failed, and the machine is done.
     fn give_up(&mut self, ring_frames: u64) {
         let failed = self.in_flight() + self.queued() + ring_frames;
-        self.in_flight.clear();
+        let in_flight = self.in_flight.drain(..).flatten().map(|s| (0, s));
+        let retries = self.retries.drain(..);
+        let offered = self.offered.take().map(|s| (0, s));
+        self.given_up.extend(
+            in_flight
+                .chain(retries)
+                .chain(offered)
+                .map(|(due, s)| Queued {
+                    due,
+                    attempts: s.attempts,
+                    frame: s.frame,
+                }),
+        );
         self.free.clear();
         self.in_flight_len = 0;
-        self.retries.clear();
-        self.offered = None;
         self.counts.failed += failed;
         // Ring frames were never taken: count them so taken = acked +
         // failed holds.
@@ -318,6 +331,12 @@ impl<F> Pipeline<F> {
 
     pub fn poll_acked(&mut self) -> Option<Acked<F>> {
         self.acked.pop_front()
+    }
+
+    /// The frames counted failed at the drain deadline (not ring frames):
+    /// `attempts` > 0 were published without an acknowledgement seen.
+    pub fn take_given_up(&mut self) -> Vec<Queued<F>> {
+        std::mem::take(&mut self.given_up)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -388,6 +407,7 @@ mod tests {
             let total = frames + ring;
             let (mut now, mut next, mut sends) = (0, 0u64, 0u32);
             let mut hanging = false;
+            let mut acked_ids = Vec::new();
             // The server answers the first `acked_first` publishes, then is gone.
             let mut answered = 0u64;
             m.close_input(now);
@@ -422,13 +442,22 @@ mod tests {
                         }
                     }
                 }
-                while m.poll_acked().is_some() {}
+                while let Some(a) = m.poll_acked() {
+                    acked_ids.push(a.frame);
+                }
                 prop_assert!(m.balanced(), "{:?}", m.counts());
                 now += tick_ms * MS;
                 prop_assert!(now <= deadline + 2 * tick_ms * MS, "not done by the deadline");
             }
             let c = m.counts();
             prop_assert_eq!(c.acked + c.failed, total, "{:?}", c);
+            // Every frame once: acked, given up (for the spool), or never
+            // taken from the rings.
+            let mut all = acked_ids;
+            all.extend(m.take_given_up().into_iter().map(|q| q.frame));
+            all.extend(next..total);
+            all.sort_unstable();
+            prop_assert_eq!(all, (0..total).collect::<Vec<_>>());
             prop_assert_eq!(c.taken, total);
         });
     }

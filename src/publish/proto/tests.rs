@@ -442,6 +442,7 @@ proptest! {
         let gone_at = up_ms * MS;
         let close_at = gone_at + close_after_ms * MS;
         let (mut now, mut next, mut gone_sends, mut acked) = (0, 0u64, 0u32, 0u64);
+        let mut acked_ids = Vec::new();
         let mut hanging = false;
         let mut deadline = None;
         loop {
@@ -491,8 +492,9 @@ proptest! {
                     m.handle_send_result(now, Ok(()));
                 }
             }
-            while m.poll_acked().is_some() {
+            while let Some(a) = m.poll_acked() {
                 acked += 1;
+                acked_ids.push(a.frame.idx);
             }
             prop_assert!(m.balanced(), "{:?}", m.counts());
             now += tick_ms * MS;
@@ -502,6 +504,13 @@ proptest! {
         }
         let c = m.counts();
         prop_assert_eq!(c.acked, acked);
+        // Every frame once: acked, given up (handed back for the spool),
+        // or never taken from the rings.
+        let mut all = acked_ids;
+        all.extend(m.take_given_up().into_iter().map(|q| q.frame.idx));
+        all.extend(next..total);
+        all.sort_unstable();
+        prop_assert_eq!(all, (0..total).collect::<Vec<_>>());
         prop_assert_eq!(c.acked + c.failed, total, "{:?}", c);
         prop_assert_eq!(c.taken, total);
         if let Some(d) = deadline {

@@ -126,6 +126,8 @@ pub enum ServerAuth {
 #[derive(Clone, Debug, PartialEq)]
 struct NodeConfig {
     server_name: String,
+    /// The client listen address (`127.0.0.1` unless a test asks).
+    host: std::net::IpAddr,
     auth: Option<ServerAuth>,
     port: u16,
     http_port: u16,
@@ -155,7 +157,7 @@ impl NodeConfig {
         let mut s = String::new();
         s.push_str("# Written by the tspi test harness.\n");
         s.push_str(&format!("server_name: {}\n", quote(&self.server_name)));
-        s.push_str(&format!("listen: \"127.0.0.1:{}\"\n", self.port));
+        s.push_str(&format!("listen: \"{}:{}\"\n", self.host, self.port));
         s.push_str(&format!("http: \"127.0.0.1:{}\"\n", self.http_port));
         s.push_str(&format!(
             "log_file: {}\n",
@@ -236,6 +238,18 @@ impl NatsServer {
         })
     }
 
+    /// [`NatsServer::start`] with clients served on `host` instead of
+    /// `127.0.0.1` (a test's own network namespace: another namespace
+    /// reaches it over a veth pair); monitoring stays on `127.0.0.1`.
+    pub fn start_on(host: std::net::IpAddr) -> Result<NatsServer, HarnessError> {
+        let p = free_ports(2)?;
+        let mut node = NatsServer::prepare("tspi-nats".to_owned(), p[0], p[1], None)?;
+        node.config.host = host;
+        node.write_config()?;
+        node.spawn().and_then(|()| node.wait_ready())?;
+        Ok(node)
+    }
+
     /// Write the configuration; start nothing.
     fn prepare(
         server_name: String,
@@ -249,6 +263,7 @@ impl NatsServer {
             .map_err(|e| HarnessError::io("creating a temporary directory for nats-server", e))?;
         let config = NodeConfig {
             server_name,
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             auth: None,
             port,
             http_port,
@@ -320,7 +335,7 @@ impl NatsServer {
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.config.port)
+        format!("nats://{}:{}", self.config.host, self.config.port)
     }
 
     /// The client port.
@@ -584,6 +599,7 @@ mod tests {
     #[test]
     fn single_node_config() {
         let cfg = NodeConfig {
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             server_name: "s".into(),
             auth: None,
             port: 4222,
@@ -606,6 +622,7 @@ mod tests {
     #[test]
     fn cluster_node_config() {
         let cfg = NodeConfig {
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
             server_name: "n1".into(),
             auth: Some(ServerAuth::Token("t".into())),
             port: 1,
