@@ -219,6 +219,24 @@ fn lock(reporter: &Mutex<Reporter>) -> MutexGuard<'_, Reporter> {
     reporter.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The spool's part of a metrics snapshot.
+fn spool_snapshot(spool: Option<&crate::spool::Spool>) -> Option<metrics::SpoolSnapshot> {
+    spool.map(|s| spool_figures(&s.counts(), s.max_bytes()))
+}
+
+fn spool_figures(c: &crate::spool::SpoolCounts, max_bytes: u64) -> metrics::SpoolSnapshot {
+    metrics::SpoolSnapshot {
+        spooled: c.spooled,
+        drained: c.drained,
+        dropped: c.dropped,
+        torn: c.torn,
+        held: c.held,
+        bytes: c.bytes,
+        max_bytes,
+        oldest_age_s: c.oldest_age_s(RecvTime::now()),
+    }
+}
+
 /// Publish a [`metrics::snapshot_message`], bounded: with the server not
 /// reading, an unbounded wait would keep the stop from being noticed.
 async fn publish_snapshot(
@@ -328,7 +346,13 @@ pub async fn run(
         }
     };
     let spool_scrape = spool.clone().map(|spool| {
-        move || crate::spool::metrics::render_prometheus(&spool.counts(), RecvTime::now())
+        move || {
+            crate::spool::metrics::render_prometheus(
+                &spool.counts(),
+                spool.max_bytes(),
+                RecvTime::now(),
+            )
+        }
     });
     match (hooks.prometheus, cfg.metrics.addr) {
         (Some(shared), _) => {
@@ -381,7 +405,7 @@ pub async fn run(
                     let mut reporter = lock(&reporter);
                     let report = reporter.report(c, gauges(&rc, &p));
                     emit(&report);
-                    metrics::snapshot_message(&report, &host)
+                    metrics::snapshot_message_with(&report, &host, spool_snapshot(spool.as_deref()))
                 });
                 if cfg.metrics.nats_snapshot {
                     publish_snapshot(&client, snapshot, "metrics snapshot").await;
@@ -420,16 +444,21 @@ pub async fn run(
     };
     // After the publisher: it has reported its last acks and handed the
     // spool what it could not publish.
+    let spool_max = spool.as_ref().map(|s| s.max_bytes());
     let spool_final = spool.map(|s| s.stop());
     if let Some(c) = &spool_final {
         log_spool(c);
     }
+    let final_spool = spool_final
+        .as_ref()
+        .zip(spool_max)
+        .map(|(c, max_bytes)| spool_figures(c, max_bytes));
     let counters = counters(&rx_final, &p, kernel_dropped);
     let snapshot = tokio::task::block_in_place(|| {
         let mut reporter = lock(&reporter);
         let report = reporter.report(counters, Gauges::default());
         emit(&report);
-        metrics::snapshot_message(&report, &host)
+        metrics::snapshot_message_with(&report, &host, final_spool)
     });
     // The last interval goes to operator tools too, so merged histograms
     // cover the whole run.

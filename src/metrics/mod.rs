@@ -92,6 +92,7 @@ pub use render::{render_json_line, render_log_line};
 pub use report::{Report, ReportTime, Reporter};
 pub use snapshot::{
     COMPONENT_INGEST, HISTOGRAM_ENCODING, HISTOGRAM_UNIT, METRICS_SUBJECT_ALL,
-    METRICS_SUBJECT_PREFIX, Snapshot, SnapshotDecodeError, SnapshotHistograms, decode_hdr_snapshot,
-    encode_hdr_snapshot, metrics_subject, metrics_subject_for, snapshot_message,
+    METRICS_SUBJECT_PREFIX, Snapshot, SnapshotDecodeError, SnapshotHistograms, SpoolSnapshot,
+    decode_hdr_snapshot, encode_hdr_snapshot, metrics_subject, metrics_subject_for,
+    snapshot_message, snapshot_message_with,
 };

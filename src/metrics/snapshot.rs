@@ -120,6 +120,24 @@ pub struct Snapshot {
     pub delta: IngestCounts,
     #[serde(default)]
     pub gauges: Gauges,
+    /// The box's disk spool, when it has one (`[spool] dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolSnapshot>,
+}
+
+/// A disk spool's state in a [`Snapshot`]: totals since start, what it
+/// holds now, and its limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SpoolSnapshot {
+    pub spooled: u64,
+    pub drained: u64,
+    pub dropped: u64,
+    pub torn: u64,
+    pub held: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub oldest_age_s: u64,
 }
 
 /// The three interval histograms, encoded by [`encode_hdr_snapshot`].
@@ -165,6 +183,7 @@ impl Snapshot {
             counters: r.counters,
             delta: r.delta,
             gauges: r.gauges,
+            spool: None,
         }
     }
 
@@ -176,8 +195,21 @@ impl Snapshot {
 
 /// Subject and JSON body of the snapshot message for `host`.
 pub fn snapshot_message(r: &Report<'_>, host: &str) -> (String, Vec<u8>) {
-    let body = serde_json::to_vec(&Snapshot::from_report(r, host))
-        .expect("plain structs of numbers and strings always serialise");
+    snapshot_message_with(r, host, None)
+}
+
+/// [`snapshot_message`] with the box's disk spool.
+pub fn snapshot_message_with(
+    r: &Report<'_>,
+    host: &str,
+    spool: Option<SpoolSnapshot>,
+) -> (String, Vec<u8>) {
+    let snap = Snapshot {
+        spool,
+        ..Snapshot::from_report(r, host)
+    };
+    let body =
+        serde_json::to_vec(&snap).expect("plain structs of numbers and strings always serialise");
     (metrics_subject(host), body)
 }
 

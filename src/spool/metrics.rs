@@ -48,8 +48,10 @@ impl SpoolTotals {
     }
 }
 
-/// The spool's part of `/metrics` at `now`.
-pub fn render_prometheus(c: &SpoolCounts, now: RecvTime) -> String {
+/// The spool's part of `/metrics` at `now`; `max_bytes` is
+/// `spool.max_bytes` (`tspi_spool_max_bytes`: the disk alert compares
+/// `tspi_spool_bytes` with it).
+pub fn render_prometheus(c: &SpoolCounts, max_bytes: u64, now: RecvTime) -> String {
     let mut s = String::with_capacity(2048);
     write_counter_families(&mut s, "tspi_spool", &SpoolTotals::from_counts(c));
     write_gauge_family(
@@ -63,6 +65,12 @@ pub fn render_prometheus(c: &SpoolCounts, now: RecvTime) -> String {
         "tspi_spool_bytes",
         "Bytes of the disk spool's segment files now.",
         &[("", c.bytes)],
+    );
+    write_gauge_family(
+        &mut s,
+        "tspi_spool_max_bytes",
+        "The most the disk spool's files may hold (spool.max_bytes).",
+        &[("", max_bytes)],
     );
     write_gauge_family(
         &mut s,
@@ -92,6 +100,7 @@ mod tests {
         };
         let s = render_prometheus(
             &c,
+            1 << 30,
             RecvTime {
                 unix_ns: 61_000_000_000,
             },
@@ -108,11 +117,12 @@ mod tests {
             "tspi_spool_frames 8\n",
             "tspi_spool_bytes 464\n",
             "tspi_spool_oldest_age_seconds 60\n",
+            "tspi_spool_max_bytes 1073741824\n",
             "# TYPE tspi_spool_frames gauge\n",
         ] {
             assert!(s.contains(line), "{line}: {s}");
         }
-        let empty = render_prometheus(&SpoolCounts::default(), RecvTime { unix_ns: 5 });
+        let empty = render_prometheus(&SpoolCounts::default(), 0, RecvTime { unix_ns: 5 });
         assert!(empty.contains("tspi_spool_oldest_age_seconds 0\n"));
     }
 }

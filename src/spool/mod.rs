@@ -147,6 +147,8 @@ impl Stats {
 
 /// The running spool thread.
 pub struct Spool {
+    /// `spool.max_bytes`, for the `tspi_spool_max_bytes` gauge.
+    max_bytes: u64,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
     thread: std::sync::Mutex<Option<JoinHandle<SpoolCounts>>>,
@@ -203,6 +205,7 @@ impl Spool {
             .spawn(move || worker.run())?;
         Ok((
             Spool {
+                max_bytes: cfg.max_bytes,
                 stats,
                 stop,
                 thread: std::sync::Mutex::new(Some(thread)),
@@ -214,6 +217,11 @@ impl Spool {
     /// The counts now.
     pub fn counts(&self) -> SpoolCounts {
         self.stats.load()
+    }
+
+    /// `spool.max_bytes`: the most the spool's files may hold.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Stop after the publisher has ended (its last report sent) and the

@@ -86,10 +86,12 @@ async fn ingest_archive_and_channels_in_one_process() {
              [archive]\npostgres = {dsn:?}\nbatch_len_max = 500\nflush_interval_ms = 50\n\
              ack_wait_s = 3\npartitioning = \"native\"\n\
              [channels]\nenabled = true\n\
-             [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\n",
+             [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\n\
+             [spool]\ndir = {spool:?}\n",
             nats = nats.url(),
             dsn = pg.dsn(),
             console = free_tcp_port(),
+            spool = dir.path().join("spool"),
             core = cores[0],
         ),
     )

@@ -314,19 +314,23 @@ function renderHealth() {
     });
     rows.push(tr);
   };
-  row(['box', 'in/s', 'acked/s', 'p50', 'p99', 'p99.9', 'drops (interval)']);
+  row(['box', 'in/s', 'acked/s', 'p50', 'p99', 'p99.9', 'drops (interval)', 'spool']);
   const lat = st.latency?.per_box || {};
   const fmt = (x) => (x == null ? '—' : `${x.toFixed(2)}`);
   for (const [host, b] of Object.entries(st.health?.per_box || {})) {
     const r = lat[host]?.receive_to_ack;
     const drops = Object.entries(b.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} +${n}`);
+    const sp = b.spool;
+    const spool = sp
+      ? `${sp.held} held (${sp.max_bytes ? ((100 * sp.bytes) / sp.max_bytes).toFixed(0) : '?'}%)${sp.held ? `, oldest ${sp.oldest_age_s} s` : ''}`
+      : '—';
     row(
-      [host, b.received_per_s.toFixed(0), b.acked_per_s.toFixed(0), fmt(r?.p50), fmt(r?.p99), fmt(r?.p999), drops.join(', ') || 'none'],
-      [false, false, false, false, false, false, drops.length > 0],
+      [host, b.received_per_s.toFixed(0), b.acked_per_s.toFixed(0), fmt(r?.p50), fmt(r?.p99), fmt(r?.p999), drops.join(', ') || 'none', spool],
+      [false, false, false, false, false, false, drops.length > 0, sp != null && sp.held > 0],
     );
   }
   const m = st.latency?.merged?.receive_to_ack;
-  if (m) row(['merged (ms)', '', '', fmt(m.p50), fmt(m.p99), fmt(m.p999), `max ${fmt(m.max)}`]);
+  if (m) row(['merged (ms)', '', '', fmt(m.p50), fmt(m.p99), fmt(m.p999), `max ${fmt(m.max)}`, '']);
   $('health-table').replaceChildren(...rows);
   body.dataset.health = v.red ? 'red' : 'ok';
   const badge = $('health-badge');

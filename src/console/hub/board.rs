@@ -85,11 +85,21 @@ impl LatencyBoard {
         flatten(&delta, "", &mut gained);
         let mut all = BTreeMap::new();
         flatten(&counters, "", &mut all);
-        let drops = all
+        let mut drops: BTreeMap<String, u64> = all
             .keys()
             .filter(|k| is_drop_counter(k))
             .map(|k| (k.clone(), gained.get(k).copied().unwrap_or(0)))
             .collect();
+        if let Some(sp) = &snap.spool {
+            // Spool totals are cumulative: what moved since this box's
+            // previous snapshot.
+            let before = self
+                .boxes
+                .get(host)
+                .and_then(|b| b.health.spool)
+                .map_or(sp.dropped, |p| p.dropped);
+            drops.insert("spool.dropped".into(), sp.dropped.saturating_sub(before));
+        }
         let health = BoxHealth {
             end_unix_ms: snap.end_unix_ms,
             interval_ms,
@@ -98,6 +108,7 @@ impl LatencyBoard {
             counters,
             delta,
             drops,
+            spool: snap.spool,
         };
         if self.boxes.len() < BOXES_MAX || self.boxes.contains_key(host) {
             self.boxes.insert(
@@ -449,6 +460,7 @@ mod tests {
             counters: delta,
             delta,
             gauges: Default::default(),
+            spool: None,
         };
         let mut b = LatencyBoard::default();
         assert!(!b.update("box-a", b"not json"));
@@ -474,5 +486,24 @@ mod tests {
         let p50 = distribution.iter().find(|p| p[0] == 50.0).unwrap()[1];
         assert!((p50 - 0.5).abs() < 0.01, "{p50}");
         assert!(distribution.windows(2).all(|w| w[0][1] <= w[1][1]));
+
+        // A box with a spool: its drops since the previous snapshot count.
+        let spool = |dropped| crate::metrics::SpoolSnapshot {
+            dropped,
+            held: 5,
+            max_bytes: 1000,
+            ..Default::default()
+        };
+        let mut with = snap.clone();
+        with.spool = Some(spool(7));
+        assert!(b.update("box-s", &serde_json::to_vec(&with).unwrap()));
+        with.spool = Some(spool(10));
+        assert!(b.update("box-s", &serde_json::to_vec(&with).unwrap()));
+        let Event::Health { per_box, .. } = b.health_event() else {
+            unreachable!()
+        };
+        assert_eq!(per_box["box-s"].drops["spool.dropped"], 3);
+        assert_eq!(per_box["box-s"].spool.unwrap().held, 5);
+        assert!(!per_box["box-a"].drops.contains_key("spool.dropped"));
     }
 }

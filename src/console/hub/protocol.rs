@@ -211,8 +211,11 @@ pub struct BoxHealth {
     /// The counters that lose data (`rejected.*`, `ring_dropped`,
     /// `failed`, `kernel_dropped`, and any counter named `*dropped*`),
     /// with what each gained in the interval: the page turns red when one
-    /// moves.
+    /// moves. A box with a disk spool adds `spool.dropped` (frames its full
+    /// spool dropped since the box's previous snapshot).
     pub drops: BTreeMap<String, u64>,
+    /// The box's disk spool, if it has one.
+    pub spool: Option<crate::metrics::SpoolSnapshot>,
 }
 
 /// Whether counter `name` (a snapshot's counter, or `rejected.<reason>`)
