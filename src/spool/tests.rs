@@ -166,11 +166,18 @@ fn full_spool_drops_by_policy_and_counts() {
             .map(|n| proto::record::parse_segment_name(n).unwrap())
             .collect();
         let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 0;
-        // Newest dropped: the first segments stay. Oldest dropped: segment
-        // 0 has a frame out with the publisher and stays, the next go.
+        // Newest dropped: the first segments stay. Oldest dropped: the
+        // newest stay, in one run; segment 0 stays only while the drain has
+        // a frame of it out (then segment 1 went first). Whether the drain
+        // took one before the spool filled depends on the machine's load.
         match policy {
             FullPolicy::DropNewest => assert!(contiguous, "{seqs:?}"),
-            FullPolicy::DropOldest => assert!(seqs[0] == 0 && !seqs.contains(&1), "{seqs:?}"),
+            FullPolicy::DropOldest => {
+                let run: &[u64] = if seqs[0] == 0 { &seqs[1..] } else { &seqs };
+                assert!(run.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+                assert!(run.first().is_some_and(|&s| s > 0), "{seqs:?}");
+                assert!(seqs[0] != 0 || !seqs.contains(&1), "{seqs:?}");
+            }
         }
         assert_eq!(segment_name(seqs[0]), segments(dir.path())[0]);
     }

@@ -73,7 +73,7 @@ async fn ingest_archive_and_channels_in_one_process() {
     }
     let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
     let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
-    let (udp, metrics) = (free_udp_port(), free_tcp_port());
+    let (udp, metrics, console) = (free_udp_port(), free_tcp_port(), free_tcp_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tspi.toml");
     std::fs::write(
@@ -90,7 +90,6 @@ async fn ingest_archive_and_channels_in_one_process() {
              [spool]\ndir = {spool:?}\n",
             nats = nats.url(),
             dsn = pg.dsn(),
-            console = free_tcp_port(),
             spool = dir.path().join("spool"),
             core = cores[0],
         ),
@@ -187,6 +186,35 @@ async fn ingest_archive_and_channels_in_one_process() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // The console's replay timeline shows what the archive holds (its
+    // per-minute aggregate, read every 10 s).
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{console}/ws"))
+        .await
+        .expect("the console's /ws");
+    loop {
+        let t = next_within(&mut ws, "timeline", Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no timeline from the console\n{}", log()));
+        if t["archive"]["rows"] == N {
+            let a = &t["archive"];
+            assert!(a["first_unix_ms"].as_u64().unwrap() < a["last_unix_ms"].as_u64().unwrap());
+            let density: u64 = a["density"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d[1].as_u64().unwrap())
+                .sum();
+            assert_eq!(density, N, "{t}");
+            break;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "the timeline never showed the archive's {N} rows: {t}\n{}",
+            log()
+        );
+    }
+    drop(ws);
 
     // Nothing but the receive thread may run on the receive core.
     let receive_core = cores[0];

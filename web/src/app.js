@@ -230,7 +230,7 @@ const handlers = {
     renderChannels();
   },
   timeline(m) {
-    st.timeline = { first: m.first_unix_ms, last: m.last_unix_ms, messages: m.messages };
+    st.timeline = { first: m.first_unix_ms, last: m.last_unix_ms, messages: m.messages, archive: m.archive };
     renderTimeline();
   },
   track_detail(m) {
@@ -378,18 +378,50 @@ function renderTags() {
   renderTimeline();
 }
 
+/** The extent the slider spans: the archive's (from its per-minute
+ * aggregate) when replaying from the archive and the hub can read it, else
+ * the stream's. */
+function extent() {
+  const a = st.timeline.archive;
+  if ($('tl-source').value === 'archive' && a) return { first: a.first_unix_ms, last: a.last_unix_ms, archive: a };
+  return { first: st.timeline.first, last: st.timeline.last, archive: null };
+}
+
 function windowTimes() {
-  const { first, last } = st.timeline;
+  const { first, last } = extent();
   if (first == null || last == null) return null;
   const a = fromFraction(Number($('tl-start').value) / 1000, first, last);
   const b = fromFraction(Number($('tl-end').value) / 1000, first, last);
   return [Math.min(a, b), Math.max(a, b)];
 }
 
+/** Rows per bucket of the archive as bars behind the slider's track. */
+function drawDensity(archive, first, last) {
+  const c = $('tl-density');
+  const w = c.clientWidth;
+  const h = c.clientHeight;
+  c.width = w;
+  c.height = h;
+  const g = c.getContext('2d');
+  g.clearRect(0, 0, w, h);
+  if (!archive || !archive.density.length) return;
+  const max = Math.max(...archive.density.map((d) => d[1]));
+  g.fillStyle = 'rgba(127, 209, 168, 0.45)';
+  for (const [at, rows] of archive.density) {
+    const x0 = toFraction(at, first, last) * w;
+    const x1 = toFraction(at + archive.bucket_ms, first, last) * w;
+    const bh = max ? Math.max(1, (rows / max) * h) : 0;
+    g.fillRect(x0, h - bh, Math.max(1, x1 - x0), bh);
+  }
+}
+
 function renderTimeline() {
-  const { first, last } = st.timeline;
-  $('tl-first').textContent = first ? iso(first).slice(0, 19) : 'stream empty';
+  const { first, last, archive } = extent();
+  const from = archive ? 'archive' : 'stream';
+  $('tl-first').textContent = first ? `${from} ${iso(first).slice(0, 19)}` : `${from} empty`;
   $('tl-last').textContent = last ? iso(last).slice(0, 19) : '';
+  body.dataset.timelineFrom = first ? from : '';
+  drawDensity(archive, first, last);
   const w = windowTimes();
   if (w) {
     $('tl-start-text').textContent = iso(w[0]).slice(11, 23);
@@ -423,7 +455,7 @@ function updatePlayhead() {
   body.dataset.playheadMs = String(at);
   $('rc-playhead').textContent = iso(at).slice(11, 23);
   if (!seeking) $('rc-seek').value = String(Math.round(toFraction(at, win[0], win[1]) * 1000));
-  const { first, last } = st.timeline;
+  const { first, last } = extent();
   if (first != null) {
     const ph = $('tl-playhead');
     ph.hidden = false;
@@ -500,7 +532,7 @@ function wire() {
     st.lastDetail = null;
     $('detail').hidden = true;
   };
-  $('tl-start').oninput = $('tl-end').oninput = renderTimeline;
+  $('tl-start').oninput = $('tl-end').oninput = $('tl-source').onchange = renderTimeline;
   $('start-group').onclick = () => {
     const s = spec();
     if (!s) return;

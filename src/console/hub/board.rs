@@ -5,8 +5,8 @@
 //! [`TagHistory`] are pure; the loops at the bottom are the edges.
 
 use super::protocol::{
-    BoxHealth, DISTRIBUTION_PERCENTILES, DirectoryView, Event, Percentiles, TagView,
-    is_drop_counter,
+    ArchiveTimeline, BoxHealth, DISTRIBUTION_PERCENTILES, DirectoryView, Event, Percentiles,
+    TagView, archive_bucket_minutes, is_drop_counter,
 };
 use super::{Hub, now_ms};
 use std::collections::{BTreeMap, VecDeque};
@@ -277,6 +277,39 @@ pub async fn directory_loop(hub: Arc<Hub>) {
     }
 }
 
+/// The stream's extent and the archive's, as the last `timeline` said.
+#[derive(Debug, Default)]
+pub struct TimelineState {
+    stream: Option<(Option<u64>, Option<u64>, u64)>,
+    archive: Option<ArchiveTimeline>,
+}
+
+impl TimelineState {
+    pub fn event(&self) -> Event {
+        let (first, last, messages) = self.stream.unwrap_or((None, None, 0));
+        Event::Timeline {
+            first_unix_ms: first,
+            last_unix_ms: last,
+            messages,
+            archive: self.archive.clone(),
+        }
+    }
+}
+
+/// Note a change of the timeline and send it to everyone.
+fn timeline_changed(hub: &Hub, change: impl FnOnce(&mut TimelineState)) {
+    let text = {
+        let mut t = hub
+            .boards
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        change(&mut t);
+        t.event().to_json()
+    };
+    hub.broadcast(super::ClientEvent::Json(text.into()));
+}
+
 /// Every 5 s, the telemetry stream's extent (what a replay can cover).
 pub async fn timeline_loop(hub: Arc<Hub>) {
     let js = async_nats::jetstream::new(hub.nats.clone());
@@ -293,17 +326,116 @@ pub async fn timeline_loop(hub: Arc<Hub>) {
         let st = &info.state;
         let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
         let some = st.messages > 0;
-        let e = Event::Timeline {
-            first_unix_ms: some.then(|| ms(st.first_timestamp)),
-            last_unix_ms: some.then(|| ms(st.last_timestamp)),
-            messages: st.messages,
-        };
-        let text = e.to_json();
-        *hub.boards
-            .timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
-        hub.broadcast(super::ClientEvent::Json(text.into()));
+        let extent = (
+            some.then(|| ms(st.first_timestamp)),
+            some.then(|| ms(st.last_timestamp)),
+            st.messages,
+        );
+        timeline_changed(&hub, |t| t.stream = Some(extent));
+    }
+}
+
+/// Where the hub reads the archive's extent: a connection string and its
+/// TLS CA file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiveSource {
+    pub dsn: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The archive's extent and density from its per-minute aggregate.
+async fn archive_timeline(
+    db: &tokio_postgres::Client,
+) -> Result<Option<ArchiveTimeline>, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT (extract(epoch FROM min(minute)) * 1000)::bigint, \
+                    (extract(epoch FROM max(minute)) * 1000)::bigint + 60000, \
+                    coalesce(sum(rows), 0)::bigint \
+             FROM tspi_track_minutes",
+            &[],
+        )
+        .await?;
+    let (Some(first), Some(last)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+    else {
+        return Ok(None);
+    };
+    let (first, last) = (first.max(0) as u64, last.max(0) as u64);
+    let bucket_min = archive_bucket_minutes(first, last);
+    // A whole number of minutes computed here: no text from outside.
+    let sql = format!(
+        "SELECT (extract(epoch FROM date_bin('{bucket_min} minutes', minute, \
+                 timestamptz '2000-01-01 00:00+00')) * 1000)::bigint AS b, sum(rows)::bigint \
+         FROM tspi_track_minutes GROUP BY b ORDER BY b"
+    );
+    let density = db
+        .query(&sql, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            [
+                r.get::<_, i64>(0).max(0) as u64,
+                r.get::<_, i64>(1).max(0) as u64,
+            ]
+        })
+        .collect();
+    Ok(Some(ArchiveTimeline {
+        first_unix_ms: first,
+        last_unix_ms: last,
+        rows: row.get::<_, i64>(2).max(0) as u64,
+        bucket_ms: bucket_min * 60_000,
+        density,
+    }))
+}
+
+/// How often the archive's extent is read (one query of its per-minute
+/// aggregate, and one of its buckets).
+pub const ARCHIVE_TIMELINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Every [`ARCHIVE_TIMELINE_EVERY`], the archive's extent and density (when
+/// the hub was given an archive to read); a failure is logged once and
+/// retried.
+pub async fn archive_timeline_loop(hub: Arc<Hub>, source: ArchiveSource) {
+    let tls = match crate::pg::Tls::from_setting(source.ca_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: the archive's timeline is off (its CA file)");
+            return;
+        }
+    };
+    let mut session: Option<crate::pg::Session> = None;
+    let mut warned = false;
+    let mut tick = tokio::time::interval(ARCHIVE_TIMELINE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            session = match crate::pg::connect(&source.dsn, tls.as_ref()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "console: cannot read the archive's timeline; retrying");
+                        warned = true;
+                    }
+                    continue;
+                }
+            };
+        }
+        let Some((db, _)) = &session else { continue };
+        match tokio::time::timeout(Duration::from_secs(10), archive_timeline(db)).await {
+            Ok(Ok(a)) => {
+                warned = false;
+                timeline_changed(&hub, |t| t.archive = a);
+            }
+            Ok(Err(e)) => {
+                if !warned {
+                    tracing::warn!(error = %e, "console: the archive's timeline query failed; retrying");
+                    warned = true;
+                }
+                session = None;
+            }
+            Err(_) => session = None,
+        }
     }
 }
 
@@ -379,7 +511,7 @@ pub struct Boards {
     pub tags: std::sync::Mutex<TagHistory>,
     /// The last `directory` and `timeline` messages.
     pub directory: std::sync::Mutex<Option<String>>,
-    pub timeline: std::sync::Mutex<Option<String>>,
+    pub timeline: std::sync::Mutex<TimelineState>,
 }
 
 #[cfg(test)]

@@ -172,6 +172,8 @@ pub struct HubOptions {
     pub channel_linger: Duration,
     /// The web page: where its files are, and its `/config.json`.
     pub page: web::PageOptions,
+    /// The archive whose extent the replay timeline shows, if any.
+    pub archive: Option<board::ArchiveSource>,
 }
 
 impl HubOptions {
@@ -186,8 +188,26 @@ impl HubOptions {
             allowed_origins: c.allowed_origins.clone(),
             operator_tokens: cfg.console_operator_tokens(),
             page: web::PageOptions::from_console(c),
+            archive: board_archive(cfg),
             ..HubOptions::default()
         }
+    }
+}
+
+/// The archive the timeline reads: the archive role's own connection
+/// (`[archive] postgres`, with `ca_file`), else the channels service's
+/// (`[channels] archive_dsn`).
+fn board_archive(cfg: &crate::config::Config) -> Option<board::ArchiveSource> {
+    match (&cfg.archive.postgres, &cfg.channels.archive_dsn) {
+        (Some(dsn), _) => Some(board::ArchiveSource {
+            dsn: dsn.clone(),
+            ca_file: cfg.archive.ca_file.clone(),
+        }),
+        (None, Some(dsn)) => Some(board::ArchiveSource {
+            dsn: dsn.clone(),
+            ca_file: None,
+        }),
+        (None, None) => None,
     }
 }
 
@@ -205,6 +225,7 @@ impl Default for HubOptions {
             roster_stale: Duration::from_secs(15),
             channel_linger: Duration::from_secs(60),
             page: web::PageOptions::default(),
+            archive: None,
         }
     }
 }
@@ -400,6 +421,12 @@ impl Hub {
         }
         tasks.push(tokio::spawn(board::directory_loop(self.clone())));
         tasks.push(tokio::spawn(board::timeline_loop(self.clone())));
+        if let Some(source) = self.opts.archive.clone() {
+            tasks.push(tokio::spawn(board::archive_timeline_loop(
+                self.clone(),
+                source,
+            )));
+        }
         tasks.push(tokio::spawn(board::load_tags(self.clone())));
         Ok(tasks)
     }
@@ -600,15 +627,14 @@ impl Hub {
                 .to_json()
             });
         out.push(directory);
-        if let Some(t) = self
-            .boards
-            .timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            out.push(t);
-        }
+        out.push(
+            self.boards
+                .timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .event()
+                .to_json(),
+        );
         out.push(
             self.boards
                 .tags

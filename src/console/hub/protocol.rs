@@ -172,6 +172,8 @@ pub enum Event {
         first_unix_ms: Option<u64>,
         last_unix_ms: Option<u64>,
         messages: u64,
+        /// The archive's extent and density, when the hub can read it.
+        archive: Option<ArchiveTimeline>,
     },
     /// Tags seen before the client connected (from the operations stream,
     /// and since the hub started), oldest first; live ones come as `tag`.
@@ -232,6 +234,29 @@ pub struct DirectoryView {
     /// `livestream`, `group_replay` or `private_replay`.
     pub kind: String,
     pub identifier: Option<String>,
+}
+
+/// What the archive holds, from its per-minute aggregate
+/// (`tspi_track_minutes`): its first and last minute (ms since the Unix
+/// epoch; the last minute's end), its rows, and rows per bucket of
+/// `bucket_ms` (at most [`ARCHIVE_BUCKETS_MAX`] buckets, `[start_ms, rows]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ArchiveTimeline {
+    pub first_unix_ms: u64,
+    pub last_unix_ms: u64,
+    pub rows: u64,
+    pub bucket_ms: u64,
+    pub density: Vec<[u64; 2]>,
+}
+
+/// Buckets of an [`ArchiveTimeline`]'s density at most.
+pub const ARCHIVE_BUCKETS_MAX: u64 = 500;
+
+/// The bucket (whole minutes) that spreads `first..last` over at most
+/// [`ARCHIVE_BUCKETS_MAX`] buckets.
+pub fn archive_bucket_minutes(first_ms: u64, last_ms: u64) -> u64 {
+    let minutes = last_ms.saturating_sub(first_ms).div_ceil(60_000).max(1);
+    minutes.div_ceil(ARCHIVE_BUCKETS_MAX).max(1)
 }
 
 /// A tag, as in [`Event::Tag`].
@@ -482,6 +507,18 @@ mod tests {
         assert!(r.expire(18_000, 15_000), "b is stale");
         assert_eq!(r.len(), 1);
         assert!(!r.expire(18_000, 15_000));
+    }
+
+    #[test]
+    fn archive_buckets() {
+        assert_eq!(archive_bucket_minutes(0, 60_000), 1);
+        assert_eq!(archive_bucket_minutes(0, 500 * 60_000), 1);
+        assert_eq!(archive_bucket_minutes(0, 501 * 60_000), 2);
+        // A year: at most 500 buckets.
+        let year = 365 * 86_400_000;
+        let b = archive_bucket_minutes(0, year);
+        assert!(year / (b * 60_000) <= ARCHIVE_BUCKETS_MAX, "{b}");
+        assert_eq!(archive_bucket_minutes(5, 5), 1);
     }
 
     #[test]
