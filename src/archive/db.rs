@@ -4,8 +4,11 @@
 //! Telemetry goes by binary `COPY` into a temporary staging table (`ON COMMIT
 //! DELETE ROWS`: empty again after every transaction, never WAL-logged), then
 //! `INSERT ... SELECT ... ON CONFLICT (recv_time, msg_id) DO NOTHING` moves it
-//! into place; operator rows and rejects are few and go by prepared
-//! `INSERT ... ON CONFLICT DO NOTHING`. Any error drops the session: the
+//! into place, the aggregate `tspi_track_minutes` gaining the minutes of
+//! the rows it inserted (`RETURNING`). A batch with no redelivered message
+//! first tries a direct `COPY` into `tspi_telemetry` (all rows new), then
+//! upserts the minutes the batcher computed. Operator rows and rejects are
+//! few and go by prepared `INSERT ... ON CONFLICT DO NOTHING`. Any error drops the session: the
 //! caller reconnects and writes the same batch again, which the unique keys
 //! make harmless. A [`WriteError`] says whether that can help
 //! ([`WriteError::failure`]): a batch refused for good is narrowed down to
@@ -14,7 +17,7 @@
 use super::proto::commit::classify_sqlstate;
 use super::proto::copy::TELEMETRY_COLUMNS;
 use super::proto::rows::DAY_US;
-use super::proto::{Batch, CommitFailure, OpsRow, Retry, Written};
+use super::proto::{Batch, CommitFailure, Minute, OpsRow, Retry, Written};
 use super::schema::MigrateError;
 use super::{ArchiveConfig, schema};
 use bytes::Bytes;
@@ -22,6 +25,14 @@ use futures_util::SinkExt as _;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, Statement};
+
+/// The aggregate's upsert: rows of `tspi_track_minutes` added to those
+/// there (migration 4: the archiver keeps it, in the batch's transaction).
+const MINUTES_UPSERT: &str = "INSERT INTO tspi_track_minutes AS t \
+    (minute, sensor_id, rows, first_recv, last_recv)";
+const MINUTES_CONFLICT: &str = "ON CONFLICT (minute, sensor_id) DO UPDATE \
+    SET rows = t.rows + excluded.rows, first_recv = least(t.first_recv, excluded.first_recv), \
+    last_recv = greatest(t.last_recv, excluded.last_recv)";
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +154,10 @@ pub struct Db {
     copy_direct_sql: String,
     /// Batches whose direct COPY met a row already there.
     pub direct_conflicts: u64,
+    /// Staging to `tspi_telemetry`, the inserted rows' minutes upserted.
     insert: Statement,
+    /// A batch's own minutes upserted (its rows all went in).
+    minutes: Statement,
     reject: Statement,
     tag: Statement,
     command: Statement,
@@ -187,8 +201,22 @@ impl Db {
         let cols = TELEMETRY_COLUMNS.join(", ");
         let insert = client
             .prepare(&format!(
-                "INSERT INTO tspi_telemetry ({cols}) SELECT {cols} FROM tspi_telemetry_stage \
-                 ON CONFLICT (recv_time, msg_id) DO NOTHING"
+                "WITH ins AS (INSERT INTO tspi_telemetry ({cols}) \
+                 SELECT {cols} FROM tspi_telemetry_stage \
+                 ON CONFLICT (recv_time, msg_id) DO NOTHING RETURNING recv_time, sensor_id), \
+                 g AS (SELECT date_bin('1 minute', recv_time, timestamptz '2000-01-01 00:00+00') \
+                 AS minute, sensor_id, count(*) AS rows, min(recv_time) AS first_recv, \
+                 max(recv_time) AS last_recv FROM ins GROUP BY 1, 2), \
+                 a AS ({MINUTES_UPSERT} SELECT minute, sensor_id, rows, first_recv, last_recv \
+                 FROM g ORDER BY 1, 2 {MINUTES_CONFLICT}) \
+                 SELECT coalesce(sum(rows), 0)::bigint FROM g"
+            ))
+            .await
+            .map_err(ConnectError::Prepare)?;
+        let minutes = client
+            .prepare(&format!(
+                "{MINUTES_UPSERT} SELECT * FROM unnest($1::timestamptz[], $2::int4[], \
+                 $3::int8[], $4::timestamptz[], $5::timestamptz[]) {MINUTES_CONFLICT}"
             ))
             .await
             .map_err(ConnectError::Prepare)?;
@@ -231,6 +259,7 @@ impl Db {
             copy_direct_sql: format!("COPY tspi_telemetry ({cols}) FROM STDIN (FORMAT binary)"),
             direct_conflicts: 0,
             insert,
+            minutes,
             reject,
             tag,
             command,
@@ -354,6 +383,34 @@ impl Db {
         Ok((created, dropped))
     }
 
+    /// Upsert a batch's tracks per sensor per minute.
+    async fn add_minutes(
+        upsert: &Statement,
+        tx: &tokio_postgres::Transaction<'_>,
+        minutes: &[Minute],
+    ) -> Result<(), tokio_postgres::Error> {
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&Minute) -> i64| -> Vec<SystemTime> {
+            minutes.iter().map(|m| system_time(f(m))).collect()
+        };
+        let sensors: Vec<i32> = minutes.iter().map(|m| m.sensor_id).collect();
+        let rows: Vec<i64> = minutes.iter().map(|m| m.rows).collect();
+        tx.execute(
+            upsert,
+            &[
+                &col(|m| m.minute_unix_us),
+                &sensors,
+                &rows,
+                &col(|m| m.first_unix_us),
+                &col(|m| m.last_unix_us),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Write the batch in one transaction.
     pub async fn write(&mut self, b: &Batch) -> Result<Written, WriteError> {
         if b.copy_rows > 0 {
@@ -379,6 +436,8 @@ impl Db {
                         sp.commit().await?;
                         w.telemetry = n;
                         done = true;
+                        // Every row went in: the batch's own minutes.
+                        Self::add_minutes(&self.minutes, &tx, &b.minutes).await?;
                     }
                     Err(e)
                         if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
@@ -398,7 +457,9 @@ impl Db {
                         rows: b.copy_rows,
                     });
                 }
-                w.telemetry = tx.execute(&self.insert, &[]).await?;
+                // Only the rows inserted count in the aggregate.
+                let n: i64 = tx.query_one(&self.insert, &[]).await?.get(0);
+                w.telemetry = n as u64;
             }
         }
         for r in &b.rejects {

@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/migrations/0003_track_minutes.sql"),
         superseded: &[],
     },
+    Migration {
+        version: 4,
+        name: "0004_track_minutes_by_archiver.sql",
+        sql: include_str!("../../schema/migrations/0004_track_minutes_by_archiver.sql"),
+        superseded: &[],
+    },
 ];
 
 const _: () = {

@@ -595,7 +595,8 @@ impl Driver {
                     .ok_or_else(|| format!("no tag {tag:?} in TSPI_OPS"))
             }
             ReplaySource::Archive => {
-                let client = archive::connect(self.archive_dsn()?)
+                let (dsn, tls) = self.archive_dsn()?;
+                let client = archive::connect_with(dsn, tls.as_ref(), crate::pg::Target::AsGiven)
                     .await
                     .map_err(|e| e.to_string())?;
                 archive::tag_moment_ns(&client, tag)
@@ -605,12 +606,16 @@ impl Driver {
         }
     }
 
-    fn archive_dsn(&self) -> Result<&str, String> {
-        self.opts
-            .channels
+    /// The archive's DSN, and its TLS (`[channels] archive_ca_file`).
+    fn archive_dsn(&self) -> Result<(&str, Option<crate::pg::Tls>), String> {
+        let c = &self.opts.channels;
+        let dsn = c
             .archive_dsn
             .as_deref()
-            .ok_or_else(|| "no archive is configured for replays".into())
+            .ok_or_else(|| "no archive is configured for replays".to_owned())?;
+        let tls = crate::pg::Tls::from_setting(c.archive_ca_file.as_deref())
+            .map_err(|e| format!("channels.archive_ca_file: {e}"))?;
+        Ok((dsn, tls))
     }
 
     /// The archive as a replay's source: the window by receive time (a
@@ -629,8 +634,10 @@ impl Driver {
                     .into(),
             );
         };
-        let dsn = self.archive_dsn()?;
-        let client = archive::connect(dsn).await.map_err(|e| e.to_string())?;
+        let (dsn, tls) = self.archive_dsn()?;
+        let client = archive::connect_with(dsn, tls.as_ref(), crate::pg::Target::AsGiven)
+            .await
+            .map_err(|e| e.to_string())?;
         client
             .simple_query("SELECT 1 FROM tspi_telemetry LIMIT 0")
             .await
@@ -643,6 +650,7 @@ impl Driver {
                 end_ns: end.unwrap_or(u64::MAX),
             },
         );
+        source.tls = tls;
         let c = &self.opts.channels;
         source.read_ahead = ReadAhead {
             batch_len: c.read_batch_len,

@@ -172,6 +172,15 @@ pub(super) fn service_options(cfg: &Config) -> ServiceOptions {
                 .archive_dsn
                 .clone()
                 .or_else(|| cfg.archive.postgres.clone()),
+            // And its CA file: the archiver's goes with the archiver's DSN.
+            archive_ca_file: match &cfg.channels.archive_dsn {
+                Some(_) => cfg.channels.archive_ca_file.clone(),
+                None => cfg
+                    .channels
+                    .archive_ca_file
+                    .clone()
+                    .or_else(|| cfg.archive.ca_file.clone()),
+            },
             ..cfg.channels.clone()
         },
     }

@@ -886,6 +886,21 @@ fn operator_tokens_are_checked_without_being_shown() {
 }
 
 #[test]
+fn channels_archive_ca_file_is_read_and_an_empty_one_is_a_problem() {
+    let c =
+        parse("[channels]\narchive_dsn = \"host=db\"\narchive_ca_file = \"/etc/tspi/ca.pem\"\n")
+            .unwrap();
+    assert_eq!(
+        c.channels.archive_ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/tspi/ca.pem"))
+    );
+    let mut c = Config::default();
+    c.channels.archive_ca_file = Some(std::path::PathBuf::new());
+    let p = c.problems_for(&[Role::Channels], &any_cores()).join("; ");
+    assert!(p.contains("channels.archive_ca_file"), "{p}");
+}
+
+#[test]
 fn foreign_starts_from_the_archive_need_an_archive() {
     let mut c = Config::default();
     c.channels.foreign_start_source = crate::channels::message::ReplaySource::Archive;

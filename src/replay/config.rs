@@ -84,6 +84,11 @@ pub struct ChannelsConfig {
     /// channels box may read an archive it does not write (or through a
     /// read-only role).
     pub archive_dsn: Option<String>,
+    /// TLS to that archive, the server's certificate verified against this
+    /// CA file (PEM), as `[archive] ca_file`; unset: plain. When
+    /// `archive_dsn` is unset, `[archive] ca_file` goes with `[archive]
+    /// postgres`.
+    pub archive_ca_file: Option<std::path::PathBuf>,
     /// Start the replay that a `GroupReplayStart` published by another tool
     /// (not in answer to a request; the range toolkit's console does this)
     /// announces. The contract's message carries no token: anyone who may
@@ -128,6 +133,7 @@ impl Default for ChannelsConfig {
             operator_tokens: Vec::new(),
             operator_token: None,
             archive_dsn: None,
+            archive_ca_file: None,
             honour_foreign_starts: true,
             foreign_start_source: Default::default(),
             controls_per_min: CHANNELS_CONTROLS_PER_MIN.default as u32,
@@ -192,6 +198,15 @@ impl ChannelsConfig {
             .is_some_and(|d| d.trim().is_empty())
         {
             p.push("channels.archive_dsn: empty (leave it out instead)".into());
+        }
+        if self
+            .archive_ca_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            p.push(
+                "channels.archive_ca_file: empty (give the CA file's path or leave it out)".into(),
+            );
         }
         let tokens = self.all_operator_tokens();
         if tokens.len() > CHANNELS_OPERATOR_TOKENS_MAX {

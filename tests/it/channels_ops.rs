@@ -1,7 +1,8 @@
 //! The channels service's operator features against real servers: group
 //! replays from the PostgreSQL archive, controls of a running replay
 //! (pause, resume, rate, seek to a time and to a tag), a foreign
-//! `GroupReplayStart` honoured once, and the live metrics.
+//! `GroupReplayStart` honoured once, the archive over TLS
+//! (`archive_ca_file`), and the live metrics.
 //!
 //! Timing is asserted loosely (this box has 2 shared cores): medians of
 //! gaps, spans within wide bounds, silences of a second.
@@ -224,6 +225,69 @@ async fn archive_replays_are_refused_without_an_archive() {
         .unwrap_err();
     assert!(e.to_string().contains("no archive is configured"), "{e}");
     assert_eq!(svc.stats.refused("no_archive"), 1);
+    svc.stop().await;
+}
+
+/// `[channels] archive_ca_file`: a group replay from an archive whose
+/// server requires TLS. Without the CA file the start is refused (the
+/// server says "no encryption"); with it, the window arrives in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_replay_from_the_archive_over_tls() {
+    let pg = tokio::task::spawn_blocking(PgCluster::start_requiring_tls)
+        .await
+        .unwrap()
+        .expect("postgres with TLS");
+    let role = tokio::task::block_in_place(|| pg.ordinary_database("tspi_archive")).expect("role");
+    let ca = pg.tls_ca().expect("a CA").to_path_buf();
+    let tls = tspi::pg::Tls::from_ca_file(&ca).unwrap();
+    let rec = recording(&even(20, 25_000_000));
+    {
+        let (mut db, _conn) = tspi::pg::connect(&role.dsn, Some(&tls)).await.expect("TLS");
+        tspi::archive::schema::migrate(&mut db, tspi::archive::Partitioning::Native)
+            .await
+            .unwrap();
+        insert_telemetry_rows(&db, &rec, false).await;
+    }
+    let (nats, client, _js) = nats_with_streams().await;
+    let spec = ReplaySpec {
+        start: Some(iso(T0_NS)),
+        end: Some(iso(T0_NS + 19 * 25_000_000 + 1_000_000)),
+        rate: 1.0,
+        source: ReplaySource::Archive,
+        ..ReplaySpec::default()
+    };
+    let channel = ChannelId::parse("replay.tls").unwrap();
+    let req = GroupReplayRequest::new(&channel, "Over TLS".into(), spec);
+
+    // No CA file: plain, which this server refuses.
+    let plain = ChannelsConfig {
+        archive_dsn: Some(role.dsn.clone()),
+        ..ChannelsConfig::default()
+    };
+    let svc = Running::start(&nats.url(), plain).await;
+    let e = service::request_group_replay(&client, &req, WAIT)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no encryption"), "{e}");
+    svc.stop().await;
+
+    let channels = ChannelsConfig {
+        archive_dsn: Some(role.dsn.clone()),
+        archive_ca_file: Some(ca),
+        ..ChannelsConfig::default()
+    };
+    let svc = Running::start(&nats.url(), channels).await;
+    let mut sub = client.subscribe("tspi.channel.replay.tls").await.unwrap();
+    client.flush().await.unwrap();
+    let start = service::request_group_replay(&client, &req, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(start.identifier, iso(T0_NS));
+    let got = collect(&mut sub, 20, WAIT).await;
+    assert_eq!(got.len(), 20);
+    for ((_, m), (_, want, _)) in got.iter().zip(&rec) {
+        assert_eq!(m.payload.as_ref(), want.body.as_slice());
+    }
     svc.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! Pure data: what one transaction writes, and what it wrote.
 
+use super::minutes::Minute;
 use super::rows::{CommandBody, TagBody};
 use bytes::Bytes;
 
@@ -42,6 +43,9 @@ pub struct Batch {
     pub copy_rows: usize,
     /// UTC days (since 1970-01-01) of the telemetry rows, sorted, distinct.
     pub days: Vec<i32>,
+    /// The telemetry rows' tracks per sensor per minute, by (minute,
+    /// sensor): what `tspi_track_minutes` gains when every row is new.
+    pub minutes: Vec<Minute>,
     /// Some message was delivered before (JetStream's delivery count > 1):
     /// rows may exist, so skip the optimistic direct COPY.
     pub redelivered: bool,

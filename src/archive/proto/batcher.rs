@@ -30,6 +30,7 @@
 use super::batch::{Batch, OpsRow, Origin, RejectRow};
 use super::commit::{CommitFailure, Retry};
 use super::copy::CopyBuf;
+use super::minutes::Minutes;
 use super::rows::{self, OpsKind};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -170,6 +171,7 @@ struct Entry<T> {
 struct Open<T> {
     copy: CopyBuf,
     days: Vec<i32>,
+    minutes: Minutes,
     ops: Vec<OpsRow>,
     rejects: Vec<RejectRow>,
     entries: Vec<Entry<T>>,
@@ -251,6 +253,7 @@ impl<T> Batcher<T> {
             open: Open {
                 copy: CopyBuf::with_capacity(64 + rows * 320),
                 days: Vec::new(),
+                minutes: Minutes::default(),
                 ops: Vec::new(),
                 rejects: Vec::new(),
                 entries: Vec::with_capacity(cfg.batch_len_max),
@@ -368,6 +371,8 @@ impl<T> Batcher<T> {
                     }
                     let start = o.copy.bytes().len();
                     o.copy.telemetry(&row, &o.msg_id, d.stream_seq);
+                    o.minutes
+                        .add(row.recv_unix_us, i32::from(row.frame.sensor_id));
                     let day = row.day_index();
                     if !o.days.contains(&day) {
                         o.days.push(day);
@@ -437,6 +442,7 @@ impl<T> Batcher<T> {
             copy,
             copy_rows,
             days,
+            minutes: o.minutes.take(),
             redelivered: std::mem::take(&mut o.redelivered),
             ops: std::mem::take(&mut o.ops),
             rejects: std::mem::take(&mut o.rejects),
@@ -658,6 +664,7 @@ impl<T> Batcher<T> {
         let p = &parent.batch;
         let mut copy = CopyBuf::with_capacity(0);
         let mut days = Vec::new();
+        let mut minutes = Minutes::default();
         let mut ops = Vec::new();
         let mut rejects = Vec::new();
         let entries: Vec<Entry<T>> = entries
@@ -666,7 +673,10 @@ impl<T> Batcher<T> {
                 let content = match &e.content {
                     Content::Telemetry { bytes, day } => {
                         let start = copy.bytes().len();
-                        copy.push_row_bytes(&p.copy[bytes.clone()]);
+                        let row = &p.copy[bytes.clone()];
+                        copy.push_row_bytes(row);
+                        // The parent's rows were encoded here: the prefix is there.
+                        let _ = minutes.add_copy_row(row);
                         if !days.contains(day) {
                             days.push(*day);
                         }
@@ -697,6 +707,7 @@ impl<T> Batcher<T> {
             },
             copy_rows,
             days,
+            minutes: minutes.take(),
             redelivered: p.redelivered,
             ops,
             rejects,

@@ -7,6 +7,8 @@
 //! - [`rows`]: message bodies to rows (telemetry back to its exact frame,
 //!   tags, display commands, other operator events), or a typed reject;
 //! - [`copy`]: PostgreSQL's binary `COPY` format and the telemetry row in it;
+//! - [`minutes`]: a batch's tracks per sensor per minute (the aggregate
+//!   the writer upserts with the rows);
 //! - [`batch`]: what one transaction writes, and what it wrote;
 //! - [`commit`]: how a failed write is retried (transient or permanent),
 //!   from its SQLSTATE;
@@ -21,8 +23,10 @@ pub mod batch;
 pub mod batcher;
 pub mod commit;
 pub mod copy;
+pub mod minutes;
 pub mod rows;
 
 pub use batch::{Batch, OpsRow, Origin, RejectRow, Written};
 pub use batcher::{AckMode, AckPlan, Action, Batcher, BatcherConfig, Delivery, Kind, Outcome};
 pub use commit::{CommitFailure, Retry};
+pub use minutes::Minute;

@@ -1,9 +1,15 @@
 //! Tracks per sensor per minute (`tspi_track_minutes`, migration 3): kept
-//! by a trigger in the batch's own transaction, so it counts each row once
-//! (duplicates and redeliveries add nothing), and `tspi_tracks_between`
-//! answers exactly what the raw rows say, for any window.
+//! by the archiver in the batch's own transaction (migration 4; migration
+//! 3's trigger did it before), so it counts each row once (duplicates and
+//! redeliveries add nothing), and `tspi_tracks_between` answers exactly
+//! what the raw rows say, for any window.
 
-use crate::kit::pg_connect;
+use super::servers::{Flavor, archive_pg};
+use crate::kit::*;
+use tokio::task::block_in_place;
+use tspi::archive::db::Db;
+use tspi::archive::proto::Batch;
+use tspi::archive::proto::minutes::Minutes;
 
 type Track = (i32, i64, i64, i64);
 
@@ -69,4 +75,70 @@ pub async fn check_track_minutes(dsn: &str, rows: i64) {
         .unwrap()
         .get(0);
     assert_eq!(timeline, rows);
+}
+
+/// A batch of recorded messages `from..to` (1 s apart: about 2.5 minutes
+/// of several sensors), built as the batcher builds one.
+fn batch(from: usize, to: usize, redelivered: bool) -> Batch {
+    let rec = recording(&even(150, 1_000_000_000));
+    let mut copy = tspi::archive::copy::CopyBuf::with_capacity(0);
+    let mut minutes = Minutes::default();
+    let mut days = Vec::new();
+    for (k, (_, m, _)) in rec.iter().enumerate().take(to).skip(from) {
+        let row = tspi::archive::rows::decode_telemetry(&m.body, Some(&m.subject)).unwrap();
+        copy.telemetry(&row, &m.msg_id, k as u64 + 1);
+        minutes.add(row.recv_unix_us, i32::from(row.frame.sensor_id));
+        if !days.contains(&row.day_index()) {
+            days.push(row.day_index());
+        }
+    }
+    days.sort_unstable();
+    Batch {
+        copy: bytes::Bytes::from(copy.finish()),
+        copy_rows: to - from,
+        days,
+        minutes: minutes.take(),
+        redelivered,
+        messages: (to - from) as u64,
+        ..Batch::default()
+    }
+}
+
+/// Each way a batch is written adds only the rows it inserted: a direct
+/// COPY (all new: the batcher's minutes), a direct COPY that meets rows
+/// already there (the staging path: only the new rows), a redelivered
+/// batch of rows all there (nothing).
+async fn written_once(test: &str, flavor: Flavor) {
+    let Some((_pg, role)) = block_in_place(|| archive_pg(test, flavor)) else {
+        return;
+    };
+    let mut db = Db::connect(&role.dsn, &tspi::archive::ArchiveConfig::default())
+        .await
+        .expect("migrate");
+    let w = db.write(&batch(0, 100, false)).await.unwrap();
+    assert_eq!(w.telemetry, 100);
+    let w = db.write(&batch(50, 150, false)).await.unwrap();
+    assert_eq!(w.telemetry, 50, "rows 50..100 were there");
+    assert_eq!(db.direct_conflicts, 1);
+    let w = db.write(&batch(0, 150, true)).await.unwrap();
+    assert_eq!(w.telemetry, 0);
+    check_track_minutes(&role.dsn, 150).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_path_adds_its_inserted_rows_once() {
+    written_once(
+        "archive::aggregate::each_write_path_adds_its_inserted_rows_once",
+        Flavor::Native,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_path_adds_its_inserted_rows_once_timescaledb() {
+    written_once(
+        "archive::aggregate::each_write_path_adds_its_inserted_rows_once_timescaledb",
+        Flavor::Timescaledb,
+    )
+    .await;
 }

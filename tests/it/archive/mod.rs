@@ -360,7 +360,7 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     // Upkeep at 2024-03-10 12:00 UTC: yesterday .. today + 3 exist.
     let day_us: i64 = 86_400_000_000;

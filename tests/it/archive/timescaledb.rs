@@ -151,7 +151,9 @@ async fn retention_drops_old_day_chunks_timescaledb() {
              SELECT t, 0, 1, 'geocentric', 1, 0, 0, 0, decode(repeat('00', 37), 'hex'),
                     'm' || n, n
              FROM generate_series(1, 13) AS n,
-                  LATERAL (SELECT timestamptz '2024-03-08 12:00+00' + n * interval '1 day') AS x(t)",
+                  LATERAL (SELECT timestamptz '2024-03-08 12:00+00' + n * interval '1 day') AS x(t);
+             -- Rows not written by the archiver: added to the aggregate by hand.
+             SELECT tspi_track_minutes_add_rows('-infinity', 'infinity');",
         )
         .await
         .unwrap();
