@@ -493,3 +493,21 @@ impl Drop for Running {
         }
     }
 }
+
+/// The cores this process may use, when `tspi run` can be tested here (it
+/// needs a core beside the receive core); else `test` is skipped loudly
+/// and `None`.
+pub fn run_cores(test: &str) -> Option<Vec<usize>> {
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    tspi_testkit::skip::require(
+        test,
+        (cores.len() >= 2).then_some(()).ok_or_else(|| {
+            format!("tspi run needs a core beside the receive core; this process may use {cores:?}")
+        }),
+    )
+    .then_some(cores)
+}

@@ -58,19 +58,9 @@ fn threads(pid: u32) -> Vec<(String, Vec<usize>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_archive_and_channels_in_one_process() {
     const N: u64 = 600;
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    if !tspi_testkit::skip::require(
-        "ingest_archive_and_channels_in_one_process",
-        (cores.len() >= 2).then_some(()).ok_or_else(|| {
-            format!("tspi run needs a core beside the receive core; this process may use {cores:?}")
-        }),
-    ) {
+    let Some(cores) = run_cores("ingest_archive_and_channels_in_one_process") else {
         return;
-    }
+    };
     let (nats, pg) = block_in_place(|| (NatsServer::start(), PgCluster::start()));
     let (nats, pg) = (nats.expect("nats-server"), pg.expect("postgres"));
     let (udp, metrics, console) = (free_udp_port(), free_tcp_port(), free_tcp_port());
@@ -305,19 +295,9 @@ async fn next_of(ws: &mut Ws, ty: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_a_role_of_tspi_run() {
     use tspi::codec::{Geocentric, Payload};
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    if !tspi_testkit::skip::require(
-        "the_console_is_a_role_of_tspi_run",
-        (cores.len() >= 2).then_some(()).ok_or_else(|| {
-            format!("tspi run needs a core beside the receive core; this process may use {cores:?}")
-        }),
-    ) {
+    let Some(cores) = run_cores("the_console_is_a_role_of_tspi_run") else {
         return;
-    }
+    };
     let nats = block_in_place(NatsServer::start).expect("nats-server");
     let (udp, metrics, console) = (free_udp_port(), free_tcp_port(), free_tcp_port());
     let dir = tempfile::tempdir().unwrap();

@@ -102,15 +102,9 @@ async fn the_page_in_a_real_browser() {
     if !tspi_testkit::skip::require(TEST, browser_probe()) {
         return;
     }
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    if !tspi_testkit::skip::require(
-        TEST,
-        (cores.len() >= 2)
-            .then_some(())
-            .ok_or_else(|| "tspi run needs a core beside the receive core".to_string()),
-    ) {
+    let Some(cores) = run_cores(TEST) else {
         return;
-    }
+    };
     let nats = block_in_place(NatsServer::start).expect("nats-server");
     let udp = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -142,7 +136,7 @@ async fn the_page_in_a_real_browser() {
              [console]\nenabled = true\nlisten = \"127.0.0.1:{console}\"\nweb_dir = {web:?}\n\
              [console.map]\nrings_km = [2, 5, 10]\ntiles = {basemap:?}\n",
             nats = nats.url(),
-            core = cores[0].id,
+            core = cores[0],
             web = web_dir().join("dist"),
         ),
     )
