@@ -97,10 +97,11 @@ pub async fn airshow_day(
         )
         .await
         .unwrap();
-    // Not the archiver's rows: the aggregate gains them by hand (migration 4).
-    c.execute(
-        "SELECT tspi_track_minutes_add_rows('-infinity', 'infinity')",
-        &[],
+    // Not the archiver's rows: the aggregate gains them by hand (migration
+    // 4), then folded as the archiver's fold task would (migration 5).
+    c.batch_execute(
+        "SELECT tspi_track_minutes_add_rows('-infinity', 'infinity');
+         SELECT tspi_track_minutes_fold();",
     )
     .await
     .unwrap();
@@ -110,13 +111,13 @@ pub async fn airshow_day(
 }
 
 /// Migration 3's per-row aggregate trigger, which migration 4 dropped (the
-/// archiver upserts each batch's minutes now): put back for a run side by
+/// archiver appends each batch's minutes now): put back for a run side by
 /// side, to measure what it cost.
 pub const OLD_TRIGGER: &str = "
 CREATE FUNCTION tspi_track_minutes_add() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO tspi_track_minutes AS t (minute, sensor_id, rows, first_recv, last_recv)
+    INSERT INTO tspi_track_minutes_folded AS t (minute, sensor_id, rows, first_recv, last_recv)
     SELECT date_bin('1 minute', recv_time, timestamptz '2000-01-01 00:00+00'), sensor_id,
            count(*), min(recv_time), max(recv_time)
     FROM tspi_new_rows
@@ -226,10 +227,14 @@ pub async fn queries(dsn: &str) -> Vec<QueryPair> {
 }
 
 /// Bytes on disk of the telemetry (heap, indexes, every partition or
-/// chunk) and of the aggregate, per row.
+/// chunk) and of the aggregate (folded first, as it is once the archiver's
+/// fold has run), per row.
 pub async fn bytes_per_row(dsn: &str) -> (f64, f64) {
     let (c, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap();
     tokio::spawn(conn);
+    c.batch_execute("SELECT tspi_track_minutes_fold(); VACUUM tspi_track_minutes_recent;")
+        .await
+        .unwrap();
     let r = c
         .query_one(
             "SELECT (SELECT sum(pg_total_relation_size(c.oid))::float8
@@ -237,7 +242,8 @@ pub async fn bytes_per_row(dsn: &str) -> (f64, f64) {
                      WHERE c.oid IN (SELECT inhrelid FROM pg_inherits
                                      WHERE inhparent = 'tspi_telemetry'::regclass)),
                     (SELECT count(*)::float8 FROM tspi_telemetry),
-                    pg_total_relation_size('tspi_track_minutes')::float8",
+                    (pg_total_relation_size('tspi_track_minutes_folded')
+                     + pg_total_relation_size('tspi_track_minutes_recent'))::float8",
             &[],
         )
         .await

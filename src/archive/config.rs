@@ -80,6 +80,9 @@ pub struct ArchiveConfig {
     pub retention_days: u32,
     /// Seconds between partition upkeep runs (premake and retention).
     pub maintenance_interval_s: u64,
+    /// Milliseconds between folds of the per-minute aggregate's appended
+    /// rows into one row per minute and sensor (a session of its own).
+    pub fold_interval_ms: u64,
     /// TimescaleDB: compress chunks older than this many days (a compression
     /// policy, segmented by sensor, ordered by time); 0: no policy. Needs
     /// the Timescale-licensed build; elsewhere a warning says why not.
@@ -107,6 +110,7 @@ impl Default for ArchiveConfig {
             partition_premake_days: ARCHIVE_PARTITION_PREMAKE_DAYS.default as u32,
             retention_days: ARCHIVE_RETENTION_DAYS.default as u32,
             maintenance_interval_s: ARCHIVE_MAINTENANCE_INTERVAL_S.default,
+            fold_interval_ms: ARCHIVE_FOLD_INTERVAL_MS.default,
             compress_after_days: ARCHIVE_COMPRESS_AFTER_DAYS.default as u32,
         }
     }
@@ -198,6 +202,7 @@ impl ArchiveConfig {
             self.maintenance_interval_s,
             &mut p,
         );
+        ARCHIVE_FOLD_INTERVAL_MS.check(&k("fold_interval_ms"), self.fold_interval_ms, &mut p);
         ARCHIVE_COMPRESS_AFTER_DAYS.check(
             &k("compress_after_days"),
             self.compress_after_days,
@@ -286,6 +291,7 @@ mod tests {
             drain_timeout_s: 0,
             partition_premake_days: 400,
             maintenance_interval_s: 0,
+            fold_interval_ms: 10,
             ..ArchiveConfig::default()
         };
         let p = c.problems();
@@ -300,6 +306,7 @@ mod tests {
             "drain_timeout_s",
             "partition_premake_days",
             "maintenance_interval_s",
+            "fold_interval_ms",
         ] {
             assert!(p.iter().any(|s| s.contains(needle)), "{needle} in {p:?}");
         }

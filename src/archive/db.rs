@@ -4,10 +4,13 @@
 //! Telemetry goes by binary `COPY` into a temporary staging table (`ON COMMIT
 //! DELETE ROWS`: empty again after every transaction, never WAL-logged), then
 //! `INSERT ... SELECT ... ON CONFLICT (recv_time, msg_id) DO NOTHING` moves it
-//! into place, the aggregate `tspi_track_minutes` gaining the minutes of
-//! the rows it inserted (`RETURNING`). A batch with no redelivered message
-//! first tries a direct `COPY` into `tspi_telemetry` (all rows new), then
-//! upserts the minutes the batcher computed. Operator rows and rejects are
+//! into place, the aggregate gaining the minutes of the rows it inserted
+//! (`RETURNING`). A batch with no redelivered message first tries a direct
+//! `COPY` into `tspi_telemetry` (all rows new), then appends the minutes
+//! the batcher computed. The aggregate's rows are appended to
+//! `tspi_track_minutes_recent` (migration 5), and [`Db::fold_minutes`],
+//! called by a task of its own, folds them into one row per minute and
+//! sensor. Operator rows and rejects are
 //! few and go by prepared `INSERT ... ON CONFLICT DO NOTHING`. Any error drops the session: the
 //! caller reconnects and writes the same batch again, which the unique keys
 //! make harmless. A [`WriteError`] says whether that can help
@@ -26,13 +29,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::{Client, Statement};
 
-/// The aggregate's upsert: rows of `tspi_track_minutes` added to those
-/// there (migration 4: the archiver keeps it, in the batch's transaction).
-const MINUTES_UPSERT: &str = "INSERT INTO tspi_track_minutes AS t \
+/// The aggregate's append, in the batch's transaction (migration 5: plain
+/// inserts, no key; the view `tspi_track_minutes` sums, a fold merges).
+const MINUTES_APPEND: &str = "INSERT INTO tspi_track_minutes_recent \
     (minute, sensor_id, rows, first_recv, last_recv)";
-const MINUTES_CONFLICT: &str = "ON CONFLICT (minute, sensor_id) DO UPDATE \
-    SET rows = t.rows + excluded.rows, first_recv = least(t.first_recv, excluded.first_recv), \
-    last_recv = greatest(t.last_recv, excluded.last_recv)";
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -154,9 +154,9 @@ pub struct Db {
     copy_direct_sql: String,
     /// Batches whose direct COPY met a row already there.
     pub direct_conflicts: u64,
-    /// Staging to `tspi_telemetry`, the inserted rows' minutes upserted.
+    /// Staging to `tspi_telemetry`, the inserted rows' minutes appended.
     insert: Statement,
-    /// A batch's own minutes upserted (its rows all went in).
+    /// A batch's own minutes appended (its rows all went in).
     minutes: Statement,
     reject: Statement,
     tag: Statement,
@@ -207,16 +207,16 @@ impl Db {
                  g AS (SELECT date_bin('1 minute', recv_time, timestamptz '2000-01-01 00:00+00') \
                  AS minute, sensor_id, count(*) AS rows, min(recv_time) AS first_recv, \
                  max(recv_time) AS last_recv FROM ins GROUP BY 1, 2), \
-                 a AS ({MINUTES_UPSERT} SELECT minute, sensor_id, rows, first_recv, last_recv \
-                 FROM g ORDER BY 1, 2 {MINUTES_CONFLICT}) \
+                 a AS ({MINUTES_APPEND} SELECT minute, sensor_id, rows, first_recv, last_recv \
+                 FROM g) \
                  SELECT coalesce(sum(rows), 0)::bigint FROM g"
             ))
             .await
             .map_err(ConnectError::Prepare)?;
         let minutes = client
             .prepare(&format!(
-                "{MINUTES_UPSERT} SELECT * FROM unnest($1::timestamptz[], $2::int4[], \
-                 $3::int8[], $4::timestamptz[], $5::timestamptz[]) {MINUTES_CONFLICT}"
+                "{MINUTES_APPEND} SELECT * FROM unnest($1::timestamptz[], $2::int4[], \
+                 $3::int8[], $4::timestamptz[], $5::timestamptz[])"
             ))
             .await
             .map_err(ConnectError::Prepare)?;
@@ -383,9 +383,20 @@ impl Db {
         Ok((created, dropped))
     }
 
-    /// Upsert a batch's tracks per sensor per minute.
+    /// Fold the aggregate's appended rows into one row per minute and
+    /// sensor (`tspi_track_minutes_fold()`, migration 5). Returns the
+    /// appended rows folded (0 while another session folds).
+    pub async fn fold_minutes(&self) -> Result<i64, tokio_postgres::Error> {
+        Ok(self
+            .client
+            .query_one("SELECT tspi_track_minutes_fold()", &[])
+            .await?
+            .get(0))
+    }
+
+    /// Append a batch's tracks per sensor per minute.
     async fn add_minutes(
-        upsert: &Statement,
+        append: &Statement,
         tx: &tokio_postgres::Transaction<'_>,
         minutes: &[Minute],
     ) -> Result<(), tokio_postgres::Error> {
@@ -398,7 +409,7 @@ impl Db {
         let sensors: Vec<i32> = minutes.iter().map(|m| m.sensor_id).collect();
         let rows: Vec<i64> = minutes.iter().map(|m| m.rows).collect();
         tx.execute(
-            upsert,
+            append,
             &[
                 &col(|m| m.minute_unix_us),
                 &sensors,

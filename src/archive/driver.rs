@@ -619,7 +619,14 @@ pub async fn run_reporting(
     if a.ops {
         durables.push((Kind::Ops, a.durable_ops.clone()));
     }
-    // Ends with this function, however it returns.
+    // Ends with this function, however it returns. What a fold has not
+    // reached when it ends is folded by the next archiver (the aggregate's
+    // view sums both tables meanwhile).
+    let _fold = AbortOnDrop(tokio::spawn(super::writer::fold_loop(
+        dsn.clone(),
+        a.clone(),
+        stats.clone(),
+    )));
     let _lag_poll = AbortOnDrop(tokio::spawn(reporting::lag_poll_loop(
         js.clone(),
         durables,

@@ -43,6 +43,8 @@ crate::counter_set! {
         partitions_dropped => "Partitions dropped by retention",
         /// Consumer rewinds after a missing delivery (ack policy all).
         rewinds => "Consumer rewinds after a missing delivery",
+        /// Per-minute aggregate rows appended by batches and since folded.
+        minutes_folded => "Per-minute aggregate rows folded",
     }
     /// The same counts, counted live by the archiver's tasks.
     live pub struct ArchiveLive;
@@ -297,6 +299,7 @@ mod tests {
             ("partitions_created", 0, "Partitions created"),
             ("partitions_dropped", 0, "Partitions dropped by retention"),
             ("rewinds", 0, "Consumer rewinds after a missing delivery"),
+            ("minutes_folded", 0, "Per-minute aggregate rows folded"),
         ]
         .iter()
         .map(|(n, v, help)| {

@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/migrations/0004_track_minutes_by_archiver.sql"),
         superseded: &[],
     },
+    Migration {
+        version: 5,
+        name: "0005_track_minutes_append.sql",
+        sql: include_str!("../../schema/migrations/0005_track_minutes_append.sql"),
+        superseded: &[],
+    },
 ];
 
 const _: () = {

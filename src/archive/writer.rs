@@ -115,3 +115,38 @@ async fn connected<'a>(
     }
     Ok(db.as_mut().unwrap_or_else(|| unreachable!()))
 }
+
+/// Every `fold_interval_ms`, fold the per-minute aggregate's appended rows
+/// into one row per minute and sensor (migration 5), on a session of its
+/// own so that the fold runs beside the batches' commits, not between
+/// them. Errors are logged and the session dropped; the next tick retries.
+/// Nothing depends on when a fold runs: the aggregate's view sums both
+/// tables.
+pub(super) async fn fold_loop(dsn: String, cfg: ArchiveConfig, stats: Arc<Stats>) {
+    let mut db: Option<Db> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.fold_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if db.is_none() {
+            match Db::connect(&dsn, &cfg).await {
+                Ok(d) => db = Some(d),
+                // The writer reports the database's state; retry quietly.
+                Err(e) => {
+                    tracing::debug!(error = %e, "aggregate fold: postgres unavailable");
+                    continue;
+                }
+            }
+        }
+        let Some(d) = &db else { continue };
+        match d.fold_minutes().await {
+            Ok(n) => {
+                stats.minutes_folded.fetch_add(n.max(0) as u64, Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %super::db::pg_text(&e), "folding the per-minute aggregate failed; next time");
+                db = None;
+            }
+        }
+    }
+}

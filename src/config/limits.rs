@@ -219,6 +219,10 @@ pub const ARCHIVE_PARTITION_PREMAKE_DAYS: Bound = Bound::new(0, 366, 3);
 pub const ARCHIVE_RETENTION_DAYS: Bound = Bound::new(0, 36_525, 0);
 /// `archive.compress_after_days` (TimescaleDB compression policy; 0: off).
 pub const ARCHIVE_COMPRESS_AFTER_DAYS: Bound = Bound::new(0, 36_525, 0);
+/// `archive.fold_interval_ms`: the per-minute aggregate's appended rows are
+/// folded this often (a tenth of a second to ten minutes).
+pub const ARCHIVE_FOLD_INTERVAL_MS: Bound = Bound::new(100, 600_000, 5_000);
+
 /// `archive.maintenance_interval_s`: a day at most.
 pub const ARCHIVE_MAINTENANCE_INTERVAL_S: Bound = Bound::new(1, 86_400, 3_600);
 

@@ -547,6 +547,11 @@ fn numeric_keys() -> Vec<Key> {
             Some((86_400_000_000, I64))
         ),
         key!(
+            archive.fold_interval_ms,
+            ARCHIVE_FOLD_INTERVAL_MS,
+            Some((MS, U64))
+        ),
+        key!(
             archive.maintenance_interval_s,
             ARCHIVE_MAINTENANCE_INTERVAL_S,
             Some((S, U64))

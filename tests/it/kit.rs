@@ -198,6 +198,7 @@ pub fn config(nats_url: &str) -> Config {
     c.stream.duplicate_window_s = 30;
     c.archive.batch_len_max = 500;
     c.archive.flush_interval_ms = 50;
+    c.archive.fold_interval_ms = 200;
     c.archive.ack_wait_s = 3;
     c.archive.retry_backoff_initial_ms = 50;
     c.archive.retry_backoff_max_ms = 500;

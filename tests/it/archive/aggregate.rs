@@ -1,8 +1,9 @@
 //! Tracks per sensor per minute (`tspi_track_minutes`, migration 3): kept
 //! by the archiver in the batch's own transaction (migration 4; migration
-//! 3's trigger did it before), so it counts each row once (duplicates and
-//! redeliveries add nothing), and `tspi_tracks_between` answers exactly
-//! what the raw rows say, for any window.
+//! 3's trigger did it before), appended and folded (migration 5), so it
+//! counts each row once (duplicates and redeliveries add nothing), before
+//! and after a fold, and `tspi_tracks_between` answers exactly what the raw
+//! rows say, for any window.
 
 use super::servers::{Flavor, archive_pg};
 use crate::kit::*;
@@ -107,7 +108,9 @@ fn batch(from: usize, to: usize, redelivered: bool) -> Batch {
 /// Each way a batch is written adds only the rows it inserted: a direct
 /// COPY (all new: the batcher's minutes), a direct COPY that meets rows
 /// already there (the staging path: only the new rows), a redelivered
-/// batch of rows all there (nothing).
+/// batch of rows all there (nothing). Folds in between (into minutes
+/// already folded) and at the end change nothing a reader sees, leave one
+/// row per minute and sensor, and nothing appended.
 async fn written_once(test: &str, flavor: Flavor) {
     let Some((_pg, role)) = block_in_place(|| archive_pg(test, flavor)) else {
         return;
@@ -117,12 +120,38 @@ async fn written_once(test: &str, flavor: Flavor) {
         .expect("migrate");
     let w = db.write(&batch(0, 100, false)).await.unwrap();
     assert_eq!(w.telemetry, 100);
+    check_track_minutes(&role.dsn, 100).await;
+    assert!(db.fold_minutes().await.unwrap() > 0, "appended rows folded");
+    check_track_minutes(&role.dsn, 100).await;
     let w = db.write(&batch(50, 150, false)).await.unwrap();
     assert_eq!(w.telemetry, 50, "rows 50..100 were there");
     assert_eq!(db.direct_conflicts, 1);
     let w = db.write(&batch(0, 150, true)).await.unwrap();
     assert_eq!(w.telemetry, 0);
     check_track_minutes(&role.dsn, 150).await;
+    assert!(db.fold_minutes().await.unwrap() > 0);
+    check_track_minutes(&role.dsn, 150).await;
+    let client = pg_connect(&role.dsn).await;
+    let r = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM tspi_track_minutes_folded),
+                    (SELECT count(*) FROM (SELECT DISTINCT minute, sensor_id
+                                           FROM tspi_track_minutes_folded) k),
+                    (SELECT count(*) FROM tspi_track_minutes_recent),
+                    (SELECT count(*) FROM tspi_track_minutes)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (folded, keys, recent, view): (i64, i64, i64, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert!(folded > 1);
+    assert_eq!(
+        (folded, recent, view),
+        (keys, 0, keys),
+        "one row per minute and sensor"
+    );
+    assert_eq!(db.fold_minutes().await.unwrap(), 0, "nothing left to fold");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

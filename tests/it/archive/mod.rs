@@ -333,6 +333,12 @@ async fn exactly_once(test: &str, flavor: Flavor) {
     );
     assert_eq!(count(&dsn, "tspi_telemetry").await, N as i64);
     aggregate::check_track_minutes(&dsn, N as i64).await;
+    // The archivers' fold task (every 200 ms here) left nothing appended.
+    assert_eq!(
+        count(&dsn, "tspi_track_minutes_recent").await,
+        0,
+        "the per-minute aggregate folded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +366,7 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 
     // Upkeep at 2024-03-10 12:00 UTC: yesterday .. today + 3 exist.
     let day_us: i64 = 86_400_000_000;
@@ -378,6 +384,28 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
             "tspi_telemetry_p20240313"
         ]
     );
+    // The aggregate's minutes of the 10th and the 19th, folded and appended.
+    client
+        .batch_execute(
+            "INSERT INTO tspi_track_minutes_recent VALUES
+                 ('2024-03-10 12:00+00', 1, 5, '2024-03-10 12:00:01+00', '2024-03-10 12:00:09+00'),
+                 ('2024-03-19 00:00+00', 1, 2, '2024-03-19 00:00:01+00', '2024-03-19 00:00:02+00');
+             SELECT tspi_track_minutes_fold();
+             INSERT INTO tspi_track_minutes_recent VALUES
+                 ('2024-03-10 12:00+00', 1, 1, '2024-03-10 12:00:10+00', '2024-03-10 12:00:10+00'),
+                 ('2024-03-19 00:00+00', 2, 3, '2024-03-19 00:00:01+00', '2024-03-19 00:00:03+00');",
+        )
+        .await
+        .unwrap();
+    let m = |d: &str, s: i32, n: i64| (d.to_owned(), s, n);
+    assert_eq!(
+        track_minutes(&client).await,
+        [
+            m("10 12:00", 1, 6),
+            m("19 00:00", 1, 2),
+            m("19 00:00", 2, 3)
+        ]
+    );
     // Ten days later with a 2-day retention: days ending at or before
     // 2024-03-18 12:00 go, i.e. everything up to and including the 17th.
     let later = now + 10 * day_us;
@@ -392,6 +420,26 @@ async fn migrations_are_recorded_once_and_retention_drops_old_days() {
             "tspi_telemetry_p20240321"
         ]
     );
+    assert_eq!(
+        track_minutes(&client).await,
+        [m("19 00:00", 1, 2), m("19 00:00", 2, 3)],
+        "the dropped days' minutes went from both of the aggregate's tables"
+    );
+}
+
+/// The per-minute aggregate: (day and UTC time, sensor, rows).
+async fn track_minutes(client: &tokio_postgres::Client) -> Vec<(String, i32, i64)> {
+    client
+        .query(
+            "SELECT to_char(minute AT TIME ZONE 'UTC', 'DD HH24:MI'), sensor_id, rows
+             FROM tspi_track_minutes ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
 }
 
 async fn pg_client(dsn: &str) -> tokio_postgres::Client {
