@@ -207,7 +207,7 @@ async fn archive_run_into(
     cfg.metrics.interval_s = 3600;
     cfg.stream.create = false;
     cfg.archive.ops = false;
-    cfg.archive.ack = ack;
+    cfg.archive.ack = ack.into();
     cfg.archive.durable = format!("bench-{name}");
     cfg.archive.partitioning = partitioning;
     // Its own runtime, as `tspi archive` has.

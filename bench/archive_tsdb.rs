@@ -232,7 +232,10 @@ pub async fn queries(dsn: &str) -> Vec<QueryPair> {
 pub async fn bytes_per_row(dsn: &str) -> (f64, f64) {
     let (c, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap();
     tokio::spawn(conn);
-    c.batch_execute("SELECT tspi_track_minutes_fold(); VACUUM tspi_track_minutes_recent;")
+    c.batch_execute("SELECT tspi_track_minutes_fold()")
+        .await
+        .unwrap();
+    c.batch_execute("VACUUM tspi_track_minutes_recent")
         .await
         .unwrap();
     let r = c

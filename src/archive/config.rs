@@ -8,6 +8,33 @@ use serde::Deserialize;
 /// with the batcher that acts on it.
 pub use super::proto::AckMode;
 
+/// `archive.ack`: the ack policy of the durable consumers the archiver
+/// creates, and what it does with one that exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckSetting {
+    /// A consumer that exists keeps its ack policy (a policy cannot change);
+    /// a new one gets ack policy `all`, the cheaper one: per message, an
+    /// explicit ack costs nats-server about as much again as the delivery
+    /// (`bench/README.md`). Several archivers sharing one durable need
+    /// `explicit`.
+    #[default]
+    Auto,
+    /// Ack policy `explicit`: an ack per message (see [`AckMode::Explicit`]).
+    Explicit,
+    /// Ack policy `all`: one ack per batch (see [`AckMode::All`]).
+    All,
+}
+
+impl From<AckMode> for AckSetting {
+    fn from(m: AckMode) -> Self {
+        match m {
+            AckMode::Explicit => AckSetting::Explicit,
+            AckMode::All => AckSetting::All,
+        }
+    }
+}
+
 /// Where the telemetry table's time partitions come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,9 +85,10 @@ pub struct ArchiveConfig {
     pub flush_interval_ms: u64,
     /// Batches decoded ahead while the database commits (per stream).
     pub batches_in_flight_max: usize,
-    /// `explicit` (default): an ack per message. `all`: one ack per batch
-    /// (ack policy all; one archiver per durable; see [`AckMode`]).
-    pub ack: AckMode,
+    /// `auto` (default): an existing consumer's policy, else `all`.
+    /// `explicit`: an ack per message. `all`: one ack per batch (one
+    /// archiver per durable). See [`AckSetting`] and [`AckMode`].
+    pub ack: AckSetting,
     /// A delivered message not acked within this long is delivered again
     /// (after a crash, or while the database is away). Must exceed the time
     /// a healthy batch takes to commit.
@@ -101,7 +129,7 @@ impl Default for ArchiveConfig {
             batch_len_max: ARCHIVE_BATCH_LEN_MAX.default as usize,
             flush_interval_ms: ARCHIVE_FLUSH_INTERVAL_MS.default,
             batches_in_flight_max: ARCHIVE_BATCHES_IN_FLIGHT_MAX.default as usize,
-            ack: AckMode::Explicit,
+            ack: AckSetting::Auto,
             ack_wait_s: ARCHIVE_ACK_WAIT_S.default,
             retry_backoff_initial_ms: ARCHIVE_RETRY_BACKOFF_INITIAL_MS.default,
             retry_backoff_max_ms: ARCHIVE_RETRY_BACKOFF_MAX_MS.default,
@@ -255,10 +283,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.archive.postgres.as_deref(), Some("host=db"));
         assert_eq!(c.archive.batch_len_max, 100);
-        assert_eq!(c.archive.ack, AckMode::All);
+        assert_eq!(c.archive.ack, AckSetting::All);
         assert_eq!(c.archive.partitioning, Partitioning::Native);
         assert_eq!(c.archive.retention_days, 30);
         assert_eq!(c.archive.flush_interval_ms, 200);
+        for (text, want) in [
+            ("auto", AckSetting::Auto),
+            ("explicit", AckSetting::Explicit),
+        ] {
+            let c = Config::from_toml(
+                &format!("[archive]\nack = \"{text}\"\n"),
+                Path::new("t.toml"),
+            )
+            .unwrap();
+            assert_eq!(c.archive.ack, want);
+        }
+        assert_eq!(ArchiveConfig::default().ack, AckSetting::Auto);
+        assert_eq!(AckSetting::from(AckMode::Explicit), AckSetting::Explicit);
     }
 
     #[test]

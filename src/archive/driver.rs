@@ -21,7 +21,7 @@ use super::proto::{
     AckPlan, Action, Batch, Batcher, BatcherConfig, Delivery, Kind, Outcome, Written,
 };
 use super::reporting::{self, AbortOnDrop};
-use super::{AckMode, ArchiveConfig};
+use super::{AckMode, AckSetting, ArchiveConfig};
 use crate::config::{Config, ConfigError, Machine, Role};
 use crate::jetstream::{
     Existing, STREAM_OPS, STREAM_TELEMETRY, ensure_stream_with, ops_stream, telemetry_required,
@@ -67,14 +67,15 @@ pub enum ArchiveError {
     },
     #[error(
         "durable consumer {durable} on {stream} has ack policy {found:?}, but archive.ack = {want:?}: \
-         an ack policy cannot change; set archive.ack back, or remove the consumer (it then starts \
-         again from the beginning of the stream; rows already archived are skipped)"
+         an ack policy cannot change; set archive.ack back (or to \"auto\", which keeps it), or \
+         remove the consumer (it then starts again from the beginning of the stream; rows already \
+         archived are skipped)"
     )]
     AckPolicy {
         durable: String,
         stream: &'static str,
         found: AckPolicy,
-        want: AckMode,
+        want: AckSetting,
     },
     #[error(transparent)]
     Tls(#[from] crate::pg::TlsError),
@@ -108,12 +109,12 @@ pub(super) fn stream_name(kind: Kind) -> &'static str {
 /// What the writer hands back: the batch, its outcome, how long it took.
 pub(super) type Done = (Arc<Batch>, Result<Written, WriteError>, Duration);
 
-/// The batcher's configuration for a stream.
-fn batcher_config(kind: Kind, cfg: &ArchiveConfig) -> BatcherConfig {
+/// The batcher's configuration for a stream whose consumer acks with `ack`.
+fn batcher_config(kind: Kind, cfg: &ArchiveConfig, ack: AckMode) -> BatcherConfig {
     BatcherConfig {
         kind,
         stream: stream_name(kind),
-        ack: cfg.ack,
+        ack,
         batch_len_max: cfg.batch_len_max,
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
         // One being written and `batches_in_flight_max` decoded ahead.
@@ -234,7 +235,7 @@ fn account_commit(stats: &Stats, progress: &StreamProgress, b: &Batch, w: Writte
 async fn stream_task(
     kind: Kind,
     js: jetstream::Context,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    (consumer, ack): (jetstream::consumer::Consumer<pull::Config>, AckMode),
     cfg: ArchiveConfig,
     write_tx: mpsc::Sender<Arc<Batch>>,
     done_rx: mpsc::Receiver<Done>,
@@ -244,7 +245,15 @@ async fn stream_task(
     let (ack_tx, ack_rx) = mpsc::channel(cfg.batches_in_flight_max + 2);
     let acks = tokio::spawn(ack_loop(ack_rx, stats.clone(), kind));
     stream_loop(
-        kind, js, consumer, cfg, write_tx, done_rx, ack_tx, stop, stats,
+        kind,
+        js,
+        (consumer, ack),
+        cfg,
+        write_tx,
+        done_rx,
+        ack_tx,
+        stop,
+        stats,
     )
     .await;
     let _ = acks.await;
@@ -257,7 +266,7 @@ async fn stream_task(
 async fn stream_loop(
     kind: Kind,
     js: jetstream::Context,
-    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    (mut consumer, ack): (jetstream::consumer::Consumer<pull::Config>, AckMode),
     cfg: ArchiveConfig,
     write_tx: mpsc::Sender<Arc<Batch>>,
     mut done_rx: mpsc::Receiver<Done>,
@@ -270,7 +279,7 @@ async fn stream_loop(
     let origin = tokio::time::Instant::now();
     let now = || origin.elapsed();
     let mut b: Batcher<Acker> = Batcher::new(
-        batcher_config(kind, &cfg),
+        batcher_config(kind, &cfg, ack),
         consumer.cached_info().delivered.consumer_sequence,
     );
     let backoffs = crate::backoff::Backoff::new(
@@ -281,6 +290,8 @@ async fn stream_loop(
     let mut msgs = None;
     let mut reopen_at = origin;
     let mut stopping = false;
+    // Rewinds in the current minute: (its start, count).
+    let mut rewind_window = (Duration::ZERO, 0u32);
     // One timer for the batcher's deadline, moved only when the deadline
     // does: a fresh `sleep_until` per delivery registers a timer entry for
     // every message (the loop turns once per delivery).
@@ -312,8 +323,8 @@ async fn stream_loop(
                         return;
                     }
                     loop {
-                        match open_consumer(&js, kind, &cfg, true).await {
-                            Ok(c) => {
+                        match open_consumer(&js, kind, &cfg, ack.into(), true).await {
+                            Ok((c, _)) => {
                                 consumer = c;
                                 break;
                             }
@@ -329,6 +340,23 @@ async fn stream_loop(
                     }
                     b.handle_rewound(consumer.cached_info().delivered.consumer_sequence);
                     stats.rewinds.fetch_add(1, Relaxed);
+                    // A lost delivery is rare (a reconnect); rewinds one
+                    // after another mean another client takes deliveries.
+                    let t = now();
+                    if t.saturating_sub(rewind_window.0) > Duration::from_secs(60) {
+                        rewind_window = (t, 0);
+                    }
+                    rewind_window.1 += 1;
+                    if rewind_window.1 == 3 {
+                        tracing::error!(
+                            stream,
+                            "three consumer rewinds within a minute under ack policy all: another \
+                             client is taking this durable's deliveries (several archivers sharing \
+                             it?). Nothing is lost, but each rewind re-reads from the ack floor; \
+                             archivers that share a durable need archive.ack = \"explicit\" (the \
+                             consumer must be removed to change its policy)"
+                        );
+                    }
                 }
             }
         }
@@ -423,15 +451,18 @@ async fn stream_loop(
     }
 }
 
-/// Create (or update) the durable pull consumer. Under ack policy all it
-/// is rewound to its ack floor when it has unacked deliveries (at start:
-/// a predecessor's), or always with `rewind` (a delivery went missing).
+/// Create (or update) the durable pull consumer, with ack policy `ack`
+/// (`auto`: the existing consumer's, else `all`); returns it and the
+/// policy it has. Under ack policy all it is rewound to its ack floor when
+/// it has unacked deliveries (at start: a predecessor's), or always with
+/// `rewind` (a delivery went missing).
 async fn open_consumer(
     js: &jetstream::Context,
     kind: Kind,
     cfg: &ArchiveConfig,
+    ack: AckSetting,
     rewind: bool,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, ArchiveError> {
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, AckMode), ArchiveError> {
     let name = stream_name(kind);
     let stream = js
         .get_stream(name)
@@ -444,7 +475,16 @@ async fn open_consumer(
         Kind::Telemetry => cfg.durable.clone(),
         Kind::Ops => cfg.durable_ops.clone(),
     };
-    let ack_policy = match cfg.ack {
+    let existing = stream.consumer_info(&durable).await.ok();
+    let mode = match (ack, &existing) {
+        (AckSetting::Explicit, _) => AckMode::Explicit,
+        (AckSetting::All, _) => AckMode::All,
+        (AckSetting::Auto, Some(info)) if info.config.ack_policy != AckPolicy::All => {
+            AckMode::Explicit
+        }
+        (AckSetting::Auto, _) => AckMode::All,
+    };
+    let ack_policy = match mode {
         AckMode::All => AckPolicy::All,
         AckMode::Explicit => AckPolicy::Explicit,
     };
@@ -460,18 +500,18 @@ async fn open_consumer(
         },
         ..Default::default()
     };
-    if let Ok(info) = stream.consumer_info(&durable).await {
+    if let Some(info) = existing {
         if info.config.ack_policy != ack_policy {
             return Err(ArchiveError::AckPolicy {
                 durable,
                 stream: name,
                 found: info.config.ack_policy,
-                want: cfg.ack,
+                want: ack,
             });
         }
         // Keep where it was told to start (updates may not change it).
         config.deliver_policy = info.config.deliver_policy;
-        if cfg.ack == AckMode::All && (rewind || info.num_ack_pending > 0) {
+        if mode == AckMode::All && (rewind || info.num_ack_pending > 0) {
             // Messages delivered to a predecessor and never acked. Under
             // ack policy all, our first ack would cover them before they
             // are redelivered: rewind to the ack floor instead. What the
@@ -501,6 +541,7 @@ async fn open_consumer(
     stream
         .create_consumer(config)
         .await
+        .map(|c| (c, mode))
         .map_err(|e| ArchiveError::Consumer {
             what: "creating or updating the",
             durable,
@@ -585,7 +626,8 @@ pub async fn run_reporting(
     let mut streams = Vec::new();
     let mut writers = Vec::new();
     for kind in kinds {
-        let c = open_consumer(&js, kind, &a, false).await?;
+        let c = open_consumer(&js, kind, &a, a.ack, false).await?;
+        tracing::info!(stream = stream_name(kind), ack = ?c.1, "durable consumer opened");
         // One batch at a time each way: the batcher keeps the order.
         let (write_tx, write_rx) = mpsc::channel(1);
         let (done_tx, done_rx) = mpsc::channel(1);

@@ -49,4 +49,6 @@ pub use driver::{Account, ArchiveError, Handle, Stats, run, run_reporting};
 pub use proto::{copy, rows};
 pub use reporting::LAG_POLL_INTERVAL;
 
-pub use config::{AckMode, ArchiveConfig, BATCH_LEN_LIMIT, BATCHES_IN_FLIGHT_LIMIT, Partitioning};
+pub use config::{
+    AckMode, AckSetting, ArchiveConfig, BATCH_LEN_LIMIT, BATCHES_IN_FLIGHT_LIMIT, Partitioning,
+};

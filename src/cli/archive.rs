@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tspi::archive::{self, AckMode};
+use tspi::archive::{self, AckSetting};
 use tspi::config::{Config, Machine, Role};
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +27,7 @@ pub struct ArchiveArgs {
     pub flush_interval_ms: Option<u64>,
     /// How batches are acked (archive.ack).
     #[arg(long, value_enum)]
-    pub ack: Option<AckMode>,
+    pub ack: Option<AckSetting>,
     /// Redelivery time of an unacked message (archive.ack_wait_s).
     #[arg(long, value_name = "S")]
     pub ack_wait_s: Option<u64>,

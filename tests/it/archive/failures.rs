@@ -220,7 +220,7 @@ async fn ack_all_rewinds_when_a_delivery_goes_missing() {
     assert_eq!(publish_all(&js, &telemetry(0, N, SEED)).await, N);
     let dsn = role.dsn.clone();
     let mut cfg = config(&nats.url());
-    cfg.archive.ack = tspi::archive::AckMode::All;
+    cfg.archive.ack = tspi::archive::AckSetting::All;
     cfg.archive.ack_wait_s = 30; // the stolen message must not come back by itself
     let archiver = Handle::spawn(cfg, dsn.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -278,7 +278,7 @@ async fn nats_restarted_mid_stream_still_exactly_once() {
         }
         let dsn = role.dsn.clone();
         let mut cfg = config(&nats.url());
-        cfg.archive.ack = ack;
+        cfg.archive.ack = ack.into();
         let archiver = Handle::spawn(cfg, dsn.clone());
         let deadline = Instant::now() + Duration::from_secs(60);
         while archiver.stats.counters().telemetry_rows < N / 5 {

@@ -3,6 +3,7 @@
 //! whose `raw` is the original datagram; operator messages land in their
 //! tables; what does not decode lands in `tspi_rejects`.
 
+mod ack;
 mod aggregate;
 mod failover;
 mod failures;

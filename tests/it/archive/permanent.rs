@@ -88,7 +88,7 @@ async fn refused_rows(ack: AckMode) {
     assert_eq!(publish_all(&js, &msgs).await, total);
 
     let mut cfg = config(&nats.url());
-    cfg.archive.ack = ack;
+    cfg.archive.ack = ack.into();
     let h = Handle::spawn(cfg, dsn.clone());
     wait_rows(&dsn, "tspi_telemetry", N as i64, Duration::from_secs(90)).await;
     wait_rows(&dsn, "tspi_rejects", 2, Duration::from_secs(30)).await;
