@@ -1,5 +1,5 @@
 //! Pure: tracks per sensor per minute (`tspi_track_minutes`) of one batch,
-//! computed by the archiver so that PostgreSQL only upserts a few rows per
+//! computed by the archiver so that PostgreSQL only appends a few rows per
 //! batch instead of grouping every inserted row in a trigger.
 //!
 //! A minute is a bin of the UTC clock from 2000-01-01 (PostgreSQL's
@@ -180,7 +180,7 @@ mod tests {
             }
             prop_assert_eq!(m.take(), reference(&rows));
             prop_assert!(m.is_empty());
-            // Two batches' aggregates summed (the upsert) are the whole's.
+            // Two batches' aggregates summed (the view, or a fold) are the whole's.
             let split = split.min(rows.len());
             let (a, b) = rows.split_at(split);
             let mut sum: BTreeMap<(i64, i32), Minute> = BTreeMap::new();

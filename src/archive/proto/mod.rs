@@ -8,7 +8,7 @@
 //!   tags, display commands, other operator events), or a typed reject;
 //! - [`copy`]: PostgreSQL's binary `COPY` format and the telemetry row in it;
 //! - [`minutes`]: a batch's tracks per sensor per minute (the aggregate
-//!   the writer upserts with the rows);
+//!   the writer appends with the rows);
 //! - [`batch`]: what one transaction writes, and what it wrote;
 //! - [`commit`]: how a failed write is retried (transient or permanent),
 //!   from its SQLSTATE;
