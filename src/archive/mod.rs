@@ -20,7 +20,8 @@
 //!   primary among several hosts);
 //! - [`driver`]: per stream, a task that owns the durable pull consumer and
 //!   the clock and drives a batcher, and a writer task (`writer.rs`) that
-//!   owns the database session; `stats.rs` holds the live state;
+//!   owns the database session; `consumer.rs` opens the durable consumers
+//!   (ack policy, rewinds); `stats.rs` holds the live state;
 //! - [`report`]: counters, deltas and their renderings (log line, JSON line,
 //!   Prometheus, NATS snapshot).
 //!
@@ -35,6 +36,7 @@
 #![doc = include_str!("../../docs/archive.md")]
 
 pub mod config;
+mod consumer;
 pub mod db;
 pub mod driver;
 pub mod proto;
