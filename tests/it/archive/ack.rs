@@ -15,15 +15,22 @@ use tspi_testkit::harness::NatsServer;
 const SEED: u64 = 31;
 const N: u64 = 600;
 
-async fn policy(js: &async_nats::jetstream::Context, stream: &str, durable: &str) -> AckPolicy {
+async fn info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> async_nats::jetstream::consumer::Info {
     js.get_stream(stream)
         .await
         .unwrap()
         .consumer_info(durable)
         .await
         .unwrap()
-        .config
-        .ack_policy
+        .clone()
+}
+
+async fn policy(js: &async_nats::jetstream::Context, stream: &str, durable: &str) -> AckPolicy {
+    info(js, stream, durable).await.config.ack_policy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,15 +93,8 @@ async fn auto_gives_new_durables_ack_all_and_keeps_an_existing_policy() {
         policy(&js, "TSPI", "old-archive").await,
         AckPolicy::Explicit
     );
-    let info = js
-        .get_stream("TSPI")
-        .await
-        .unwrap()
-        .consumer_info("old-archive")
-        .await
-        .unwrap()
-        .clone();
-    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    let drained = info(&js, "TSPI", "old-archive").await;
+    assert_eq!((drained.num_pending, drained.num_ack_pending), (0, 0));
 
     // Asked for all on that explicit consumer: refused, saying how to go on.
     let mut wrong = old;
