@@ -11,8 +11,8 @@
 //! three on, as in production, where every commit waits for the disk):
 //!
 //! 1. the `TSPI` stream is pre-filled with N contract messages (both types,
-//!    500 sensors, receive times spread over two UTC days so two day
-//!    partitions fill);
+//!    500 sensors each at 10 Hz, as a range sends them: 1,000,000 messages
+//!    are 200 s of flying, across UTC midnight so two day partitions fill);
 //! 2. **archive, explicit acks**: the archiver (in this process, its own
 //!    tokio runtime of 2 workers, the shipped defaults but `ack =
 //!    "explicit"`: batches of 5,000, 2 in flight, the per-minute aggregate
@@ -38,6 +38,13 @@
 //! with migration 3's per-row aggregate trigger put back (its cost); bytes per row; and three
 //! queries on each, raw rows beside the per-minute aggregate
 //! (`bench/archive_tsdb.rs`). `-- --only tsdb` runs this part alone.
+//!
+//! Last, the stream of the runs up to 2026-12-02 beside the live one: the
+//! same N messages spread over 8 hours (each sensor every 14 s at
+//! 1,000,000), archived with the defaults into the durable server. And at
+//! the start and the end, a yardstick of the box's single-threaded speed
+//! (ns per `Message::encode`, against the day of the 109,757 rows/s run),
+//! since CPU per row on these machines moves with it from day to day.
 
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
@@ -58,12 +65,37 @@ use tspi_testkit::frames::frame;
 #[path = "archive_tsdb.rs"]
 mod tsdb;
 
-/// 2024-05-01T20:00:00Z; N messages spread over 8 h cross midnight.
-const BASE_NS: u64 = 1_714_593_600_000_000_000;
-const SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
+/// How the pre-filled stream's receive times are laid out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    /// As a range sends: the 500 sensors of the shared test frames each
+    /// reporting at 10 Hz, 5,000 messages a second (1,000,000 messages are
+    /// 200 s of flying), centred on midnight 2024-05-02 UTC so two day
+    /// partitions fill. A batch of 5,000 rows is one second of the range:
+    /// each sensor once in the per-minute aggregate.
+    Live,
+    /// The stream of the runs up to 2026-12-02: N messages spread evenly
+    /// over 8 h from 2024-05-01T20:00Z, each sensor every 14 s at
+    /// 1,000,000 (every 48 s at 300,000). A batch then spans minutes, so
+    /// the aggregate gets several times more (minute, sensor) rows per
+    /// telemetry row than a range's stream gives it.
+    Sparse,
+}
 
-fn message(i: u64, n: u64) -> Message {
-    let recv = RecvTime::from_unix_ns(BASE_NS + i * (SPREAD_NS / n.max(1)));
+/// 2024-05-02T00:00:00Z.
+const MIDNIGHT_NS: u64 = 1_714_608_000_000_000_000;
+/// Live: 10 Hz x 500 sensors, one message every 200 µs.
+const LIVE_STEP_NS: u64 = 200_000;
+/// Sparse: 2024-05-01T20:00:00Z, over 8 h.
+const SPARSE_BASE_NS: u64 = 1_714_593_600_000_000_000;
+const SPARSE_SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
+
+fn message(i: u64, n: u64, shape: Shape) -> Message {
+    let unix_ns = match shape {
+        Shape::Live => MIDNIGHT_NS - n / 2 * LIVE_STEP_NS + i * LIVE_STEP_NS,
+        Shape::Sparse => SPARSE_BASE_NS + i * (SPARSE_SPREAD_NS / n.max(1)),
+    };
+    let recv = RecvTime::from_unix_ns(unix_ns);
     let (day, time_ticks) = utc_day_ticks(recv.unix_ns);
     // The shared test frame, at its receive time (so days cross midnight).
     let f = Frame {
@@ -74,11 +106,45 @@ fn message(i: u64, n: u64) -> Message {
     Message::encode("tspi", &f, recv)
 }
 
-async fn prefill(js: &async_nats::jetstream::Context, n: u64) -> Duration {
+/// `message/owned_message` of `cargo bench --bench codec` on 2026-11-21,
+/// the day of the 109,757 rows/s run: ns per message.
+const YARDSTICK_REF_NS: f64 = 246.0;
+
+/// The box's single-threaded speed now: ns per `Message::encode` over the
+/// codec bench's batch of 1,024 frames, exactly its `message/owned_message`
+/// loop, 100 times; the best of 3 rounds. Printed beside the rates: the
+/// same code on this kind of machine has run 1.5-2.5x slower on some days,
+/// and within one run, than on others, and CPU per row moves with it.
+fn yardstick_ns() -> f64 {
+    const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_456_789);
+    let frames = tspi_testkit::frames::codec_batch(1024);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            for f in &frames {
+                std::hint::black_box(Message::encode("tspi", f, RECV));
+            }
+        }
+        best = best.min(t0.elapsed().as_secs_f64() * 1e9 / (100.0 * 1024.0));
+    }
+    best
+}
+
+fn print_yardstick(when: &str) {
+    let ns = yardstick_ns();
+    println!(
+        "box yardstick ({when}): Message::encode {ns:.0} ns/message ({YARDSTICK_REF_NS:.0} on \
+         2026-11-21, the 109,757 rows/s run): this box runs {:.2}x that day's time",
+        ns / YARDSTICK_REF_NS
+    );
+}
+
+async fn prefill(js: &async_nats::jetstream::Context, n: u64, shape: Shape) -> Duration {
     let t0 = Instant::now();
     let mut acks = FuturesUnordered::new();
     for i in 0..n {
-        let m = message(i, n);
+        let m = message(i, n, shape);
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", m.msg_id.as_str());
         acks.push(
@@ -107,6 +173,21 @@ fn stat_cpu_s(path: &str) -> f64 {
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The box's (steal, all) CPU ticks from `/proc/stat`: time the hypervisor
+/// gave to other guests while this one wanted to run.
+fn steal_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    (f.get(7).copied().unwrap_or(0), f.iter().take(8).sum())
 }
 
 /// CPU seconds of every process whose command line contains `needle`.
@@ -170,6 +251,11 @@ struct Run {
     archiver_us: f64,
     nats_us: f64,
     pg_us: f64,
+    /// The yardstick just before the run: its ns per message against
+    /// 2026-11-21's (2.0: the box ran single-threaded code half as fast).
+    box_x: f64,
+    /// Percent of the box's CPU time stolen by the hypervisor in the run.
+    steal_pct: f64,
 }
 
 async fn archive_run(nats: &NatsServer, pg: &PgCluster, n: u64, ack: AckMode, name: &str) -> Run {
@@ -219,7 +305,9 @@ async fn archive_run_into(
         .enable_all()
         .build()
         .unwrap();
+    let box_x = yardstick_ns() / YARDSTICK_REF_NS;
     let nats_cpu0 = cpu_of_processes(&nats_needle);
+    let steal0 = steal_ticks();
     let t0 = Instant::now();
     let handle = {
         let _g = rt.enter();
@@ -250,6 +338,7 @@ async fn archive_run_into(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let end = Instant::now();
+    let steal1 = steal_ticks();
     let pg_cpu = cpu_of_processes(&format!("postgres: tspi {name} "));
     let nats_cpu = cpu_of_processes(&nats_needle) - nats_cpu0;
     let archiver_cpu = cpu_of_archive_threads();
@@ -271,6 +360,8 @@ async fn archive_run_into(
         archiver_us: archiver_cpu * 1e6 / n as f64,
         nats_us: nats_cpu * 1e6 / n as f64,
         pg_us: pg_cpu * 1e6 / n as f64,
+        box_x,
+        steal_pct: 100.0 * (steal1.0 - steal0.0) as f64 / (steal1.1 - steal0.1).max(1) as f64,
     }
 }
 
@@ -392,11 +483,12 @@ fn main() {
         ensure_stream(&js, telemetry_stream("tspi", &settings), Duration::from_secs(10))
             .await
             .unwrap();
-        let took = prefill(&js, n).await;
+        print_yardstick("start");
+        let took = prefill(&js, n, Shape::Live).await;
         let info = js.get_stream("TSPI").await.unwrap().info().await.unwrap().clone();
         assert_eq!(info.state.messages, n);
         println!(
-            "archive bench ({}): pre-filled TSPI with {n} messages ({} MB) in {:.1} s",
+            "archive bench ({}): pre-filled TSPI with {n} messages ({} MB; 500 sensors at 10 Hz) in {:.1} s",
             if smoke { "smoke" } else if quick { "quick" } else { "full" },
             info.state.bytes / 1_000_000,
             took.as_secs_f64()
@@ -427,12 +519,17 @@ fn main() {
             table.push((server, explicit, all, base_rows, base_rate));
         }
         println!();
-        println!("| PostgreSQL | run | rows | sustained rows/s | total s (with start) | batches | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL backends |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "box x: the yardstick just before each run, against 2026-11-21's (1.00: that day's \
+             single-threaded speed; 2.00: half of it); steal %: the box's CPU time the \
+             hypervisor gave to other guests during the run"
+        );
+        println!("| PostgreSQL | run | rows | sustained rows/s | total s (with start) | batches | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL backends | box x / steal % |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for (server, explicit, all, base_rows, base_rate) in &table {
             for (name, r) in [("archive, explicit acks", explicit), ("archive, ack policy all (default)", all)] {
                 println!(
-                    "| {server} | {name} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} |",
+                    "| {server} | {name} | {} | {:.0} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} / {:.0} |",
                     r.rows,
                     r.sustained_rows_per_s,
                     r.total_s,
@@ -441,10 +538,12 @@ fn main() {
                     r.commit_p99_ms,
                     r.archiver_us,
                     r.nats_us,
-                    r.pg_us
+                    r.pg_us,
+                    r.box_x,
+                    r.steal_pct
                 );
             }
-            println!("| {server} | row-at-a-time INSERT baseline | {base_rows} | {base_rate:.0} | | | | | |");
+            println!("| {server} | row-at-a-time INSERT baseline | {base_rows} | {base_rate:.0} | | | | | | |");
         }
         println!();
         for (server, explicit, all, _, base_rate) in &table {
@@ -459,6 +558,41 @@ fn main() {
         if let Some(ts) = &timescale {
             tsdb_part(&nats, ts, n).await;
         }
+        if !tsdb_only {
+            // The earlier runs' stream beside this one: the default archive
+            // into the durable server again. A new stream, so JetStream's
+            // duplicate window holds nothing of the first.
+            js.delete_stream("TSPI").await.unwrap();
+            ensure_stream(&js, telemetry_stream("tspi", &settings), Duration::from_secs(10))
+                .await
+                .unwrap();
+            prefill(&js, n, Shape::Sparse).await;
+            let sparse = archive_run(&nats, &durable, n, AckMode::All, "ackall_sparse").await;
+            println!("durable: archive, ack policy all, the sparse stream: {sparse:?}");
+            assert_eq!(sparse.rows, n, "every message archived (sparse)");
+            let live = table.first().map(|t| &t.2);
+            println!();
+            println!("| durable, ack policy all (default) | stream | rows | sustained rows/s | commit p50 ms | CPU µs/row: archiver / nats-server / PostgreSQL | box x / steal % |");
+            println!("|---|---|---|---|---|---|---|");
+            for (name, r) in [
+                ("500 sensors at 10 Hz (the run above)", live),
+                ("the same messages over 8 h (runs to 2026-12-02)", Some(&sparse)),
+            ] {
+                let Some(r) = r else { continue };
+                println!(
+                    "| | {name} | {} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} | {:.2} / {:.0} |",
+                    r.rows,
+                    r.sustained_rows_per_s,
+                    r.commit_p50_ms,
+                    r.archiver_us,
+                    r.nats_us,
+                    r.pg_us,
+                    r.box_x,
+                    r.steal_pct
+                );
+            }
+        }
+        print_yardstick("end");
     });
 }
 
@@ -503,31 +637,35 @@ async fn tsdb_part(nats: &NatsServer, pg: &PgCluster, n: u64) {
     assert_eq!(bare.rows, n);
     println!();
     println!(
-        "| TimescaleDB server (fsync off) | rows | sustained rows/s | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL | bytes/row (with indexes) | aggregate bytes/row |"
+        "| TimescaleDB server (fsync off) | rows | sustained rows/s | commit p50 ms | commit p99 ms | CPU µs/row: archiver / nats-server / PostgreSQL | bytes/row (with indexes) | aggregate bytes/row | box x / steal % |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (label, r, bytes, agg_bytes, _) in &runs {
         println!(
-            "| {label} | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {bytes:.0} | {agg_bytes:.1} |",
+            "| {label} | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {bytes:.0} | {agg_bytes:.1} | {:.2} / {:.0} |",
             r.rows,
             r.sustained_rows_per_s,
             r.commit_p50_ms,
             r.commit_p99_ms,
             r.archiver_us,
             r.nats_us,
-            r.pg_us
+            r.pg_us,
+            r.box_x,
+            r.steal_pct
         );
     }
     let r = &bare;
     println!(
-        "| native partitions, migration 3's trigger put back | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | | |",
+        "| native partitions, migration 3's trigger put back | {} | {:.0} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | | | {:.2} / {:.0} |",
         r.rows,
         r.sustained_rows_per_s,
         r.commit_p50_ms,
         r.commit_p99_ms,
         r.archiver_us,
         r.nats_us,
-        r.pg_us
+        r.pg_us,
+        r.box_x,
+        r.steal_pct
     );
     println!();
     println!("| query (median of 5) | table | raw rows ms | aggregate ms | result rows |");

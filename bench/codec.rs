@@ -15,52 +15,14 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tspi::codec::{self, DATAGRAM_LEN, Frame, Geocentric, Payload, Spherical};
+use tspi::codec::{self, DATAGRAM_LEN, Frame};
 use tspi::message::{self, Record, RecvTime};
 
 const BATCH_LEN: usize = 1024;
 const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_456_789);
 
 fn frames() -> Vec<Frame> {
-    // The tests' seeded generator, so the inputs vary but the bench is
-    // reproducible.
-    let mut rng = tspi_testkit::frames::Rng(0x9E37_79B9_7F4A_7C15);
-    let mut next = move || (rng.next() >> 32) as u32;
-    (0..BATCH_LEN)
-        .map(|i| {
-            let payload = if i % 4 == 3 {
-                Payload::Spherical(Spherical {
-                    range: next() as i32 / 4,
-                    azimuth: next() % 360_000_000,
-                    elevation: next() % 90_000_000,
-                    azimuth_rate: next() as i16,
-                    elevation_rate: next() as i16,
-                    range_rate: next() as i16,
-                    ..Spherical::default()
-                })
-            } else {
-                Payload::Geocentric(Geocentric {
-                    x: -155_000_000 + (next() % 1_000_000) as i32,
-                    y: -510_000_000 + (next() % 1_000_000) as i32,
-                    z: 340_000_000 + (next() % 1_000_000) as i32,
-                    vx: next() as i16,
-                    vy: next() as i16,
-                    vz: next() as i16,
-                    ax: next() as i16,
-                    ay: next() as i16,
-                    az: next() as i16,
-                })
-            };
-            Frame {
-                sensor_id: 1000 + (i % 500) as u16,
-                day: 1 + (next() % 366) as u16,
-                time_ticks: next() % codec::TIME_TICKS_END,
-                status: 0xFF,
-                status_flags: 0x01,
-                payload,
-            }
-        })
-        .collect()
+    tspi_testkit::frames::codec_batch(BATCH_LEN)
 }
 
 fn bench_parse(c: &mut Criterion) {
