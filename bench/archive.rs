@@ -84,8 +84,9 @@ enum Shape {
 
 /// 2024-05-02T00:00:00Z.
 const MIDNIGHT_NS: u64 = 1_714_608_000_000_000_000;
-/// Live: 10 Hz x 500 sensors, one message every 200 µs.
-const LIVE_STEP_NS: u64 = 200_000;
+/// Live: every sensor at 10 Hz, one message every 200 µs at 500 sensors.
+const LIVE_STEP_NS: u64 = 1_000_000_000 / (10 * tspi_testkit::frames::SENSORS);
+const _: () = assert!(LIVE_STEP_NS == 200_000);
 /// Sparse: 2024-05-01T20:00:00Z, over 8 h.
 const SPARSE_BASE_NS: u64 = 1_714_593_600_000_000_000;
 const SPARSE_SPREAD_NS: u64 = 8 * 3600 * 1_000_000_000;
@@ -113,7 +114,7 @@ const YARDSTICK_REF_NS: f64 = 246.0;
 /// The box's single-threaded speed now: ns per `Message::encode` over the
 /// codec bench's batch of 1,024 frames, exactly its `message/owned_message`
 /// loop, 100 times; the best of 3 rounds. Printed beside the rates: the
-/// same code on this kind of machine has run 1.5-2.5x slower on some days,
+/// same code on this kind of machine has run 1.4-3.7x slower on some days,
 /// and within one run, than on others, and CPU per row moves with it.
 fn yardstick_ns() -> f64 {
     const RECV: RecvTime = RecvTime::from_unix_ns(1_700_000_000_123_456_789);
